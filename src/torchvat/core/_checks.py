@@ -1,0 +1,175 @@
+"""Argument checks and small tensor helpers shared by the core losses."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+Reduction = Literal["none", "mean", "sum"]
+REDUCTIONS = ("none", "mean", "sum")
+NORMS = ("l2", "linf")
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def check_nonnegative(name: str, value: float | Tensor, *, positive: bool = False) -> None:
+    """Raise unless ``value`` (a number or a tensor of numbers) is finite and >= 0 (> 0 if ``positive``)."""
+    if isinstance(value, Tensor):
+        if not value.is_floating_point() and value.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"{name} must be a float or a floating-point tensor, got dtype {value.dtype}")
+        bad = ~torch.isfinite(value) | (value <= 0 if positive else value < 0)
+        if bool(bad.any()):
+            bound = "> 0" if positive else ">= 0"
+            raise ValueError(f"{name} must be finite and {bound} everywhere, got {value.flatten()[:8].tolist()}")
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def check_n_power(n_power: int) -> None:
+    """``n_power`` is a non-negative integer."""
+    if isinstance(n_power, bool) or not isinstance(n_power, int) or n_power < 0:
+        raise ValueError(f"n_power must be an integer >= 0, got {n_power!r}")
+
+
+def reduce(per_sample: Tensor, reduction: str) -> Tensor:
+    """Apply a ``reduction`` (``"none" | "mean" | "sum"``) to a per-sample loss of shape [B]."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample
+
+
+def per_sample_scale(value: float | Tensor, like: Tensor) -> float | Tensor:
+    """Broadcast a scalar or per-sample [B] value against ``like`` ([B, ...])."""
+    if isinstance(value, Tensor) and value.ndim > 0:
+        if value.ndim != 1 or value.shape[0] != like.shape[0]:
+            raise ValueError(
+                f"a per-sample eps/xi tensor must have shape [{like.shape[0]}] (the batch size), "
+                f"got {tuple(value.shape)}"
+            )
+        return value.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.ndim - 1)))
+    return float(value)
+
+
+def extract_output(output: Any, output_fn: Callable[[Any], Tensor] | None) -> Tensor:
+    """The prediction tensor in a model's output.
+
+    By default a tensor is used as is, a mapping's ``"logits"`` entry, an object's ``.logits``
+    attribute (Hugging Face outputs), or the first element of a tuple or list.
+    """
+    if output_fn is not None:
+        pred = output_fn(output)
+        source = "output_fn(model output)"
+    elif isinstance(output, Tensor):
+        return output
+    elif isinstance(output, Mapping):
+        if "logits" not in output:
+            raise TypeError(
+                "the model returned a mapping without a 'logits' entry "
+                f"(keys: {sorted(map(str, output.keys()))}); pass output_fn to select the prediction"
+            )
+        pred = output["logits"]
+        source = "model output['logits']"
+    elif hasattr(output, "logits"):
+        pred = output.logits
+        source = "model output .logits"
+    elif isinstance(output, tuple | list) and len(output) > 0:
+        pred = output[0]
+        source = "model output[0]"
+    else:
+        raise TypeError(
+            "cannot read a prediction tensor from the model output of type "
+            f"{type(output).__name__}; expected a tensor, a mapping with 'logits', an object with "
+            ".logits, or a tuple; pass output_fn to select it"
+        )
+    if not isinstance(pred, Tensor):
+        raise TypeError(f"{source} must be a tensor, got {type(pred).__name__}")
+    return pred
+
+
+class ModelInput:
+    """The tensor to perturb inside ``x`` and how to call the model with a replacement for it.
+
+    ``x`` is a tensor (the model is called as ``model(x)``) or a mapping of tensors (the model is
+    called as ``model(**x)`` with ``x[input_key]`` replaced; the other entries pass through).
+    """
+
+    __slots__ = ("key", "mapping", "tensor")
+
+    def __init__(self, x: Tensor | Mapping[str, Any], input_key: str | None) -> None:
+        if isinstance(x, Mapping):
+            if input_key is None:
+                raise ValueError(
+                    "input_key must name the entry to perturb when x is a mapping "
+                    f"(keys: {sorted(map(str, x.keys()))}), got None"
+                )
+            if input_key not in x:
+                raise ValueError(f"input_key {input_key!r} is not in x (keys: {sorted(map(str, x.keys()))})")
+            tensor = x[input_key]
+            self.mapping: Mapping[str, Any] | None = x
+            self.key: str | None = input_key
+        elif isinstance(x, Tensor):
+            if input_key is not None:
+                raise ValueError(
+                    f"input_key is only used when x is a mapping; x is a tensor but input_key={input_key!r}"
+                )
+            tensor = x
+            self.mapping = None
+            self.key = None
+        else:
+            raise TypeError(f"x must be a tensor or a mapping of tensors, got {type(x).__name__}")
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"the perturbed input x[{input_key!r}] must be a tensor, got {type(tensor).__name__}")
+        if not tensor.is_floating_point():
+            hint = (
+                " For text, perturb the embeddings instead of the token ids: pass a mapping such as "
+                "{'inputs_embeds': model.get_input_embeddings()(input_ids), 'attention_mask': ...} "
+                "with input_key='inputs_embeds'."
+            )
+            raise TypeError(
+                f"the perturbed input must be a floating-point tensor, got dtype {tensor.dtype}"
+                f"{' (integer token ids?)' if not tensor.is_complex() else ''}.{hint}"
+            )
+        if tensor.ndim < 1 or tensor.shape[0] == 0:
+            raise ValueError(
+                f"the perturbed input must have a non-empty batch dimension, got shape {tuple(tensor.shape)}"
+            )
+        self.tensor: Tensor = tensor
+
+    def call(self, model: Callable[..., Any], value: Tensor) -> Any:
+        """Call ``model`` with ``value`` in place of the perturbed input."""
+        if self.mapping is None:
+            return model(value)
+        return model(**{**self.mapping, self.key: value})
+
+
+def broadcast_mask(mask: Tensor | None, like: Tensor) -> Tensor | None:
+    """Check and broadcast a perturbation mask (1 = may be perturbed) to ``like``'s shape."""
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be a tensor or None, got {type(mask).__name__}")
+    m = mask.to(device=like.device, dtype=like.dtype)
+    while m.ndim < like.ndim:
+        m = m.unsqueeze(-1)
+    try:
+        return m.expand_as(like)
+    except RuntimeError:
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} cannot be broadcast to the perturbed input's shape "
+            f"{tuple(like.shape)} (trailing dimensions are added to the mask)"
+        ) from None

@@ -1,0 +1,157 @@
+r"""Adversarial training (Goodfellow, Shlens & Szegedy, ICLR 2015)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from typing import Any
+
+from torch import Tensor, nn
+
+from torchvat.core._checks import (
+    NORMS,
+    REDUCTIONS,
+    ModelInput,
+    Reduction,
+    check_choice,
+    check_nonnegative,
+    extract_output,
+    reduce,
+)
+from torchvat.core.guards import RNGSnapshot, frozen_batchnorm_stats
+from torchvat.core.perturbation import (
+    Norm,
+    adversarial_perturbation,
+    default_loss_fn,
+    per_sample_loss,
+)
+
+__all__ = ["AdversarialLoss", "adversarial_loss"]
+
+
+def adversarial_loss(
+    model: Callable[..., Any],
+    x: Tensor | Mapping[str, Any],
+    y: Any,
+    *,
+    logits: Any = None,
+    eps: float | Tensor = 1.0,
+    norm: Norm = "l2",
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    input_key: str | None = None,
+    output_fn: Callable[[Any], Tensor] | None = None,
+    mask: Tensor | None = None,
+    reduction: Reduction = "mean",
+    rng: RNGSnapshot | None = None,
+) -> Tensor:
+    r"""The supervised loss on the adversarial example :math:`x + r_{\mathrm{adv}}` (Goodfellow et al. 2015).
+
+    .. math::
+        L_{\mathrm{adv}}(x, y) = \ell\big(f(x + r_{\mathrm{adv}}), y\big),\qquad
+        r_{\mathrm{adv}} = \epsilon\,\overline{\nabla_x \ell(f(x), y)}
+
+    with :math:`\overline{g}` the L2-normalized gradient, or its sign for ``norm="linf"`` (FGSM).
+    Adversarial training minimizes :math:`\ell(f(x), y) + \alpha L_{\mathrm{adv}}(x, y)`: clean
+    example and adversarial example against the label. See :func:`adversarial_perturbation` for the
+    arguments; ``reduction`` is ``"none" | "mean" | "sum"``. The perturbation is a constant; the
+    gradient reaches the parameters through the perturbed pass. Parameter ``.grad``, BatchNorm running
+    statistics and ``model.training`` are left as found.
+
+    Shape:
+        - x: [B, *]; y: [B] class indices (or what ``loss_fn`` accepts).
+        - output: [] for ``"mean"``/``"sum"``, [B] for ``"none"``.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+        >>> clean = torch.nn.functional.cross_entropy(model(x), y)
+        >>> bool(adversarial_loss(model, x, y, eps=0.5) > clean)
+        True
+
+    References:
+        I. Goodfellow, J. Shlens, C. Szegedy. Explaining and Harnessing Adversarial Examples.
+        ICLR 2015 (arXiv:1412.6572).
+    """
+    check_nonnegative("eps", eps)
+    check_choice("norm", norm, NORMS)
+    check_choice("reduction", reduction, REDUCTIONS)
+    loss_fn = loss_fn or default_loss_fn
+    inp = ModelInput(x, input_key)
+    rng = rng if rng is not None else RNGSnapshot.capture(inp.tensor.device)
+    r = adversarial_perturbation(
+        model,
+        x,
+        y,
+        logits=logits,
+        eps=eps,
+        norm=norm,
+        loss_fn=loss_fn,
+        input_key=input_key,
+        output_fn=output_fn,
+        mask=mask,
+        rng=rng,
+    )
+    with ExitStack() as stack:
+        if isinstance(model, nn.Module):
+            stack.enter_context(frozen_batchnorm_stats(model))
+        with rng.replay():
+            pred = extract_output(inp.call(model, inp.tensor + r), output_fn)
+    return reduce(per_sample_loss(loss_fn, pred, y), reduction)
+
+
+class AdversarialLoss(nn.Module):
+    """Module twin of :func:`adversarial_loss`.
+
+    Example:
+        >>> criterion = AdversarialLoss(eps=0.1, norm="linf")
+        >>> criterion(torch.nn.Linear(4, 3), torch.randn(2, 4), torch.tensor([0, 1])).shape
+        torch.Size([])
+    """
+
+    def __init__(
+        self,
+        *,
+        eps: float | Tensor = 1.0,
+        norm: Norm = "l2",
+        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+        input_key: str | None = None,
+        output_fn: Callable[[Any], Tensor] | None = None,
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__()
+        check_nonnegative("eps", eps)
+        check_choice("norm", norm, NORMS)
+        check_choice("reduction", reduction, REDUCTIONS)
+        self.eps, self.norm, self.loss_fn = eps, norm, loss_fn
+        self.input_key, self.output_fn, self.reduction = input_key, output_fn, reduction
+
+    def forward(
+        self,
+        model: Callable[..., Any],
+        x: Tensor | Mapping[str, Any],
+        y: Any,
+        logits: Any = None,
+        *,
+        mask: Tensor | None = None,
+        rng: RNGSnapshot | None = None,
+    ) -> Tensor:
+        """Compute :func:`adversarial_loss` with the stored hyperparameters."""
+        return adversarial_loss(
+            model,
+            x,
+            y,
+            logits=logits,
+            eps=self.eps,
+            norm=self.norm,
+            loss_fn=self.loss_fn,
+            input_key=self.input_key,
+            output_fn=self.output_fn,
+            mask=mask,
+            reduction=self.reduction,
+            rng=rng,
+        )
+
+    def extra_repr(self) -> str:
+        """Hyperparameters shown in ``repr``."""
+        return f"eps={self.eps}, norm={self.norm!r}"

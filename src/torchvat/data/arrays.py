@@ -1,0 +1,295 @@
+"""Semi-supervised data from in-memory arrays (scikit-learn convention: ``y == -1``)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from torchvat.data.container import SemiSupervisedData
+
+__all__ = ["UNLABELED", "encode_labels", "from_arrays"]
+
+UNLABELED = -1
+"""Label value that marks an unlabeled row (scikit-learn's convention)."""
+
+
+def _to_numpy(a: Any) -> np.ndarray:
+    """Convert tensors, pandas objects, lists and arrays to a numpy array (no copy if possible)."""
+    if isinstance(a, Tensor):
+        return a.detach().cpu().numpy()
+    if hasattr(a, "to_numpy"):  # pandas DataFrame / Series, without importing pandas
+        return a.to_numpy()
+    return np.asarray(a)
+
+
+def _inputs_tensor(x: Any, arg: str, allow_nonfinite: bool) -> Tensor:
+    """Convert an input array-like to a float32 tensor with checks."""
+    if isinstance(x, Tensor):
+        t = x.detach().cpu()
+        if not (
+            t.is_floating_point()
+            or t.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
+        ):
+            raise TypeError(f"{arg} must hold numbers, got dtype {t.dtype}")
+        t = t.to(torch.float32)
+    else:
+        arr = _to_numpy(x)
+        try:
+            arr = arr.astype(np.float32, copy=False)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{arg} must hold numbers only, got dtype {arr.dtype}: {err}") from err
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.ndim < 2:
+        raise ValueError(
+            f"{arg} must have shape [n_samples, n_features, ...], got shape {tuple(t.shape)}; "
+            "use X.reshape(-1, 1) for a single feature"
+        )
+    if not allow_nonfinite:
+        bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+        if bool(bad.any()):
+            rows = bad.nonzero().squeeze(1)[:5].tolist()
+            raise ValueError(
+                f"{arg} contains NaN or Inf in {int(bad.sum())} rows (first: {rows}); "
+                "clean them or pass allow_nonfinite=True"
+            )
+    return t
+
+
+def _is_missing(v: Any) -> bool:
+    """Whether a single label value marks an unlabeled row."""
+    if v is None or type(v).__name__ == "NAType":  # pandas.NA, without importing pandas
+        return True
+    if isinstance(v, str):
+        return v.strip() in ("", "-1")
+    if isinstance(v, numbers.Real) and not isinstance(v, bool):
+        return math.isnan(float(v)) or float(v) == UNLABELED
+    return False
+
+
+def _as_int(v: Any) -> int | None:
+    """Return ``v`` as an int when it is an integral number, else ``None``."""
+    if isinstance(v, bool | np.bool_):
+        return None
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, numbers.Real) and float(v).is_integer():
+        return int(v)
+    return None
+
+
+def encode_labels(
+    y: Any,
+    *,
+    classes: Sequence[str] | None = None,
+    arg: str = "y",
+) -> tuple[np.ndarray, list[str] | None]:
+    """Map raw labels to class indices, with ``-1`` for unlabeled rows.
+
+    Integer labels (also integral floats, e.g. a pandas column with missing values) are
+    kept as indices. Any other labels are class names: they are mapped to their position
+    in ``classes``, or in the sorted unique names when ``classes`` is ``None``. Unlabeled
+    rows are marked by ``-1``, ``"-1"``, ``None``, NaN or the empty string.
+
+    Args:
+        y: 1-D labels: numpy array, tensor, pandas Series or list.
+        classes: Known class names in index order (for string labels).
+        arg: Argument name used in error messages.
+
+    Returns:
+        ``(codes, classes)``: ``int64`` codes with ``-1`` for unlabeled rows, and the class
+        names (``None`` for integer labels unless ``classes`` was given).
+
+    Raises:
+        ValueError: If ``y`` is not 1-D, holds non-integral numbers, or names a class
+            missing from ``classes``.
+        TypeError: If ``y`` mixes numbers and strings.
+
+    Example:
+        >>> codes, names = encode_labels(["cat", None, "dog", "", "cat"])
+        >>> codes.tolist(), names
+        ([0, -1, 1, -1, 0], ['cat', 'dog'])
+    """
+    # Lists keep their element types (numpy would turn ["a", 1] into strings).
+    arr = np.array(y, dtype=object) if isinstance(y, list | tuple) else _to_numpy(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{arg} must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64), None if classes is None else list(classes)
+    if arr.dtype.kind == "b":
+        raise TypeError(f"{arg} must hold class indices or class names, got dtype bool")
+    if arr.dtype.kind == "f":
+        missing = np.isnan(arr) | (arr == UNLABELED)
+        vals = arr[~missing]
+        frac = vals != np.round(vals)
+        if frac.any():
+            bad = np.unique(vals[frac])[:10].tolist()
+            raise ValueError(f"{arg} must hold integer class indices, got non-integers {bad}")
+        codes = np.where(missing, UNLABELED, np.nan_to_num(arr)).astype(np.int64)
+        return codes, None if classes is None else list(classes)
+    # Object or string arrays: per-element inspection.
+    values = arr.tolist()
+    missing = np.array([_is_missing(v) for v in values], dtype=bool)
+    present = [v for v, m in zip(values, missing, strict=True) if not m]
+    ints = [_as_int(v) for v in present]
+    if present and all(i is not None for i in ints):
+        codes = np.full(len(values), UNLABELED, dtype=np.int64)
+        codes[~missing] = np.asarray(ints, dtype=np.int64)
+        return codes, None if classes is None else list(classes)
+    if present and all(isinstance(v, numbers.Real) and not isinstance(v, str) for v in present):
+        bad = sorted({float(v) for v, i in zip(present, ints, strict=True) if i is None})
+        raise ValueError(f"{arg} must hold integer class indices, got non-integers {bad[:10]}")
+    non_str = sorted({type(v).__name__ for v in present if not isinstance(v, str | np.str_)})
+    if non_str:
+        raise TypeError(
+            f"{arg} mixes class names (strings) with values of type {non_str}; "
+            "use either integer class indices or string class names"
+        )
+    names = [str(v).strip() for v in present]
+    if classes is None:
+        classes = sorted(set(names))
+    lookup = {str(c): i for i, c in enumerate(classes)}
+    unknown = sorted(set(names) - lookup.keys())
+    if unknown:
+        raise ValueError(f"{arg} holds labels {unknown[:10]} that are not in classes={classes}")
+    codes = np.full(len(values), UNLABELED, dtype=np.int64)
+    codes[~missing] = np.asarray([lookup[s] for s in names], dtype=np.int64)
+    return codes, [str(c) for c in classes]
+
+
+def from_arrays(
+    X: Any,
+    y: Any,
+    *,
+    X_test: Any = None,
+    y_test: Any = None,
+    n_classes: int | None = None,
+    classes: Sequence[str] | None = None,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    unlabeled_includes_labeled: bool = True,
+    allow_nonfinite: bool = False,
+    name: str = "arrays",
+) -> SemiSupervisedData:
+    """Build a semi-supervised problem from arrays where ``y == -1`` marks unlabeled rows.
+
+    Accepts numpy arrays, torch tensors, pandas DataFrames/Series and lists. Labels are
+    integer class indices or class names (see :func:`encode_labels`).
+
+    Args:
+        X: Training inputs, shape ``[N, ...]``.
+        y: Training labels, shape ``[N]``; ``-1`` (or ``"-1"``, ``None``, NaN, ``""``)
+            marks unlabeled rows.
+        X_test: Test inputs, or ``None``.
+        y_test: Test labels (all labeled), required when ``X_test`` is given.
+        n_classes: Number of classes; inferred from the labels when ``None``.
+        classes: Class names in index order (fixes the mapping of string labels).
+        val_fraction: Fraction of the labeled rows held out as a validation set, in
+            ``[0, 1)``; held-out rows are not used for training at all.
+        seed: Seed of the validation split.
+        unlabeled_includes_labeled: Whether ``x_unlabeled`` also holds the labeled inputs.
+        allow_nonfinite: Accept NaN/Inf in the inputs.
+        name: Dataset name stored in the result.
+
+    Returns:
+        The semi-supervised problem.
+
+    Raises:
+        ValueError: On mismatched lengths or shapes, labels outside ``[0, n_classes)``,
+            no labeled rows, non-finite inputs, or a bad ``val_fraction``.
+        TypeError: On non-numeric inputs or mixed label types.
+
+    Warns:
+        UserWarning: If ``y`` contains no unlabeled rows.
+
+    Example:
+        >>> import numpy as np
+        >>> X = np.random.default_rng(0).normal(size=(6, 2))
+        >>> data = from_arrays(X, [0, 1, -1, -1, -1, -1], unlabeled_includes_labeled=False)
+        >>> data.n_labeled, data.n_unlabeled, data.n_classes
+        (2, 4, 2)
+    """
+    x = _inputs_tensor(X, "X", allow_nonfinite)
+    codes, names = encode_labels(y, classes=classes, arg="y")
+    if codes.shape[0] != x.shape[0]:
+        raise ValueError(f"X and y must have the same number of rows, got {x.shape[0]} and {codes.shape[0]}")
+    labeled = codes != UNLABELED
+    if not labeled.any():
+        raise ValueError(f"y has no labeled rows: all {codes.shape[0]} rows are -1 (unlabeled)")
+    if (X_test is None) != (y_test is None):
+        raise ValueError("X_test and y_test must be given together, got only one of them")
+    x_test = t_test = None
+    if X_test is not None:
+        x_test = _inputs_tensor(X_test, "X_test", allow_nonfinite)
+        t_codes, names_t = encode_labels(y_test, classes=names, arg="y_test")
+        if names is None and names_t is not None:
+            raise TypeError("y_test holds class names but y holds class indices")
+        if t_codes.shape[0] != x_test.shape[0]:
+            raise ValueError(
+                f"X_test and y_test must have the same number of rows, got {x_test.shape[0]} and {t_codes.shape[0]}"
+            )
+        if tuple(x_test.shape[1:]) != tuple(x.shape[1:]):
+            raise ValueError(
+                f"X_test must have the feature shape of X {tuple(x.shape[1:])}, got {tuple(x_test.shape[1:])}"
+            )
+        if (t_codes == UNLABELED).any():
+            raise ValueError(f"y_test must be fully labeled, got {int((t_codes == UNLABELED).sum())} unlabeled rows")
+        t_test = torch.from_numpy(t_codes)
+    all_codes = codes[labeled] if t_test is None else np.concatenate([codes[labeled], t_codes])
+    if n_classes is None:
+        if names is not None:
+            n_classes = len(names)
+        else:
+            n_classes = int(all_codes.max()) + 1
+    elif names is not None and n_classes != len(names):
+        raise ValueError(f"n_classes={n_classes} does not match the {len(names)} class names {names}")
+    bad = np.unique(all_codes[(all_codes < 0) | (all_codes >= n_classes)])
+    if bad.size:
+        raise ValueError(
+            f"labels must be in [0, {n_classes}) or -1 for unlabeled rows, got invalid labels {bad[:10].tolist()}"
+        )
+    if labeled.all():
+        warnings.warn(
+            "y contains no unlabeled rows (no unlabeled samples, y == -1); training is fully supervised",
+            UserWarning,
+            stacklevel=2,
+        )
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    lab_idx = torch.from_numpy(np.flatnonzero(labeled))
+    unl_idx = torch.from_numpy(np.flatnonzero(~labeled))
+    y_all = torch.from_numpy(codes)
+    x_val = y_val = None
+    if val_fraction > 0:
+        n_lab = lab_idx.shape[0]
+        n_val = max(1, round(val_fraction * n_lab))
+        if n_val >= n_lab:
+            raise ValueError(f"val_fraction={val_fraction} leaves no labeled training rows out of {n_lab} labeled rows")
+        gen = torch.Generator().manual_seed(int(seed))
+        perm = torch.randperm(n_lab, generator=gen)
+        val_idx = lab_idx[perm[:n_val].sort().values]
+        lab_idx = lab_idx[perm[n_val:].sort().values]
+        x_val, y_val = x[val_idx], y_all[val_idx]
+    if unlabeled_includes_labeled:
+        x_unlabeled = x[torch.cat([lab_idx, unl_idx]).sort().values]
+    else:
+        x_unlabeled = x[unl_idx]
+    return SemiSupervisedData(
+        x_labeled=x[lab_idx],
+        y_labeled=y_all[lab_idx],
+        x_unlabeled=x_unlabeled,
+        n_classes=n_classes,
+        name=name,
+        x_test=x_test,
+        y_test=t_test,
+        x_val=x_val,
+        y_val=y_val,
+        classes=names,
+        unlabeled_includes_labeled=unlabeled_includes_labeled,
+    )

@@ -1,0 +1,335 @@
+"""Users' own data from files: ``.npz`` archives, CSV tables and image folders."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from torchvat.data.arrays import UNLABELED, from_arrays
+from torchvat.data.container import SemiSupervisedData
+
+__all__ = ["IMAGE_EXTENSIONS", "load_csv", "load_image_folder", "load_npz"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+"""File name endings :func:`load_image_folder` reads as images."""
+
+
+def _existing(path: str | os.PathLike[str], arg: str, *, directory: bool = False) -> Path:
+    p = Path(path).expanduser()
+    ok = p.is_dir() if directory else p.is_file()
+    if not ok:
+        kind = "directory" if directory else "file"
+        raise FileNotFoundError(f"{arg}: {kind} not found: {p}")
+    return p
+
+
+def load_npz(
+    path: str | os.PathLike[str],
+    *,
+    n_classes: int | None = None,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    unlabeled_includes_labeled: bool = True,
+    allow_nonfinite: bool = False,
+    name: str | None = None,
+) -> SemiSupervisedData:
+    """Load a ``.npz`` archive with keys ``X``, ``y`` and optional ``X_test``, ``y_test``.
+
+    ``y == -1`` marks unlabeled rows; see :func:`~torchvat.data.arrays.from_arrays` for
+    the checks. Object arrays (pickles) are refused.
+
+    Args:
+        path: The ``.npz`` file.
+        n_classes: Number of classes; inferred when ``None``.
+        val_fraction: Fraction of the labeled rows held out for validation.
+        seed: Seed of the validation split.
+        unlabeled_includes_labeled: Whether the unlabeled set holds the labeled inputs.
+        allow_nonfinite: Accept NaN/Inf inputs.
+        name: Dataset name; the file's stem when ``None``.
+
+    Returns:
+        The semi-supervised problem.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        KeyError: If ``X`` or ``y`` is missing (the message lists the keys present).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "toy.npz")
+        >>> np.savez(path, X=np.zeros((4, 3)), y=np.array([0, 1, -1, -1]))
+        >>> load_npz(path).name
+        'toy'
+    """
+    p = _existing(path, "path")
+    with np.load(p, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    missing = [k for k in ("X", "y") if k not in arrays]
+    if missing:
+        raise KeyError(f"{p} lacks the keys {missing}; keys present: {sorted(arrays)}")
+    return from_arrays(
+        arrays["X"],
+        arrays["y"],
+        X_test=arrays.get("X_test"),
+        y_test=arrays.get("y_test"),
+        n_classes=n_classes,
+        val_fraction=val_fraction,
+        seed=seed,
+        unlabeled_includes_labeled=unlabeled_includes_labeled,
+        allow_nonfinite=allow_nonfinite,
+        name=name or p.stem,
+    )
+
+
+def _read_csv(path: Path, label_column: str, delimiter: str) -> tuple[np.ndarray, np.ndarray]:
+    """Parse a CSV file into float features and raw labels (integers or names)."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise ValueError(f"{path} is empty: expected a header row") from None
+        rows = [r for r in reader if r and any(c.strip() for c in r)]
+    if label_column not in header:
+        raise ValueError(f"label_column={label_column!r} is not a column of {path}: {header}")
+    li = header.index(label_column)
+    feature_cols = [i for i in range(len(header)) if i != li]
+    if not feature_cols:
+        raise ValueError(f"{path} has no feature columns besides {label_column!r}")
+    features = np.empty((len(rows), len(feature_cols)), dtype=np.float32)
+    raw_labels: list[str] = []
+    for r, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ValueError(f"{path}, line {r + 2}: expected {len(header)} fields, got {len(row)}")
+        raw_labels.append(row[li].strip())
+        for j, c in enumerate(feature_cols):
+            try:
+                features[r, j] = float(row[c])
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {r + 2}, column {header[c]!r}: expected a number, got {row[c]!r}"
+                ) from None
+    present = [s for s in raw_labels if s not in ("", str(UNLABELED))]
+    try:
+        ints = [int(float(s)) if float(s).is_integer() else None for s in present]
+    except ValueError:
+        ints = [None]
+    if all(i is not None for i in ints):
+        labels = np.array(
+            [UNLABELED if s in ("", str(UNLABELED)) else int(float(s)) for s in raw_labels],
+            dtype=np.int64,
+        )
+    else:
+        labels = np.array([None if s == "" else s for s in raw_labels], dtype=object)
+    return features, labels
+
+
+def load_csv(
+    path: str | os.PathLike[str],
+    *,
+    label_column: str = "label",
+    test_path: str | os.PathLike[str] | None = None,
+    delimiter: str = ",",
+    n_classes: int | None = None,
+    classes: Sequence[str] | None = None,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    unlabeled_includes_labeled: bool = True,
+    allow_nonfinite: bool = False,
+    name: str | None = None,
+) -> SemiSupervisedData:
+    r"""Load a CSV table with a header row, one label column and numeric feature columns.
+
+    An empty label or ``-1`` marks an unlabeled row. Labels that are all integers are
+    class indices; otherwise they are class names (sorted into indices unless
+    ``classes`` is given). Every other column must be numeric.
+
+    Args:
+        path: The training CSV file.
+        label_column: Name of the label column.
+        test_path: Optional CSV file with the same columns, fully labeled, as test set.
+        delimiter: Field separator.
+        n_classes: Number of classes; inferred when ``None``.
+        classes: Class names in index order (for name labels).
+        val_fraction: Fraction of the labeled rows held out for validation.
+        seed: Seed of the validation split.
+        unlabeled_includes_labeled: Whether the unlabeled set holds the labeled inputs.
+        allow_nonfinite: Accept NaN/Inf features.
+        name: Dataset name; the file's stem when ``None``.
+
+    Returns:
+        The semi-supervised problem.
+
+    Raises:
+        FileNotFoundError: If a file does not exist.
+        ValueError: If the label column is missing or a feature is not a number.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "toy.csv")
+        >>> with open(path, "w") as f:
+        ...     _ = f.write("a,b,label\n1,2,cat\n3,4,\n5,6,dog\n")
+        >>> data = load_csv(path, unlabeled_includes_labeled=False)
+        >>> data.classes, data.n_unlabeled
+        (['cat', 'dog'], 1)
+    """
+    p = _existing(path, "path")
+    x, y = _read_csv(p, label_column, delimiter)
+    x_test: Any = None
+    y_test: Any = None
+    if test_path is not None:
+        x_test, y_test = _read_csv(_existing(test_path, "test_path"), label_column, delimiter)
+        if y.dtype == object and y_test.dtype != object:
+            y_test = y_test.astype(str).astype(object)
+    return from_arrays(
+        x,
+        y,
+        X_test=x_test,
+        y_test=y_test,
+        n_classes=n_classes,
+        classes=classes,
+        val_fraction=val_fraction,
+        seed=seed,
+        unlabeled_includes_labeled=unlabeled_includes_labeled,
+        allow_nonfinite=allow_nonfinite,
+        name=name or p.stem,
+    )
+
+
+def _image_files(directory: Path) -> list[Path]:
+    return sorted(
+        f
+        for f in directory.iterdir()
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def _class_dirs(directory: Path, exclude: set[str]) -> list[Path]:
+    return sorted(d for d in directory.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in exclude)
+
+
+def _read_images(files: list[Path], size: tuple[int, int] | None, mode: str) -> np.ndarray:
+    """Read images as uint8 ``[N, C, H, W]``, resized to ``size`` (height, width)."""
+    from PIL import Image
+
+    out = []
+    first: tuple[int, int] | None = None
+    for f in files:
+        with Image.open(f) as img:
+            img = img.convert(mode)
+            if size is not None and img.size != (size[1], size[0]):
+                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+        if first is None:
+            first = arr.shape[:2]
+        elif arr.shape[:2] != first:
+            raise ValueError(
+                f"images differ in size: {files[0]} is {first} but {f} is {arr.shape[:2]} "
+                "(height, width); pass size= to resize them"
+            )
+        out.append(arr[None, ...] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+    return np.stack(out) if out else np.empty((0, 0, 0, 0), dtype=np.uint8)
+
+
+def _detect_mode(files: list[Path]) -> str:
+    from PIL import Image
+
+    for f in files:
+        with Image.open(f) as img:
+            if img.mode not in ("L", "1", "I", "I;16", "F"):
+                return "RGB"
+    return "L"
+
+
+def load_image_folder(
+    root: str | os.PathLike[str],
+    *,
+    unlabeled_dir: str | None = "unlabeled",
+    test_dir: str | os.PathLike[str] | None = None,
+    size: int | tuple[int, int] | None = None,
+    mode: str | None = None,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    unlabeled_includes_labeled: bool = True,
+    name: str | None = None,
+) -> SemiSupervisedData:
+    """Load images from class sub-folders plus an optional folder of unlabeled images.
+
+    ``root/<class name>/*.png`` are labeled images (classes sorted by folder name) and
+    ``root/<unlabeled_dir>/*`` unlabeled ones. ``test_dir`` (absolute, or relative to
+    ``root``) has class sub-folders named like the training ones. Images are read with
+    PIL, converted to ``mode`` and scaled to ``[0, 1]``: inputs are ``[C, H, W]``.
+
+    Args:
+        root: Directory with the class sub-folders.
+        unlabeled_dir: Name of the sub-folder of unlabeled images (skipped when missing),
+            or ``None`` for none.
+        test_dir: Directory of the test images, or ``None``.
+        size: Resize every image to ``(height, width)`` (an int for squares); when
+            ``None`` all images must have the same size.
+        mode: PIL mode (``"L"`` or ``"RGB"``); ``None`` picks ``"L"`` when all training
+            images are grayscale, else ``"RGB"``.
+        val_fraction: Fraction of the labeled images held out for validation.
+        seed: Seed of the validation split.
+        unlabeled_includes_labeled: Whether the unlabeled set holds the labeled inputs.
+        name: Dataset name; the folder's name when ``None``.
+
+    Returns:
+        The semi-supervised problem, with the folder names as classes.
+
+    Raises:
+        FileNotFoundError: If ``root`` or ``test_dir`` does not exist.
+        ValueError: If there are no class folders, the test set names unknown classes, or
+            image sizes differ without ``size``.
+    """
+    root_p = _existing(root, "root", directory=True)
+    exclude = {unlabeled_dir} if unlabeled_dir else set()
+    class_dirs = _class_dirs(root_p, exclude)
+    if not class_dirs:
+        raise ValueError(f"root {root_p} has no class sub-folders")
+    classes = [d.name for d in class_dirs]
+    files: list[Path] = []
+    labels: list[int] = []
+    for c, d in enumerate(class_dirs):
+        found = _image_files(d)
+        files += found
+        labels += [c] * len(found)
+    unl_path = root_p / unlabeled_dir if unlabeled_dir else None
+    unl_files = _image_files(unl_path) if unl_path is not None and unl_path.is_dir() else []
+    test_files: list[Path] = []
+    test_labels: list[int] = []
+    if test_dir is not None:
+        test_p = Path(test_dir).expanduser()
+        test_p = _existing(test_p if test_p.is_absolute() else root_p / test_p, "test_dir", directory=True)
+        for d in _class_dirs(test_p, set()):
+            if d.name not in classes:
+                raise ValueError(f"test_dir class folder {d.name!r} is not a training class {classes}")
+            found = _image_files(d)
+            test_files += found
+            test_labels += [classes.index(d.name)] * len(found)
+    if size is not None:
+        size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if mode is None:
+        mode = _detect_mode(files + unl_files)
+    all_train = _read_images(files + unl_files, size, mode)
+    if size is None and all_train.size:
+        size = (all_train.shape[2], all_train.shape[3])
+    x_test = _read_images(test_files, size, mode) if test_files else None
+    y = np.array(labels + [UNLABELED] * len(unl_files), dtype=np.int64)
+    return from_arrays(
+        all_train.astype(np.float32) / 255.0,
+        y,
+        X_test=None if x_test is None else x_test.astype(np.float32) / 255.0,
+        y_test=None if x_test is None else np.array(test_labels, dtype=np.int64),
+        n_classes=len(classes),
+        classes=classes,
+        val_fraction=val_fraction,
+        seed=seed,
+        unlabeled_includes_labeled=unlabeled_includes_labeled,
+        name=name or root_p.name,
+    )

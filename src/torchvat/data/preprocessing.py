@@ -1,0 +1,285 @@
+"""Input preprocessing fitted on training inputs: ZCA whitening and standardization."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from torchvat.data.container import SemiSupervisedData
+
+__all__ = ["ZCA", "Standardizer", "fit_transform_data", "standardize"]
+
+
+class _Transformer(Protocol):
+    def fit(self, x: Tensor) -> _Transformer: ...
+
+    def transform(self, x: Tensor) -> Tensor: ...
+
+
+def _flat(x: Tensor, shape: tuple[int, ...] | None, arg: str = "x") -> Tensor:
+    """``[N, ...]`` -> ``[N, D]``, checking the per-example shape when known."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{arg} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim < 2:
+        raise ValueError(f"{arg} must have shape [N, ...] with N examples, got {tuple(x.shape)}")
+    if shape is not None and tuple(x.shape[1:]) != shape:
+        raise ValueError(f"{arg} must have per-example shape {shape}, got {tuple(x.shape[1:])}")
+    return x.reshape(x.shape[0], -1)
+
+
+class _Fitted:
+    """Shared state handling of the fitted transformers."""
+
+    _tensors: tuple[str, ...] = ()
+    input_shape: tuple[int, ...] | None
+
+    def _check_fitted(self) -> None:
+        if self.input_shape is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(x) first")
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Alias of ``transform``."""
+        return self.transform(x)  # type: ignore[attr-defined]
+
+    def to(self, device: torch.device | str) -> _Fitted:
+        """Move the fitted tensors to ``device`` (in place).
+
+        Args:
+            device: Target device.
+
+        Returns:
+            ``self``.
+        """
+        for name in self._tensors:
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, t.to(device))
+        return self
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The fitted state as tensors (for checkpoints loaded with ``weights_only``).
+
+        Returns:
+            Mapping of names to tensors.
+        """
+        self._check_fitted()
+        assert self.input_shape is not None
+        state = {name: getattr(self, name) for name in self._tensors}
+        state["input_shape"] = torch.tensor(self.input_shape, dtype=torch.int64)
+        state["eps"] = torch.tensor(self.eps, dtype=torch.float64)  # type: ignore[attr-defined]
+        return state
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore a state produced by :meth:`state_dict`.
+
+        Args:
+            state: The mapping returned by ``state_dict``.
+
+        Raises:
+            KeyError: If an entry is missing.
+        """
+        missing = [k for k in (*self._tensors, "input_shape", "eps") if k not in state]
+        if missing:
+            raise KeyError(f"state lacks the entries {missing}")
+        for name in self._tensors:
+            setattr(self, name, state[name].clone())
+        self.input_shape = tuple(int(s) for s in state["input_shape"].tolist())
+        self.eps = float(state["eps"])
+
+
+class ZCA(_Fitted):
+    r"""ZCA whitening, fitted on training inputs (as in the VAT code for CIFAR-10).
+
+    With the centred training inputs :math:`X` (``[N, D]``) and the eigendecomposition
+    :math:`\Sigma = X^\top X / N = U \,\mathrm{diag}(s)\, U^\top`, inputs are mapped to
+
+    .. math::
+        z = (x - \mu)\, U \,\mathrm{diag}\!\left(1/\sqrt{s + \epsilon}\right) U^\top.
+
+    The regularizer ``eps`` keeps near-zero eigenvalues from blowing up noise.
+
+    Args:
+        eps: Added to the eigenvalues before the inverse square root.
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(500, 3) @ torch.tensor([[2.0, 0, 0], [1, 1, 0], [0, 0, 3]])
+        >>> zca = ZCA(eps=1e-5).fit(x)
+        >>> z = zca.transform(x)
+        >>> torch.allclose(z.T @ z / 500, torch.eye(3), atol=1e-3)
+        True
+    """
+
+    _tensors = ("mean", "components")
+
+    def __init__(self, eps: float = 1e-2) -> None:
+        if not eps >= 0:
+            raise ValueError(f"eps must be non-negative, got {eps}")
+        self.eps = float(eps)
+        self.mean: Tensor | None = None
+        self.components: Tensor | None = None
+        self.input_shape: tuple[int, ...] | None = None
+
+    def fit(self, x: Tensor) -> ZCA:
+        """Estimate the mean and the whitening matrix (in float64) from ``x``.
+
+        Args:
+            x: Training inputs, shape ``[N, ...]``.
+
+        Returns:
+            ``self``.
+        """
+        flat = _flat(x, None).to(torch.float64)
+        mean = flat.mean(dim=0)
+        centred = flat - mean
+        sigma = centred.T @ centred / flat.shape[0]
+        s, u = torch.linalg.eigh(sigma)
+        s = s.clamp_min(0.0)
+        components = (u * (1.0 / torch.sqrt(s + self.eps))) @ u.T
+        self.mean = mean.to(x.dtype)
+        self.components = components.to(x.dtype)
+        self.input_shape = tuple(x.shape[1:])
+        return self
+
+    def transform(self, x: Tensor) -> Tensor:
+        """Whiten ``x``.
+
+        Args:
+            x: Inputs with the per-example shape seen in ``fit``.
+
+        Returns:
+            Whitened inputs, same shape as ``x``.
+        """
+        self._check_fitted()
+        assert self.mean is not None and self.components is not None
+        flat = _flat(x, self.input_shape)
+        mean = self.mean.to(device=x.device, dtype=x.dtype)
+        comp = self.components.to(device=x.device, dtype=x.dtype)
+        return ((flat - mean) @ comp).reshape(x.shape)
+
+    def inverse_transform(self, z: Tensor) -> Tensor:
+        """Undo :meth:`transform` (exact up to rounding).
+
+        Args:
+            z: Whitened inputs.
+
+        Returns:
+            Inputs in the original space.
+        """
+        self._check_fitted()
+        assert self.mean is not None and self.components is not None
+        flat = _flat(z, self.input_shape, "z")
+        comp = self.components.to(device=z.device, dtype=torch.float64)
+        restored = torch.linalg.solve(comp, flat.to(torch.float64).T).T
+        return (restored.to(z.dtype) + self.mean.to(z.device, z.dtype)).reshape(z.shape)
+
+
+class Standardizer(_Fitted):
+    """Per-feature standardization ``(x - mean) / (std + eps)``, fitted on training inputs.
+
+    Features are the entries of one example (each pixel of an image is a feature).
+
+    Args:
+        eps: Added to the standard deviation (guards constant features).
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(100, 4) * 5 + 3
+        >>> z = Standardizer().fit(x).transform(x)
+        >>> bool(z.mean(0).abs().max() < 1e-4), bool((z.std(0, correction=0) - 1).abs().max() < 1e-4)
+        (True, True)
+    """
+
+    _tensors = ("mean", "std")
+
+    def __init__(self, eps: float = 1e-8) -> None:
+        if not eps >= 0:
+            raise ValueError(f"eps must be non-negative, got {eps}")
+        self.eps = float(eps)
+        self.mean: Tensor | None = None
+        self.std: Tensor | None = None
+        self.input_shape: tuple[int, ...] | None = None
+
+    def fit(self, x: Tensor) -> Standardizer:
+        """Estimate the per-feature mean and (population) standard deviation.
+
+        Args:
+            x: Training inputs, shape ``[N, ...]``.
+
+        Returns:
+            ``self``.
+        """
+        flat = _flat(x, None).to(torch.float64)
+        self.mean = flat.mean(dim=0).to(x.dtype)
+        self.std = flat.std(dim=0, correction=0).to(x.dtype)
+        self.input_shape = tuple(x.shape[1:])
+        return self
+
+    def transform(self, x: Tensor) -> Tensor:
+        """Standardize ``x``.
+
+        Args:
+            x: Inputs with the per-example shape seen in ``fit``.
+
+        Returns:
+            Standardized inputs, same shape as ``x``.
+        """
+        self._check_fitted()
+        assert self.mean is not None and self.std is not None
+        flat = _flat(x, self.input_shape)
+        mean = self.mean.to(device=x.device, dtype=x.dtype)
+        std = self.std.to(device=x.device, dtype=x.dtype)
+        return ((flat - mean) / (std + self.eps)).reshape(x.shape)
+
+    def inverse_transform(self, z: Tensor) -> Tensor:
+        """Undo :meth:`transform`.
+
+        Args:
+            z: Standardized inputs.
+
+        Returns:
+            Inputs in the original space.
+        """
+        self._check_fitted()
+        assert self.mean is not None and self.std is not None
+        flat = _flat(z, self.input_shape, "z")
+        std = self.std.to(device=z.device, dtype=z.dtype)
+        return (flat * (std + self.eps) + self.mean.to(z.device, z.dtype)).reshape(z.shape)
+
+
+def fit_transform_data(data: SemiSupervisedData, transformer: _Transformer) -> SemiSupervisedData:
+    """Fit ``transformer`` on the training inputs of ``data`` and apply it to every split.
+
+    The fit sees each training input once (:meth:`SemiSupervisedData.train_inputs`), never
+    the test or validation inputs.
+
+    Args:
+        data: The problem to preprocess.
+        transformer: An object with ``fit(x)`` and ``transform(x)``, e.g. :class:`ZCA`.
+
+    Returns:
+        A new container with transformed inputs.
+
+    Example:
+        >>> from torchvat.data.synthetic import make_moons_data
+        >>> data = fit_transform_data(make_moons_data(n_samples=100, n_test=0), Standardizer())
+        >>> round(float(data.x_unlabeled.mean()), 4) == 0.0
+        True
+    """
+    transformer.fit(data.train_inputs())
+    return data.map_inputs(transformer.transform)
+
+
+def standardize(data: SemiSupervisedData, *, eps: float = 1e-8) -> SemiSupervisedData:
+    """Standardize every feature with the mean and std of the training inputs.
+
+    Args:
+        data: The problem to preprocess.
+        eps: Added to the standard deviation.
+
+    Returns:
+        A new container with standardized inputs.
+    """
+    return fit_transform_data(data, Standardizer(eps=eps))

@@ -1,0 +1,146 @@
+"""Fully connected networks: the MNIST MLP of the VAT papers and its small variants."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from torchvat.models._checks import check_bool, check_positive_int, check_probability
+
+__all__ = ["MLP", "MNIST_HIDDEN_SIZES", "SMALL_HIDDEN_SIZES"]
+
+#: Hidden widths of the MNIST network of Miyato et al. (ICLR 2016, TPAMI 2018).
+MNIST_HIDDEN_SIZES: tuple[int, ...] = (1200, 600, 300, 150)
+
+#: Hidden widths of the network used on the 2-D synthetic data sets of the VAT papers.
+SMALL_HIDDEN_SIZES: tuple[int, ...] = (100, 100)
+
+_ACTIVATIONS = ("relu", "leaky_relu")
+_LEAKY_SLOPE = 0.1
+
+
+def _make_activation(name: str) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU()
+    return nn.LeakyReLU(_LEAKY_SLOPE)
+
+
+class MLP(nn.Module):
+    r"""Multilayer perceptron with batch normalization, as used on MNIST by the VAT papers.
+
+    Miyato et al., "Distributional Smoothing with Virtual Adversarial Training"
+    (ICLR 2016) and "Virtual Adversarial Training: A Regularization Method for
+    Supervised and Semi-Supervised Learning" (TPAMI 2018) train on MNIST a network
+    ``784 -> 1200 -> 600 -> 300 -> 150 -> 10`` with ReLU and batch normalization.
+
+    Architecture (defaults)::
+
+        flatten [B, ...] -> [B, in_features]
+        for each width h in hidden_sizes:
+            Linear(h) -> BatchNorm1d(h) -> activation -> Dropout(dropout)
+        Linear(n_classes) [-> BatchNorm1d(n_classes) if top_bn]
+
+    The hidden ``Linear`` layers have no bias when ``batch_norm`` is on, because the
+    following batch normalization has its own shift. ``activation="leaky_relu"``
+    uses a negative slope of 0.1. Weights use PyTorch's default initialization.
+    The output is unnormalized logits.
+
+    Args:
+        in_features: Number of input features after flattening (784 for MNIST).
+        n_classes: Number of output logits.
+        hidden_sizes: Widths of the hidden layers, input to output. May be empty
+            (a linear model).
+        activation: ``"relu"`` or ``"leaky_relu"`` (slope 0.1).
+        batch_norm: Whether each hidden layer has ``BatchNorm1d``.
+        top_bn: Whether the logits go through ``BatchNorm1d``.
+        dropout: Dropout probability after each hidden activation (0 disables it).
+
+    Shape:
+        - Input: ``[B, *]`` with ``prod(*) == in_features``; it is flattened.
+        - Output: ``[B, n_classes]``.
+        - In training mode with ``batch_norm`` or ``top_bn`` the batch needs at least
+          2 samples.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If an argument has an invalid value.
+
+    Example:
+        >>> import torch
+        >>> from torchvat.models import MLP
+        >>> model = MLP(in_features=784, n_classes=10)
+        >>> model(torch.randn(4, 1, 28, 28)).shape
+        torch.Size([4, 10])
+        >>> toy = MLP(in_features=2, n_classes=3, hidden_sizes=(100, 100), batch_norm=False)
+        >>> toy(torch.randn(5, 2)).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(
+        self,
+        in_features: int = 784,
+        n_classes: int = 10,
+        hidden_sizes: Sequence[int] = MNIST_HIDDEN_SIZES,
+        *,
+        activation: str = "relu",
+        batch_norm: bool = True,
+        top_bn: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        check_positive_int(in_features, "in_features")
+        check_positive_int(n_classes, "n_classes")
+        if isinstance(hidden_sizes, str | bytes) or not isinstance(hidden_sizes, Sequence):
+            raise TypeError(f"hidden_sizes must be a sequence of positive ints, got {hidden_sizes!r}")
+        sizes = tuple(hidden_sizes)
+        for i, h in enumerate(sizes):
+            check_positive_int(h, f"hidden_sizes[{i}]")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
+        check_bool(batch_norm, "batch_norm")
+        check_bool(top_bn, "top_bn")
+        dropout = check_probability(dropout, "dropout")
+
+        self.in_features = in_features
+        self.n_classes = n_classes
+        self.hidden_sizes = sizes
+
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in sizes:
+            layers.append(nn.Linear(width, h, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(_make_activation(activation))
+            if dropout > 0.0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width, n_classes)
+        self.top_bn = nn.BatchNorm1d(n_classes) if top_bn else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return the logits for a batch ``x`` of shape ``[B, *]``.
+
+        Args:
+            x: Input batch; every dimension after the first is flattened.
+
+        Returns:
+            Logits of shape ``[B, n_classes]``.
+
+        Raises:
+            ValueError: If ``x`` has fewer than two dimensions or the wrong number
+                of features per sample.
+        """
+        if x.dim() < 2:
+            raise ValueError(f"MLP expects input of shape [B, ...], got {tuple(x.shape)}")
+        if math.prod(x.shape[1:]) != self.in_features:
+            raise ValueError(f"MLP expects {self.in_features} features per sample, got input of shape {tuple(x.shape)}")
+        h = self.features(torch.flatten(x, 1))
+        logits = self.classifier(h)
+        if self.top_bn is not None:
+            logits = self.top_bn(logits)
+        return logits

@@ -1,0 +1,112 @@
+"""Adversarial training (Goodfellow et al. 2015)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchvat import AdversarialLoss, adversarial_loss, adversarial_perturbation
+
+from .conftest import BNDropNet
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def test_l2_direction_is_the_normalized_loss_gradient():
+    model = _model()
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    r = adversarial_perturbation(model, x, y, eps=0.3)
+    xr = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)
+    assert torch.allclose(r, 0.3 * g / g.norm(dim=1, keepdim=True), atol=1e-6)
+
+
+def test_linf_is_fgsm():
+    model = _model()
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    r = adversarial_perturbation(model, x, y, eps=0.1, norm="linf")
+    xr = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)
+    assert torch.equal(r, 0.1 * torch.sign(g))
+
+
+def test_loss_increases_and_reuses_the_clean_graph():
+    model = _model()
+    x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    clean = F.cross_entropy(model(x), y)
+    fresh = adversarial_loss(model, x, y, eps=0.5)
+    assert fresh > clean
+    xg = x.clone().requires_grad_(True)
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    logits = model(xg)
+    reused = adversarial_loss(model, xg, y, logits=logits, eps=0.5)
+    assert len(calls) == 2  # the clean pass and the perturbed pass: no extra gradient pass
+    assert torch.allclose(reused, fresh, atol=1e-6)
+    (F.cross_entropy(logits, y) + reused).backward()  # the clean graph is still usable
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_no_side_effects(bn_net):
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    F.cross_entropy(bn_net(x), y).backward()
+    grads = [p.grad.clone() for p in bn_net.parameters()]
+    stats = [b.clone() for b in bn_net.buffers()]
+    adversarial_loss(bn_net, x, y, eps=1.0)
+    adversarial_perturbation(bn_net, x, y, eps=1.0)
+    assert all(torch.equal(p.grad, g) for p, g in zip(bn_net.parameters(), grads, strict=True))
+    assert all(torch.equal(b, s) for b, s in zip(bn_net.buffers(), stats, strict=True))
+    assert bn_net.training
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_function_equals_module(reduction):
+    model = _model()
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    f = adversarial_loss(model, x, y, eps=0.2, reduction=reduction)
+    m = AdversarialLoss(eps=0.2, reduction=reduction)(model, x, y)
+    assert torch.equal(f, m) and f.shape == ((5,) if reduction == "none" else ())
+
+
+def test_mask_and_mapping_input():
+    model = _model()
+    x = {"features": torch.randn(3, 4), "unused": torch.zeros(1)}
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    r = adversarial_perturbation(
+        lambda features, unused: model(features), x, torch.tensor([0, 1, 2]), eps=1.0, input_key="features", mask=mask
+    )
+    assert torch.equal(r[:, 2:], torch.zeros(3, 2)) and torch.allclose(r.norm(dim=1), torch.ones(3))
+
+
+def test_dropout_masks_replayed():
+    torch.manual_seed(0)
+    model = BNDropNet(p=0.5).train()
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    a = adversarial_loss(model, x, y, eps=1e-6)
+    with torch.no_grad():
+        from torchvat import RNGSnapshot
+
+        snap = RNGSnapshot.capture()
+        with snap.replay():
+            clean = F.cross_entropy(model(x), y)
+    with snap.replay():
+        b = adversarial_loss(model, x, y, eps=1e-6)
+    assert torch.allclose(b, clean, atol=1e-4)
+    assert torch.isfinite(a)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"eps": -0.1}, r"eps must be a finite number >= 0, got -0.1"),
+        ({"norm": "l3"}, r"norm must be one of 'l2', 'linf', got 'l3'"),
+        ({"reduction": "avg"}, r"reduction must be one of 'none', 'mean', 'sum', got 'avg'"),
+        ({"loss_fn": lambda o, y: F.cross_entropy(o, y)}, r"loss_fn must return per-sample losses of shape \[2, ...\]"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        adversarial_loss(nn.Linear(3, 2), torch.randn(2, 3), torch.tensor([0, 1]), **kwargs)

@@ -1,0 +1,68 @@
+"""Entropy minimization and the divergences."""
+
+import math
+
+import pytest
+import torch
+
+from torchvat import EntropyLoss, entropy_loss
+from torchvat.core import bernoulli_kl, categorical_kl, fisher_product, gaussian_divergence
+
+
+def test_entropy_values():
+    assert math.isclose(entropy_loss(torch.zeros(3, 5)).item(), math.log(5), rel_tol=1e-6)
+    p = torch.tensor([0.7, 0.2, 0.1])
+    by_hand = -(p * p.log()).sum().item()
+    assert math.isclose(entropy_loss(p.log().unsqueeze(0)).item(), by_hand, rel_tol=1e-5)
+    assert math.isclose(entropy_loss(torch.zeros(1, 2), likelihood="bernoulli").item(), 2 * math.log(2), rel_tol=1e-6)
+    assert entropy_loss(torch.tensor([[100.0, -100.0]])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_entropy_function_equals_module_and_shapes(reduction):
+    z = torch.randn(4, 3, 2, 2)
+    f = entropy_loss(z, reduction=reduction)
+    assert torch.equal(f, EntropyLoss(reduction=reduction)(z))
+    assert f.shape == ((4,) if reduction == "none" else ())
+
+
+def test_entropy_errors():
+    with pytest.raises(ValueError, match=r"likelihood must be one of 'categorical', 'bernoulli', got 'gaussian'"):
+        entropy_loss(torch.zeros(2, 2), likelihood="gaussian")
+    with pytest.raises(
+        TypeError, match=r"logits must be a floating-point tensor of shape \[B, C, ...\], got torch.int64"
+    ):
+        entropy_loss(torch.zeros(2, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("fn", [categorical_kl, bernoulli_kl, gaussian_divergence])
+def test_divergences_gradcheck_and_zero_at_equality(fn):
+    a = torch.randn(3, 4, dtype=torch.float64)
+    b = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: fn(a, v), (b,))
+    assert torch.allclose(fn(a, a), torch.zeros(3, dtype=torch.float64), atol=1e-12)
+    assert bool((fn(a, b.detach()) > 0).all())
+
+
+def test_entropy_gradcheck():
+    z = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: entropy_loss(v, reduction="none"), (z,))
+
+
+@pytest.mark.parametrize(
+    ("likelihood", "fn"),
+    [("categorical", categorical_kl), ("bernoulli", bernoulli_kl), ("gaussian", gaussian_divergence)],
+)
+def test_fisher_product_is_the_output_hessian(likelihood, fn):
+    clean = torch.randn(1, 4, dtype=torch.float64)
+    v = torch.randn(1, 4, dtype=torch.float64)
+    hess = torch.autograd.functional.hessian(lambda z: fn(clean, z.view(1, 4)).sum(), clean.view(4).clone())
+    expected = (hess @ v.view(4)).view(1, 4)
+    assert torch.allclose(fisher_product(likelihood, None, clean, v), expected, atol=1e-10)
+    assert torch.allclose(fisher_product(likelihood, fn, clean, v), expected, atol=1e-10)  # generic path
+
+
+def test_stable_at_extreme_logits():
+    big = torch.tensor([[100.0, -100.0, 0.0]])
+    for fn in (categorical_kl, bernoulli_kl):
+        assert torch.isfinite(fn(big, -big)).all() and torch.isfinite(fn(-big, big)).all()

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from torchvat.data import load_csv, load_image_folder, load_npz
+
+
+def test_npz_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10, 4)).astype(np.float32)
+    y = np.array([0, 1, 2, -1, -1, -1, 0, -1, 1, -1])
+    X_test = rng.normal(size=(3, 4)).astype(np.float32)
+    path = tmp_path / "mine.npz"
+    np.savez(path, X=X, y=y, X_test=X_test, y_test=np.array([2, 1, 0]))
+    data = load_npz(path, unlabeled_includes_labeled=False)
+    assert data.name == "mine" and data.n_classes == 3
+    assert torch.equal(data.x_labeled, torch.from_numpy(X[y != -1]))
+    assert torch.equal(data.x_unlabeled, torch.from_numpy(X[y == -1]))
+    assert torch.equal(data.x_test, torch.from_numpy(X_test))
+    assert data.y_test.tolist() == [2, 1, 0]
+
+
+def test_npz_missing_key_and_file(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, X=np.zeros((2, 2)), labels=np.zeros(2))
+    with pytest.raises(KeyError, match=r"lacks the keys \['y'\]"):
+        load_npz(path)
+    missing = tmp_path / "nope.npz"
+    with pytest.raises(FileNotFoundError, match=r"nope\.npz"):
+        load_npz(missing)
+
+
+def test_csv_round_trip_integer_labels(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("f1,label,f2\n1.5,0,2\n3,,4\n5,1,6\n7,-1,8\n9,1,10\n")
+    data = load_csv(path, unlabeled_includes_labeled=False)
+    assert data.name == "table" and data.classes is None and data.n_classes == 2
+    assert data.x_labeled.tolist() == [[1.5, 2.0], [5.0, 6.0], [9.0, 10.0]]
+    assert data.y_labeled.tolist() == [0, 1, 1]
+    assert data.x_unlabeled.tolist() == [[3.0, 4.0], [7.0, 8.0]]
+
+
+def test_csv_string_labels_and_test_file(tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text("x;y;kind\n0;0;spam\n1;1;\n2;2;ham\n3;3;spam\n")
+    test = tmp_path / "test.csv"
+    test.write_text("x;y;kind\n4;4;ham\n")
+    data = load_csv(train, label_column="kind", delimiter=";", test_path=test)
+    assert data.classes == ["ham", "spam"]
+    assert data.y_labeled.tolist() == [1, 0, 1]
+    assert data.y_test.tolist() == [0] and data.x_test.tolist() == [[4.0, 4.0]]
+
+
+def test_csv_errors(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="label_column='label' is not a column"):
+        load_csv(path)
+    path.write_text("a,label\n1,0\nhello,1\n")
+    with pytest.raises(ValueError, match="line 3, column 'a': expected a number, got 'hello'"):
+        load_csv(path)
+    with pytest.raises(FileNotFoundError, match=r"missing\.csv"):
+        load_csv(tmp_path / "missing.csv")
+
+
+def _png(path, value, size=(4, 4), mode="L"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    color = value if mode == "L" else (value, 0, 255 - value)
+    Image.new(mode, size, color).save(path)
+
+
+def test_image_folder_round_trip(tmp_path):
+    root = tmp_path / "imgs"
+    _png(root / "cat" / "a.png", 255)
+    _png(root / "cat" / "b.png", 255)
+    _png(root / "dog" / "c.png", 0)
+    _png(root / "unlabeled" / "u1.png", 51)
+    _png(root / "unlabeled" / "u2.png", 102)
+    (root / "unlabeled" / "notes.txt").write_text("not an image")
+    _png(tmp_path / "test" / "dog" / "t.png", 0)
+    data = load_image_folder(root, test_dir=tmp_path / "test", unlabeled_includes_labeled=False)
+    assert data.classes == ["cat", "dog"] and data.name == "imgs"
+    assert data.x_labeled.shape == (3, 1, 4, 4)
+    assert data.y_labeled.tolist() == [0, 0, 1]
+    assert torch.allclose(data.x_labeled.amax(dim=(1, 2, 3)), torch.tensor([1.0, 1.0, 0.0]))
+    assert data.x_unlabeled.shape == (2, 1, 4, 4)
+    assert torch.allclose(data.x_unlabeled[:, 0, 0, 0], torch.tensor([0.2, 0.4]))
+    assert data.y_test.tolist() == [1]
+
+
+def test_image_folder_rgb_and_resize(tmp_path):
+    _png(tmp_path / "a" / "1.png", 10, size=(6, 4), mode="RGB")
+    _png(tmp_path / "b" / "2.png", 20, size=(3, 3), mode="RGB")
+    with pytest.raises(ValueError, match="pass size= to resize"):
+        load_image_folder(tmp_path)
+    with pytest.warns(UserWarning, match="no unlabeled"):
+        data = load_image_folder(tmp_path, size=5)
+    assert data.x_labeled.shape == (2, 3, 5, 5)
+    assert torch.allclose(data.x_labeled[:, 2, 0, 0], torch.tensor([245.0, 235.0]) / 255)
+
+
+def test_image_folder_missing_paths(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does-not-exist"):
+        load_image_folder(tmp_path / "does-not-exist")
+    _png(tmp_path / "a" / "1.png", 1)
+    with pytest.raises(FileNotFoundError, match="no-test"):
+        load_image_folder(tmp_path, test_dir="no-test")
