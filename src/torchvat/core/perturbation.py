@@ -21,9 +21,11 @@ gradients are never computed nor touched.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from typing import Any, ClassVar, Literal
 
@@ -142,11 +144,49 @@ def _update(d: Tensor, g: Tensor, mask: Tensor | None) -> Tensor:
     return new
 
 
+def _cast_tangent(module: nn.Module, inputs: Any, output: Any) -> Any:
+    if not isinstance(output, Tensor):
+        return None
+    primal, tangent = fwAD.unpack_dual(output)
+    if tangent is None or tangent.dtype == primal.dtype:
+        return None
+    return fwAD.make_dual(primal, tangent.to(primal.dtype))
+
+
+@contextlib.contextmanager
+def _tangent_dtype_fix(t: Tensor) -> Iterator[None]:
+    """Under autocast, keep each module's output tangent in its primal's dtype.
+
+    Some operations (BatchNorm among them) return a bf16 primal with a float32 tangent under
+    autocast, and the next matmul then fails on mixed dtypes.
+    """
+    if _compute_dtype(t) == t.dtype:
+        yield
+        return
+    handle = nn.modules.module.register_module_forward_hook(_cast_tangent)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 class _ExactHvp:
     r""":math:`H d = J^\top A J d` at r = 0, by forward-mode AD (double backward if unsupported)."""
 
-    #: models (by id) on which forward-mode AD failed once; they use the double-backward product
-    no_forward_ad: ClassVar[set[int]] = set()
+    #: models on which forward-mode AD failed once; they use the double-backward product
+    no_forward_ad: ClassVar[weakref.WeakSet] = weakref.WeakSet()
+
+    @staticmethod
+    def forward_ad_failed_for(model: object) -> bool:
+        try:
+            return model in _ExactHvp.no_forward_ad
+        except TypeError:  # not weak-referenceable
+            return False
+
+    @staticmethod
+    def remember_failure(model: object) -> None:
+        with contextlib.suppress(TypeError):
+            _ExactHvp.no_forward_ad.add(model)
 
     @staticmethod
     def hvp(
@@ -160,9 +200,9 @@ class _ExactHvp:
         output_fn: Callable[[Any], Tensor] | None,
     ) -> Tensor:
         xr = x0.detach().requires_grad_(True)
-        if id(model) not in _ExactHvp.no_forward_ad:
+        if not _ExactHvp.forward_ad_failed_for(model):
             try:
-                with fwAD.dual_level():
+                with fwAD.dual_level(), _tangent_dtype_fix(x0):
                     pred = extract_output(inp.call(model, fwAD.make_dual(xr, d)), output_fn)
                     primal, jd = fwAD.unpack_dual(pred)
                 if jd is None:
@@ -171,7 +211,7 @@ class _ExactHvp:
                 return _grad_or_zero(primal, xr, grad_outputs=av)
             except (NotImplementedError, RuntimeError) as err:
                 # an operation without a forward-mode formula, or one that mixes dtypes under autocast
-                _ExactHvp.no_forward_ad.add(id(model))
+                _ExactHvp.remember_failure(model)
                 warnings.warn(
                     f"probe='exact': forward-mode AD failed on this model ({str(err).splitlines()[0]}); "
                     "using the double-backward Jacobian-vector product for it instead",

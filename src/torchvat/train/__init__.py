@@ -1,0 +1,80 @@
+"""Training: one trainer for supervised, RPT, AT, VAT, VAT+EntMin and AT+VAT.
+
+- :class:`Trainer`, :class:`TrainConfig`, :class:`TrainResult`: the loop and its options.
+- :class:`Method` and :func:`register_method` / :func:`get_method` /
+  :func:`available_methods`: training modes as small objects returning named loss terms.
+- :class:`Callback` and the built-in :class:`ProgressBar`, :class:`JSONLogger`,
+  :class:`Checkpoint`, :class:`TensorBoardLogger`.
+- :func:`save_checkpoint` / :func:`load_checkpoint` (atomic writes, ``weights_only`` loads),
+  :func:`select_device`, :func:`seed_everything`.
+"""
+
+from torchvat.train.callbacks import (
+    Callback,
+    Checkpoint,
+    JSONLogger,
+    ProgressBar,
+    TensorBoardLogger,
+    is_main_process,
+)
+from torchvat.train.checkpoint import (
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    select_device,
+    set_rng_state,
+)
+from torchvat.train.config import TrainConfig
+from torchvat.train.methods import (
+    AdversarialTraining,
+    AdversarialVAT,
+    Batch,
+    CleanPass,
+    Method,
+    RandomPerturbationTraining,
+    Supervised,
+    VATEntMin,
+    VirtualAdversarialTraining,
+    available_methods,
+    get_method,
+    register_method,
+    unregister_method,
+)
+from torchvat.train.optim import IterationSchedule, build_optimizer, warmup_factor
+from torchvat.train.trainer import CollapseWarning, Trainer, TrainResult
+
+__all__ = [
+    "AdversarialTraining",
+    "AdversarialVAT",
+    "Batch",
+    "Callback",
+    "Checkpoint",
+    "CleanPass",
+    "CollapseWarning",
+    "IterationSchedule",
+    "JSONLogger",
+    "Method",
+    "ProgressBar",
+    "RandomPerturbationTraining",
+    "Supervised",
+    "TensorBoardLogger",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "VATEntMin",
+    "VirtualAdversarialTraining",
+    "available_methods",
+    "build_optimizer",
+    "get_method",
+    "get_rng_state",
+    "is_main_process",
+    "load_checkpoint",
+    "register_method",
+    "save_checkpoint",
+    "seed_everything",
+    "select_device",
+    "set_rng_state",
+    "unregister_method",
+    "warmup_factor",
+]

@@ -1,0 +1,297 @@
+"""Callbacks: progress bar, metrics file, checkpoints and TensorBoard as replaceable hooks.
+
+The trainer calls, in this order::
+
+    on_train_begin
+    for each iteration:
+        on_step_begin
+        (training step)
+        on_eval_end          # only on evaluation iterations, after the evaluation
+        on_step_end          # the iteration is complete: its metrics and evaluation are in
+    on_train_end
+
+Every hook receives the trainer as ``trainer=`` and further keyword arguments; a callback
+overrides the hooks it needs and accepts ``**kwargs`` so new arguments never break it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import torch.distributed as dist
+
+from torchvat.train.checkpoint import save_checkpoint
+
+if TYPE_CHECKING:
+    from torchvat.train.trainer import Trainer
+
+__all__ = [
+    "Callback",
+    "Checkpoint",
+    "JSONLogger",
+    "ProgressBar",
+    "TensorBoardLogger",
+    "is_main_process",
+]
+
+
+def is_main_process() -> bool:
+    """Whether this process should write files (rank 0, or not distributed).
+
+    Example:
+        >>> is_main_process()
+        True
+    """
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class Callback:
+    """Base class of callbacks: every hook does nothing.
+
+    Example:
+        >>> class CountSteps(Callback):
+        ...     def __init__(self):
+        ...         self.n = 0
+        ...     def on_step_end(self, **kwargs):
+        ...         self.n += 1
+        >>> CountSteps().on_train_begin(trainer=None)  # unused hooks are no-ops
+    """
+
+    def on_train_begin(self, **kwargs: Any) -> None:
+        """Called once when :meth:`Trainer.fit` starts (``trainer``)."""
+
+    def on_step_begin(self, **kwargs: Any) -> None:
+        """Called before each iteration (``trainer``, ``step``: iterations done so far)."""
+
+    def on_eval_end(self, **kwargs: Any) -> None:
+        """Called after an evaluation (``trainer``, ``step``, ``metrics``, ``improved``)."""
+
+    def on_step_end(self, **kwargs: Any) -> None:
+        """Called when an iteration is complete.
+
+        Keyword arguments: ``trainer``, ``step`` (iterations done), ``metrics`` (this
+        iteration's loss terms as device tensors: no synchronization), ``logs`` (means since
+        the last log as floats on logging iterations, else ``None``), ``evaluated``.
+        """
+
+    def on_train_end(self, **kwargs: Any) -> None:
+        """Called once when training ends (``trainer``, ``result``)."""
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else str(value)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar with the live loss, labeled-batch accuracy and last held-out error.
+
+    The bar is shown only on rank 0 and only when ``enabled`` and standard error is a
+    terminal (``force=True`` skips the terminal check).
+
+    Args:
+        enabled: Whether to show the bar at all.
+        force: Show it even when standard error is not a terminal.
+    """
+
+    def __init__(self, enabled: bool = True, force: bool = False) -> None:
+        self.enabled = enabled
+        self.force = force
+        self.bar: Any = None
+        self._postfix: dict[str, str] = {}
+
+    def on_train_begin(self, **kwargs: Any) -> None:
+        """Open the bar at the trainer's current iteration."""
+        trainer: Trainer = kwargs["trainer"]
+        show = self.enabled and is_main_process() and (self.force or sys.stderr.isatty())
+        if not show:
+            self.bar = None
+            return
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=trainer.config.iterations,
+            initial=trainer.step,
+            desc=trainer.method.name,
+            dynamic_ncols=True,
+        )
+
+    def on_eval_end(self, **kwargs: Any) -> None:
+        """Show the held-out error."""
+        for key in ("val_error", "test_error"):
+            if key in kwargs["metrics"]:
+                self._postfix[key.split("_")[0] + "_err"] = _fmt(kwargs["metrics"][key])
+                break
+
+    def on_step_end(self, **kwargs: Any) -> None:
+        """Advance the bar; refresh its numbers on logging iterations."""
+        if self.bar is None:
+            return
+        logs = kwargs.get("logs")
+        if logs:
+            self._postfix["loss"] = _fmt(logs["loss"])
+            if "acc" in logs:
+                self._postfix["acc"] = _fmt(logs["acc"])
+            self.bar.set_postfix(self._postfix, refresh=False)
+        self.bar.update(1)
+
+    def on_train_end(self, **kwargs: Any) -> None:
+        """Close the bar."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class JSONLogger(Callback):
+    """Append one JSON object per line to ``metrics.jsonl``.
+
+    Training lines (``"kind": "train"``) carry the means of the loss terms since the last
+    log; evaluation lines (``"kind": "eval"``) the held-out metrics. Written on rank 0 only;
+    the file is appended to, so a resumed run continues it.
+
+    Args:
+        path: The file; ``None`` means ``<out_dir>/metrics.jsonl`` of the trainer.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        self._file: IO[str] | None = None
+
+    def on_train_begin(self, **kwargs: Any) -> None:
+        """Open the file for appending."""
+        trainer: Trainer = kwargs["trainer"]
+        if not is_main_process():
+            return
+        path = self.path
+        if path is None:
+            if trainer.config.out_dir is None:
+                raise ValueError("JSONLogger needs a path or a trainer with config.out_dir set, got neither")
+            path = Path(trainer.config.out_dir) / "metrics.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", encoding="utf-8")
+        trainer.paths["metrics"] = str(path)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+
+    def on_step_end(self, **kwargs: Any) -> None:
+        """Write a training line on logging iterations."""
+        if kwargs.get("logs"):
+            self._write({"kind": "train", "step": kwargs["step"], **kwargs["logs"]})
+
+    def on_eval_end(self, **kwargs: Any) -> None:
+        """Write an evaluation line."""
+        self._write({"kind": "eval", **kwargs["metrics"]})
+
+    def on_train_end(self, **kwargs: Any) -> None:
+        """Close the file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Checkpoint(Callback):
+    """Write ``last.pt`` periodically and ``best.pt`` when the held-out error improves.
+
+    Files hold :meth:`Trainer.state_dict` and are written atomically on rank 0; resume with
+    ``Trainer.fit(resume=path)``.
+
+    Args:
+        directory: Where to write; ``None`` means the trainer's ``config.out_dir``.
+        every: Write ``last.pt`` every this many iterations; ``None`` means
+            ``config.checkpoint_every``, or at every evaluation if that is ``None`` too.
+            ``last.pt`` is also written when training ends.
+        save_best: Whether to write ``best.pt``.
+    """
+
+    def __init__(self, directory: str | Path | None = None, every: int | None = None, save_best: bool = True) -> None:
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"every must be a positive integer or None, got {every!r}")
+        self.directory = None if directory is None else Path(directory)
+        self.every = every
+        self.save_best = save_best
+
+    def _dir(self, trainer: Trainer) -> Path:
+        if self.directory is not None:
+            return self.directory
+        if trainer.config.out_dir is None:
+            raise ValueError("Checkpoint needs a directory or config.out_dir, got neither")
+        return Path(trainer.config.out_dir)
+
+    def _save(self, trainer: Trainer, name: str) -> None:
+        if is_main_process():
+            path = save_checkpoint(trainer.state_dict(), self._dir(trainer) / name)
+            trainer.paths[name.removesuffix(".pt")] = str(path)
+
+    def on_eval_end(self, **kwargs: Any) -> None:
+        """Write ``best.pt`` when the monitored error improved."""
+        if self.save_best and kwargs.get("improved"):
+            self._save(kwargs["trainer"], "best.pt")
+
+    def on_step_end(self, **kwargs: Any) -> None:
+        """Write ``last.pt`` on checkpoint iterations."""
+        trainer: Trainer = kwargs["trainer"]
+        step = kwargs["step"]
+        every = self.every or trainer.config.checkpoint_every
+        due = step % every == 0 if every is not None else kwargs.get("evaluated", False)
+        if due and step < trainer.config.iterations:
+            self._save(trainer, "last.pt")
+
+    def on_train_end(self, **kwargs: Any) -> None:
+        """Write ``last.pt`` with the final state (also after an early stop)."""
+        self._save(kwargs["trainer"], "last.pt")
+
+
+class TensorBoardLogger(Callback):
+    """Log training and evaluation scalars to TensorBoard (needs ``torchvat[tensorboard]``).
+
+    Args:
+        log_dir: Event directory; ``None`` means ``<out_dir>/tensorboard`` (or ``runs``).
+    """
+
+    def __init__(self, log_dir: str | Path | None = None) -> None:
+        self.log_dir = log_dir
+        self.writer: Any = None
+
+    def on_train_begin(self, **kwargs: Any) -> None:
+        """Open a ``SummaryWriter`` (TensorBoard is imported here only)."""
+        trainer: Trainer = kwargs["trainer"]
+        if not is_main_process():
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ImportError(
+                "TensorBoardLogger needs the tensorboard package: pip install 'torchvat[tensorboard]'"
+            ) from err
+        log_dir = self.log_dir
+        if log_dir is None:
+            out = trainer.config.out_dir
+            log_dir = str(Path(out) / "tensorboard") if out is not None else "runs"
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+        trainer.paths["tensorboard"] = str(log_dir)
+
+    def on_step_end(self, **kwargs: Any) -> None:
+        """Log the training means on logging iterations."""
+        if self.writer is not None and kwargs.get("logs"):
+            for key, value in kwargs["logs"].items():
+                self.writer.add_scalar(f"train/{key}", value, kwargs["step"])
+
+    def on_eval_end(self, **kwargs: Any) -> None:
+        """Log the evaluation metrics."""
+        if self.writer is None:
+            return
+        for key, value in kwargs["metrics"].items():
+            if key != "step" and isinstance(value, int | float):
+                self.writer.add_scalar(f"eval/{key}", value, kwargs["step"])
+
+    def on_train_end(self, **kwargs: Any) -> None:
+        """Flush and close the writer."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -1,0 +1,245 @@
+"""The trainer's configuration: one dataclass holding every option with its default."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrainConfig"]
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("paper", "cosine", "constant")
+REGULARIZE = ("unlabeled", "all")
+NORMS = ("l2", "linf")
+PROBES = ("finite_difference", "exact")
+AMP = (None, "bf16")
+
+
+def _is_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_float(name: str, value: object, *, positive: bool = False) -> None:
+    bound = "> 0" if positive else ">= 0"
+    if not _is_number(value) or not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of :class:`~torchvat.train.Trainer`, with the VAT papers' defaults.
+
+    Training counts iterations, as the papers do: each iteration draws one labeled batch of
+    ``batch_size`` rows and (for methods that use unlabeled data) one unlabeled batch of
+    ``unlabeled_batch_size`` rows; both sizes are per process.
+
+    Args:
+        method: Training method, a name from :func:`~torchvat.train.available_methods`
+            (``"supervised"``, ``"rpt"``, ``"at"``, ``"vat"``, ``"vat+ent"``, ``"at+vat"``, or
+            one added with :func:`~torchvat.train.register_method`).
+        eps: Perturbation size. ``None`` derives it from the data with
+            :func:`torchvat.suggest_eps` (the choice is logged and returned in the result).
+        xi: Finite-difference step of the power iteration, or ``"auto"`` (core's default).
+        alpha: Weight of the VAT / AT term (the papers use 1).
+        beta: Weight of the entropy term of ``"vat+ent"``.
+        n_power: Power iterations of the VAT search (``"rpt"`` always uses 0).
+        norm: ``"l2"`` or ``"linf"`` constraint on the perturbation.
+        probe: ``"finite_difference"`` (the papers) or ``"exact"`` (Gauss-Newton product).
+        regularize: Rows the VAT / entropy terms apply to: ``"unlabeled"`` or ``"all"``
+            (labeled and unlabeled).
+        iterations: Number of training iterations (optimizer steps).
+        batch_size: Labeled rows per iteration and process.
+        unlabeled_batch_size: Unlabeled rows per iteration and process.
+        optimizer: ``"adam"`` or ``"sgd"`` (momentum, optionally Nesterov).
+        lr: Initial learning rate.
+        beta1: Adam's first-moment coefficient before the decay phase.
+        decay_beta1: Adam's ``beta1`` during the decay phase (``"paper"`` schedule).
+        momentum: SGD momentum.
+        nesterov: Whether SGD uses Nesterov momentum.
+        weight_decay: L2 weight decay of the optimizer.
+        schedule: ``"paper"`` (constant, then over the last ``decay_fraction`` of the
+            iterations the learning rate falls linearly to 0 and ``beta1`` becomes
+            ``decay_beta1``, as in the authors' code), ``"cosine"`` or ``"constant"``.
+        decay_fraction: Fraction of the iterations in the decay phase of ``"paper"``.
+        warmup_iters: Iterations over which the regularizer weights ramp up linearly from 0
+            (0: no warm-up).
+        eval_every: Evaluate on the held-out data every this many iterations (and at the end).
+        eval_batch_size: Rows per forward pass during evaluation and prediction.
+        log_every: Synchronize and log training metrics every this many iterations.
+        checkpoint_every: Write ``last.pt`` every this many iterations (``None``: at every
+            evaluation). Needs ``out_dir``.
+        collapse_patience: Warn when the held-out error rose while the training loss fell
+            over this many consecutive evaluations (0 disables the check).
+        seed: Seed of every random number generator; the same seed gives the same run.
+        device: ``"auto"`` (CUDA, then MPS, then CPU) or a device string.
+        amp: ``None`` or ``"bf16"`` (``torch.autocast`` with bfloat16 on the training device).
+        compile: Whether to train through ``torch.compile(model)``.
+        out_dir: Directory for ``metrics.jsonl`` and checkpoints (``None``: write nothing).
+        progress: Whether to show a progress bar (only on a terminal).
+        tensorboard: Whether to log to TensorBoard in ``out_dir/tensorboard``.
+        extra: More keyword arguments for the method's factory (options of methods added with
+            :func:`~torchvat.train.register_method`).
+
+    Raises:
+        ValueError: If an option has an invalid value; the message names the field, the
+            expected and the received value.
+
+    Example:
+        >>> cfg = TrainConfig(method="vat", eps=2.0, iterations=100)
+        >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+        True
+        >>> TrainConfig(batch_size=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size must be an integer >= 1, got 0
+    """
+
+    method: str = "vat"
+    eps: float | None = None
+    xi: float | str = "auto"
+    alpha: float = 1.0
+    beta: float = 1.0
+    n_power: int = 1
+    norm: str = "l2"
+    probe: str = "finite_difference"
+    regularize: str = "unlabeled"
+    iterations: int = 10_000
+    batch_size: int = 32
+    unlabeled_batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    beta1: float = 0.9
+    decay_beta1: float = 0.5
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    schedule: str = "paper"
+    decay_fraction: float = 1 / 3
+    warmup_iters: int = 0
+    eval_every: int = 500
+    eval_batch_size: int = 1000
+    log_every: int = 50
+    checkpoint_every: int | None = None
+    collapse_patience: int = 3
+    seed: int = 0
+    device: str = "auto"
+    amp: str | None = None
+    compile: bool = False
+    out_dir: str | None = None
+    progress: bool = True
+    tensorboard: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field.
+
+        The method name is checked against the registry by the trainer (a method may be
+        registered after the config is built).
+
+        Raises:
+            ValueError: If a field has an invalid value.
+        """
+        if not isinstance(self.method, str) or not self.method:
+            raise ValueError(f"method must be a non-empty string, got {self.method!r}")
+        if self.eps is not None:
+            _check_float("eps", self.eps)
+        if self.xi != "auto":
+            if not _is_number(self.xi) or not math.isfinite(self.xi) or self.xi <= 0:
+                raise ValueError(f"xi must be 'auto' or a finite number > 0, got {self.xi!r}")
+        _check_float("alpha", self.alpha)
+        _check_float("beta", self.beta)
+        _check_int("n_power", self.n_power, 0)
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("probe", self.probe, PROBES)
+        _check_choice("regularize", self.regularize, REGULARIZE)
+        _check_int("iterations", self.iterations, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("unlabeled_batch_size", self.unlabeled_batch_size, 1)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_float("lr", self.lr)
+        for name in ("beta1", "decay_beta1", "momentum"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+        if not isinstance(self.nesterov, bool):
+            raise ValueError(f"nesterov must be a bool, got {self.nesterov!r}")
+        _check_float("weight_decay", self.weight_decay)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        if not _is_number(self.decay_fraction) or not 0 <= self.decay_fraction <= 1:
+            raise ValueError(f"decay_fraction must be a number in [0, 1], got {self.decay_fraction!r}")
+        _check_int("warmup_iters", self.warmup_iters, 0)
+        _check_int("eval_every", self.eval_every, 1)
+        _check_int("eval_batch_size", self.eval_batch_size, 1)
+        _check_int("log_every", self.log_every, 1)
+        if self.checkpoint_every is not None:
+            _check_int("checkpoint_every", self.checkpoint_every, 1)
+        _check_int("collapse_patience", self.collapse_patience, 0)
+        _check_int("seed", self.seed, 0)
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device must be 'auto' or a device string, got {self.device!r}")
+        _check_choice("amp", self.amp, AMP)
+        for name in ("compile", "progress", "tensorboard"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.out_dir is not None and not isinstance(self.out_dir, str):
+            raise ValueError(f"out_dir must be a string path or None, got {self.out_dir!r}")
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"extra must be a dict, got {type(self.extra).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the options as a plain dict (JSON- and ``weights_only``-checkpoint-safe).
+
+        Returns:
+            A new dict mapping field names to values.
+        """
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build a config from a dict such as :meth:`to_dict` returns.
+
+        Args:
+            values: Field names to values; missing fields keep their defaults.
+
+        Returns:
+            The validated config.
+
+        Raises:
+            ValueError: If a key is not a field or a value is invalid.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; expected some of {sorted(names)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """Return a validated copy with some fields changed.
+
+        Args:
+            **changes: New field values.
+
+        Returns:
+            The new config.
+
+        Raises:
+            ValueError: If a key is not a field or a value is invalid.
+        """
+        values = self.to_dict()
+        values.update(changes)
+        return self.from_dict(values)

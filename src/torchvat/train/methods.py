@@ -1,0 +1,590 @@
+"""Training methods: small objects that turn one clean pass into named loss terms.
+
+A method receives the batch and the output of the trainer's single clean forward pass and
+returns a dict of named loss terms; the trainer adds them up with :attr:`Method.weights`,
+logs each one, and makes one backward pass. The perturbation searches are the core
+functions (:func:`torchvat.vat_loss`, :func:`torchvat.adversarial_loss`,
+:func:`torchvat.entropy_loss`); nothing here re-implements them.
+
+A regularizer whose weight is exactly 0 is switched off: it is neither computed nor logged,
+and a method whose regularizers are all off does not ask for unlabeled data. ``"vat"`` with
+``alpha=0`` is therefore the supervised trainer, step for step.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from torchvat.core import RNGSnapshot, adversarial_loss, entropy_loss, vat_loss
+
+__all__ = [
+    "AdversarialTraining",
+    "AdversarialVAT",
+    "Batch",
+    "CleanPass",
+    "Method",
+    "RandomPerturbationTraining",
+    "Supervised",
+    "VATEntMin",
+    "VirtualAdversarialTraining",
+    "available_methods",
+    "get_method",
+    "register_method",
+    "unregister_method",
+]
+
+
+@dataclass
+class Batch:
+    """One training iteration's data, already on the training device.
+
+    Args:
+        x_labeled: Labeled inputs ``[B_l, ...]``.
+        y_labeled: Their class indices ``[B_l]``.
+        x_unlabeled: Unlabeled inputs ``[B_u, ...]``, or ``None`` when the method does not use
+            unlabeled data or there is none.
+    """
+
+    x_labeled: Tensor
+    y_labeled: Tensor
+    x_unlabeled: Tensor | None = None
+
+
+@dataclass
+class CleanPass:
+    """The trainer's single clean forward pass over ``cat([x_labeled, x_unlabeled])``.
+
+    Args:
+        x: The input of the pass: labeled rows first, then unlabeled rows.
+        logits: ``model(x)``, with its graph (methods detach where they need a target).
+        n_labeled: Number of labeled rows at the top of ``x``.
+        rng: Random-generator state captured just before the pass (replays dropout masks).
+        generator: A generator on the training device for the method's own random draws;
+            it is separate from the global stream and saved in checkpoints.
+    """
+
+    x: Tensor
+    logits: Tensor
+    n_labeled: int
+    rng: RNGSnapshot | None = None
+    generator: torch.Generator | None = None
+
+    @property
+    def x_labeled(self) -> Tensor:
+        """Labeled rows of :attr:`x`."""
+        return self.x[: self.n_labeled]
+
+    @property
+    def labeled_logits(self) -> Tensor:
+        """Logits of the labeled rows."""
+        return self.logits[: self.n_labeled]
+
+    @property
+    def has_unlabeled(self) -> bool:
+        """Whether the pass saw unlabeled rows."""
+        return self.x.shape[0] > self.n_labeled
+
+    def rows(self, regularize: str) -> tuple[Tensor, Tensor]:
+        """Inputs and logits of the rows a regularizer applies to.
+
+        Args:
+            regularize: ``"all"`` for every row, ``"unlabeled"`` for the unlabeled rows (all
+                rows when the pass saw no unlabeled data).
+
+        Returns:
+            ``(x, logits)`` of those rows.
+
+        Raises:
+            ValueError: If ``regularize`` is not ``"unlabeled"`` or ``"all"``.
+        """
+        if regularize not in ("unlabeled", "all"):
+            raise ValueError(f"regularize must be 'unlabeled' or 'all', got {regularize!r}")
+        if regularize == "all" or not self.has_unlabeled:
+            return self.x, self.logits
+        return self.x[self.n_labeled :], self.logits[self.n_labeled :]
+
+
+class Method(abc.ABC):
+    """Base class of training methods.
+
+    Subclasses implement :meth:`loss_terms` and :attr:`weights`; they may set
+    :attr:`uses_unlabeled` (whether the trainer should draw unlabeled batches) and
+    :attr:`needs_input_grad` (whether the clean pass's input should require gradients, so
+    an adversarial search can reuse its graph). Terms named in :attr:`supervised_terms` are
+    not scaled by the trainer's regularizer warm-up.
+
+    Example:
+        >>> class LogitPenalty(Method):
+        ...     name = "logit-penalty"
+        ...     weights = {"ce": 1.0, "l2": 0.01}
+        ...     def loss_terms(self, model, batch, clean):
+        ...         return {"ce": self.cross_entropy(batch, clean),
+        ...                 "l2": clean.logits.pow(2).mean()}
+        >>> model = nn.Linear(2, 3)
+        >>> x, y = torch.randn(4, 2), torch.tensor([0, 1, 2, 0])
+        >>> clean = CleanPass(x=x, logits=model(x), n_labeled=4)
+        >>> sorted(LogitPenalty().loss_terms(model, Batch(x, y), clean))
+        ['ce', 'l2']
+    """
+
+    name: str = "method"
+    supervised_terms: ClassVar[frozenset[str]] = frozenset({"ce"})
+    needs_input_grad: bool = False
+    weights: dict[str, float]
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether the method needs unlabeled batches (default ``False``)."""
+        return False
+
+    @abc.abstractmethod
+    def loss_terms(self, model: nn.Module, batch: Batch, clean: CleanPass) -> dict[str, Tensor]:
+        """Compute the named loss terms of one iteration.
+
+        Args:
+            model: The model (possibly compiled); called on perturbed inputs.
+            batch: The iteration's data.
+            clean: The clean forward pass over labeled then unlabeled rows.
+
+        Returns:
+            Scalar loss tensors by name; every name must be a key of :attr:`weights`.
+        """
+
+    @staticmethod
+    def cross_entropy(batch: Batch, clean: CleanPass) -> Tensor:
+        """Supervised cross-entropy of the labeled rows of the clean pass.
+
+        Args:
+            batch: The iteration's data.
+            clean: The clean pass.
+
+        Returns:
+            The mean cross-entropy.
+        """
+        return F.cross_entropy(clean.labeled_logits.float(), batch.y_labeled)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(weights={self.weights})"
+
+
+class Supervised(Method):
+    """Plain supervised training: cross-entropy on the labeled batch only.
+
+    Example:
+        >>> Supervised().weights
+        {'ce': 1.0}
+    """
+
+    name = "supervised"
+
+    def __init__(self) -> None:
+        self.weights = {"ce": 1.0}
+
+    def loss_terms(self, model: nn.Module, batch: Batch, clean: CleanPass) -> dict[str, Tensor]:
+        """Return ``{"ce": cross-entropy}``; see :meth:`Method.loss_terms`."""
+        return {"ce": self.cross_entropy(batch, clean)}
+
+
+def _check_regularize(regularize: str) -> None:
+    if regularize not in ("unlabeled", "all"):
+        raise ValueError(f"regularize must be 'unlabeled' or 'all', got {regularize!r}")
+
+
+def _check_weight(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+
+
+class VirtualAdversarialTraining(Method):
+    r"""VAT (Miyato et al., TPAMI 2018): cross-entropy plus ``alpha`` times the LDS.
+
+    .. math::
+        \ell = \mathrm{CE}(x_l, y_l) + \alpha\,
+        \mathrm{KL}\big[p(y|x) \,\|\, p(y|x + r_{\mathrm{vadv}})\big]
+
+    The LDS target is the detached clean output of the rows chosen by ``regularize``; the
+    search replays the clean pass's dropout masks and draws its random start from the
+    trainer's private generator, so it does not consume the global random stream.
+
+    Args:
+        eps: Perturbation size (``None`` until the trainer derives it from the data).
+        xi: Finite-difference step or ``"auto"``.
+        alpha: Weight of the LDS term.
+        n_power: Power iterations (0 is random perturbation training).
+        norm: ``"l2"`` or ``"linf"``.
+        probe: ``"finite_difference"`` or ``"exact"``.
+        regularize: ``"unlabeled"`` or ``"all"`` rows.
+
+    Example:
+        >>> VirtualAdversarialTraining(eps=2.0, alpha=0.5).weights
+        {'ce': 1.0, 'vat': 0.5}
+    """
+
+    name = "vat"
+    term = "vat"
+
+    def __init__(
+        self,
+        eps: float | None = None,
+        xi: float | str = "auto",
+        alpha: float = 1.0,
+        n_power: int = 1,
+        norm: str = "l2",
+        probe: str = "finite_difference",
+        regularize: str = "unlabeled",
+    ) -> None:
+        _check_weight("alpha", alpha)
+        _check_regularize(regularize)
+        self.eps = eps
+        self.xi = xi
+        self.alpha = float(alpha)
+        self.n_power = n_power
+        self.norm = norm
+        self.probe = probe
+        self.regularize = regularize
+        self.weights = {"ce": 1.0}
+        if self.alpha != 0:
+            self.weights[self.term] = self.alpha
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether any regularizer is on."""
+        return len(self.weights) > 1
+
+    def _eps(self) -> float:
+        if self.eps is None:
+            raise ValueError(f"{type(self).__name__}.eps is None; pass eps=... or let the Trainer derive it")
+        return self.eps
+
+    def lds(self, model: nn.Module, clean: CleanPass) -> Tensor:
+        """The local distributional smoothness term on the regularized rows.
+
+        Args:
+            model: The model.
+            clean: The clean pass.
+
+        Returns:
+            The mean LDS.
+        """
+        x, logits = clean.rows(self.regularize)
+        return vat_loss(
+            model,
+            x.detach(),
+            logits=logits,
+            eps=self._eps(),
+            xi=self.xi,
+            n_power=self.n_power,
+            norm=self.norm,
+            probe=self.probe,
+            generator=clean.generator,
+            rng=clean.rng,
+        )
+
+    def loss_terms(self, model: nn.Module, batch: Batch, clean: CleanPass) -> dict[str, Tensor]:
+        """Return ``ce`` and (when ``alpha != 0``) the LDS; see :meth:`Method.loss_terms`."""
+        terms = {"ce": self.cross_entropy(batch, clean)}
+        if self.term in self.weights:
+            terms[self.term] = self.lds(model, clean)
+        return terms
+
+
+class RandomPerturbationTraining(VirtualAdversarialTraining):
+    """Random perturbation training: VAT with ``n_power=0`` (an isotropic random direction).
+
+    Example:
+        >>> RandomPerturbationTraining(eps=1.0).weights
+        {'ce': 1.0, 'rpt': 1.0}
+    """
+
+    name = "rpt"
+    term = "rpt"
+
+    def __init__(
+        self,
+        eps: float | None = None,
+        alpha: float = 1.0,
+        norm: str = "l2",
+        regularize: str = "unlabeled",
+    ) -> None:
+        super().__init__(eps=eps, alpha=alpha, n_power=0, norm=norm, regularize=regularize)
+
+
+class VATEntMin(VirtualAdversarialTraining):
+    r"""VAT plus entropy minimization (Miyato et al., TPAMI 2018, "VAT+EntMin").
+
+    .. math::
+        \ell = \mathrm{CE} + \alpha\,\mathrm{LDS} + \beta\,\mathcal{H}[p(y|x)]
+
+    The conditional entropy is taken on the clean logits of the regularized rows, with
+    gradients.
+
+    Args:
+        eps: Perturbation size.
+        xi: Finite-difference step or ``"auto"``.
+        alpha: Weight of the LDS term.
+        beta: Weight of the entropy term.
+        n_power: Power iterations.
+        norm: ``"l2"`` or ``"linf"``.
+        probe: ``"finite_difference"`` or ``"exact"``.
+        regularize: ``"unlabeled"`` or ``"all"`` rows.
+
+    Example:
+        >>> VATEntMin(eps=1.0, beta=0.5).weights
+        {'ce': 1.0, 'vat': 1.0, 'ent': 0.5}
+    """
+
+    name = "vat+ent"
+
+    def __init__(
+        self,
+        eps: float | None = None,
+        xi: float | str = "auto",
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        n_power: int = 1,
+        norm: str = "l2",
+        probe: str = "finite_difference",
+        regularize: str = "unlabeled",
+    ) -> None:
+        super().__init__(eps, xi, alpha, n_power, norm, probe, regularize)
+        _check_weight("beta", beta)
+        self.beta = float(beta)
+        if self.beta != 0:
+            self.weights["ent"] = self.beta
+
+    def loss_terms(self, model: nn.Module, batch: Batch, clean: CleanPass) -> dict[str, Tensor]:
+        """Return ``ce``, ``vat`` and ``ent`` (the ones switched on)."""
+        terms = super().loss_terms(model, batch, clean)
+        if "ent" in self.weights:
+            terms["ent"] = entropy_loss(clean.rows(self.regularize)[1].float())
+        return terms
+
+
+class AdversarialTraining(Method):
+    r"""Adversarial training (Goodfellow et al., ICLR 2015) on the labeled rows.
+
+    .. math::
+        \ell = \mathrm{CE}(x_l, y_l) + \alpha\,\mathrm{CE}(x_l + r_{\mathrm{adv}}, y_l),
+        \quad r_{\mathrm{adv}} = \epsilon\,
+        \frac{\nabla_x \mathrm{CE}}{\|\nabla_x \mathrm{CE}\|}
+
+    The input gradient comes from the clean pass's graph when it covers exactly the labeled
+    rows; the perturbed pass replays the clean pass's random state.
+
+    Args:
+        eps: Perturbation size.
+        alpha: Weight of the adversarial term.
+        norm: ``"l2"`` or ``"linf"``.
+
+    Example:
+        >>> AdversarialTraining(eps=0.3).weights
+        {'ce': 1.0, 'at': 1.0}
+    """
+
+    name = "at"
+
+    def __init__(self, eps: float | None = None, alpha: float = 1.0, norm: str = "l2") -> None:
+        _check_weight("alpha", alpha)
+        self.eps = eps
+        self.alpha = float(alpha)
+        self.norm = norm
+        self.weights = {"ce": 1.0}
+        if self.alpha != 0:
+            self.weights["at"] = self.alpha
+
+    @property
+    def needs_input_grad(self) -> bool:  # type: ignore[override]
+        """Whether the adversarial term is on (its search reuses the clean graph)."""
+        return "at" in self.weights
+
+    def adversarial(self, model: nn.Module, batch: Batch, clean: CleanPass) -> Tensor:
+        """The cross-entropy at the adversarial input of the labeled rows.
+
+        Args:
+            model: The model.
+            batch: The iteration's data.
+            clean: The clean pass.
+
+        Returns:
+            The mean adversarial cross-entropy.
+        """
+        if self.eps is None:
+            raise ValueError(f"{type(self).__name__}.eps is None; pass eps=... or let the Trainer derive it")
+        reuse = clean.x.requires_grad and not clean.has_unlabeled
+        x = clean.x if reuse else clean.x_labeled.detach()
+        return adversarial_loss(
+            model,
+            x,
+            batch.y_labeled,
+            logits=clean.labeled_logits if reuse else None,
+            eps=self.eps,
+            norm=self.norm,
+            rng=clean.rng,
+        )
+
+    def loss_terms(self, model: nn.Module, batch: Batch, clean: CleanPass) -> dict[str, Tensor]:
+        """Return ``ce`` and (when ``alpha != 0``) ``at``."""
+        terms = {"ce": self.cross_entropy(batch, clean)}
+        if "at" in self.weights:
+            terms["at"] = self.adversarial(model, batch, clean)
+        return terms
+
+
+class AdversarialVAT(VirtualAdversarialTraining):
+    """Adversarial training on the labeled rows plus VAT on the regularized rows.
+
+    Both terms have weight ``alpha``.
+
+    Args:
+        eps: Perturbation size of both searches.
+        xi: Finite-difference step or ``"auto"``.
+        alpha: Weight of the AT and VAT terms.
+        n_power: Power iterations of the VAT search.
+        norm: ``"l2"`` or ``"linf"``.
+        probe: ``"finite_difference"`` or ``"exact"``.
+        regularize: Rows of the VAT term, ``"unlabeled"`` or ``"all"``.
+
+    Example:
+        >>> AdversarialVAT(eps=1.0).weights
+        {'ce': 1.0, 'vat': 1.0, 'at': 1.0}
+    """
+
+    name = "at+vat"
+
+    def __init__(
+        self,
+        eps: float | None = None,
+        xi: float | str = "auto",
+        alpha: float = 1.0,
+        n_power: int = 1,
+        norm: str = "l2",
+        probe: str = "finite_difference",
+        regularize: str = "unlabeled",
+    ) -> None:
+        super().__init__(eps, xi, alpha, n_power, norm, probe, regularize)
+        if self.alpha != 0:
+            self.weights["at"] = self.alpha
+
+    def loss_terms(self, model: nn.Module, batch: Batch, clean: CleanPass) -> dict[str, Tensor]:
+        """Return ``ce``, ``vat`` and ``at`` (the ones switched on)."""
+        terms = super().loss_terms(model, batch, clean)
+        if "at" in self.weights:
+            at = AdversarialTraining(eps=self._eps(), alpha=self.alpha, norm=self.norm)
+            terms["at"] = at.adversarial(model, batch, clean)
+        return terms
+
+
+_REGISTRY: dict[str, Callable[..., Method]] = {
+    "supervised": Supervised,
+    "rpt": RandomPerturbationTraining,
+    "at": AdversarialTraining,
+    "vat": VirtualAdversarialTraining,
+    "vat+ent": VATEntMin,
+    "at+vat": AdversarialVAT,
+}
+_BUILTIN = frozenset(_REGISTRY)
+
+
+def register_method(name: str, factory: Callable[..., Method], *, overwrite: bool = False) -> None:
+    """Make a method available by name to :func:`get_method` and the trainer.
+
+    Args:
+        name: The method's name.
+        factory: Callable returning a :class:`Method`; it is called with the hyperparameters
+            its signature accepts among ``eps, xi, alpha, beta, n_power, norm, probe,
+            regularize`` and ``TrainConfig.extra`` (all of them if it takes ``**kwargs``).
+        overwrite: Whether to replace an existing method of that name.
+
+    Raises:
+        ValueError: If ``name`` is taken and ``overwrite`` is false, or is not a string.
+        TypeError: If ``factory`` is not callable.
+
+    Example:
+        >>> register_method("ce-only", lambda: Supervised())
+        >>> get_method("ce-only", eps=1.0).weights
+        {'ce': 1.0}
+        >>> unregister_method("ce-only")
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"factory must be callable, got {type(factory).__name__}")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"method {name!r} is already registered; pass overwrite=True to replace it")
+    _REGISTRY[name] = factory
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method added with :func:`register_method`.
+
+    Args:
+        name: The method's name.
+
+    Raises:
+        ValueError: If ``name`` is not registered or is a built-in method.
+    """
+    if name in _BUILTIN:
+        raise ValueError(f"built-in method {name!r} cannot be unregistered")
+    if name not in _REGISTRY:
+        raise ValueError(f"method {name!r} is not registered; registered: {list(available_methods())}")
+    del _REGISTRY[name]
+
+
+def available_methods() -> tuple[str, ...]:
+    """Names of the registered methods.
+
+    Returns:
+        The names, sorted.
+
+    Example:
+        >>> {"supervised", "vat", "vat+ent"} <= set(available_methods())
+        True
+    """
+    return tuple(sorted(_REGISTRY))
+
+
+def get_method(name: str, **hparams: Any) -> Method:
+    """Build a registered method.
+
+    Hyperparameters the factory does not accept are ignored, so one set of options can
+    configure every method.
+
+    Args:
+        name: A name from :func:`available_methods`.
+        **hparams: Hyperparameters (``eps``, ``xi``, ``alpha``, ...).
+
+    Returns:
+        The method.
+
+    Raises:
+        ValueError: If ``name`` is not registered (the message lists the known names).
+        TypeError: If the factory does not return a :class:`Method`.
+
+    Example:
+        >>> get_method("vat+ent", eps=1.0, alpha=1.0, beta=0.0).weights
+        {'ce': 1.0, 'vat': 1.0}
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"method must be one of {', '.join(map(repr, available_methods()))}, got {name!r}")
+    factory = _REGISTRY[name]
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: pass everything
+        params = None
+    if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params):
+        accepted = {p.name for p in params}
+        hparams = {k: v for k, v in hparams.items() if k in accepted}
+    method = factory(**hparams)
+    if not isinstance(method, Method):
+        raise TypeError(
+            f"the factory of method {name!r} must return a torchvat.train.Method, got {type(method).__name__}"
+        )
+    return method

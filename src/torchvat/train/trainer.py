@@ -1,0 +1,662 @@
+"""The semi-supervised trainer: one loop for every method.
+
+Override points, from the inside out: :meth:`Trainer.next_batch` (the only place labeled
+and unlabeled batches are paired), :meth:`Trainer.train_step` (one iteration),
+:meth:`Trainer.evaluate`, :meth:`Trainer.fit` (the loop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from torchvat.core import RNGSnapshot, suggest_eps
+from torchvat.data.sampler import InfiniteBatchSampler
+from torchvat.train.callbacks import Callback, Checkpoint, JSONLogger, ProgressBar, TensorBoardLogger
+from torchvat.train.checkpoint import (
+    get_rng_state,
+    load_checkpoint,
+    seed_everything,
+    select_device,
+    set_rng_state,
+)
+from torchvat.train.config import TrainConfig
+from torchvat.train.methods import Batch, CleanPass, Method, get_method
+from torchvat.train.optim import IterationSchedule, build_optimizer, warmup_factor
+
+__all__ = ["CollapseWarning", "TrainResult", "Trainer"]
+
+logger = logging.getLogger(__name__)
+
+_HPARAMS = ("eps", "xi", "alpha", "beta", "n_power", "norm", "probe", "regularize")
+
+
+class CollapseWarning(UserWarning):
+    """The held-out error rose while the training loss fell over consecutive evaluations."""
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns.
+
+    Args:
+        history: One record per evaluation: ``step``, ``lr``, the means of the training
+            terms since the previous evaluation (``train_<term>``, ``train_loss``,
+            ``train_acc``) and per held-out split ``<split>_error``, ``<split>_accuracy``,
+            ``<split>_loss``.
+        final: The last evaluation record (empty if none).
+        best: The record with the lowest monitored error (validation if present, else
+            test; empty if there is no held-out data).
+        eps: The perturbation size used (``None`` for methods without one).
+        steps: Iterations done.
+        method: The method's name.
+        paths: Files written, by name (``metrics``, ``last``, ``best``, ``tensorboard``).
+        config: The configuration as a dict.
+        stopped_early: Whether a callback stopped training before ``iterations``.
+    """
+
+    history: list[dict[str, float]]
+    final: dict[str, float]
+    best: dict[str, float]
+    eps: float | None
+    steps: int
+    method: str
+    paths: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+class _Accumulator:
+    """Sums of per-iteration metrics kept on the device; synchronized only by :meth:`means`."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+
+    def add(self, metrics: Mapping[str, Tensor]) -> None:
+        for key, value in metrics.items():
+            value = value.detach().float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        if not self.sums:
+            return {}
+        values = torch.stack(list(self.sums.values())).div(self.count).tolist()
+        return dict(zip(self.sums, values, strict=True))
+
+    def reset(self) -> None:
+        self.sums, self.count = {}, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "count": self.count}
+
+    def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
+        self.sums = {k: v.to(device) for k, v in state["sums"].items()}
+        self.count = int(state["count"])
+
+
+def _seed_for(seed: int, rank: int, stream: int) -> int:
+    """Independent 63-bit seeds for the samplers and the method's generator."""
+    return int(np.random.SeedSequence([seed, rank, stream]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _as_tensor(name: str, value: Any) -> Tensor | None:
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+    return value
+
+
+class Trainer:
+    """Train a classifier with a supervised or semi-supervised method.
+
+    One iteration draws a labeled batch and, for methods that use unlabeled data, an
+    unlabeled batch; it makes one clean forward pass over ``cat([x_l, x_u])`` whose logits
+    serve both the cross-entropy (labeled rows) and the detached VAT target; the method
+    runs its perturbation search and perturbed pass and returns named loss terms; the
+    trainer adds them with the method's weights, makes one backward pass and one optimizer
+    step. Metrics stay on the device until they are logged.
+
+    The data are held in memory on the training device; batches are single gathers
+    ``x[idx]`` with indices from seeded samplers (seeded per process rank, batch sizes are per
+    process). The constructor ends by seeding every global generator with ``config.seed``;
+    seed before building the model too (:func:`~torchvat.train.seed_everything`) for a run
+    that is identical from the initialization on.
+
+    A regularizer with weight 0 is switched off (see :mod:`torchvat.train.methods`), so
+    ``method="vat", alpha=0`` runs exactly the supervised iterations.
+
+    Args:
+        model: A classifier returning logits ``[B, n_classes]``. It is moved to the device.
+        data: An object with attributes ``x_labeled``, ``y_labeled`` and optionally
+            ``x_unlabeled``, ``x_val``, ``y_val``, ``x_test``, ``y_test`` (such as
+            :class:`torchvat.data.SemiSupervisedData`), or ``None``.
+        x_labeled: Labeled inputs (overrides ``data``).
+        y_labeled: Their int64 class indices.
+        x_unlabeled: Unlabeled inputs, or ``None``.
+        x_val: Validation inputs (model selection), or ``None``.
+        y_val: Validation labels.
+        x_test: Test inputs, or ``None``.
+        y_test: Test labels.
+        config: A :class:`TrainConfig` or a dict of its fields.
+        method: A method name, or a :class:`~torchvat.train.Method` instance.
+        callbacks: Extra callbacks, called after the built-in ones (progress bar, and with
+            ``out_dir`` the metrics file and checkpoints, and TensorBoard if enabled).
+        augment: A function applied to each labeled and unlabeled input batch on the device.
+        **options: :class:`TrainConfig` fields overriding ``config``.
+
+    Raises:
+        ValueError: For invalid options (naming the field) or inconsistent data.
+        TypeError: For arguments of the wrong type.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.randn(64, 2); y = (x[:, 0] > 0).long()
+        >>> model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> trainer = Trainer(model, x_labeled=x[:8], y_labeled=y[:8], x_unlabeled=x,
+        ...                   x_test=x, y_test=y, method="vat", eps=0.5, iterations=20,
+        ...                   eval_every=10, batch_size=8, unlabeled_batch_size=32,
+        ...                   progress=False)
+        >>> result = trainer.fit()
+        >>> result.steps, sorted(k for k in result.final if k.startswith("train_"))
+        (20, ['train_acc', 'train_ce', 'train_loss', 'train_vat'])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any = None,
+        *,
+        x_labeled: Tensor | None = None,
+        y_labeled: Tensor | None = None,
+        x_unlabeled: Tensor | None = None,
+        x_val: Tensor | None = None,
+        y_val: Tensor | None = None,
+        x_test: Tensor | None = None,
+        y_test: Tensor | None = None,
+        config: TrainConfig | Mapping[str, Any] | None = None,
+        method: str | Method | None = None,
+        callbacks: Iterable[Callback] | None = None,
+        augment: Callable[[Tensor], Tensor] | None = None,
+        **options: Any,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        cfg = self._make_config(config, method, options)
+        self.config = cfg
+        self.device = select_device(cfg.device)
+        self.augment = augment
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment must be callable or None, got {type(augment).__name__}")
+
+        # data: explicit tensors win over the data object's attributes
+        given = {
+            "x_labeled": x_labeled,
+            "y_labeled": y_labeled,
+            "x_unlabeled": x_unlabeled,
+            "x_val": x_val,
+            "y_val": y_val,
+            "x_test": x_test,
+            "y_test": y_test,
+        }
+        tensors = {k: _as_tensor(k, v if v is not None else getattr(data, k, None)) for k, v in given.items()}
+        self._check_data(tensors)
+
+        # method and its eps
+        if isinstance(method, Method):
+            self.method = method
+        else:
+            hparams = {k: getattr(cfg, k) for k in _HPARAMS}
+            self.method = get_method(cfg.method, **hparams, **cfg.extra)
+        self.eps: float | None = getattr(self.method, "eps", None)
+        if hasattr(self.method, "eps") and self.method.eps is None and self._has_regularizer():
+            source = tensors["x_unlabeled"] if tensors["x_unlabeled"] is not None else tensors["x_labeled"]
+            with torch.random.fork_rng(devices=[]):
+                self.eps = float(suggest_eps(source))
+            self.method.eps = self.eps
+            logger.info("torchvat: eps=%.6g derived from the data with suggest_eps", self.eps)
+        if self.method.uses_unlabeled and tensors["x_unlabeled"] is None:
+            warnings.warn(
+                f"method {self.method.name!r} uses unlabeled data but x_unlabeled is None or "
+                "empty; its regularizer is applied to the labeled batches only",
+                UserWarning,
+                stacklevel=2,
+            )
+
+        # everything on the device
+        for key, value in tensors.items():
+            setattr(self, key, None if value is None else value.to(self.device))
+        self.model = model.to(self.device)
+        self.forward_model: nn.Module = torch.compile(model) if cfg.compile else model
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.schedule = IterationSchedule(self.optimizer, cfg)
+
+        rank = _rank()
+        self.labeled_sampler = InfiniteBatchSampler(
+            int(self.x_labeled.shape[0]),
+            cfg.batch_size,
+            seed=_seed_for(cfg.seed, rank, 0),
+            device=self.device,
+        )
+        self.unlabeled_sampler = (
+            None
+            if self.x_unlabeled is None
+            else InfiniteBatchSampler(
+                int(self.x_unlabeled.shape[0]),
+                cfg.unlabeled_batch_size,
+                seed=_seed_for(cfg.seed, rank, 1),
+                device=self.device,
+            )
+        )
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(_seed_for(cfg.seed, rank, 2))
+
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, float] = {}
+        self.paths: dict[str, str] = {}
+        self.should_stop = False
+        self._log_acc = _Accumulator()
+        self._eval_acc = _Accumulator()
+        self._collapse_streak = 0
+        self.callbacks = self._default_callbacks() + list(callbacks or [])
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
+        seed_everything(cfg.seed)
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _make_config(
+        config: TrainConfig | Mapping[str, Any] | None, method: Any, options: dict[str, Any]
+    ) -> TrainConfig:
+        if config is None:
+            cfg = TrainConfig()
+        elif isinstance(config, TrainConfig):
+            cfg = config
+        elif isinstance(config, Mapping):
+            cfg = TrainConfig.from_dict(dict(config))
+        else:
+            raise TypeError(f"config must be a TrainConfig, a dict or None, got {type(config).__name__}")
+        if isinstance(method, Method):
+            options = {**options, "method": method.name}
+        elif isinstance(method, str):
+            options = {**options, "method": method}
+        elif method is not None:
+            raise TypeError(f"method must be a name or a Method, got {type(method).__name__}")
+        return cfg.replace(**options) if options else cfg
+
+    @staticmethod
+    def _check_data(t: dict[str, Tensor | None]) -> None:
+        if t["x_labeled"] is None or t["y_labeled"] is None:
+            raise ValueError("x_labeled and y_labeled are required, got None")
+        for split in ("labeled", "val", "test"):
+            x, y = t[f"x_{split}"], t[f"y_{split}"]
+            if (x is None) != (y is None):
+                raise ValueError(f"x_{split} and y_{split} must be given together, got only one")
+            if x is None or y is None:
+                continue
+            if y.ndim != 1 or y.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16):
+                raise ValueError(
+                    f"y_{split} must be a 1-D integer tensor of class indices, "
+                    f"got dtype {y.dtype} and shape {tuple(y.shape)}"
+                )
+            if x.shape[0] != y.shape[0]:
+                raise ValueError(
+                    f"x_{split} and y_{split} must have the same number of rows, got {x.shape[0]} and {y.shape[0]}"
+                )
+            t[f"y_{split}"] = y.long()
+        if t["x_labeled"].shape[0] == 0:
+            raise ValueError("x_labeled must have at least one row, got 0")
+        shape = tuple(t["x_labeled"].shape[1:])
+        for split in ("unlabeled", "val", "test"):
+            x = t[f"x_{split}"]
+            if x is not None and tuple(x.shape[1:]) != shape:
+                raise ValueError(f"x_{split} must have input shape {shape} like x_labeled, got {tuple(x.shape[1:])}")
+        if t["x_unlabeled"] is not None and t["x_unlabeled"].shape[0] == 0:
+            t["x_unlabeled"] = None
+
+    def _has_regularizer(self) -> bool:
+        return any(k not in self.method.supervised_terms for k in self.method.weights)
+
+    def _default_callbacks(self) -> list[Callback]:
+        cfg = self.config
+        cbs: list[Callback] = [ProgressBar(enabled=cfg.progress)]
+        if cfg.out_dir is not None:
+            cbs += [JSONLogger(), Checkpoint()]
+        if cfg.tensorboard:
+            cbs.append(TensorBoardLogger())
+        return cbs
+
+    def _call(self, hook: str, **kwargs: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(trainer=self, **kwargs)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.config.amp == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # --------------------------------------------------------------- training
+    def next_batch(self) -> Batch:
+        """Draw the next labeled batch and, if the method uses it, the next unlabeled batch.
+
+        This is the only place where labeled and unlabeled batches are paired. The labeled
+        stream cycles (a batch may span two passes over a few labels); the unlabeled stream
+        has its own sampler and batch size. The optional ``augment`` is applied here.
+
+        Returns:
+            The batch, on the training device.
+        """
+        idx = next(self.labeled_sampler)
+        x_l, y_l = self.x_labeled[idx], self.y_labeled[idx]
+        x_u = None
+        if self.method.uses_unlabeled and self.unlabeled_sampler is not None:
+            x_u = self.x_unlabeled[next(self.unlabeled_sampler)]
+        if self.augment is not None:
+            x_l = self.augment(x_l)
+            x_u = None if x_u is None else self.augment(x_u)
+        return Batch(x_labeled=x_l, y_labeled=y_l, x_unlabeled=x_u)
+
+    def loss_weights(self) -> dict[str, float]:
+        """The method's weights at the current iteration (regularizers ramped by warm-up).
+
+        Returns:
+            Weight by term name.
+        """
+        ramp = warmup_factor(self.step, self.config.warmup_iters)
+        sup = self.method.supervised_terms
+        return {k: w if k in sup else w * ramp for k, w in self.method.weights.items()}
+
+    def train_step(self, batch: Batch) -> dict[str, Tensor]:
+        """Run one iteration: clean pass, method's terms, one backward, one optimizer step.
+
+        Args:
+            batch: From :meth:`next_batch`.
+
+        Returns:
+            Detached device tensors: every loss term, ``loss`` (the weighted sum) and
+            ``acc`` (accuracy on the labeled batch).
+
+        Raises:
+            ValueError: If the method returns a term that has no weight.
+        """
+        self.model.train()
+        n_labeled = batch.x_labeled.shape[0]
+        if batch.x_unlabeled is None:
+            x = batch.x_labeled
+        else:
+            x = torch.cat([batch.x_labeled, batch.x_unlabeled])
+        if self.method.needs_input_grad:
+            x = x.detach().requires_grad_(True)
+
+        # one clean pass over labeled + unlabeled rows; the generator state is captured first
+        # so the method's probe and perturbed passes replay the same dropout masks
+        rng = RNGSnapshot.capture(self.device)
+        with self._autocast():
+            logits = self.forward_model(x)
+            clean = CleanPass(x=x, logits=logits, n_labeled=n_labeled, rng=rng, generator=self.generator)
+            # the method's perturbation search and perturbed pass -> named loss terms
+            terms = self.method.loss_terms(self.forward_model, batch, clean)
+            weights = self.loss_weights()
+            unknown = sorted(set(terms) - set(weights))
+            if unknown:
+                raise ValueError(
+                    f"method {self.method.name!r} returned terms {unknown} without a weight; "
+                    f"its weights are {self.method.weights}"
+                )
+            loss: Tensor = sum(weights[name] * term for name, term in terms.items())  # type: ignore[assignment]
+
+        # one backward, one optimizer step
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.schedule.apply(self.step)
+        self.optimizer.step()
+
+        # metrics stay on the device; they are synchronized only when logged
+        metrics = {name: term.detach() for name, term in terms.items()}
+        metrics["loss"] = loss.detach()
+        with torch.no_grad():
+            metrics["acc"] = (clean.labeled_logits.argmax(1) == batch.y_labeled).float().mean()
+        return metrics
+
+    def fit(self, resume: str | os.PathLike[str] | None = None) -> TrainResult:
+        """Train until ``config.iterations`` (continuing from the current step).
+
+        Args:
+            resume: A checkpoint file to load first (see :meth:`load_state_dict`).
+
+        Returns:
+            The history, final and best metrics, the eps used and the files written.
+        """
+        if resume is not None:
+            self.load_state_dict(load_checkpoint(resume))
+        cfg = self.config
+        self.should_stop = False
+        self._call("on_train_begin")
+        while self.step < cfg.iterations and not self.should_stop:
+            self._call("on_step_begin", step=self.step)
+            metrics = self.train_step(self.next_batch())
+            self.step += 1
+            self._log_acc.add(metrics)
+            self._eval_acc.add(metrics)
+            logs = None
+            if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
+                logs = self._log_acc.means()
+                self._log_acc.reset()
+            evaluated = self.step % cfg.eval_every == 0 or self.step == cfg.iterations
+            if evaluated:
+                self._evaluate_held_out()
+            self._call("on_step_end", step=self.step, metrics=metrics, logs=logs, evaluated=evaluated)
+        self.schedule.apply(self.step)  # the optimizer now shows the values after the last step
+        result = TrainResult(
+            history=[dict(r) for r in self.history],
+            final=dict(self.history[-1]) if self.history else {},
+            best=dict(self.best),
+            eps=self.eps,
+            steps=self.step,
+            method=self.method.name,
+            paths=self.paths,
+            config=cfg.to_dict(),
+            stopped_early=self.step < cfg.iterations,
+        )
+        self._call("on_train_end", result=result)
+        result.paths = dict(self.paths)
+        return result
+
+    # ------------------------------------------------------------- evaluation
+    def _evaluate_held_out(self) -> None:
+        record: dict[str, float] = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"]}
+        record.update({f"train_{k}": v for k, v in self._eval_acc.means().items()})
+        self._eval_acc.reset()
+        for split in ("val", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x is not None:
+                record.update({f"{split}_{k}": v for k, v in self.evaluate(x, y).items() if k != "n"})
+        monitor = "val_error" if self.x_val is not None else "test_error" if self.x_test is not None else None
+        improved = monitor is not None and (not self.best or record[monitor] < self.best[monitor])
+        if improved:
+            self.best = dict(record)
+        self.history.append(record)
+        self._check_collapse(monitor)
+        self._call("on_eval_end", step=self.step, metrics=record, improved=improved)
+
+    def _check_collapse(self, monitor: str | None) -> None:
+        patience = self.config.collapse_patience
+        if monitor is None or patience == 0 or len(self.history) < 2:
+            return
+        prev, cur = self.history[-2], self.history[-1]
+        if cur[monitor] > prev[monitor] and cur.get("train_loss", math.inf) < prev.get("train_loss", -math.inf):
+            self._collapse_streak += 1
+        else:
+            self._collapse_streak = 0
+        if self._collapse_streak == patience:
+            message = (
+                f"{monitor} rose while the training loss fell over {patience} consecutive "
+                f"evaluations (step {self.step}: {monitor}={cur[monitor]:.4g}, "
+                f"train_loss={cur['train_loss']:.4g}); the regularizer may be collapsing "
+                "(check eps, alpha and the learning rate)"
+            )
+            logger.warning("torchvat: %s", message)
+            warnings.warn(message, CollapseWarning, stacklevel=3)
+
+    @torch.no_grad()
+    def predict_logits(self, x: Tensor, batch_size: int | None = None) -> Tensor:
+        """Logits of the model in eval mode, computed in batches on the training device.
+
+        Args:
+            x: Inputs ``[N, ...]`` on any device.
+            batch_size: Rows per forward pass (default ``config.eval_batch_size``).
+
+        Returns:
+            Float logits ``[N, n_classes]`` on the training device.
+        """
+        x = _as_tensor("x", x)
+        bs = batch_size or self.config.eval_batch_size
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            outs = []
+            for start in range(0, x.shape[0], bs):
+                with self._autocast():
+                    outs.append(self.forward_model(x[start : start + bs].to(self.device)).float())
+            return torch.cat(outs) if outs else torch.empty(0, device=self.device)
+        finally:
+            self.model.train(was_training)
+
+    def predict(self, x: Tensor, batch_size: int | None = None) -> Tensor:
+        """Predicted class indices.
+
+        Args:
+            x: Inputs ``[N, ...]``.
+            batch_size: Rows per forward pass.
+
+        Returns:
+            int64 tensor ``[N]`` on CPU.
+        """
+        return self.predict_logits(x, batch_size).argmax(1).cpu()
+
+    def evaluate(self, x: Tensor, y: Tensor, batch_size: int | None = None) -> dict[str, float]:
+        """Error, accuracy and mean cross-entropy on ``(x, y)``.
+
+        Sums and counts are reduced across processes (when distributed) before dividing.
+
+        Args:
+            x: Inputs ``[N, ...]``.
+            y: Class indices ``[N]``.
+            batch_size: Rows per forward pass.
+
+        Returns:
+            ``{"error", "accuracy", "loss", "n"}``.
+
+        Raises:
+            ValueError: If ``x`` and ``y`` have different numbers of rows or are empty.
+        """
+        x, y = _as_tensor("x", x), _as_tensor("y", y)
+        if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+            raise ValueError(f"x and y must have the same, non-zero number of rows, got {x.shape[0]} and {y.shape[0]}")
+        logits = self.predict_logits(x, batch_size)
+        y = y.to(self.device).long()
+        sums = torch.stack(
+            [
+                F.cross_entropy(logits, y, reduction="sum"),
+                (logits.argmax(1) == y).sum().float(),
+                torch.tensor(float(y.shape[0]), device=self.device),
+            ]
+        )
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)
+        loss, correct, n = sums.tolist()
+        return {"error": 1.0 - correct / n, "accuracy": correct / n, "loss": loss / n, "n": int(n)}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly where it is.
+
+        Model, optimizer, schedule, CPU/Python/NumPy/device random states, the method's
+        generator, the samplers' positions, the step, metric history and accumulators, and
+        the config, as tensors and plain containers (loadable with ``weights_only=True``).
+
+        Returns:
+            The state.
+        """
+        return {
+            "format": 1,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "rng": get_rng_state(self.device),
+            "generator": self.generator.get_state(),
+            "samplers": {
+                "labeled": self.labeled_sampler.state_dict(),
+                "unlabeled": None if self.unlabeled_sampler is None else self.unlabeled_sampler.state_dict(),
+            },
+            "history": [dict(r) for r in self.history],
+            "best": dict(self.best),
+            "accumulators": {"log": self._log_acc.state_dict(), "eval": self._eval_acc.state_dict()},
+            "collapse_streak": self._collapse_streak,
+            "method": self.method.name,
+            "eps": self.eps,
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict` (e.g. a loaded checkpoint).
+
+        Args:
+            state: The saved state.
+
+        Raises:
+            ValueError: If the state belongs to another method or data size.
+        """
+        if state.get("method") != self.method.name:
+            raise ValueError(
+                f"checkpoint was written by method {state.get('method')!r}, but this trainer runs {self.method.name!r}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.labeled_sampler.load_state_dict(state["samplers"]["labeled"])
+        saved_u = state["samplers"]["unlabeled"]
+        if (saved_u is None) != (self.unlabeled_sampler is None):
+            raise ValueError(
+                "checkpoint and trainer disagree on unlabeled data: "
+                f"checkpoint has {'none' if saved_u is None else 'some'}, "
+                f"trainer has {'none' if self.unlabeled_sampler is None else 'some'}"
+            )
+        if saved_u is not None and self.unlabeled_sampler is not None:
+            self.unlabeled_sampler.load_state_dict(saved_u)
+        self.generator.set_state(state["generator"])
+        set_rng_state(state["rng"], self.device)
+        self.step = int(state["step"])
+        self.history = [dict(r) for r in state["history"]]
+        self.best = dict(state["best"])
+        self._log_acc.load_state_dict(state["accumulators"]["log"], self.device)
+        self._eval_acc.load_state_dict(state["accumulators"]["eval"], self.device)
+        self._collapse_streak = int(state["collapse_streak"])
+        if state.get("eps") is not None and hasattr(self.method, "eps"):
+            self.eps = float(state["eps"])
+            self.method.eps = self.eps

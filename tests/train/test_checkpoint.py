@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torchvat.train.checkpoint as ckpt_module
+from torchvat.train import Callback, Trainer, load_checkpoint, save_checkpoint
+
+
+class StopAt(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, **kwargs):
+        if kwargs["step"] == self.step:
+            kwargs["trainer"].should_stop = True
+
+
+@pytest.mark.parametrize(("method", "stop"), [("vat", 5), ("vat+ent", 8), ("at+vat", 1), ("at", 6)])
+def test_resume_is_bitwise_identical(method, stop, moons, mlp, tiny, same_state, tmp_path):
+    options = tiny(iterations=12, eval_every=4, log_every=3, warmup_iters=5)
+    full = mlp(0, batch_norm=True, dropout=0.2)
+    expected = Trainer(full, moons, method=method, **options).fit()
+
+    first = Trainer(mlp(0, batch_norm=True, dropout=0.2), moons, method=method, callbacks=[StopAt(stop)], **options)
+    interrupted = first.fit()
+    assert interrupted.stopped_early and interrupted.steps == stop
+    path = save_checkpoint(first.state_dict(), tmp_path / "state.pt")
+
+    # as in a new process: another initialization, the global generators elsewhere
+    torch.manual_seed(1234)
+    resumed_model = mlp(7, batch_norm=True, dropout=0.2)
+    resumed = Trainer(resumed_model, moons, method=method, **options)
+    torch.rand(100)
+    result = resumed.fit(resume=str(path))
+
+    same_state(full, resumed_model)
+    assert result.history == expected.history
+    assert result.steps == 12 and not result.stopped_early
+
+
+def test_resume_from_checkpoint_callback_files(moons, mlp, tiny, same_state, tmp_path):
+    options = tiny(iterations=12, eval_every=4, checkpoint_every=3, out_dir=str(tmp_path / "a"))
+    full = mlp(0)
+    Trainer(full, moons, method="vat", **options).fit()
+
+    out = tmp_path / "b"
+    options["out_dir"] = str(out)
+    result = Trainer(mlp(0), moons, method="vat", callbacks=[StopAt(7)], **options).fit()
+    assert result.paths["last"] == str(out / "last.pt")
+    assert load_checkpoint(out / "last.pt")["step"] == 7  # written when training ended early
+    resumed_model = mlp(3)
+    resumed = Trainer(resumed_model, moons, method="vat", **options).fit(resume=result.paths["last"])
+    same_state(full, resumed_model)
+    best = load_checkpoint(resumed.paths["best"])
+    assert best["best"]["test_error"] == resumed.best["test_error"]
+    assert best["step"] == resumed.best["step"]
+
+
+def test_checkpoint_loads_with_weights_only(moons, mlp, tiny, tmp_path):
+    trainer = Trainer(mlp(0, batch_norm=True), moons, method="vat", **tiny(iterations=3))
+    trainer.fit()
+    path = save_checkpoint(trainer.state_dict(), tmp_path / "c.pt")
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 3
+    assert state["config"]["method"] == "vat"
+    assert isinstance(state["rng"]["torch"], torch.Tensor)
+    assert set(state["samplers"]) == {"labeled", "unlabeled"}
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(state["model"][key], value)
+
+
+def test_failed_write_keeps_previous_checkpoint(monkeypatch, tmp_path):
+    path = save_checkpoint({"step": 1, "w": torch.ones(3)}, tmp_path / "last.pt")
+    real_save = torch.save
+
+    def crash_midway(obj, f, *args, **kwargs):
+        real_save({"partial": torch.zeros(1000)}, f)  # some bytes reach the temp file
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    state = load_checkpoint(path)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_failed_write_leaves_no_file_when_none_existed(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        save_checkpoint({"step": 0}, tmp_path / "sub" / "c.pt")
+    assert list((tmp_path / "sub").iterdir()) == []
+
+
+def test_save_uses_fsync_and_replace(monkeypatch, tmp_path):
+    calls = []
+    real_fsync, real_replace = ckpt_module.os.fsync, ckpt_module.os.replace
+    monkeypatch.setattr(ckpt_module.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(ckpt_module.os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1])
+    save_checkpoint({"step": 0}, tmp_path / "c.pt")
+    assert calls[:2] == ["fsync", "replace"]
+
+
+def test_load_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_load_state_dict_rejects_other_method(moons, mlp, tiny):
+    state = Trainer(mlp(), moons, method="vat", **tiny()).state_dict()
+    with pytest.raises(ValueError, match="checkpoint was written by method 'vat', but this trainer runs 'at'"):
+        Trainer(mlp(), moons, method="at", **tiny()).load_state_dict(state)

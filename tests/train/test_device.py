@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from torchvat.train import Trainer, get_rng_state, seed_everything, select_device, set_rng_state
+
+
+def test_select_device(monkeypatch):
+    assert select_device("cpu") == torch.device("cpu")
+    assert select_device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert select_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert select_device("auto") == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device("auto") == torch.device("cuda")
+    with pytest.raises(ValueError, match="device must be 'auto' or a torch device string, got 'gpu0'"):
+        select_device("gpu0")
+
+
+def test_rng_state_roundtrip_covers_python_numpy_torch():
+    seed_everything(11)
+    state = get_rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1))  # noqa: NPY002
+    seed_everything(0)
+    set_rng_state(state)
+    got = (random.random(), np.random.rand(), torch.rand(1))  # noqa: NPY002
+    assert got[:2] == expected[:2] and torch.equal(got[2], expected[2])
+
+
+def test_compile_switch_trains_through_compiled_model(moons, mlp, tiny, monkeypatch):
+    calls = []
+
+    class Compiled(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return self.inner(x)
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: Compiled(model))
+    model = mlp()
+    trainer = Trainer(model, moons, method="vat", compile=True, **tiny(iterations=2, eval_every=10))
+    assert isinstance(trainer.forward_model, Compiled) and trainer.model is model
+    trainer.fit()
+    # per step: clean pass over 8 + 16 rows, then the search and perturbed passes on 16 rows
+    assert calls[0] == 24 and 16 in calls
+    assert "inner.0.weight" not in trainer.state_dict()["model"]  # the checkpoint holds the plain model
+
+
+@pytest.mark.slow
+def test_real_torch_compile(moons, mlp, tiny):
+    eager, compiled = mlp(0), mlp(0)
+    Trainer(eager, moons, method="vat", **tiny(iterations=3)).fit()
+    Trainer(compiled, moons, method="vat", compile=True, **tiny(iterations=3)).fit()
+    for p, q in zip(eager.parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from torchvat.train import (
+    Batch,
+    CleanPass,
+    Method,
+    Supervised,
+    Trainer,
+    available_methods,
+    get_method,
+    register_method,
+    unregister_method,
+)
+
+BUILTIN = ("supervised", "rpt", "at", "vat", "vat+ent", "at+vat")
+EXPECTED_TERMS = {
+    "supervised": {"ce"},
+    "rpt": {"ce", "rpt"},
+    "at": {"ce", "at"},
+    "vat": {"ce", "vat"},
+    "vat+ent": {"ce", "vat", "ent"},
+    "at+vat": {"ce", "at", "vat"},
+}
+
+
+class Recorder:
+    def __init__(self):
+        self.metrics = []
+
+    def __call__(self, **kwargs):
+        self.metrics.append(kwargs["metrics"])
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("regularize", ["unlabeled", "all"])
+def test_every_method_returns_finite_named_terms(name, regularize, moons, mlp, tiny):
+    from torchvat.train import Callback
+
+    seen = []
+
+    class Keep(Callback):
+        def on_step_end(self, **kwargs):
+            seen.append({k: v.clone() for k, v in kwargs["metrics"].items()})
+
+    model = mlp(0, batch_norm=True, dropout=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = Trainer(model, moons, method=name, regularize=regularize, callbacks=[Keep()], **tiny(iterations=3))
+    result = trainer.fit()
+    assert len(seen) == 3
+    for metrics in seen:
+        assert set(metrics) == EXPECTED_TERMS[name] | {"loss", "acc"}
+        assert all(v.ndim == 0 and torch.isfinite(v) for v in metrics.values())
+        for term in EXPECTED_TERMS[name] - {"ce"}:
+            assert metrics[term] >= 0
+    for term in EXPECTED_TERMS[name]:
+        assert math.isfinite(result.final[f"train_{term}"])
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+
+
+def test_available_methods_lists_builtins():
+    assert set(BUILTIN) <= set(available_methods())
+
+
+def test_get_method_unknown_lists_known():
+    with pytest.raises(ValueError, match=r"method must be one of .*'vat\+ent'.*got 'vta'"):
+        get_method("vta")
+
+
+def test_zero_weight_switches_regularizer_off():
+    vat = get_method("vat", eps=1.0, alpha=0.0)
+    assert vat.weights == {"ce": 1.0}
+    assert not vat.uses_unlabeled
+    assert get_method("vat+ent", eps=1.0, alpha=0.0, beta=0.5).weights == {"ce": 1.0, "ent": 0.5}
+    assert get_method("rpt", eps=1.0, n_power=5).n_power == 0
+
+
+def test_negative_weight_rejected():
+    with pytest.raises(ValueError, match="alpha must be a number >= 0, got -1"):
+        get_method("vat", eps=1.0, alpha=-1)
+
+
+def test_registered_method_is_used_by_trainer(moons, mlp, tiny):
+    class CenteredLogits(Method):
+        name = "centered"
+
+        def __init__(self, gamma: float = 0.1):
+            self.weights = {"ce": 1.0, "center": gamma}
+
+        @property
+        def uses_unlabeled(self):
+            return True
+
+        def loss_terms(self, model, batch, clean):
+            assert clean.has_unlabeled and clean.x.shape[0] == 8 + 16
+            return {"ce": self.cross_entropy(batch, clean), "center": clean.logits.mean(1).pow(2).mean()}
+
+    register_method("centered", CenteredLogits)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register_method("centered", CenteredLogits)
+        assert "centered" in available_methods()
+        trainer = Trainer(mlp(), moons, method="centered", extra={"gamma": 0.5}, **tiny(iterations=4))
+        assert trainer.method.weights["center"] == 0.5
+        result = trainer.fit()
+    finally:
+        unregister_method("centered")
+    assert "centered" not in available_methods()
+    assert result.method == "centered"
+    assert "train_center" in result.final
+
+
+def test_method_instance_and_unweighted_term(moons, mlp, tiny):
+    class Bad(Supervised):
+        def loss_terms(self, model, batch, clean):
+            return {"ce": self.cross_entropy(batch, clean), "extra": clean.logits.sum() * 0}
+
+    with pytest.raises(ValueError, match=r"returned terms \['extra'\] without a weight"):
+        Trainer(mlp(), moons, method=Bad(), **tiny()).fit()
+
+
+def test_factory_must_return_method():
+    register_method("not-a-method", lambda: object())
+    try:
+        with pytest.raises(TypeError, match=r"must return a torchvat\.train\.Method, got object"):
+            get_method("not-a-method")
+    finally:
+        unregister_method("not-a-method")
+
+
+def test_unregister_checks():
+    with pytest.raises(ValueError, match="built-in method 'vat' cannot be unregistered"):
+        unregister_method("vat")
+    with pytest.raises(ValueError, match="method 'ghost' is not registered"):
+        unregister_method("ghost")
+
+
+def test_clean_pass_rows():
+    x = torch.arange(10.0).view(5, 2)
+    clean = CleanPass(x=x, logits=x * 2, n_labeled=2)
+    xu, lu = clean.rows("unlabeled")
+    assert torch.equal(xu, x[2:]) and torch.equal(lu, x[2:] * 2)
+    assert clean.rows("all")[0].shape[0] == 5
+    only_labeled = CleanPass(x=x[:2], logits=x[:2], n_labeled=2)
+    assert only_labeled.rows("unlabeled")[0].shape[0] == 2
+    with pytest.raises(ValueError, match="regularize must be 'unlabeled' or 'all', got 'some'"):
+        clean.rows("some")
+
+
+def test_method_without_eps_raises():
+    model = nn.Linear(2, 2)
+    x = torch.randn(4, 2)
+    clean = CleanPass(x=x, logits=model(x), n_labeled=4)
+    with pytest.raises(ValueError, match="eps is None"):
+        get_method("vat").loss_terms(model, Batch(x, torch.zeros(4, dtype=torch.long)), clean)
+
+
+@pytest.mark.parametrize("name", ["vat", "at", "vat+ent"])
+def test_perturbation_search_consumes_no_global_rng(name, moons, mlp, tiny):
+    """With dropout, a regularized step draws exactly the random numbers of the clean pass.
+
+    Without unlabeled data the regularizer sees the same rows as the supervised step, so the
+    global generator must end where the supervised steps leave it, and the first step's BatchNorm
+    statistics (same weights) must equal the supervised step's.
+    """
+    states, bn = {}, {}
+    for method in ("supervised", name):
+        model = mlp(0, batch_norm=True, dropout=0.3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer = Trainer(
+                model,
+                x_labeled=moons.x_labeled,
+                y_labeled=moons.y_labeled,
+                method=method,
+                regularize="all",
+                **tiny(iterations=2),
+            )
+        trainer.train_step(trainer.next_batch())  # same weights before: same BN statistics
+        bn[method] = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "batches" in k}
+        trainer.step += 1
+        trainer.train_step(trainer.next_batch())
+        states[method] = torch.get_rng_state()
+    assert torch.equal(states["supervised"], states[name])
+    for key in bn["supervised"]:
+        assert torch.equal(bn["supervised"][key], bn[name][key]), key
+    assert int(bn[name]["1.num_batches_tracked"]) == 1

@@ -1,0 +1,238 @@
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+import torch
+
+from torchvat.train import CollapseWarning, TrainConfig, Trainer
+
+
+def test_alpha_zero_vat_equals_supervised(moons, mlp, tiny, same_state):
+    models = {}
+    for method, alpha in (("supervised", 1.0), ("vat", 0.0), ("vat+ent", 0.0)):
+        models[method] = mlp(0, batch_norm=True, dropout=0.2)
+        Trainer(models[method], moons, method=method, alpha=alpha, beta=0.0, **tiny(eps=None)).fit()
+    same_state(models["supervised"], models["vat"])
+    same_state(models["supervised"], models["vat+ent"])
+
+
+def test_alpha_nonzero_differs_from_supervised(moons, mlp, tiny):
+    a, b = mlp(0), mlp(0)
+    Trainer(a, moons, method="supervised", **tiny()).fit()
+    Trainer(b, moons, method="vat", alpha=1.0, **tiny()).fit()
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_same_seed_same_run_other_seed_differs(moons, mlp, tiny, same_state):
+    runs = []
+    for seed in (3, 3, 4):
+        model = mlp(0, batch_norm=True, dropout=0.2)
+        result = Trainer(model, moons, method="vat+ent", seed=seed, **tiny()).fit()
+        runs.append((model, result))
+    same_state(runs[0][0], runs[1][0])
+    assert runs[0][1].history == runs[1][1].history
+    assert runs[0][1].history != runs[2][1].history
+
+
+def test_no_unlabeled_data_warns(moons, mlp, tiny):
+    with pytest.warns(UserWarning, match="uses unlabeled data but x_unlabeled is None or empty"):
+        Trainer(mlp(), x_labeled=moons.x_labeled, y_labeled=moons.y_labeled, method="vat", **tiny())
+    with pytest.warns(UserWarning, match="x_unlabeled is None or empty"):
+        Trainer(mlp(), moons, x_unlabeled=torch.empty(0, 2), method="vat", **tiny())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(mlp(), x_labeled=moons.x_labeled, y_labeled=moons.y_labeled, method="supervised", **tiny())
+
+
+def test_eps_derived_from_data_and_logged(moons, mlp, tiny, caplog):
+    from torchvat import core
+
+    with caplog.at_level(logging.INFO, logger="torchvat.train.trainer"):
+        trainer = Trainer(mlp(), moons, method="vat", **tiny(eps=None))
+    expected = core.suggest_eps(moons.x_unlabeled)
+    assert trainer.eps == pytest.approx(expected)
+    assert trainer.method.eps == trainer.eps
+    assert f"eps={expected:.6g}" in caplog.text
+    assert trainer.fit().eps == trainer.eps
+    explicit = Trainer(mlp(), moons, method="vat", **tiny(eps=0.7))
+    assert explicit.eps == 0.7 and explicit.method.eps == 0.7
+    assert Trainer(mlp(), moons, method="supervised", **tiny(eps=None)).eps is None
+
+
+def test_result_history_and_evaluate(moons, mlp, tiny):
+    trainer = Trainer(mlp(), moons, method="vat", x_val=moons.x_test[:50], y_val=moons.y_test[:50], **tiny())
+    result = trainer.fit()
+    assert [r["step"] for r in result.history] == [4, 8, 12]
+    assert result.final == result.history[-1]
+    assert result.best in result.history
+    assert result.best["val_error"] == min(r["val_error"] for r in result.history)
+    for record in result.history:
+        assert {"val_error", "test_error", "test_accuracy", "train_ce", "train_vat", "lr"} <= set(record)
+        assert record["test_error"] == pytest.approx(1 - record["test_accuracy"])
+    metrics = trainer.evaluate(moons.x_test, moons.y_test)
+    pred = trainer.predict(moons.x_test)
+    assert pred.dtype == torch.int64 and pred.shape == moons.y_test.shape
+    assert metrics["accuracy"] == pytest.approx((pred == moons.y_test).float().mean().item())
+    assert metrics["error"] == pytest.approx(result.final["test_error"])
+    assert metrics["n"] == len(moons.y_test)
+    with pytest.raises(ValueError, match="same, non-zero number of rows, got 200 and 3"):
+        trainer.evaluate(moons.x_test, moons.y_test[:3])
+
+
+def test_semisupervised_data_object_accepted(moons, mlp, tiny):
+    from torchvat.data.container import SemiSupervisedData
+
+    data = SemiSupervisedData(
+        x_labeled=moons.x_labeled,
+        y_labeled=moons.y_labeled,
+        x_unlabeled=moons.x_unlabeled,
+        n_classes=2,
+        name="moons",
+        x_test=moons.x_test,
+        y_test=moons.y_test,
+    )
+    result = Trainer(mlp(), data, method="vat", **tiny()).fit()
+    assert "test_error" in result.final
+
+
+def test_augment_hook_sees_every_batch(moons, mlp, tiny):
+    sizes = []
+
+    def augment(x):
+        sizes.append(x.shape[0])
+        return x + 0.01 * torch.randn_like(x)
+
+    Trainer(mlp(), moons, method="vat", augment=augment, **tiny(iterations=3)).fit()
+    assert sizes == [8, 16] * 3
+
+
+def test_warmup_ramps_regularizer_weight(moons, mlp, tiny):
+    trainer = Trainer(mlp(), moons, method="vat+ent", alpha=2.0, beta=1.0, **tiny(warmup_iters=4))
+    ramp = []
+    for step in range(6):
+        trainer.step = step
+        ramp.append(trainer.loss_weights())
+    assert [w["vat"] for w in ramp] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    assert [w["ent"] for w in ramp] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert all(w["ce"] == 1.0 for w in ramp)
+
+
+def test_bf16_autocast_runs(moons, mlp, tiny):
+    result = Trainer(mlp(), moons, method="vat", amp="bf16", **tiny(iterations=4)).fit()
+    assert all(v == v for v in result.final.values())  # no NaN
+
+
+def _scripted(errors):
+    class Scripted(Trainer):
+        script = iter(errors)
+
+        def evaluate(self, x, y, batch_size=None):
+            return {"error": next(self.script), "accuracy": 0.0, "loss": 0.0, "n": 1}
+
+    return Scripted
+
+
+def test_collapse_warning(moons, mlp, tiny):
+    trainer = _scripted([0.1, 0.2, 0.3, 0.4])(
+        mlp(), moons, method="vat", lr=1e-2, **tiny(iterations=16, collapse_patience=2)
+    )
+    with pytest.warns(CollapseWarning, match="test_error rose while the training loss fell over 2"):
+        trainer.fit()
+    losses = [r["train_loss"] for r in trainer.history]
+    assert losses == sorted(losses, reverse=True)  # the premise: training loss fell
+
+
+@pytest.mark.parametrize(
+    ("errors", "patience"), [([0.4, 0.3, 0.2, 0.1], 1), ([0.1, 0.2, 0.1, 0.2], 2), ([0.1, 0.2, 0.3, 0.4], 0)]
+)
+def test_no_collapse_warning(errors, patience, moons, mlp, tiny):
+    trainer = _scripted(errors)(mlp(), moons, method="vat", lr=1e-2, **tiny(iterations=16, collapse_patience=patience))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapseWarning)
+        trainer.fit()
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"method": "nope"}, r"method must be one of 'at', 'at\+vat', .*got 'nope'"),
+        ({"eps": -1.0}, r"eps must be a finite number >= 0, got -1.0"),
+        ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),
+        ({"unlabeled_batch_size": -3}, r"unlabeled_batch_size must be an integer >= 1, got -3"),
+        ({"regularize": "labeled"}, r"regularize must be one of 'unlabeled', 'all', got 'labeled'"),
+        ({"amp": "fp16"}, r"amp must be one of None, 'bf16', got 'fp16'"),
+        ({"bogus": 1}, r"unknown TrainConfig field\(s\) \['bogus'\]"),
+    ],
+)
+def test_trainer_rejects_bad_options(options, match, moons, mlp):
+    with pytest.raises(ValueError, match=match):
+        Trainer(mlp(), moons, **options)
+
+
+def test_trainer_rejects_bad_data(moons, mlp):
+    with pytest.raises(ValueError, match="x_labeled and y_labeled are required"):
+        Trainer(mlp(), x_unlabeled=moons.x_unlabeled)
+    with pytest.raises(ValueError, match="x_labeled and y_labeled must have the same number of rows, got 8 and 3"):
+        Trainer(mlp(), x_labeled=moons.x_labeled, y_labeled=moons.y_labeled[:3])
+    with pytest.raises(ValueError, match=r"x_unlabeled must have input shape \(2,\) like x_labeled, got \(3,\)"):
+        Trainer(mlp(), moons, x_unlabeled=torch.zeros(5, 3))
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got str"):
+        Trainer("model", moons)
+    with pytest.raises(TypeError, match="config must be a TrainConfig, a dict or None, got int"):
+        Trainer(mlp(), moons, config=3)
+
+
+def test_config_dict_and_overrides(moons, mlp):
+    cfg = TrainConfig(method="at", eps=0.2, iterations=5, progress=False)
+    trainer = Trainer(mlp(), moons, config=cfg.to_dict(), batch_size=4)
+    assert trainer.config == cfg.replace(batch_size=4)
+    assert trainer.method.name == "at"
+
+
+@pytest.mark.parametrize("bad", ["eps", "alpha", "beta"])
+def test_config_negative_numbers(bad):
+    with pytest.raises(ValueError, match=f"{bad} must be a finite number >= 0, got -0.5"):
+        TrainConfig(**{bad: -0.5})
+
+
+def test_config_roundtrip_and_messages():
+    cfg = TrainConfig(method="vat+ent", xi=1e-6, amp="bf16", out_dir="runs/x", extra={"k": 1})
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="xi must be 'auto' or a finite number > 0, got 0"):
+        TrainConfig(xi=0)
+    with pytest.raises(ValueError, match=r"decay_fraction must be a number in \[0, 1\], got 1\.5"):
+        TrainConfig(decay_fraction=1.5)
+    with pytest.raises(ValueError, match=r"beta1 must be a number in \[0, 1\), got 1"):
+        TrainConfig(beta1=1)
+    with pytest.raises(ValueError, match=r"n_power must be an integer >= 0, got 1\.5"):
+        TrainConfig(n_power=1.5)
+    with pytest.raises(ValueError, match="optimizer must be one of 'adam', 'sgd', got 'rmsprop'"):
+        TrainConfig(optimizer="rmsprop")
+
+
+def test_vat_beats_supervised_on_two_moons(moons, mlp):
+    """8 labels on two moons: VAT's smoothness along the unlabeled manifold wins."""
+    options = dict(
+        eps=0.3, lr=1e-2, iterations=400, eval_every=400, batch_size=8, unlabeled_batch_size=64, progress=False
+    )
+    errors = {}
+    for method in ("supervised", "vat"):
+        errors[method] = Trainer(mlp(0, width=64), moons, method=method, **options).fit().final["test_error"]
+    assert errors["vat"] < errors["supervised"]
+    assert errors["vat"] < 0.05
+
+
+def test_labeled_stream_cycles_and_batches_pair(moons, mlp, tiny):
+    trainer = Trainer(mlp(), moons, method="vat", **tiny(batch_size=3, unlabeled_batch_size=5))
+    rows = []
+    for _ in range(8):
+        batch = trainer.next_batch()
+        assert batch.x_labeled.shape == (3, 2) and batch.x_unlabeled.shape == (5, 2)
+        match = (batch.x_labeled[:, None, :] == moons.x_labeled[None, :, :]).all(-1)
+        assert torch.equal(moons.y_labeled[match.float().argmax(1)], batch.y_labeled)
+        rows += match.float().argmax(1).tolist()
+    for start in range(0, 24, 8):  # every pass over the 8 labels holds each once
+        assert sorted(rows[start : start + 8]) == list(range(8))
+    assert Trainer(mlp(), moons, method="supervised", **tiny()).next_batch().x_unlabeled is None
