@@ -60,15 +60,29 @@ class Batch:
 
 @dataclass
 class CleanPass:
-    """The trainer's single clean forward pass over ``cat([x_labeled, x_unlabeled])``.
+    """The trainer's clean forward passes: every sample of the iteration goes through once.
+
+    Two layouts, chosen by the method (:attr:`Method.joint_clean_pass`):
+
+    * joint: one pass over ``cat([x_labeled, x_unlabeled])`` (``x``/``logits`` hold every row);
+    * separate: a pass over the labeled rows (``x``/``logits``) and one over the unlabeled
+      rows (``unlabeled_x``/``unlabeled_logits``, made without gradients unless the method asks).
+
+    The layout matters with BatchNorm: the target of a perturbation search must come from a
+    pass with the same batch composition as the perturbed passes, or the divergence at
+    ``r = 0`` is not 0 and training collapses (see :mod:`torchvat.train`). A regularizer on
+    the unlabeled rows therefore uses the separate layout, one on all rows the joint layout.
 
     Args:
-        x: The input of the pass: labeled rows first, then unlabeled rows.
+        x: The input of the (first) pass: labeled rows first, then, when joint, unlabeled rows.
         logits: ``model(x)``, with its graph (methods detach where they need a target).
         n_labeled: Number of labeled rows at the top of ``x``.
-        rng: Random-generator state captured just before the pass (replays dropout masks).
+        rng: Random-generator state captured just before the pass over ``x``.
         generator: A generator on the training device for the method's own random draws;
             it is separate from the global stream and saved in checkpoints.
+        unlabeled_x: The unlabeled rows, when they had a pass of their own.
+        unlabeled_logits: Their logits.
+        unlabeled_rng: Random-generator state captured just before that pass.
     """
 
     x: Tensor
@@ -76,6 +90,9 @@ class CleanPass:
     n_labeled: int
     rng: RNGSnapshot | None = None
     generator: torch.Generator | None = None
+    unlabeled_x: Tensor | None = None
+    unlabeled_logits: Tensor | None = None
+    unlabeled_rng: RNGSnapshot | None = None
 
     @property
     def x_labeled(self) -> Tensor:
@@ -88,28 +105,44 @@ class CleanPass:
         return self.logits[: self.n_labeled]
 
     @property
-    def has_unlabeled(self) -> bool:
-        """Whether the pass saw unlabeled rows."""
-        return self.x.shape[0] > self.n_labeled
+    def separate(self) -> bool:
+        """Whether the unlabeled rows had a pass of their own."""
+        return self.unlabeled_x is not None
 
-    def rows(self, regularize: str) -> tuple[Tensor, Tensor]:
-        """Inputs and logits of the rows a regularizer applies to.
+    @property
+    def has_unlabeled(self) -> bool:
+        """Whether the iteration has unlabeled rows."""
+        return self.separate or self.x.shape[0] > self.n_labeled
+
+    def regularized(self, regularize: str) -> tuple[Tensor, Tensor, RNGSnapshot | None]:
+        """Inputs, logits and pre-pass random state of the rows a regularizer applies to.
 
         Args:
             regularize: ``"all"`` for every row, ``"unlabeled"`` for the unlabeled rows (all
-                rows when the pass saw no unlabeled data).
+                rows when the iteration has no unlabeled data).
 
         Returns:
-            ``(x, logits)`` of those rows.
+            ``(x, logits, rng)``; the rows come from one pass, so a search on them sees the
+            batch composition of its target.
 
         Raises:
-            ValueError: If ``regularize`` is not ``"unlabeled"`` or ``"all"``.
+            ValueError: If ``regularize`` is not ``"unlabeled"`` or ``"all"``, or asks for all
+                rows of a separate layout (two passes with different batch statistics).
         """
         if regularize not in ("unlabeled", "all"):
             raise ValueError(f"regularize must be 'unlabeled' or 'all', got {regularize!r}")
+        if self.separate:
+            if regularize == "all":
+                raise ValueError("regularize='all' needs the joint clean pass; this method's joint_clean_pass is False")
+            return self.unlabeled_x, self.unlabeled_logits, self.unlabeled_rng  # type: ignore[return-value]
         if regularize == "all" or not self.has_unlabeled:
-            return self.x, self.logits
-        return self.x[self.n_labeled :], self.logits[self.n_labeled :]
+            return self.x, self.logits, self.rng
+        return self.x[self.n_labeled :], self.logits[self.n_labeled :], self.rng
+
+    def rows(self, regularize: str) -> tuple[Tensor, Tensor]:
+        """Inputs and logits of the rows a regularizer applies to (see :meth:`regularized`)."""
+        x, logits, _ = self.regularized(regularize)
+        return x, logits
 
 
 class Method(abc.ABC):
@@ -138,6 +171,10 @@ class Method(abc.ABC):
     name: str = "method"
     supervised_terms: ClassVar[frozenset[str]] = frozenset({"ce"})
     needs_input_grad: bool = False
+    #: one clean pass over labeled + unlabeled rows (True), or one per group (False)
+    joint_clean_pass: bool = True
+    #: whether the separate unlabeled pass must keep its graph (e.g. for an entropy term)
+    needs_unlabeled_grad: bool = True
     weights: dict[str, float]
 
     @property
@@ -238,7 +275,7 @@ class VirtualAdversarialTraining(Method):
         alpha: float = 1.0,
         n_power: int = 1,
         norm: str = "l2",
-        probe: str = "finite_difference",
+        probe: str = "auto",
         regularize: str = "unlabeled",
     ) -> None:
         _check_weight("alpha", alpha)
@@ -259,6 +296,16 @@ class VirtualAdversarialTraining(Method):
         """Whether any regularizer is on."""
         return len(self.weights) > 1
 
+    @property
+    def joint_clean_pass(self) -> bool:  # type: ignore[override]
+        """Joint pass when every row is regularized; else the unlabeled rows get their own."""
+        return self.regularize == "all"
+
+    @property
+    def needs_unlabeled_grad(self) -> bool:  # type: ignore[override]
+        """The LDS target is detached: the unlabeled pass needs no graph."""
+        return False
+
     def _eps(self) -> float:
         if self.eps is None:
             raise ValueError(f"{type(self).__name__}.eps is None; pass eps=... or let the Trainer derive it")
@@ -274,7 +321,7 @@ class VirtualAdversarialTraining(Method):
         Returns:
             The mean LDS.
         """
-        x, logits = clean.rows(self.regularize)
+        x, logits, rng = clean.regularized(self.regularize)
         return vat_loss(
             model,
             x.detach(),
@@ -285,7 +332,7 @@ class VirtualAdversarialTraining(Method):
             norm=self.norm,
             probe=self.probe,
             generator=clean.generator,
-            rng=clean.rng,
+            rng=rng,
         )
 
     def loss_terms(self, model: nn.Module, batch: Batch, clean: CleanPass) -> dict[str, Tensor]:
@@ -351,7 +398,7 @@ class VATEntMin(VirtualAdversarialTraining):
         beta: float = 1.0,
         n_power: int = 1,
         norm: str = "l2",
-        probe: str = "finite_difference",
+        probe: str = "auto",
         regularize: str = "unlabeled",
     ) -> None:
         super().__init__(eps, xi, alpha, n_power, norm, probe, regularize)
@@ -359,6 +406,11 @@ class VATEntMin(VirtualAdversarialTraining):
         self.beta = float(beta)
         if self.beta != 0:
             self.weights["ent"] = self.beta
+
+    @property
+    def needs_unlabeled_grad(self) -> bool:  # type: ignore[override]
+        """The entropy term backpropagates through the clean unlabeled logits."""
+        return "ent" in self.weights
 
     def loss_terms(self, model: nn.Module, batch: Batch, clean: CleanPass) -> dict[str, Tensor]:
         """Return ``ce``, ``vat`` and ``ent`` (the ones switched on)."""
@@ -418,7 +470,7 @@ class AdversarialTraining(Method):
         """
         if self.eps is None:
             raise ValueError(f"{type(self).__name__}.eps is None; pass eps=... or let the Trainer derive it")
-        reuse = clean.x.requires_grad and not clean.has_unlabeled
+        reuse = clean.x.requires_grad and clean.x.shape[0] == clean.n_labeled
         x = clean.x if reuse else clean.x_labeled.detach()
         return adversarial_loss(
             model,
@@ -466,12 +518,17 @@ class AdversarialVAT(VirtualAdversarialTraining):
         alpha: float = 1.0,
         n_power: int = 1,
         norm: str = "l2",
-        probe: str = "finite_difference",
+        probe: str = "auto",
         regularize: str = "unlabeled",
     ) -> None:
         super().__init__(eps, xi, alpha, n_power, norm, probe, regularize)
         if self.alpha != 0:
             self.weights["at"] = self.alpha
+
+    @property
+    def needs_input_grad(self) -> bool:  # type: ignore[override]
+        """With its own labeled pass, the adversarial search reuses that pass's graph."""
+        return "at" in self.weights and not self.joint_clean_pass
 
     def loss_terms(self, model: nn.Module, batch: Batch, clean: CleanPass) -> dict[str, Tensor]:
         """Return ``ce``, ``vat`` and ``at`` (the ones switched on)."""

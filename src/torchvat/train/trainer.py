@@ -404,22 +404,27 @@ class Trainer:
             ValueError: If the method returns a term that has no weight.
         """
         self.model.train()
+        method = self.method
         n_labeled = batch.x_labeled.shape[0]
-        if batch.x_unlabeled is None:
-            x = batch.x_labeled
-        else:
-            x = torch.cat([batch.x_labeled, batch.x_unlabeled])
-        if self.method.needs_input_grad:
+        joint = batch.x_unlabeled is not None and method.joint_clean_pass
+        x = torch.cat([batch.x_labeled, batch.x_unlabeled]) if joint else batch.x_labeled
+        if method.needs_input_grad:
             x = x.detach().requires_grad_(True)
 
-        # one clean pass over labeled + unlabeled rows; the generator state is captured first
-        # so the method's probe and perturbed passes replay the same dropout masks
+        # Clean passes: every row once. The generator state is captured before each pass so the
+        # method's probe and perturbed passes replay the same dropout masks. A search's target
+        # comes from a pass with the batch composition of its perturbed passes (BatchNorm).
         rng = RNGSnapshot.capture(self.device)
         with self._autocast():
             logits = self.forward_model(x)
             clean = CleanPass(x=x, logits=logits, n_labeled=n_labeled, rng=rng, generator=self.generator)
+            if batch.x_unlabeled is not None and not joint:
+                clean.unlabeled_rng = RNGSnapshot.capture(self.device)
+                clean.unlabeled_x = batch.x_unlabeled
+                with torch.set_grad_enabled(method.needs_unlabeled_grad):
+                    clean.unlabeled_logits = self.forward_model(batch.x_unlabeled)
             # the method's perturbation search and perturbed pass -> named loss terms
-            terms = self.method.loss_terms(self.forward_model, batch, clean)
+            terms = method.loss_terms(self.forward_model, batch, clean)
             weights = self.loss_weights()
             unknown = sorted(set(terms) - set(weights))
             if unknown:
