@@ -1,23 +1,96 @@
-"""Entry point of the ``torchvat`` command line."""
+"""Entry point of the ``torchvat`` command line: ``torchvat SUBCOMMAND [options]``.
+
+Subcommands: ``demo``, ``train``, ``compare``, ``evaluate``, ``visualize``, ``env``. Errors are
+one line on standard error, ``torchvat: error: ...``, with exit code 2 for usage errors (bad
+options, unknown names, missing files) and 1 for failures; ``--debug`` shows the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torchvat
+from torchvat.cli import compare, demo, env, evaluate, train, visualize
+from torchvat.cli._common import ArgumentParser
+
+__all__ = ["build_parser", "main"]
+
+_USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, NotADirectoryError, IsADirectoryError)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser."""
-    parser = argparse.ArgumentParser(prog="torchvat", description=__doc__)
+    """Build the top-level parser with every subcommand.
+
+    Returns:
+        The parser.
+
+    Example:
+        >>> build_parser().parse_args(["env"]).command.__name__
+        'env_command'
+    """
+    parser = ArgumentParser(
+        prog="torchvat",
+        description="Virtual adversarial training, adversarial training and entropy minimization for PyTorch.",
+        epilog="Start with `torchvat demo`; `torchvat SUBCOMMAND --help` lists a subcommand's options.",
+    )
     parser.add_argument("--version", action="version", version=f"torchvat {torchvat.__version__}")
+    parser.add_argument("--debug", action="store_true", default=False, help="show the full traceback on errors")
+    subparsers = parser.add_subparsers(title="subcommands", metavar="SUBCOMMAND", parser_class=ArgumentParser)
+    for module in (demo, train, compare, evaluate, visualize, env):
+        module.add_parser(subparsers)
     return parser
 
 
+def _show_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    sys.stderr.write(f"torchvat: warning: {message}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return the exit code."""
+    """Run the command line and return the exit code.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 2 for usage errors, 1 for other failures.
+    """
     parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    if getattr(args, "command", None) is None:
+        parser.print_help()
+        return 0
+    debug = bool(getattr(args, "debug", False))
+    logging.basicConfig(level=logging.WARNING, format="torchvat: %(message)s")
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.showwarning = _show_warning
+        try:
+            return int(args.command(args))
+        except KeyboardInterrupt:
+            sys.stderr.write("torchvat: interrupted\n")
+            return 130
+        except _USAGE_ERRORS as err:
+            if debug:
+                raise
+            text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+            sys.stderr.write(f"torchvat: error: {_one_line(text)}\n")
+            return 2
+        except Exception as err:
+            if debug:
+                raise
+            sys.stderr.write(
+                f"torchvat: error: {type(err).__name__}: {_one_line(str(err))} (run with --debug for the traceback)\n"
+            )
+            return 1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

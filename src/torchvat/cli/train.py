@@ -1,0 +1,395 @@
+"""``torchvat train``: train one model with any method, from flags, a config file or a recipe."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from torchvat.cli._common import (
+    add_common_options,
+    nonnegative_float,
+    parse_assignments,
+    positive_int,
+    threads,
+)
+from torchvat.cli._run import (
+    AUGMENT,
+    CONFIG_FILE,
+    PREPROCESS,
+    RunConfig,
+    RunOutcome,
+    UsageError,
+    new_run_dir,
+    train_run,
+)
+from torchvat.data import available_datasets
+from torchvat.models import available_models
+from torchvat.recipes import available_recipes, load_recipe
+from torchvat.report import Report, plot_learning_curves, text_table
+from torchvat.train import TrainConfig, Trainer, available_methods
+
+__all__ = ["add_parser", "list_recipes", "resolve_config", "run_train", "train_command", "write_train_report"]
+
+# flags whose name differs from the TrainConfig field
+_RENAMED = {"iterations": "--iters", "out_dir": "--out"}
+_SKIPPED = {"extra"}  # --extra KEY=VALUE
+
+
+def _field_help() -> dict[str, str]:
+    """Per-field help text taken from TrainConfig's docstring ``Args:`` section."""
+    doc = inspect.getdoc(TrainConfig) or ""
+    section = doc.split("Args:", 1)[1].split("Raises:", 1)[0] if "Args:" in doc else ""
+    helps: dict[str, str] = {}
+    current = None
+    for line in section.splitlines():
+        m = re.match(r"^    (\w+): (.*)$", line)
+        if m:
+            current = m.group(1)
+            helps[current] = m.group(2)
+        elif current and line.startswith("        "):
+            helps[current] += " " + line.strip()
+    return {k: v.replace("``", "").replace("%", "%%") for k, v in helps.items()}
+
+
+def _optional_float_or_auto(text: str) -> float | str:
+    if text.lower() == "auto":
+        return "auto"
+    return nonnegative_float(text)
+
+
+def _optional_int(text: str) -> int | str:
+    if text.lower() == "none":
+        return "none"
+    return positive_int(text)
+
+
+_DESCRIPTION = (
+    "Train a classifier with a supervised or semi-supervised method. Options come from, in "
+    "increasing priority: the defaults, --recipe, --config, and the flags. The run folder gets "
+    "config.toml (repeat the run with --config), run.json, metrics.jsonl, last.pt/best.pt and a "
+    "report (report.md, curves.png)."
+)
+
+
+def add_parser(
+    subparsers: Any,
+    *,
+    name: str = "train",
+    description: str = _DESCRIPTION,
+    help_text: str = "train a model (flags, --config FILE or --recipe NAME)",
+) -> argparse.ArgumentParser:
+    """Add the ``train`` subcommand (``compare`` reuses it under its own name).
+
+    Args:
+        subparsers: The object ``ArgumentParser.add_subparsers`` returned.
+        name: The subcommand's name.
+        description: Its description.
+        help_text: Its one-line help.
+
+    Returns:
+        The subcommand's parser.
+    """
+    p = subparsers.add_parser(name, help=help_text, description=description)
+    add_common_options(p)
+    src = p.add_argument_group("configuration")
+    src.add_argument("--config", metavar="FILE", help="a TOML file with [data], [model], [train] sections")
+    src.add_argument("--recipe", metavar="NAME", help=f"a shipped recipe: {', '.join(available_recipes())}")
+    src.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")
+    src.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        metavar="PATH",
+        help="continue from a checkpoint (default: last.pt of --out); its folder's config.toml is the base",
+    )
+
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", help=f"a dataset name: {', '.join(available_datasets())} (default: moons)")
+    d.add_argument("--data", metavar="PATH", help="your data: a .npz (X, y) or .csv file or an image folder")
+    d.add_argument("--labels", type=positive_int, metavar="N", help="number of labeled examples")
+    d.add_argument("--data-seed", type=int, metavar="S", help="seed of the label selection (default: --seed)")
+    d.add_argument("--data-root", metavar="DIR", help="directory of the dataset files")
+    d.add_argument("--download", action="store_true", default=None, help="let torchvision download missing files")
+    d.add_argument("--preprocess", choices=PREPROCESS, help="input preprocessing, fitted on the training inputs")
+    d.add_argument("--augment", choices=AUGMENT, help="image augmentation of every batch")
+    d.add_argument(
+        "--data-option", action="append", metavar="KEY=VALUE", help="a loader option, e.g. n_samples=500 (repeatable)"
+    )
+
+    m = p.add_argument_group("model")
+    m.add_argument("--model", help=f"{', '.join(available_models())} (default: chosen from the input shape)")
+    m.add_argument(
+        "--model-option", action="append", metavar="KEY=VALUE", help="a model option, e.g. dropout=0.1 (repeatable)"
+    )
+
+    t = p.add_argument_group("training (every TrainConfig option)")
+    helps = _field_help()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in _SKIPPED:
+            continue
+        flag = _RENAMED.get(f.name, "--" + f.name.replace("_", "-"))
+        dest = "t_" + f.name
+        default = f.default if f.default is not dataclasses.MISSING else None
+        text = helps.get(f.name, "")
+        if f.name == "method":
+            t.add_argument(flag, dest=dest, choices=available_methods(), help=text)
+        elif f.name in ("eps", "xi"):
+            t.add_argument(flag, dest=dest, type=_optional_float_or_auto, metavar="X|auto", help=text)
+        elif f.name == "amp":
+            t.add_argument(flag, dest=dest, nargs="?", const="bf16", choices=("bf16", "none"), help=text)
+        elif f.name == "checkpoint_every":
+            t.add_argument(flag, dest=dest, type=_optional_int, metavar="N|none", help=text)
+        elif f.name == "out_dir":
+            t.add_argument(flag, dest=dest, metavar="DIR", help="the run folder (default: a new folder under runs/)")
+        elif isinstance(default, bool):
+            t.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif isinstance(default, int):
+            t.add_argument(flag, dest=dest, type=int, metavar="N", help=text)
+        elif isinstance(default, float):
+            t.add_argument(flag, dest=dest, type=float, metavar="X", help=text)
+        else:
+            t.add_argument(flag, dest=dest, help=text)
+    t.add_argument("--iterations", dest="t_iterations", type=int, help=argparse.SUPPRESS)
+    t.add_argument("--extra", action="append", metavar="KEY=VALUE", help="an option of a registered method")
+    p.set_defaults(command=train_command)
+    return p
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, "t_" + f.name, None)
+        if value is None:
+            continue
+        if f.name == "eps" and value == "auto":
+            value = None
+        elif f.name == "amp" and value == "none":
+            value = None
+        elif f.name == "checkpoint_every" and value == "none":
+            value = None
+        out[f.name] = value
+    if args.extra:
+        out["extra"] = parse_assignments(args.extra, "--extra")
+    return out
+
+
+def _merge(base: dict[str, dict[str, Any]], top: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged = {k: dict(v) for k, v in base.items()}
+    for section, values in top.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def resolve_config(args: argparse.Namespace, *, default_prefix: str = "train") -> tuple[RunConfig, Path, str | None]:
+    """Combine recipe, config file and flags into one configuration.
+
+    Args:
+        args: The parsed ``train`` arguments.
+        default_prefix: Start of the default run folder's name.
+
+    Returns:
+        The configuration, the run folder and the checkpoint to resume from (or ``None``).
+
+    Raises:
+        UsageError: For conflicting or invalid options.
+        FileNotFoundError: For a missing config file or checkpoint.
+    """
+    values: dict[str, dict[str, Any]] = {"data": {}, "model": {}, "train": {}}
+    out = Path(args.t_out_dir) if args.t_out_dir else None
+    resume = None
+    if args.resume is not None:
+        if args.resume == "last":
+            if out is None:
+                raise UsageError("--resume without a PATH needs --out DIR (the run folder to continue)")
+            resume = out / "last.pt"
+        else:
+            resume = Path(args.resume)
+            out = out or resume.parent
+        if not resume.is_file():
+            raise FileNotFoundError(f"checkpoint to resume not found: {resume}")
+        if args.config is None and args.recipe is None and (resume.parent / CONFIG_FILE).is_file():
+            values = _merge(values, RunConfig.from_toml(resume.parent / CONFIG_FILE).to_dict())
+    if args.recipe is not None:
+        try:
+            values = _merge(values, load_recipe(args.recipe).config())
+        except ValueError as err:
+            raise UsageError(str(err)) from err
+    if args.config is not None:
+        values = _merge(values, RunConfig.from_toml(args.config).to_dict())
+    data: dict[str, Any] = {}
+    if args.dataset is not None and args.data is not None:
+        raise UsageError("give either --dataset NAME or --data PATH, got both")
+    if args.dataset is not None:
+        data.update(dataset=args.dataset, path=None)
+    if args.data is not None:
+        data.update(path=args.data, dataset=None)
+    for key, attr in (("n_labels", "labels"), ("seed", "data_seed"), ("root", "data_root"), ("download", "download")):
+        if getattr(args, attr) is not None:
+            data[key] = getattr(args, attr)
+    for key in ("preprocess", "augment"):
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    if args.data_option:
+        data["options"] = {**values["data"].get("options", {}), **parse_assignments(args.data_option, "--data-option")}
+    model: dict[str, Any] = {}
+    if args.model is not None:
+        model["name"] = args.model
+    if args.model_option:
+        model["kwargs"] = {
+            **values["model"].get("kwargs", {}),
+            **parse_assignments(args.model_option, "--model-option"),
+        }
+    train = _train_overrides(args)
+    train.pop("out_dir", None)
+    values = _merge(values, {"data": data, "model": model, "train": train})
+    config = RunConfig.from_dict(values, where="options")
+    if out is None:
+        suffix = f"-{config.train.method}" if default_prefix == "train" else ""
+        out = new_run_dir(f"{default_prefix}-{config.data.label}{suffix}".replace("+", "-"))
+    return config, out, None if resume is None else str(resume)
+
+
+def list_recipes() -> str:
+    """The shipped recipes as a table (name, description, reported errors).
+
+    Returns:
+        The text.
+    """
+    rows = []
+    for name in available_recipes():
+        r = load_recipe(name)
+        reported = ", ".join(f"{k} {v:.2f}%" for k, v in r.reported.items()) or "-"
+        rows.append([name, r.description, reported])
+    return text_table(["recipe", "description", "paper's test error"], rows)
+
+
+def _describe_eps(trainer: Trainer, config: RunConfig, given: float | None) -> str:
+    if trainer.eps is None:
+        return f"method {trainer.method.name}: no perturbation (eps unused)"
+    how = "given" if given is not None else "derived from the data with torchvat.suggest_eps"
+    return f"eps = {trainer.eps:.6g} ({how})"
+
+
+def write_train_report(outcome: RunOutcome, *, recipe: str | None = None) -> Path:
+    """Write ``curves.png`` and ``report.md`` into the run's folder.
+
+    Args:
+        outcome: The finished run.
+        recipe: The recipe's name, to put the papers' errors beside the result.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    out = outcome.out_dir
+    res = outcome.result
+    report = Report(f"torchvat train: {res.method} on {outcome.data.name}")
+    report.text(
+        f"{outcome.data.n_labeled} labels, {outcome.data.n_unlabeled} unlabeled inputs, "
+        f"model `{outcome.config.model.name}`, {res.steps} iterations in {outcome.seconds:.1f} s."
+        + ("" if res.eps is None else f" eps = {res.eps:.4g}.")
+    )
+    report.table(*_summary_rows(outcome))
+    if recipe is not None:
+        r = load_recipe(recipe)
+        if r.reported:
+            report.heading("Reported in the papers")
+            report.text(r.source)
+            report.table(["method", "test error (%)"], [[k, v] for k, v in r.reported.items()])
+    if res.history:
+        plot_learning_curves(
+            {res.method: res.history}, out / "curves.png", title=f"{res.method} on {outcome.data.name}"
+        )
+        report.figure("curves.png", "Held-out error and training loss against the iteration")
+    report.heading("Configuration")
+    report.code((out / CONFIG_FILE).read_text(encoding="utf-8"), "toml")
+    return report.write(out)
+
+
+def _summary_rows(outcome: RunOutcome) -> tuple[list[str], list[list[Any]]]:
+    res = outcome.result
+    rows: list[list[Any]] = []
+    for label, record in (("final", res.final), ("best", res.best)):
+        if not record:
+            continue
+        for split in ("val", "test"):
+            if f"{split}_error" in record:
+                rows.append(
+                    [
+                        label,
+                        split,
+                        int(record["step"]),
+                        round(100 * record[f"{split}_error"], 2),
+                        round(record[f"{split}_loss"], 4),
+                    ]
+                )
+    return ["record", "split", "step", "error (%)", "loss"], rows
+
+
+def run_train(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    resume: str | None = None,
+    recipe: str | None = None,
+    quiet: bool = False,
+) -> RunOutcome:
+    """Train, write the run folder and the report, print a summary.
+
+    Args:
+        config: The run configuration.
+        out_dir: The run folder.
+        resume: A checkpoint to continue from.
+        recipe: The recipe the configuration came from (for the report).
+        quiet: Print nothing.
+
+    Returns:
+        The outcome.
+    """
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(text, flush=True)
+
+    def ready(trainer: Trainer, resolved: RunConfig) -> None:
+        where = f"on {trainer.device}, model {resolved.model.name}, run folder {out_dir}"
+        say(f"torchvat train: {trainer.method.name} {where}")
+        say(_describe_eps(trainer, resolved, config.train.eps))
+
+    try:
+        outcome = train_run(config, out_dir, resume=resume, progress=not quiet, on_ready=ready)
+    except FileNotFoundError as err:
+        hint = ""
+        if recipe is not None and load_recipe(recipe).download:
+            hint = f"; to get the data: {load_recipe(recipe).download}"
+        elif config.data.path is None and not config.data.download:
+            hint = "; use --download to fetch it (torchvision) or --data-root DIR"
+        raise FileNotFoundError(f"{err}{hint}") from err
+    report = write_train_report(outcome, recipe=recipe)
+    headers, rows = _summary_rows(outcome)
+    say(text_table(headers, rows) if rows else "no held-out data: nothing evaluated")
+    say(f"{outcome.result.steps} iterations in {outcome.seconds:.1f} s; report: {report}")
+    return outcome
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """Run ``torchvat train`` from parsed arguments.
+
+    Args:
+        args: The parsed arguments.
+
+    Returns:
+        The exit code.
+    """
+    if args.list_recipes:
+        print(list_recipes())
+        return 0
+    config, out, resume = resolve_config(args)
+    with threads(args.threads):
+        outcome = run_train(config, out, resume=resume, recipe=args.recipe)
+    final = outcome.result.final
+    return 0 if not final or all(math.isfinite(v) for v in final.values() if isinstance(v, float)) else 1

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import csv
+
+from torchvat.cli import main
+from torchvat.report import DPI
+
+
+def test_compare_methods_and_seeds(tmp_path, capsys, png_size):
+    out = tmp_path / "cmp"
+    args = [
+        "compare",
+        "--dataset",
+        "moons",
+        "--labels",
+        "8",
+        "--data-option",
+        "n_samples=150",
+        "--eps",
+        "0.3",
+        "--iters",
+        "15",
+        "--eval-every",
+        "15",
+        "--batch-size",
+        "8",
+        "--unlabeled-batch-size",
+        "32",
+        "--methods",
+        "supervised,vat",
+        "--seeds",
+        "0,1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    stdout = capsys.readouterr().out
+    assert "±" in stdout and "supervised" in stdout and "vat" in stdout
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {(r["method"], r["seed"]) for r in rows} == {
+        ("supervised", "0"),
+        ("supervised", "1"),
+        ("vat", "0"),
+        ("vat", "1"),
+    }
+    summary = {r["method"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    errs = [float(r["test_error"]) for r in rows if r["method"] == "vat"]
+    assert abs(float(summary["vat"]["mean_test_error"]) - sum(errs) / 2) < 1e-9
+    w, h = png_size(out / "compare.png")
+    assert h == round(4.2 * DPI) and w >= round(4.5 * DPI)
+    assert "compare.png" in (out / "report.md").read_text()
+
+
+def test_compare_rejects_unknown_method(tmp_path, capsys):
+    assert main(["compare", "--methods", "vat,magic", "--iters", "5", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown method 'magic'" in capsys.readouterr().err
+    assert main(["compare", "--seeds", "a,b"]) == 2

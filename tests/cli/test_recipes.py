@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from torchvat.cli._run import RunConfig
+from torchvat.recipes import available_recipes, load_recipe
+
+EXPECTED = {
+    "moons",
+    "circles",
+    "digits-100",
+    "mnist-100",
+    "svhn-1000",
+    "cifar10-4000",
+    "fashion-mnist-100",
+    "fashion-mnist-1000",
+}
+
+
+def test_all_recipes_shipped():
+    assert EXPECTED <= set(available_recipes())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_recipe_is_a_valid_run_config(name):
+    recipe = load_recipe(name)
+    cfg = RunConfig.from_dict(recipe.config(), where=name)
+    assert recipe.description and recipe.source
+    assert cfg.train.method == "vat"
+
+
+def test_paper_numbers():
+    assert load_recipe("mnist-100").reported == {"vat": 1.36}
+    svhn, cifar = load_recipe("svhn-1000"), load_recipe("cifar10-4000")
+    assert svhn.reported == {"vat": 5.42, "vat+ent": 3.86} and svhn.train["eps"] == 3.5
+    assert cifar.data["preprocess"] == "zca" and cifar.data["augment"] == "translate-flip"
+    assert cifar.train["iterations"] == 200000 and cifar.train["batch_size"] == 32
+    assert "14.87" in cifar.source and "5.77" in svhn.source
+
+
+def test_unknown_recipe():
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        load_recipe("nope")

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import json
+import tomllib
+
+import numpy as np
+import pytest
+import torch
+
+from torchvat.cli import main
+from torchvat.cli._run import RunConfig, UsageError, dump_toml, load_run
+from torchvat.cli.train import list_recipes, run_train
+from torchvat.report import DPI, read_metrics
+
+FAST = ["--iters", "30", "--eval-every", "10", "--batch-size", "8", "--unlabeled-batch-size", "32", "--no-progress"]
+
+
+def _moons(tmp_path, *extra):
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "moons", "--labels", "8", "--data-option", "n_samples=200", "--out", str(out)]
+    return out, args + FAST + list(extra)
+
+
+def test_train_writes_run_folder(tmp_path, capsys, png_size):
+    out, args = _moons(tmp_path, "--method", "vat", "--eps", "0.3")
+    assert main(args) == 0
+    stdout = capsys.readouterr().out
+    assert "eps = 0.3 (given)" in stdout and "report:" in stdout
+    for name in ("config.toml", "run.json", "metrics.jsonl", "last.pt", "report.md", "curves.png"):
+        assert (out / name).is_file(), name
+    assert png_size(out / "curves.png") == (11 * DPI, round(4.2 * DPI))
+    assert "![" in (out / "report.md").read_text() and "curves.png" in (out / "report.md").read_text()
+    evals = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in evals] == [10, 20, 30]
+    info = json.loads((out / "run.json").read_text())
+    assert info["model"]["name"] == "small-mlp" and info["input_shape"] == [2] and info["n_classes"] == 2
+    assert info["data"]["options"] == {"n_samples": 200}
+
+
+def test_derived_eps_is_printed_and_written(tmp_path, capsys):
+    out, args = _moons(tmp_path)
+    assert main(args) == 0
+    assert "derived from the data" in capsys.readouterr().out
+    eps = tomllib.loads((out / "config.toml").read_text())["train"]["eps"]
+    assert eps > 0 and eps == json.loads((out / "run.json").read_text())["eps"]
+
+
+def test_config_toml_repeats_the_run_exactly(tmp_path):
+    out, args = _moons(tmp_path, "--method", "at", "--lr", "0.01", "--model-option", "hidden_sizes=[16]")
+    assert main(args) == 0
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(out / "config.toml"), "--out", str(again), "--no-progress"]) == 0
+    assert (out / "config.toml").read_text() == (again / "config.toml").read_text()
+    a, b = read_metrics(out / "metrics.jsonl"), read_metrics(again / "metrics.jsonl")
+    assert [r["test_error"] for r in a] == [r["test_error"] for r in b]
+    cfg = RunConfig.from_toml(again / "config.toml")
+    assert cfg.train.method == "at" and cfg.train.lr == 0.01 and cfg.model.kwargs == {"hidden_sizes": [16]}
+
+
+def test_flags_override_config(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        dump_toml({"data": {"dataset": "circles", "n_labels": 6}, "train": {"method": "supervised", "lr": 0.5}})
+    )
+    out = tmp_path / "o"
+    assert main(["train", "--config", str(cfg), "--lr", "0.02", "--out", str(out), *FAST]) == 0
+    written = tomllib.loads((out / "config.toml").read_text())
+    assert written["train"]["lr"] == 0.02 and written["train"]["method"] == "supervised"
+    assert written["data"]["dataset"] == "circles" and written["data"]["n_labels"] == 6
+
+
+def test_resume_continues_to_more_iterations(tmp_path):
+    out, args = _moons(tmp_path, "--method", "vat", "--eps", "0.3")
+    assert main(args) == 0
+    assert main(["train", "--resume", "--out", str(out), "--iters", "50", "--no-progress"]) == 0
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
+    assert steps == [10, 20, 30, 40, 50]
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 50
+
+
+def test_resume_without_out_is_usage_error(capsys):
+    assert main(["train", "--resume"]) == 2
+    assert "--resume without a PATH needs --out" in capsys.readouterr().err
+
+
+def test_user_npz_and_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    y[10:] = -1
+    np.savez(tmp_path / "d.npz", X=x, y=y, X_test=x[:20], y_test=(x[:20, 0] > 0).astype(np.int64))
+    out = tmp_path / "npz"
+    assert main(["train", "--data", str(tmp_path / "d.npz"), "--labels", "6", "--out", str(out), *FAST]) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["input_shape"] == [3] and info["data"]["path"].endswith("d.npz")
+    lines = ["a,b,label"] + [f"{a:.3f},{b:.3f},{'' if i >= 10 else int(a > 0)}" for i, (a, b, _) in enumerate(x)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    assert main(["train", "--data", str(tmp_path / "d.csv"), "--out", str(tmp_path / "csv"), *FAST]) == 0
+
+
+def test_list_recipes(capsys):
+    assert main(["train", "--list-recipes"]) == 0
+    out = capsys.readouterr().out
+    assert "mnist-100" in out and "1.36%" in out and "cifar10-4000" in out
+    assert list_recipes().splitlines()[0].startswith("recipe")
+
+
+def test_recipe_with_overrides(tmp_path):
+    out = tmp_path / "rec"
+    assert main(["train", "--recipe", "circles", "--out", str(out), *FAST]) == 0
+    written = tomllib.loads((out / "config.toml").read_text())
+    assert written["data"]["dataset"] == "circles" and written["train"]["eps"] == 0.3
+    assert written["train"]["iterations"] == 30
+
+
+def test_unknown_recipe(capsys):
+    assert main(["train", "--recipe", "imagenet-1"]) == 2
+    assert "recipe must be one of" in capsys.readouterr().err
+
+
+def test_recipe_needing_download_says_how(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCHVAT_DATA", str(tmp_path / "empty"))
+    code = main(
+        ["train", "--recipe", "cifar10-4000", "--data-root", str(tmp_path / "empty"), "--out", str(tmp_path / "c")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "to get the data" in err and "--download" in err
+
+
+def test_run_train_direct_and_load_run(tmp_path):
+    cfg = RunConfig.from_dict(
+        {
+            "data": {"dataset": "moons", "n_labels": 4, "options": {"n_samples": 100}},
+            "train": {"method": "supervised", "iterations": 10, "eval_every": 5, "device": "cpu"},
+        }
+    )
+    outcome = run_train(cfg, tmp_path / "d", quiet=True)
+    assert outcome.result.steps == 10 and (tmp_path / "d" / "report.md").is_file()
+    model, data, info = load_run(tmp_path / "d")
+    expected = outcome.trainer.model.state_dict()
+    assert all(torch.equal(v, expected[k].cpu()) for k, v in model.state_dict().items())
+    assert data.n_labeled == 4 and info["step"] == 10
+
+
+def test_invalid_config_key(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[train]\nfoo = 1\n")
+    with pytest.raises(UsageError, match="unknown TrainConfig field"):
+        RunConfig.from_toml(cfg)

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from torchvat.report import (
+    DPI,
+    Report,
+    markdown_table,
+    plot_comparison,
+    plot_decision_boundaries,
+    plot_learning_curves,
+    plot_perturbation_grid,
+    plot_robustness,
+    read_metrics,
+    text_table,
+)
+
+
+def test_decision_boundaries_binary_and_multiclass(tmp_path, png_size):
+    torch.manual_seed(0)
+    x = torch.randn(30, 2)
+    y = torch.arange(30) % 3
+    models = {"a": torch.nn.Linear(2, 2), "b": torch.nn.Linear(2, 3)}
+    p = plot_decision_boundaries(
+        models, tmp_path / "b.png", x_labeled=x[:6], y_labeled=y[:6] % 2, x_unlabeled=x, resolution=30
+    )
+    assert png_size(p) == (round(2 * 4.6 * DPI), round(4.8 * DPI))
+    with pytest.raises(ValueError, match="x_labeled must have shape"):
+        plot_decision_boundaries(models, tmp_path / "c.png", x_labeled=torch.randn(3, 3), y_labeled=torch.zeros(3))
+    with pytest.raises(ValueError, match="at least one model"):
+        plot_decision_boundaries({}, tmp_path / "d.png", x_labeled=x, y_labeled=y)
+
+
+def test_learning_curves_and_comparison(tmp_path, png_size):
+    hist = [{"step": s, "test_error": 1 / s, "train_loss": 1 / s**2} for s in (1, 2, 4)]
+    assert png_size(plot_learning_curves({"vat": hist, "at": hist}, tmp_path / "c.png")) == (11 * DPI, round(4.2 * DPI))
+    p = plot_comparison({"supervised": [0.2, 0.1], "vat": [0.01]}, tmp_path / "bar.png")
+    assert png_size(p)[1] == round(4.2 * DPI)
+    with pytest.raises(ValueError, match=r"results\['vat'\] must hold at least one value"):
+        plot_comparison({"vat": []}, tmp_path / "x.png")
+
+
+def test_robustness_and_grid(tmp_path, png_size):
+    assert png_size(plot_robustness([0, 1, 2], {"noise": [1, 0.9, 0.5]}, tmp_path / "r.png", train_eps=1.0)) == (
+        7 * DPI,
+        round(4.5 * DPI),
+    )
+    with pytest.raises(ValueError, match="must have 2 values like eps"):
+        plot_robustness([0, 1], {"noise": [1.0]}, tmp_path / "r2.png")
+    x = torch.rand(2, 3, 8, 8)
+    r = 0.05 * torch.randn_like(x)
+    p = plot_perturbation_grid(
+        x,
+        r,
+        tmp_path / "g.png",
+        pred_before=[0, 1],
+        prob_before=[0.9, 0.8],
+        pred_after=[1, 1],
+        prob_after=[0.6, 0.7],
+        labels=[0, 1],
+        class_names=["cat", "dog"],
+    )
+    assert png_size(p) == (round(7.8 * DPI), round((2.3 * 2 + 0.6) * DPI))
+    with pytest.raises(ValueError, match="r must have the shape of x"):
+        plot_perturbation_grid(
+            x, r[:1], tmp_path / "g2.png", pred_before=[0], prob_before=[1.0], pred_after=[0], prob_after=[1.0]
+        )
+
+
+def test_tables_and_report(tmp_path):
+    assert text_table(["m", "e"], [["vat", 0.5]]).splitlines()[2] == "vat  0.5"
+    assert markdown_table(["a"], [[1]]).splitlines()[1] == "|---:|"
+    with pytest.raises(ValueError, match=r"rows\[0\] must have 2 cells"):
+        text_table(["a", "b"], [[1]])
+    (tmp_path / "fig.png").write_bytes(b"")
+    rep = Report("T")
+    rep.heading("H")
+    rep.figure(tmp_path / "fig.png", "cap")
+    path = rep.write(tmp_path)
+    text = path.read_text()
+    assert text.startswith("# T\n") and "![cap](fig.png)" in text and "## H" in text
+
+
+def test_read_metrics_latest_record_wins(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text(
+        '{"kind": "eval", "step": 2, "e": 1}\n{"kind": "train", "step": 2}\n{"kind": "eval", "step": 2, "e": 3}\n'
+        '{"kind": "eval", "step": 1, "e": 0}\n'
+    )
+    assert read_metrics(p) == [{"step": 1, "e": 0}, {"step": 2, "e": 3}]
+    with pytest.raises(FileNotFoundError, match="metrics file not found"):
+        read_metrics(tmp_path / "none.jsonl")
