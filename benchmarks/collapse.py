@@ -22,12 +22,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _seed_vat import SeedVATLoss, seed_vat_step  # noqa: E402
+from _seed_vat import SeedVATLoss, seed_vat_step
 
-from torchvat import frozen_batchnorm_stats  # noqa: E402
-from torchvat.data import load_fashion_mnist  # noqa: E402
-from torchvat.models import MLP  # noqa: E402
-from torchvat.train import Trainer  # noqa: E402
+from torchvat import frozen_batchnorm_stats
+from torchvat.data import load_fashion_mnist
+from torchvat.models import MLP
+from torchvat.train import Trainer
 
 
 class FrozenStatsSeedVAT(SeedVATLoss):
@@ -46,7 +46,9 @@ def test_errors(model, x, y) -> tuple[float, float]:
         for train_mode in (False, True):
             model.train(train_mode)
             with frozen_batchnorm_stats(model):
-                wrong = sum(int((model(xb).argmax(1) != yb).sum()) for xb, yb in zip(x.split(1000), y.split(1000)))
+                wrong = sum(
+                    int((model(xb).argmax(1) != yb).sum()) for xb, yb in zip(x.split(1000), y.split(1000), strict=True)
+                )
             errors.append(wrong / len(y))
     model.train(was)
     return errors[0], errors[1]
@@ -91,8 +93,18 @@ def run_torchvat(data, iters: int, every: int, seed: int) -> dict:
             if trainer.step % every == 0:
                 curve.append(test_errors(trainer.model, data.x_test.flatten(1), data.y_test))
 
-    trainer = Trainer(model, data, method="vat", eps=1.0, iterations=iters, eval_every=iters, progress=False,
-                      seed=seed, schedule="constant", callbacks=[Probe()])
+    trainer = Trainer(
+        model,
+        data,
+        method="vat",
+        eps=1.0,
+        iterations=iters,
+        eval_every=iters,
+        progress=False,
+        seed=seed,
+        schedule="constant",
+        callbacks=[Probe()],
+    )
     trainer.fit()
     model.eval()
     with torch.no_grad():
@@ -110,15 +122,24 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_fashion_mnist(n_labels=args.labels, seed=args.seed, flatten=True)
-    variants = ["seed as written (xi=10, eps=1)", "seed, xi=1e-6 (paper's probe)",
-                "seed, BN stats frozen in VAT passes", "seed, supervised only (alpha=0)"]
+    variants = [
+        "seed as written (xi=10, eps=1)",
+        "seed, xi=1e-6 (paper's probe)",
+        "seed, BN stats frozen in VAT passes",
+        "seed, supervised only (alpha=0)",
+    ]
     rows = []
     for v in variants:
         t = time.perf_counter()
         rows.append((v, run_seed(v, data, args.iters, args.every, args.seed), time.perf_counter() - t))
     t = time.perf_counter()
-    rows.append(("torchvat trainer (vat, eps=1, xi auto)", run_torchvat(data, args.iters, args.every, args.seed),
-                 time.perf_counter() - t))
+    rows.append(
+        (
+            "torchvat trainer (vat, eps=1, xi auto)",
+            run_torchvat(data, args.iters, args.every, args.seed),
+            time.perf_counter() - t,
+        )
+    )
     steps = list(range(args.every, args.iters + 1, args.every))
     print(f"Fashion-MNIST, {args.labels} labels, MNIST MLP (BN), Adam 1e-3, batches 32/128, seed {args.seed}")
     print("test error eval mode / train mode at iteration " + ", ".join(map(str, steps)))

@@ -138,10 +138,8 @@ def _update(d: Tensor, g: Tensor, mask: Tensor | None) -> Tensor:
     if mask is not None:
         g = g * mask
     zero = g.detach().flatten(1).abs().amax(1) == 0
-    new = l2_normalize(g.detach())
-    if bool(zero.any()):
-        new = torch.where(zero.view(-1, *([1] * (d.ndim - 1))), d, new)
-    return new
+    # no host sync: the where runs whether or not a sample's gradient vanished
+    return torch.where(zero.view(-1, *([1] * (d.ndim - 1))), d, l2_normalize(g.detach()))
 
 
 def _cast_tangent(module: nn.Module, inputs: Any, output: Any) -> Any:

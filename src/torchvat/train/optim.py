@@ -30,8 +30,13 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
         ('SGD', True)
     """
     params = [p for p in model.parameters() if p.requires_grad]
+    # the fused kernels (one launch for all parameters) where every parameter is a float tensor on
+    # a device that has them: the optimizer was ~20% of a VAT step on the MNIST MLP on CPU
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda", "mps") for p in params)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, 0.999), weight_decay=config.weight_decay)
+        return torch.optim.Adam(
+            params, lr=config.lr, betas=(config.beta1, 0.999), weight_decay=config.weight_decay, fused=fused or None
+        )
     return torch.optim.SGD(
         params,
         lr=config.lr,

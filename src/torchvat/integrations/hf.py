@@ -1,0 +1,718 @@
+r"""VAT and adversarial training on the word embeddings of Hugging Face ``transformers`` models.
+
+Miyato, Dai & Goodfellow (2017) apply adversarial and virtual adversarial training to text by
+perturbing the embedded sequence: the perturbation :math:`r` has the shape [B, T, H] of the word
+embeddings, its L2 norm is taken over the whole sequence (all non-batch dimensions), and padding
+positions are never perturbed (the ``attention_mask`` is the perturbation mask). Any model whose
+``forward`` accepts ``inputs_embeds`` works.
+
+**Word embeddings only.** The perturbed tensor is the output of the model's input embedding layer,
+``model.get_input_embeddings()(input_ids)``, fed back as ``inputs_embeds``; the model then adds
+position and token-type embeddings (and applies its embedding LayerNorm and dropout) exactly as on
+the ``input_ids`` path. Feeding back the output of the whole embedding *module* (e.g.
+``model.bert.embeddings(input_ids)``, already holding position and token-type embeddings) would add
+them twice, a defect of public VAT-for-BERT code; with a zero perturbation the logits here equal
+those of ``model(input_ids=...)`` exactly.
+
+**Embedding normalization.** Miyato et al. normalize the word embeddings by their frequency-weighted
+mean and variance, so the model cannot shrink the perturbation's effect by growing the embedding
+norms. That requires changing the model's embedding layer, which a pretrained transformer's later
+layers (and its embedding LayerNorm) were not trained with; it is not done here. Choose ``eps``
+relative to the norm of the embedded sequence instead (:func:`torchvat.suggest_eps` with
+``rule="norm"`` on a few embedded batches gives a starting point).
+
+**SMART-style regularization** (Jiang et al. 2020): ``divergence=symmetric_categorical_kl`` and
+``norm="linf"`` (the power-iteration direction projected onto the L-infinity ball of radius ``eps``
+by its sign). The Bregman proximal point part of SMART is not implemented.
+
+Contents: :func:`word_embeddings`, :func:`embedding_batch`, :func:`hf_vat_loss`,
+:func:`hf_virtual_adversarial_perturbation`, :func:`hf_adversarial_loss`,
+:func:`symmetric_categorical_kl`, :class:`VATArguments` and ``VATTrainer``, a subclass of
+``transformers.Trainer`` (built on first access, so that importing this module never needs
+``transformers``)::
+
+    from torchvat.integrations.hf import VATArguments, VATTrainer
+
+    trainer = VATTrainer(
+        model=model,  # e.g. BertForSequenceClassification
+        args=TrainingArguments(output_dir="out"),
+        train_dataset=train_set,  # unlabeled rows have labels == -100
+        vat_args=VATArguments(method="vat", eps=1.0, alpha=1.0),
+    )
+    trainer.train()
+
+References:
+    T. Miyato, A. M. Dai, I. Goodfellow. Adversarial Training Methods for Semi-Supervised Text
+    Classification. ICLR 2017 (arXiv:1605.07725).
+
+    H. Jiang, P. He, W. Chen, X. Liu, J. Gao, T. Zhao. SMART: Robust and Efficient Fine-Tuning for
+    Pre-trained Natural Language Models through Principled Regularized Optimization. ACL 2020
+    (arXiv:1911.03437).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from torchvat.core import (
+    RNGSnapshot,
+    adversarial_loss,
+    categorical_kl,
+    vat_loss,
+    virtual_adversarial_perturbation,
+)
+from torchvat.core._checks import Reduction, check_choice, check_nonnegative, extract_output
+from torchvat.core.divergence import Divergence
+from torchvat.core.perturbation import Norm, Probe, check_common
+
+__all__ = [
+    "IGNORE_INDEX",
+    "VATArguments",
+    "VATTrainer",  # noqa: F822 -- defined on first access by the module's __getattr__
+    "embedding_batch",
+    "hf_adversarial_loss",
+    "hf_vat_loss",
+    "hf_virtual_adversarial_perturbation",
+    "supervised_cross_entropy",
+    "symmetric_categorical_kl",
+    "word_embeddings",
+]
+
+#: The label of an unlabeled row (the ``ignore_index`` of ``transformers`` losses).
+IGNORE_INDEX = -100
+_EMBEDS = "inputs_embeds"
+_METHODS = ("vat", "at", "vat+at")
+_DIVERGENCES = ("kl", "symmetric_kl")
+_VAT_ON = ("all", "unlabeled")
+
+
+def word_embeddings(model: Any, input_ids: Tensor) -> Tensor:
+    """The output of the model's input (word) embedding layer only: ``model.get_input_embeddings()(input_ids)``.
+
+    No position or token-type embedding, LayerNorm or dropout is applied: the model applies them
+    itself when this tensor is passed as ``inputs_embeds``.
+
+    Args:
+        model: a model with ``get_input_embeddings()`` (every ``transformers.PreTrainedModel``).
+        input_ids: token ids [B, T] (integer tensor).
+
+    Returns:
+        The word embeddings [B, T, H], differentiable with respect to the embedding matrix.
+
+    Example:
+        >>> from transformers import BertConfig, BertModel
+        >>> cfg = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        ...                  intermediate_size=16, max_position_embeddings=16)
+        >>> word_embeddings(BertModel(cfg), torch.tensor([[1, 2, 3]])).shape
+        torch.Size([1, 3, 8])
+    """
+    get = getattr(model, "get_input_embeddings", None)
+    if not callable(get):
+        raise TypeError(
+            "model must have get_input_embeddings() (a transformers PreTrainedModel; unwrap DDP/"
+            f"DataParallel wrappers first), got {type(model).__name__}"
+        )
+    layer = get()
+    if layer is None:
+        raise TypeError(f"model.get_input_embeddings() returned None for {type(model).__name__}")
+    if not isinstance(input_ids, Tensor) or input_ids.is_floating_point() or input_ids.is_complex():
+        got = f"dtype {input_ids.dtype}" if isinstance(input_ids, Tensor) else type(input_ids).__name__
+        raise TypeError(f"input_ids must be an integer tensor of token ids, got {got}")
+    return layer(input_ids)
+
+
+def embedding_batch(model: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``batch`` with ``input_ids`` replaced by their word embeddings, ``inputs_embeds``.
+
+    The ``labels`` entry is dropped (VAT needs none, and the model should not compute its own loss
+    in every perturbed pass); every other entry (``attention_mask``, ``token_type_ids``, ...) passes
+    through. A batch that already holds ``inputs_embeds`` (and no ``input_ids``) is returned as a
+    copy without ``labels``.
+
+    Args:
+        model: a model with ``get_input_embeddings()`` (only used when ``batch`` holds ``input_ids``).
+        batch: the keyword arguments of the model's ``forward``.
+
+    Returns:
+        A new dict, ready for ``model(**out)``.
+
+    Example:
+        >>> from transformers import BertConfig, BertModel
+        >>> cfg = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        ...                  intermediate_size=16, max_position_embeddings=16)
+        >>> out = embedding_batch(BertModel(cfg), {"input_ids": torch.tensor([[1, 2]]), "labels": torch.tensor([0])})
+        >>> sorted(out), out["inputs_embeds"].shape
+        (['inputs_embeds'], torch.Size([1, 2, 8]))
+    """
+    if not isinstance(batch, Mapping):
+        raise TypeError(
+            f"batch must be a mapping of model inputs (e.g. a dict from a collator), got {type(batch).__name__}"
+        )
+    out = {k: v for k, v in batch.items() if k != "labels"}
+    has_ids = out.get("input_ids") is not None
+    if out.get(_EMBEDS) is not None:
+        if has_ids:
+            raise ValueError("batch must hold either input_ids or inputs_embeds, got both")
+        out.pop("input_ids", None)
+        return out
+    if not has_ids:
+        raise ValueError(f"batch must hold input_ids or inputs_embeds, got keys {sorted(map(str, batch.keys()))}")
+    out[_EMBEDS] = word_embeddings(model, out.pop("input_ids"))
+    return out
+
+
+def _perturbation_mask(batch: Mapping[str, Any], mask: Tensor | None) -> Tensor | None:
+    """``mask`` if given, else the batch's ``attention_mask`` (1 = real token, may be perturbed)."""
+    return mask if mask is not None else batch.get("attention_mask")
+
+
+def symmetric_categorical_kl(clean: Tensor, perturbed: Tensor) -> Tensor:
+    r"""Symmetric KL divergence between softmax distributions over dim 1 (SMART, Jiang et al. 2020).
+
+    .. math:: D_s(z, \hat z) = \mathrm{KL}(p \,\Vert\, q) + \mathrm{KL}(q \,\Vert\, p),\quad
+              p = \mathrm{softmax}(z),\ q = \mathrm{softmax}(\hat z)
+
+    Pass it as ``divergence=`` to :func:`hf_vat_loss` (or any torchvat VAT function). Shapes:
+    [B, C, ...] -> [B].
+
+    Example:
+        >>> z, w = torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+        >>> torch.allclose(symmetric_categorical_kl(z, w), categorical_kl(z, w) + categorical_kl(w, z))
+        True
+    """
+    return categorical_kl(clean, perturbed) + categorical_kl(perturbed, clean)
+
+
+def hf_virtual_adversarial_perturbation(
+    model: Callable[..., Any],
+    batch: Mapping[str, Any],
+    *,
+    logits: Any = None,
+    eps: float | Tensor = 1.0,
+    xi: float | Tensor | str = "auto",
+    n_power: int = 1,
+    norm: Norm = "l2",
+    likelihood: str = "categorical",
+    divergence: Divergence | None = None,
+    probe: Probe = "auto",
+    output_fn: Callable[[Any], Tensor] | None = None,
+    mask: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    rng: RNGSnapshot | None = None,
+) -> Tensor:
+    """The virtual adversarial perturbation of the word embeddings, [B, T, H].
+
+    Arguments as in :func:`hf_vat_loss`; this is the search alone (the model is left as found,
+    parameter ``.grad`` included).
+
+    Returns:
+        Detached tensor of the shape of the word embeddings, zero at masked (padding) positions,
+        with L2 norm ``eps`` over each sequence (``norm="l2"``).
+
+    Example:
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> cfg = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        ...                  intermediate_size=16, max_position_embeddings=16)
+        >>> model = BertForSequenceClassification(cfg)
+        >>> batch = {"input_ids": torch.tensor([[5, 6, 0]]), "attention_mask": torch.tensor([[1, 1, 0]])}
+        >>> r = hf_virtual_adversarial_perturbation(model, batch, eps=2.0)
+        >>> round(r.norm().item(), 4), r[0, 2].abs().max().item()
+        (2.0, 0.0)
+    """
+    inputs = embedding_batch(model, batch)
+    return virtual_adversarial_perturbation(
+        model,
+        inputs,
+        logits=logits,
+        eps=eps,
+        xi=xi,
+        n_power=n_power,
+        norm=norm,
+        likelihood=likelihood,
+        divergence=divergence,
+        probe=probe,
+        input_key=_EMBEDS,
+        output_fn=output_fn,
+        mask=_perturbation_mask(batch, mask),
+        generator=generator,
+        rng=rng,
+    )
+
+
+def hf_vat_loss(
+    model: Callable[..., Any],
+    batch: Mapping[str, Any],
+    *,
+    logits: Any = None,
+    eps: float | Tensor = 1.0,
+    xi: float | Tensor | str = "auto",
+    n_power: int = 1,
+    norm: Norm = "l2",
+    likelihood: str = "categorical",
+    divergence: Divergence | None = None,
+    probe: Probe = "auto",
+    output_fn: Callable[[Any], Tensor] | None = None,
+    mask: Tensor | None = None,
+    reduction: Reduction = "mean",
+    generator: torch.Generator | None = None,
+    rng: RNGSnapshot | None = None,
+) -> Tensor:
+    r"""Virtual adversarial loss on the word embeddings of a ``transformers`` model (Miyato et al. 2017).
+
+    .. math::
+        \mathrm{LDS}(s) = D\big[\,\mathrm{sg}\,p(y \mid e),\; p(y \mid e + r_{\mathrm{vadv}})\big],\qquad
+        \lVert r_{\mathrm{vadv}} \rVert_2 = \epsilon,\ r_{\mathrm{vadv}} = 0 \text{ at padding}
+
+    with :math:`e` the word embeddings [B, T, H] of the sequence :math:`s`, fed to the model as
+    ``inputs_embeds`` (see :func:`word_embeddings`; the model adds position embeddings itself), and
+    the norm taken over the whole embedded sequence. This is :func:`torchvat.vat_loss` with
+    ``x = embedding_batch(model, batch)``, ``input_key="inputs_embeds"`` and the ``attention_mask``
+    as perturbation mask. No label is used (``labels`` in ``batch`` is ignored): add
+    ``alpha * hf_vat_loss(...)`` to the supervised loss for labeled and unlabeled batches alike.
+
+    To share the clean pass, compute ``inputs = embedding_batch(model, batch)`` and
+    ``out = model(**inputs)`` yourself (after ``rng = RNGSnapshot.capture(device)``), then call
+    ``hf_vat_loss(model, inputs, logits=out, rng=rng)``: the target is ``out``'s logits, detached,
+    and dropout masks are replayed in the probe and perturbed passes.
+
+    Args:
+        model: a model whose ``forward`` accepts ``inputs_embeds`` (and the other entries of ``batch``).
+        batch: model inputs holding ``input_ids`` or ``inputs_embeds``, optionally ``attention_mask``,
+            ``token_type_ids``, ... (e.g. a collator's output).
+        logits: the clean model output (any form with ``.logits``), if already computed on
+            ``inputs_embeds``; detached.
+        eps: L2 (or L-inf) size of the perturbation of each embedded sequence.
+        xi: finite-difference step of the probe, ``"auto"`` or a number (see :func:`torchvat.vat_loss`).
+        n_power: power-iteration steps (0: random perturbation training).
+        norm: ``"l2"`` (over the whole embedded sequence) or ``"linf"`` (SMART-style).
+        likelihood: ``"categorical"`` | ``"bernoulli"`` | ``"gaussian"`` (see :func:`torchvat.vat_loss`).
+        divergence: ``callable(clean, perturbed) -> Tensor[B]`` replacing ``likelihood``;
+            :func:`symmetric_categorical_kl` with ``norm="linf"`` gives the SMART-style regularizer.
+        probe: ``"auto"`` | ``"finite_difference"`` | ``"exact"`` (see :func:`torchvat.vat_loss`).
+        output_fn: maps the model output to the prediction; default its ``.logits``.
+        generator: generator for the random start of the power iteration.
+        rng: an :class:`~torchvat.RNGSnapshot` captured before the caller's clean pass (dropout replay).
+        mask: 1 where the embeddings may be perturbed, [B, T] (or [B, T, H]); default the batch's
+            ``attention_mask`` (padding stays unperturbed), or everything when there is none. Pass
+            e.g. ``attention_mask * (1 - special_tokens_mask)`` to keep special tokens fixed too.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` over the batch.
+
+    Shape:
+        - batch["input_ids"]: [B, T]; output: [] for ``"mean"``/``"sum"``, [B] for ``"none"``.
+
+    Returns:
+        The LDS, differentiable with respect to the parameters (embedding matrix included) through
+        the perturbed pass.
+
+    Example:
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> _ = torch.manual_seed(0)
+        >>> cfg = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        ...                  intermediate_size=16, max_position_embeddings=16, num_labels=2)
+        >>> model = BertForSequenceClassification(cfg)
+        >>> batch = {"input_ids": torch.randint(1, 50, (4, 6)), "attention_mask": torch.ones(4, 6, dtype=torch.long)}
+        >>> lds = hf_vat_loss(model, batch, eps=1.0)
+        >>> lds.backward()
+        >>> bool(lds >= 0), model.bert.embeddings.word_embeddings.weight.grad is not None
+        (True, True)
+
+    References:
+        T. Miyato, A. M. Dai, I. Goodfellow. Adversarial Training Methods for Semi-Supervised Text
+        Classification. ICLR 2017 (arXiv:1605.07725).
+    """
+    inputs = embedding_batch(model, batch)
+    return vat_loss(
+        model,
+        inputs,
+        logits=logits,
+        eps=eps,
+        xi=xi,
+        n_power=n_power,
+        norm=norm,
+        likelihood=likelihood,
+        divergence=divergence,
+        probe=probe,
+        input_key=_EMBEDS,
+        output_fn=output_fn,
+        mask=_perturbation_mask(batch, mask),
+        reduction=reduction,
+        generator=generator,
+        rng=rng,
+    )
+
+
+def hf_adversarial_loss(
+    model: Callable[..., Any],
+    batch: Mapping[str, Any],
+    labels: Any,
+    *,
+    logits: Any = None,
+    eps: float | Tensor = 1.0,
+    norm: Norm = "l2",
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    output_fn: Callable[[Any], Tensor] | None = None,
+    mask: Tensor | None = None,
+    reduction: Reduction = "mean",
+    rng: RNGSnapshot | None = None,
+) -> Tensor:
+    r"""Adversarial loss on the word embeddings (Goodfellow et al. 2015, for text as in Miyato et al. 2017).
+
+    .. math::
+        L_{\mathrm{adv}} = \ell\big(f(e + r_{\mathrm{adv}}), y\big),\qquad
+        r_{\mathrm{adv}} = \epsilon\, \overline{\nabla_e \ell(f(e), y)},\ r_{\mathrm{adv}} = 0 \text{ at padding}
+
+    This is :func:`torchvat.adversarial_loss` on ``embedding_batch(model, batch)`` with
+    ``input_key="inputs_embeds"`` and the ``attention_mask`` as perturbation mask. With the default
+    cross entropy, rows labeled ``-100`` get a zero gradient, so no perturbation, and a zero loss
+    (they still count in ``reduction="mean"``; use ``"none"`` to average over labeled rows only).
+    When ``batch`` holds ``inputs_embeds`` that require grad and ``logits`` were computed from them
+    (with their graph), the input gradient is taken through that graph, saving a forward pass.
+
+    Args:
+        model: a model whose ``forward`` accepts ``inputs_embeds``.
+        batch: model inputs holding ``input_ids`` or ``inputs_embeds`` (``labels`` is ignored).
+        labels: class indices [B] (``-100`` = unlabeled), or what ``loss_fn`` accepts.
+        logits: the clean model output, if already computed on ``inputs_embeds``.
+        eps: L2 (or L-inf) size of the perturbation of each embedded sequence.
+        norm: ``"l2"`` (normalized gradient) or ``"linf"`` (its sign).
+        loss_fn: ``loss_fn(logits, labels)`` returning per-sample losses; cross entropy by default.
+        output_fn: maps the model output to the prediction; default its ``.logits``.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` over the batch.
+        rng: an :class:`~torchvat.RNGSnapshot` captured before the clean pass (dropout replay).
+        mask: as in :func:`hf_vat_loss` (default: the ``attention_mask``).
+
+    Returns:
+        The loss on the adversarial embeddings; differentiable with respect to the parameters.
+
+    Example:
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> _ = torch.manual_seed(0)
+        >>> cfg = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        ...                  intermediate_size=16, max_position_embeddings=16, num_labels=2)
+        >>> model = BertForSequenceClassification(cfg).eval()
+        >>> batch = {"input_ids": torch.randint(1, 50, (4, 6))}
+        >>> y = torch.tensor([0, 1, 0, 1])
+        >>> clean = torch.nn.functional.cross_entropy(model(**batch).logits, y)
+        >>> bool(hf_adversarial_loss(model, batch, y, eps=1.0) > clean)
+        True
+    """
+    inputs = embedding_batch(model, batch)
+    return adversarial_loss(
+        model,
+        inputs,
+        labels,
+        logits=logits,
+        eps=eps,
+        norm=norm,
+        loss_fn=loss_fn,
+        input_key=_EMBEDS,
+        output_fn=output_fn,
+        mask=_perturbation_mask(batch, mask),
+        reduction=reduction,
+        rng=rng,
+    )
+
+
+@dataclass
+class VATArguments:
+    """Hyperparameters of :class:`VATTrainer` (checked on construction).
+
+    Args:
+        method: ``"vat"`` (supervised + ``alpha`` * VAT), ``"at"`` (supervised + ``at_alpha`` * AT on
+            labeled rows) or ``"vat+at"`` (both, as in Miyato et al. 2017).
+        eps: VAT perturbation size, over each embedded sequence (L2) or per element (L-inf).
+        xi: finite-difference step of the probe (``"auto"`` or a number); see :func:`torchvat.vat_loss`.
+        n_power: power-iteration steps (0: random perturbation training).
+        alpha: weight of the VAT term; 0 switches VAT off (not computed).
+        at_eps: AT perturbation size; ``None`` uses ``eps``.
+        at_alpha: weight of the AT term; 0 switches AT off.
+        norm: ``"l2"`` or ``"linf"`` (SMART-style L-inf ball), for both VAT and AT.
+        divergence: ``"kl"`` (the paper's) or ``"symmetric_kl"`` (SMART).
+        probe: ``"auto"`` | ``"finite_difference"`` | ``"exact"``; see :func:`torchvat.vat_loss`.
+        vat_on: ``"all"`` (VAT on labeled and unlabeled rows, the paper's) or ``"unlabeled"`` (rows
+            labeled ``-100`` only).
+
+    Example:
+        >>> VATArguments(method="vat+at", eps=2.0).at_eps is None
+        True
+        >>> VATArguments(method="mixup")
+        Traceback (most recent call last):
+        ...
+        ValueError: method must be one of 'vat', 'at', 'vat+at', got 'mixup'
+    """
+
+    method: str = "vat"
+    eps: float = 1.0
+    xi: float | str = "auto"
+    n_power: int = 1
+    alpha: float = 1.0
+    at_eps: float | None = None
+    at_alpha: float = 1.0
+    norm: str = "l2"
+    divergence: str = "kl"
+    probe: str = "auto"
+    vat_on: str = "all"
+
+    def __post_init__(self) -> None:
+        check_choice("method", self.method, _METHODS)
+        check_common(self.eps, self.xi, self.n_power, self.norm, self.probe)
+        check_nonnegative("alpha", self.alpha)
+        if self.at_eps is not None:
+            check_nonnegative("at_eps", self.at_eps)
+        check_nonnegative("at_alpha", self.at_alpha)
+        check_choice("divergence", self.divergence, _DIVERGENCES)
+        check_choice("vat_on", self.vat_on, _VAT_ON)
+
+    @property
+    def uses_vat(self) -> bool:
+        """Whether the VAT term is computed."""
+        return self.method in ("vat", "vat+at") and self.alpha > 0
+
+    @property
+    def uses_at(self) -> bool:
+        """Whether the AT term is computed."""
+        return self.method in ("at", "vat+at") and self.at_alpha > 0
+
+
+def _zero(like: Tensor) -> Tensor:
+    """A zero scalar that keeps ``like``'s graph (backward through it gives zero gradients)."""
+    return like.sum() * 0.0
+
+
+def supervised_cross_entropy(logits: Tensor, labels: Tensor | None) -> Tensor:
+    """Mean cross entropy over the rows whose label is not ``-100``; a (graph-keeping) zero if none.
+
+    Args:
+        logits: [B, C] class scores.
+        labels: [B] class indices, ``-100`` for unlabeled rows, or ``None`` (no labels).
+
+    Example:
+        >>> z = torch.tensor([[0.0, 0.0], [5.0, 0.0]])
+        >>> round(supervised_cross_entropy(z, torch.tensor([1, -100])).item(), 4)
+        0.6931
+        >>> supervised_cross_entropy(z, torch.tensor([-100, -100])).item()
+        0.0
+    """
+    if labels is None:
+        return _zero(logits)
+    _check_labels(labels, logits)
+    n = (labels != IGNORE_INDEX).sum()
+    if int(n) == 0:
+        return _zero(logits)
+    ce = F.cross_entropy(
+        logits.to(torch.promote_types(logits.dtype, torch.float32)), labels, ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return ce / n
+
+
+def _check_labels(labels: Any, logits: Tensor) -> None:
+    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex():
+        got = f"dtype {labels.dtype}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise TypeError(
+            "labels must be an integer tensor of class indices (-100 = unlabeled), got "
+            f"{got}; override VATTrainer.supervised_loss for other targets"
+        )
+    if labels.shape != logits.shape[:1]:
+        raise ValueError(
+            f"labels must have shape [{logits.shape[0]}] (one class index per row), got {tuple(labels.shape)}"
+        )
+
+
+def _masked_mean(values: Tensor, rows: Tensor) -> Tensor:
+    """Mean of ``values`` [B] over the rows where ``rows`` [B] is True (the caller ensures one)."""
+    w = rows.to(values.dtype)
+    return (values * w).sum() / w.sum()
+
+
+@functools.cache
+def _build_vat_trainer() -> type:
+    """Define ``VATTrainer`` (a ``transformers.Trainer`` subclass); imports ``transformers``."""
+    from transformers import Trainer
+
+    class VATTrainer(Trainer):
+        r"""A ``transformers.Trainer`` whose loss adds VAT and/or AT on the word embeddings.
+
+        .. math::
+            L = \frac{1}{|\mathcal{L}|}\sum_{i \in \mathcal{L}} \ell(f(e_i), y_i)
+                + \alpha\, \frac{1}{|\mathcal{V}|}\sum_{i \in \mathcal{V}} \mathrm{LDS}(e_i)
+                + \alpha_{\mathrm{at}}\, \frac{1}{|\mathcal{L}|}\sum_{i \in \mathcal{L}} L_{\mathrm{adv}}(e_i, y_i)
+
+        with :math:`\mathcal{L}` the labeled rows of the batch (``labels != -100``) and
+        :math:`\mathcal{V}` all rows (``vat_on="all"``) or the unlabeled ones. Semi-supervised use:
+        put the unlabeled examples in the training set with label ``-100``; they get only the VAT
+        term. Only single-label classification heads (logits [B, C]) are handled by the default
+        :meth:`supervised_loss`; override it for other targets.
+
+        One step: the word embeddings :math:`e` are computed once; an :class:`~torchvat.RNGSnapshot`
+        is captured; one clean pass ``model(inputs_embeds=e, ...)`` gives the supervised loss and
+        the detached VAT target (``logits=``), and its graph serves AT's input gradient; the
+        perturbation searches replay the snapshot, so dropout draws the clean pass's masks. VAT is
+        computed over the whole batch (reduction ``"none"``) and averaged over
+        :math:`\mathcal{V}`, so the replayed dropout masks match the clean pass row for row.
+
+        The returned loss is a per-batch mean: ``num_items_in_batch`` is ignored and the
+        ``Trainer`` divides by the gradient accumulation steps. In evaluation (``model.training``
+        false) the loss is the supervised term only. The terms are logged as ``loss_supervised``,
+        ``loss_vat`` and ``loss_at`` (means since the last log). Multi-process (DDP) training is not
+        tested: the search makes several forward passes per backward pass.
+
+        Args:
+            *args: passed to ``transformers.Trainer``.
+            vat_args: the hyperparameters (:class:`VATArguments`); default ``VATArguments()``.
+            **kwargs: passed to ``transformers.Trainer``.
+        """
+
+        # the loss is a per-batch mean, not normalized by ``num_items_in_batch``
+        loss_is_scaled_for_ga = False
+
+        def __init__(self, *args: Any, vat_args: VATArguments | None = None, **kwargs: Any) -> None:
+            if vat_args is None:
+                vat_args = VATArguments()
+            if not isinstance(vat_args, VATArguments):
+                raise TypeError(f"vat_args must be a VATArguments or None, got {type(vat_args).__name__}")
+            self.vat_args = vat_args
+            super().__init__(*args, **kwargs)
+            # the training step must divide the per-batch mean by the accumulation steps (all versions)
+            self.model_accepts_loss_kwargs = False
+            self.last_loss_terms: dict[str, Tensor] = {}
+            self._term_sums: dict[str, Tensor] = {}
+            self._term_count = 0
+
+        @property
+        def label_key(self) -> str:
+            """The batch entry holding the labels (the single ``label_names`` entry, else ``"labels"``)."""
+            names = getattr(self, "label_names", None)
+            return names[0] if names and len(names) == 1 else "labels"
+
+        def supervised_loss(self, logits: Tensor, labels: Tensor | None) -> Tensor:
+            """The supervised term: mean cross entropy over labeled rows (override for other targets).
+
+            Args:
+                logits: clean logits [B, C].
+                labels: [B] class indices (``-100`` = unlabeled) or ``None``.
+            """
+            return supervised_cross_entropy(logits, labels)
+
+        def compute_loss_terms(self, model: Any, inputs: Mapping[str, Any]) -> tuple[dict[str, Tensor], Any]:
+            """The named, unweighted loss terms of one batch, and the clean model output.
+
+            Args:
+                model: the (possibly wrapped) model.
+                inputs: the collated batch, with ``input_ids`` and labels under :attr:`label_key`.
+
+            Returns:
+                ``({"supervised": ..., "vat": ..., "at": ...}, outputs)``; ``"vat"``/``"at"`` only
+                when computed (training mode, positive weight, rows to apply them to).
+            """
+            inputs = dict(inputs)
+            labels = inputs.pop(self.label_key, None)
+            batch = embedding_batch(self.accelerator.unwrap_model(model), inputs)
+            embeds = batch[_EMBEDS]
+            rng = RNGSnapshot.capture(embeds.device)
+            outputs = model(**batch)
+            logits = extract_output(outputs, None)
+            if logits.ndim != 2:
+                raise ValueError(
+                    "VATTrainer handles classification heads with logits of shape [B, C], got "
+                    f"{tuple(logits.shape)}; use hf_vat_loss with output_fn/divergence for other heads"
+                )
+            terms = {"supervised": self.supervised_loss(logits, labels)}
+            if not model.training:
+                return terms, outputs
+            a = self.vat_args
+            n = logits.shape[0]
+            labeled = (
+                labels != IGNORE_INDEX if labels is not None else torch.zeros(n, dtype=torch.bool, device=logits.device)
+            )
+            if a.uses_vat:
+                rows = ~labeled if a.vat_on == "unlabeled" else torch.ones_like(labeled)
+                if bool(rows.any()):
+                    lds = hf_vat_loss(
+                        model,
+                        batch,
+                        logits=logits,
+                        eps=a.eps,
+                        xi=a.xi,
+                        n_power=a.n_power,
+                        norm=a.norm,  # type: ignore[arg-type]
+                        divergence=symmetric_categorical_kl if a.divergence == "symmetric_kl" else None,
+                        probe=a.probe,  # type: ignore[arg-type]
+                        reduction="none",
+                        rng=rng,
+                    )
+                    terms["vat"] = _masked_mean(lds, rows)
+            if a.uses_at and bool(labeled.any()):
+                mask = batch.get("attention_mask")
+                row_mask = labeled.to(embeds.dtype)
+                mask = row_mask[:, None] if mask is None else mask.to(embeds.dtype) * row_mask[:, None]
+                adv = hf_adversarial_loss(
+                    model,
+                    batch,
+                    labels,
+                    logits=logits,
+                    eps=a.eps if a.at_eps is None else a.at_eps,
+                    norm=a.norm,  # type: ignore[arg-type]
+                    mask=mask,
+                    reduction="none",
+                    rng=rng,
+                )
+                terms["at"] = _masked_mean(adv, labeled)
+            return terms, outputs
+
+        def combine_loss_terms(self, terms: Mapping[str, Tensor]) -> Tensor:
+            """The weighted sum: supervised + ``alpha`` * vat + ``at_alpha`` * at."""
+            weights = {"supervised": 1.0, "vat": self.vat_args.alpha, "at": self.vat_args.at_alpha}
+            return sum((weights[k] * v for k, v in terms.items()), start=torch.zeros(()).to(terms["supervised"]))
+
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: Mapping[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+            **kwargs: Any,
+        ) -> Tensor | tuple[Tensor, Any]:
+            """Supervised loss plus the weighted VAT/AT terms (see the class docstring).
+
+            ``num_items_in_batch`` (newer ``transformers``) and other keyword arguments are accepted
+            and ignored: the loss is a per-batch mean.
+            """
+            del num_items_in_batch, kwargs
+            terms, outputs = self.compute_loss_terms(model, inputs)
+            loss = self.combine_loss_terms(terms)
+            self.last_loss_terms = {k: v.detach() for k, v in terms.items()}
+            if model.training:
+                for k, v in self.last_loss_terms.items():
+                    self._term_sums[k] = self._term_sums.get(k, 0.0) + v.float()
+                self._term_count += 1
+            return (loss, outputs) if return_outputs else loss
+
+        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            """Add the mean of each loss term since the last training log, then log as ``Trainer`` does."""
+            if "loss" in logs and self._term_count > 0:
+                for k, v in self._term_sums.items():
+                    logs[f"loss_{k}"] = round(float(v) / self._term_count, 6)
+                self._term_sums, self._term_count = {}, 0
+            super().log(logs, *args, **kwargs)
+
+    VATTrainer.__module__ = __name__
+    VATTrainer.__qualname__ = "VATTrainer"
+    return VATTrainer
+
+
+def __getattr__(name: str) -> Any:
+    """Build ``VATTrainer`` on first access (imports ``transformers``)."""
+    if name == "VATTrainer":
+        return _build_vat_trainer()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"VATTrainer"})

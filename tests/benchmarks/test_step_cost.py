@@ -1,0 +1,129 @@
+"""Smoke and correctness tests of the step-cost benchmark (no timing assertions)."""
+
+import copy
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+step_cost = _load("step_cost")
+seed_vat = _load("_seed_vat")
+
+
+@pytest.fixture(scope="module")
+def quick_result():
+    return step_cost.main(["--quick"])
+
+
+def test_quick_run_reports_every_step_type(quick_result, capsys):
+    rows = {r.name: r for r in quick_result["rows"]}
+    assert tuple(rows) == step_cost.STEP_TYPES
+    for name in step_cost.STEP_TYPES:
+        assert f"| {name} |" in quick_result["table"]
+        assert len(quick_result["times"][name]) == 2
+        assert rows[name].median_ms > 0 and rows[name].gflop > 0
+    assert rows["supervised"].ratio == pytest.approx(1.0)
+    assert quick_result["speedup"] > 0
+
+
+def test_pass_counts(quick_result):
+    rows = {r.name: r for r in quick_result["rows"]}
+    # seed: labeled, clean no-grad, probe, perturbed; torchvat: clean (cat), probe, perturbed
+    assert (rows["supervised"].forward, rows["supervised"].backward) == (1, 1)
+    assert rows["seed-vat"].forward == 4
+    assert rows["torchvat-vat"].forward == 3
+    assert rows["torchvat-at"].forward == 2
+    assert rows["torchvat-vat-split"].forward == 4
+    # the seed's probe backward also computes parameter gradients; the split step's probe does not
+    assert rows["seed-vat"].gflop > rows["torchvat-vat-split"].gflop
+    # the one-pass step backpropagates the unlabeled rows of its clean pass as well
+    assert rows["torchvat-vat"].gflop > rows["torchvat-vat-split"].gflop
+
+
+def test_unknown_step_type_is_rejected():
+    with pytest.raises(SystemExit, match="unknown step type 'nope'"):
+        step_cost.main(["--quick", "--steps", "supervised,nope"])
+
+
+@pytest.mark.slow
+def test_memory_child_runs_in_a_subprocess():
+    mib = step_cost.measure_memory_subprocess(["--quick"], "torchvat-vat", timeout=120)
+    assert mib >= 0.0
+
+
+def test_seed_lds_matches_hand_computation():
+    torch.manual_seed(0)
+    lin = nn.Linear(5, 3).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    xi, eps = 10.0, 1.0
+    torch.manual_seed(123)
+    lds = seed_vat.SeedVATLoss(xi=xi, eps=eps, ip=1)(lin, x)
+
+    # by hand: logits z = W x + b, p = softmax(z); the seed draws d ~ U(-0.5, 0.5) in float32
+    torch.manual_seed(123)
+    d = torch.rand(x.shape).sub(0.5).double()
+    d = d / (d.norm(dim=1, keepdim=True) + 1e-8)
+    w, b = lin.weight.detach(), lin.bias.detach()
+    p = torch.softmax(x @ w.T + b, dim=1)
+    q = torch.softmax((x + xi * d) @ w.T + b, dim=1)
+    # d/dd of KL(p || q(x + xi d)) / B = xi / B * W^T (q - p), per sample
+    g = (xi / x.shape[0]) * (q - p) @ w
+    r = eps * g / (g.norm(dim=1, keepdim=True) + 1e-8)
+    q_adv = torch.softmax((x + r) @ w.T + b, dim=1)
+    expected = (p * (p.log() - q_adv.log())).sum(1).mean()
+    assert lds.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def _tiny(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return step_cost.MLP(6, 3, hidden_sizes=(8,)).train()
+
+
+def test_seed_vat_wipes_accumulated_grads():
+    model = _tiny()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    seed_vat.SeedVATLoss(xi=1.0, eps=0.5)(model, torch.randn(8, 6))
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+def test_torchvat_step_keeps_accumulated_grads():
+    model = _tiny()
+    fresh = copy.deepcopy(model)
+    x_l, y_l, x_u = torch.randn(4, 6), torch.tensor([0, 1, 2, 0]), torch.randn(8, 6)
+    accumulated = [torch.randn_like(p) for p in model.parameters()]
+    for p, g in zip(model.parameters(), accumulated, strict=True):
+        p.grad = g.clone()
+
+    torch.manual_seed(7)
+    step_cost.torchvat_vat_loss(model, x_l, y_l, x_u, eps=0.5).backward()
+    torch.manual_seed(7)
+    step_cost.torchvat_vat_loss(fresh, x_l, y_l, x_u, eps=0.5).backward()
+
+    for p, q, g in zip(model.parameters(), fresh.parameters(), accumulated, strict=True):
+        assert q.grad is not None and q.grad.abs().sum() > 0
+        torch.testing.assert_close(p.grad, g + q.grad)
+
+
+def test_profile_and_bookkeeping_tables(capsys):
+    result = step_cost.main(["--quick", "--steps", "seed-vat,torchvat-vat", "--no-flops", "--profile", "1"])
+    out = capsys.readouterr().out
+    assert "### profile: seed-vat" in out and "### profile: torchvat-vat" in out
+    assert "| RNGSnapshot.capture |" in out and "| frozen_batchnorm_stats (enter+exit) |" in out
+    assert "speedup torchvat-vat over seed-vat" in out and result["speedup"] > 0

@@ -1,0 +1,552 @@
+"""Tests of the Hugging Face integration: VAT/AT on word embeddings and VATTrainer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
+
+from torchvat import RNGSnapshot, vat_loss
+from torchvat.core import categorical_kl
+from torchvat.integrations.hf import (
+    IGNORE_INDEX,
+    VATArguments,
+    VATTrainer,
+    embedding_batch,
+    hf_adversarial_loss,
+    hf_vat_loss,
+    hf_virtual_adversarial_perturbation,
+    supervised_cross_entropy,
+    symmetric_categorical_kl,
+    word_embeddings,
+)
+
+VOCAB, SEQ = 100, 10
+
+
+def tiny_bert(seed: int = 0, dropout: float = 0.0, hidden: int = 32) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        num_labels=2,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        initializer_range=0.2,  # larger than BERT's 0.02, so that random logits are not all ~0
+    )
+    return BertForSequenceClassification(cfg)
+
+
+def make_batch(n: int = 6, seed: int = 1) -> dict[str, torch.Tensor]:
+    """Token ids with trailing padding of varying length, two segments and labels."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (n, SEQ), generator=g)
+    lengths = torch.tensor([SEQ - (i % 4) * 2 for i in range(n)])
+    mask = (torch.arange(SEQ)[None, :] < lengths[:, None]).long()
+    tt = (torch.arange(SEQ)[None, :] >= 3).long() * mask
+    return {
+        "input_ids": ids * mask,
+        "attention_mask": mask,
+        "token_type_ids": tt,
+        "labels": torch.arange(n) % 2,
+    }
+
+
+class Spy(nn.Module):
+    """Wraps a model and records the ``inputs_embeds`` of every call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.seen: list[torch.Tensor] = []
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def forward(self, **kwargs):
+        self.seen.append(kwargs["inputs_embeds"].detach().clone())
+        return self.model(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def model() -> BertForSequenceClassification:
+    return tiny_bert().eval()
+
+
+@pytest.fixture
+def batch() -> dict[str, torch.Tensor]:
+    return make_batch()
+
+
+def make_trainer(tmp_path, model, vat_args=None, dataset=None, **args) -> VATTrainer:
+    targs = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        seed=0,
+        **args,
+    )
+    return VATTrainer(model=model, args=targs, train_dataset=dataset, vat_args=vat_args)
+
+
+# ---------------------------------------------------------------------------------------------
+# The embedding path
+
+
+def test_import_does_not_need_transformers():
+    code = "import sys, torchvat, torchvat.integrations.hf; assert 'transformers' not in sys.modules, 'imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_word_embeddings_is_the_input_embedding_layer_only(model, batch):
+    e = word_embeddings(model, batch["input_ids"])
+    assert torch.equal(e, model.bert.embeddings.word_embeddings(batch["input_ids"]))
+    assert e.shape == (6, SEQ, 32)
+    with pytest.raises(TypeError, match="input_ids must be an integer tensor"):
+        word_embeddings(model, batch["input_ids"].float())
+    with pytest.raises(TypeError, match="get_input_embeddings"):
+        word_embeddings(nn.Linear(2, 2), batch["input_ids"])
+
+
+def test_embedding_batch_replaces_ids_and_drops_labels(model, batch):
+    out = embedding_batch(model, batch)
+    assert set(out) == {"inputs_embeds", "attention_mask", "token_type_ids"}
+    again = embedding_batch(model, out)
+    assert again["inputs_embeds"] is out["inputs_embeds"]
+    with pytest.raises(ValueError, match="either input_ids or inputs_embeds, got both"):
+        embedding_batch(model, {**out, "input_ids": batch["input_ids"]})
+    with pytest.raises(ValueError, match="must hold input_ids or inputs_embeds"):
+        embedding_batch(model, {"attention_mask": batch["attention_mask"]})
+    with pytest.raises(TypeError, match="batch must be a mapping"):
+        embedding_batch(model, batch["input_ids"])
+
+
+def test_zero_perturbation_equals_input_ids_path(model, batch):
+    """No double position/token-type embeddings: the inputs_embeds path is the input_ids path."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        reference = model(**inputs, output_hidden_states=True)
+        ours = model(**embedding_batch(model, batch), output_hidden_states=True)
+        # the defect: feeding back the whole embedding module's output (word + position + token type, LayerNorm)
+        full = model.bert.embeddings(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"])
+        wrong = model(
+            inputs_embeds=full,
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+            output_hidden_states=True,
+        )
+    torch.testing.assert_close(ours.logits, reference.logits, rtol=0, atol=1e-7)
+    for h_ours, h_ref in zip(ours.hidden_states, reference.hidden_states, strict=True):
+        torch.testing.assert_close(h_ours, h_ref, rtol=0, atol=1e-6)
+    # hidden states are LayerNorm-ed (scale ~1): the double embedding moves them by O(1)
+    assert (wrong.hidden_states[0] - reference.hidden_states[0]).abs().max() > 0.1
+    assert (wrong.hidden_states[-1] - reference.hidden_states[-1]).abs().max() > 0.1
+    assert not torch.allclose(wrong.logits, reference.logits, rtol=0, atol=1e-5)
+
+
+def test_perturbed_pass_at_zero_perturbation_matches_input_ids_path(model, batch):
+    """The model calls made by the search see exactly the word embeddings (plus r)."""
+    spy = Spy(model)
+    r = hf_virtual_adversarial_perturbation(spy, batch, eps=1e-3, xi=1e-4)
+    clean = spy.seen[0]
+    torch.testing.assert_close(clean, word_embeddings(model, batch["input_ids"]), rtol=0, atol=0)
+    assert r.shape == clean.shape
+
+
+# ---------------------------------------------------------------------------------------------
+# Masking, norms and guards
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_padding_positions_are_never_perturbed(model, batch, norm):
+    eps = 0.7
+    r = hf_virtual_adversarial_perturbation(model, batch, eps=eps, norm=norm, n_power=2)
+    pad = batch["attention_mask"] == 0
+    assert pad.any() and (~pad).any()
+    assert r[pad].abs().max() == 0
+    assert (r[~pad].abs().amax(-1) > 0).all()
+    if norm == "l2":
+        # normalized over the whole sequence, not per token
+        torch.testing.assert_close(r.flatten(1).norm(dim=1), torch.full((6,), eps))
+        assert not torch.allclose(r[0].norm(dim=-1), r[0, :1].norm(dim=-1).expand(SEQ))
+    else:
+        torch.testing.assert_close(r[~pad].abs(), torch.full_like(r[~pad], eps))
+
+
+def test_explicit_mask_overrides_attention_mask(model, batch):
+    mask = batch["attention_mask"].clone()
+    mask[:, 0] = 0  # e.g. keep [CLS] fixed too
+    r = hf_virtual_adversarial_perturbation(model, batch, eps=1.0, mask=mask)
+    assert r[:, 0].abs().max() == 0
+    assert r[mask == 0].abs().max() == 0
+
+
+def test_vat_and_at_perturbed_passes_leave_padding_alone(model, batch):
+    spy = Spy(model)
+    clean = word_embeddings(model, batch["input_ids"]).detach()
+    pad = batch["attention_mask"] == 0
+    hf_vat_loss(spy, batch, eps=1.0)
+    hf_adversarial_loss(spy, batch, batch["labels"], eps=1.0)
+    assert len(spy.seen) >= 4
+    for seen in spy.seen:
+        assert (seen - clean)[pad].abs().max() == 0
+    assert (spy.seen[-1] - clean)[~pad].abs().max() > 0  # the adversarial pass did move the real tokens
+
+
+def test_hf_vat_loss_is_core_vat_loss_on_word_embeddings(model, batch):
+    inputs = {
+        "inputs_embeds": word_embeddings(model, batch["input_ids"]),
+        "attention_mask": batch["attention_mask"],
+        "token_type_ids": batch["token_type_ids"],
+    }
+    a = hf_vat_loss(model, batch, eps=0.5, reduction="none", generator=torch.Generator().manual_seed(3))
+    b = vat_loss(
+        model,
+        inputs,
+        eps=0.5,
+        input_key="inputs_embeds",
+        mask=batch["attention_mask"],
+        reduction="none",
+        generator=torch.Generator().manual_seed(3),
+    )
+    torch.testing.assert_close(a, b)
+    assert a.shape == (6,) and (a > 0).all()
+
+
+def test_search_leaves_parameter_grads_and_mode_untouched(batch):
+    model = tiny_bert(dropout=0.1).train()
+    grads = {}
+    for name, p in model.named_parameters():
+        p.grad = torch.randn_like(p)
+        grads[name] = p.grad.clone()
+    hf_virtual_adversarial_perturbation(model, batch, eps=1.0, n_power=2)
+    hf_virtual_adversarial_perturbation(model, batch, eps=1.0, probe="exact")
+    for name, p in model.named_parameters():
+        assert torch.equal(p.grad, grads[name]), name
+    assert model.training
+
+
+def test_gradients_reach_the_embedding_matrix_through_the_perturbed_pass(batch):
+    model = tiny_bert().train()
+    hf_vat_loss(model, batch, eps=1.0).backward()
+    g = model.bert.embeddings.word_embeddings.weight.grad
+    used = torch.unique(batch["input_ids"])
+    assert g[used].abs().sum() > 0
+    unused = torch.ones(VOCAB, dtype=torch.bool)
+    unused[used] = False
+    assert g[unused].abs().max() == 0
+
+
+def test_shared_clean_pass_replays_dropout(batch):
+    """With the clean pass's RNG snapshot the divergence at a tiny perturbation is ~0 despite dropout."""
+    model = tiny_bert(dropout=0.3).train()
+    inputs = embedding_batch(model, batch)
+    rng = RNGSnapshot.capture()
+    out = model(**inputs)
+    replayed = hf_vat_loss(model, inputs, logits=out, eps=1e-5, rng=rng, probe="finite_difference")
+    unreplayed = hf_vat_loss(model, inputs, logits=out, eps=1e-5)  # masks drawn afresh
+    assert replayed < 1e-6
+    assert unreplayed > 100 * max(replayed.item(), 1e-9)
+
+
+def test_symmetric_kl_and_linf_smart_variant(model, batch):
+    p, q = torch.randn(4, 3), torch.randn(4, 3)
+    torch.testing.assert_close(symmetric_categorical_kl(p, q), categorical_kl(p, q) + categorical_kl(q, p))
+    torch.testing.assert_close(symmetric_categorical_kl(p, q), symmetric_categorical_kl(q, p))
+    assert symmetric_categorical_kl(p, p).abs().max() < 1e-6
+    lds = hf_vat_loss(model, batch, eps=0.05, norm="linf", divergence=symmetric_categorical_kl, reduction="none")
+    kl = hf_vat_loss(model, batch, eps=0.05, norm="linf", reduction="none", generator=torch.Generator().manual_seed(0))
+    assert lds.shape == kl.shape == (6,)
+    assert torch.isfinite(lds).all() and (lds > 0).all()
+
+
+def test_hf_adversarial_loss_exceeds_clean_loss_and_ignores_unlabeled(model, batch):
+    labels = batch["labels"].clone()
+    with torch.no_grad():
+        clean = F.cross_entropy(model(**embedding_batch(model, batch)).logits, labels, reduction="none")
+    adv = hf_adversarial_loss(model, batch, labels, eps=1.0, reduction="none")
+    assert (adv > clean).all()
+    labels[:3] = IGNORE_INDEX
+    adv = hf_adversarial_loss(model, batch, labels, eps=1.0, reduction="none")
+    assert torch.equal(adv[:3], torch.zeros(3))
+    assert (adv[3:] > clean[3:]).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# VATArguments and the supervised term
+
+
+def test_vat_arguments_validation():
+    assert VATArguments().uses_vat and not VATArguments().uses_at
+    assert VATArguments(method="at").uses_at and not VATArguments(method="at").uses_vat
+    assert not VATArguments(alpha=0.0).uses_vat
+    with pytest.raises(ValueError, match="method must be one of 'vat', 'at', 'vat\\+at', got 'x'"):
+        VATArguments(method="x")
+    with pytest.raises(ValueError, match="eps must be a finite number >= 0, got -1"):
+        VATArguments(eps=-1.0)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        VATArguments(norm="l1")
+    with pytest.raises(ValueError, match="divergence must be one of 'kl', 'symmetric_kl', got 'js'"):
+        VATArguments(divergence="js")
+    with pytest.raises(ValueError, match="vat_on must be one of"):
+        VATArguments(vat_on="labeled")
+    with pytest.raises(ValueError, match="at_eps must be a finite number >= 0"):
+        VATArguments(at_eps=float("nan"))
+    with pytest.raises(ValueError, match="n_power must be an integer >= 0"):
+        VATArguments(n_power=-1)
+
+
+def test_supervised_cross_entropy_averages_over_labeled_rows():
+    z = torch.randn(5, 3, requires_grad=True)
+    y = torch.tensor([0, IGNORE_INDEX, 2, IGNORE_INDEX, 1])
+    keep = y != IGNORE_INDEX
+    torch.testing.assert_close(supervised_cross_entropy(z, y), F.cross_entropy(z[keep], y[keep]))
+    none = supervised_cross_entropy(z, torch.full((5,), IGNORE_INDEX))
+    assert none.item() == 0 and none.requires_grad
+    with pytest.raises(TypeError, match="labels must be an integer tensor"):
+        supervised_cross_entropy(z, y.float())
+    with pytest.raises(ValueError, match="labels must have shape \\[5\\]"):
+        supervised_cross_entropy(z, y[:4])
+
+
+# ---------------------------------------------------------------------------------------------
+# VATTrainer
+
+
+def test_trainer_rejects_bad_vat_args(tmp_path):
+    with pytest.raises(TypeError, match="vat_args must be a VATArguments or None, got dict"):
+        make_trainer(tmp_path, tiny_bert(), vat_args={"eps": 1.0})
+
+
+def test_unlabeled_rows_contribute_only_the_vat_term(tmp_path, batch):
+    model = tiny_bert().train()  # no dropout: rows are independent
+    trainer = make_trainer(tmp_path, model, VATArguments(method="vat+at", eps=0.5))
+    inputs = dict(batch)
+    inputs["labels"] = torch.tensor([0, 1, 1, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX])
+    torch.manual_seed(0)
+    terms, outputs = trainer.compute_loss_terms(model, inputs)
+    assert set(terms) == {"supervised", "vat", "at"}
+    keep = inputs["labels"] != IGNORE_INDEX
+    torch.testing.assert_close(terms["supervised"], F.cross_entropy(outputs.logits[keep], inputs["labels"][keep]))
+
+    # new tokens in the unlabeled rows: supervised and AT terms do not move, VAT does
+    changed = dict(inputs)
+    changed["input_ids"] = inputs["input_ids"].clone()
+    changed["input_ids"][3:] = torch.randint(1, VOCAB, (3, SEQ)) * inputs["attention_mask"][3:]
+    torch.manual_seed(0)
+    terms2, _ = trainer.compute_loss_terms(model, changed)
+    torch.testing.assert_close(terms2["supervised"], terms["supervised"])
+    torch.testing.assert_close(terms2["at"], terms["at"])
+    assert not torch.allclose(terms2["vat"], terms["vat"])
+
+    # an all-unlabeled batch: the loss is alpha * VAT alone
+    trainer.vat_args = VATArguments(method="vat+at", eps=0.5, alpha=2.0)
+    inputs["labels"] = torch.full((6,), IGNORE_INDEX)
+    torch.manual_seed(0)
+    terms3, _ = trainer.compute_loss_terms(model, inputs)
+    assert set(terms3) == {"supervised", "vat"}
+    assert terms3["supervised"].item() == 0
+    torch.manual_seed(0)
+    loss = trainer.compute_loss(model, inputs)
+    torch.testing.assert_close(loss, 2.0 * terms3["vat"])
+    assert loss > 0
+
+
+def test_vat_on_unlabeled_ignores_labeled_rows(tmp_path, batch):
+    model = tiny_bert().train()
+    trainer = make_trainer(tmp_path, model, VATArguments(eps=0.5, vat_on="unlabeled"))
+    inputs = dict(batch)
+    inputs["labels"] = torch.tensor([0, 1, 1, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX])
+    torch.manual_seed(0)
+    terms, _ = trainer.compute_loss_terms(model, inputs)
+    torch.manual_seed(0)
+    lds = hf_vat_loss(model, batch, eps=0.5, reduction="none")
+    torch.testing.assert_close(terms["vat"], lds[3:].mean())
+    inputs["labels"] = torch.tensor([0, 1, 1, 0, 1, 0])  # no unlabeled rows: no VAT term at all
+    terms, _ = trainer.compute_loss_terms(model, inputs)
+    assert set(terms) == {"supervised"}
+
+
+def test_eval_mode_and_num_items_in_batch(tmp_path, batch):
+    model = tiny_bert().train()
+    trainer = make_trainer(tmp_path, model, VATArguments(method="vat+at"))
+    torch.manual_seed(0)
+    a = trainer.compute_loss(model, batch)
+    torch.manual_seed(0)
+    b, outputs = trainer.compute_loss(model, batch, return_outputs=True, num_items_in_batch=torch.tensor(123))
+    torch.testing.assert_close(a, b)
+    assert outputs.logits.shape == (6, 2)
+    model.eval()
+    c = trainer.compute_loss(model, batch)
+    assert set(trainer.last_loss_terms) == {"supervised"}
+    torch.testing.assert_close(c, F.cross_entropy(model(**embedding_batch(model, batch)).logits, batch["labels"]))
+
+
+def _dataset(n: int = 16, unlabeled_from: int = 8) -> list[dict[str, torch.Tensor]]:
+    b = make_batch(n, seed=5)
+    rows = []
+    for i in range(n):
+        label = b["labels"][i] if i < unlabeled_from else torch.tensor(IGNORE_INDEX)
+        rows.append({"input_ids": b["input_ids"][i], "attention_mask": b["attention_mask"][i], "labels": label})
+    return rows
+
+
+@pytest.mark.parametrize(
+    "vat_args",
+    [
+        VATArguments(method="vat+at", eps=1.0),
+        VATArguments(method="vat", eps=0.1, norm="linf", divergence="symmetric_kl", n_power=2),
+    ],
+    ids=["vat+at", "smart"],
+)
+def test_one_training_step_changes_weights(tmp_path, vat_args):
+    model = tiny_bert(dropout=0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = make_trainer(tmp_path, model, vat_args, dataset=_dataset())
+    trainer.train()
+    assert trainer.state.global_step == 1
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert "bert.embeddings.word_embeddings.weight" in changed
+    assert "classifier.weight" in changed
+    expected = {"supervised", "vat"} | ({"at"} if vat_args.uses_at else set())
+    assert set(trainer.last_loss_terms) == expected
+    assert all(torch.isfinite(v) for v in trainer.last_loss_terms.values())
+    assert trainer.last_loss_terms["vat"] > 0
+    logged = trainer.state.log_history[0]
+    for k in expected:
+        assert logged[f"loss_{k}"] == pytest.approx(trainer.last_loss_terms[k].item(), rel=1e-4, abs=1e-6)
+    weights = {"supervised": 1.0, "vat": vat_args.alpha, "at": vat_args.at_alpha}
+    total = sum(weights[k] * trainer.last_loss_terms[k].item() for k in expected)
+    assert logged["loss"] == pytest.approx(total, rel=1e-4)
+    if vat_args.uses_at:  # evaluation goes through compute_loss too: supervised term only
+        metrics = trainer.evaluate(eval_dataset=_dataset(8, unlabeled_from=8))
+        model.eval()
+        batch = {k: torch.stack([r[k] for r in _dataset(8, unlabeled_from=8)]) for k in ("input_ids", "attention_mask")}
+        with torch.no_grad():
+            expected_loss = F.cross_entropy(model(**batch).logits, make_batch(8, seed=5)["labels"])
+        assert metrics["eval_loss"] == pytest.approx(expected_loss.item(), rel=1e-4)
+
+
+def test_alpha_zero_trainer_equals_plain_supervised_step(tmp_path):
+    """With the regularizers off, a VATTrainer step is a supervised step on the labeled rows."""
+    data = _dataset(8, unlabeled_from=5)  # one batch: 5 labeled rows, 3 unlabeled
+    model = tiny_bert()
+    make_trainer(
+        tmp_path, model, VATArguments(method="vat+at", alpha=0.0, at_alpha=0.0), data, max_grad_norm=0.0, optim="sgd"
+    ).train()
+
+    ref = tiny_bert()
+    opt = torch.optim.SGD(ref.parameters(), lr=1e-3)
+    batch = {k: torch.stack([r[k] for r in data[:5]]) for k in data[0]}
+    out = ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    F.cross_entropy(out.logits, batch["labels"]).backward()
+    opt.step()
+    moved = 0
+    for (k, p), q in zip(model.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, msg=k, rtol=1e-4, atol=1e-6)
+        moved += not torch.equal(q, tiny_bert().state_dict()[k]) if k.startswith("classifier") else 0
+    assert moved == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# A short semi-supervised run
+
+
+class NormalizedEmbedding(nn.Embedding):
+    """Unit-norm word vectors: a simple form of the embedding normalization of Miyato et al. 2017."""
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return F.normalize(super().forward(input_ids), dim=-1)
+
+
+class BagOfEmbeddings(nn.Module):
+    """A tiny text classifier with the Hugging Face calling convention (``inputs_embeds``, ``.logits``)."""
+
+    def __init__(self, vocab: int, dim: int = 16, hidden: int = 32) -> None:
+        super().__init__()
+        self.embed = NormalizedEmbedding(vocab, dim)
+        self.head = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Dropout(0.1), nn.Linear(hidden, 2))
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embed
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None):
+        e = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        m = attention_mask.unsqueeze(-1).to(e.dtype)
+        return {"logits": self.head((e * m).sum(1) / m.sum(1))}
+
+
+def topic_sequences(n: int, g: torch.Generator, per_class: int | None = None):
+    """Class 0 sequences use tokens 10-54, class 1 tokens 55-99, with 30% shared filler tokens 2-9."""
+    y = torch.arange(n) % 2 if per_class else torch.randint(0, 2, (n,), generator=g)
+    topic = torch.randint(0, 45, (n, SEQ), generator=g) + 10 + 45 * y[:, None]
+    filler = torch.randint(2, 10, (n, SEQ), generator=g)
+    ids = torch.where(torch.rand(n, SEQ, generator=g) < 0.3, filler, topic)
+    lengths = torch.randint(SEQ // 2, SEQ + 1, (n,), generator=g)
+    mask = (torch.arange(SEQ)[None, :] < lengths[:, None]).long()
+    return ids * mask, mask, y
+
+
+def semi_supervised_accuracy(seed: int, alpha: float, steps: int = 200) -> float:
+    g = torch.Generator().manual_seed(seed)
+    xl, ml, yl = topic_sequences(16, g, per_class=8)  # 16 labeled (balanced)
+    xu, mu, _ = topic_sequences(1024, g)  # 1024 unlabeled
+    xt, mt, yt = topic_sequences(2000, g)  # held out
+    torch.manual_seed(seed)
+    model = BagOfEmbeddings(VOCAB)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    directions = torch.Generator().manual_seed(seed + 1000)
+    for _ in range(steps):
+        model.train()
+        iu = torch.randint(0, len(xu), (64,), generator=g)
+        batch = embedding_batch(
+            model, {"input_ids": torch.cat([xl, xu[iu]]), "attention_mask": torch.cat([ml, mu[iu]])}
+        )
+        rng = RNGSnapshot.capture()
+        out = model(**batch)  # one clean pass: supervised loss and VAT target
+        loss = F.cross_entropy(out["logits"][: len(xl)], yl)
+        if alpha > 0:
+            loss = loss + alpha * hf_vat_loss(model, batch, logits=out, eps=1.0, rng=rng, generator=directions)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        pred = model(input_ids=xt, attention_mask=mt)["logits"].argmax(1)
+    return (pred == yt).float().mean().item()
+
+
+@pytest.mark.slow
+def test_vat_beats_supervised_with_few_labels():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seeds = range(3)
+        supervised = [semi_supervised_accuracy(s, alpha=0.0) for s in seeds]
+        vat = [semi_supervised_accuracy(s, alpha=1.0) for s in seeds]
+    finally:
+        torch.set_num_threads(threads)
+    mean_sup, mean_vat = sum(supervised) / 3, sum(vat) / 3
+    assert mean_vat > mean_sup + 0.03, (supervised, vat)
+    assert mean_vat > 0.9, vat
