@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3.11}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[vision,tensorboard,dev]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[all,dev]"
 if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
     || echo "bootstrap: could not install dataset-fashion-mnist; Fashion-MNIST tests will fail" >&2
