@@ -44,7 +44,8 @@ from torchvat.data import (
     select_labels,
 )
 from torchvat.models import build_model, default_model_name
-from torchvat.train import TrainConfig, Trainer, TrainResult, seed_everything
+from torchvat.train import TrainConfig, Trainer, TrainResult, is_main_process, seed_everything
+from torchvat.train.distributed import rank, rank_seed
 
 __all__ = [
     "AUGMENT",
@@ -480,7 +481,8 @@ def train_run(
     seed_everything(seed)
     model, model_name = build_run_model(config.model, data.input_shape, data.n_classes)
     train_cfg = config.train.replace(out_dir=str(out), progress=progress)
-    trainer = Trainer(model, data, config=train_cfg, augment=build_augment(config.data, seed))
+    augment_seed = seed if rank() == 0 else rank_seed(seed, rank(), 4)  # own augmentations per process
+    trainer = Trainer(model, data, config=train_cfg, augment=build_augment(config.data, augment_seed))
     resolved_data = dataclasses.replace(config.data, seed=config.data.seed if config.data.seed is not None else seed)
     eps = trainer.eps if trainer.eps is not None else config.train.eps
     resolved = RunConfig(
@@ -488,7 +490,6 @@ def train_run(
         model=ModelSpec(name=model_name, kwargs=dict(config.model.kwargs)),
         train=config.train.replace(eps=eps, out_dir=None),
     )
-    (out / CONFIG_FILE).write_text(resolved.to_toml(), encoding="utf-8")
     run_info = {
         "torchvat_version": torchvat.__version__,
         "model": {"name": model_name, "kwargs": dict(config.model.kwargs)},
@@ -502,7 +503,9 @@ def train_run(
         "seed": seed,
         "config": CONFIG_FILE,
     }
-    (out / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+    if is_main_process():  # distributed: rank 0 writes the run folder
+        (out / CONFIG_FILE).write_text(resolved.to_toml(), encoding="utf-8")
+        (out / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
     if on_ready is not None:
         on_ready(trainer, resolved)
     start = time.perf_counter()

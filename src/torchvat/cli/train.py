@@ -31,7 +31,8 @@ from torchvat.data import available_datasets
 from torchvat.models import available_models
 from torchvat.recipes import available_recipes, load_recipe
 from torchvat.report import Report, plot_learning_curves, text_table
-from torchvat.train import TrainConfig, Trainer, available_methods
+from torchvat.train import TrainConfig, Trainer, available_methods, is_main_process
+from torchvat.train.distributed import broadcast_object, destroy_distributed, init_distributed
 
 __all__ = ["add_parser", "list_recipes", "resolve_config", "run_train", "train_command", "write_train_report"]
 
@@ -369,6 +370,8 @@ def run_train(
         elif config.data.path is None and not config.data.download:
             hint = "; use --download to fetch it (torchvision) or --data-root DIR"
         raise FileNotFoundError(f"{err}{hint}") from err
+    if not is_main_process():  # distributed: rank 0 writes the report and prints
+        return outcome
     report = write_train_report(outcome, recipe=recipe)
     headers, rows = _summary_rows(outcome)
     say(text_table(headers, rows) if rows else "no held-out data: nothing evaluated")
@@ -389,7 +392,14 @@ def train_command(args: argparse.Namespace) -> int:
         print(list_recipes())
         return 0
     config, out, resume = resolve_config(args)
-    with threads(args.threads):
-        outcome = run_train(config, out, resume=resume, recipe=args.recipe)
+    # under torchrun: one process group for the run; every process uses rank 0's run folder
+    owns_group = init_distributed(config.train.device)
+    try:
+        out = Path(broadcast_object(str(out)))
+        with threads(args.threads):
+            outcome = run_train(config, out, resume=resume, recipe=args.recipe, quiet=not is_main_process())
+    finally:
+        if owns_group:
+            destroy_distributed()
     final = outcome.result.final
     return 0 if not final or all(math.isfinite(v) for v in final.values() if isinstance(v, float)) else 1

@@ -7,6 +7,9 @@
   :class:`Checkpoint`, :class:`TensorBoardLogger`.
 - :func:`save_checkpoint` / :func:`load_checkpoint` (atomic writes, ``weights_only`` loads),
   :func:`select_device`, :func:`seed_everything`.
+- :func:`compute_method_loss`: the forward half of one training step (clean passes, the
+  method's terms, their weighted sum), shared with the Lightning integration.
+- :mod:`torchvat.train.distributed`: data-parallel helpers (``torchrun``, DDP, sharded batches).
 """
 
 from torchvat.train.callbacks import (
@@ -42,7 +45,7 @@ from torchvat.train.methods import (
     unregister_method,
 )
 from torchvat.train.optim import IterationSchedule, build_optimizer, warmup_factor
-from torchvat.train.trainer import CollapseWarning, Trainer, TrainResult
+from torchvat.train.trainer import CollapseWarning, Trainer, TrainResult, compute_method_loss
 
 __all__ = [
     "AdversarialTraining",
@@ -66,6 +69,7 @@ __all__ = [
     "VirtualAdversarialTraining",
     "available_methods",
     "build_optimizer",
+    "compute_method_loss",
     "get_method",
     "get_rng_state",
     "is_main_process",

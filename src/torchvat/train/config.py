@@ -89,6 +89,9 @@ class TrainConfig:
         out_dir: Directory for ``metrics.jsonl`` and checkpoints (``None``: write nothing).
         progress: Whether to show a progress bar (only on a terminal).
         tensorboard: Whether to log to TensorBoard in ``out_dir/tensorboard``.
+        sync_batchnorm: In a distributed run, replace the model's BatchNorm layers by
+            ``torch.nn.SyncBatchNorm`` (statistics over the global batch; CUDA only). Ignored
+            in a single process.
         extra: More keyword arguments for the method's factory (options of methods added with
             :func:`~torchvat.train.register_method`).
 
@@ -140,6 +143,7 @@ class TrainConfig:
     out_dir: str | None = None
     progress: bool = True
     tensorboard: bool = False
+    sync_batchnorm: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -193,7 +197,7 @@ class TrainConfig:
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be 'auto' or a device string, got {self.device!r}")
         _check_choice("amp", self.amp, AMP)
-        for name in ("compile", "progress", "tensorboard"):
+        for name in ("compile", "progress", "tensorboard", "sync_batchnorm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.out_dir is not None and not isinstance(self.out_dir, str):

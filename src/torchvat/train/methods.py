@@ -267,6 +267,8 @@ class VirtualAdversarialTraining(Method):
 
     name = "vat"
     term = "vat"
+    #: the likelihood of the model's output (see :func:`torchvat.vat_loss`); subclasses may change it
+    likelihood = "categorical"
 
     def __init__(
         self,
@@ -330,6 +332,7 @@ class VirtualAdversarialTraining(Method):
             xi=self.xi,
             n_power=self.n_power,
             norm=self.norm,
+            likelihood=self.likelihood,
             probe=self.probe,
             generator=clean.generator,
             rng=rng,
@@ -442,6 +445,8 @@ class AdversarialTraining(Method):
     """
 
     name = "at"
+    #: per-sample supervised loss of the adversarial term (``None``: cross entropy)
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None
 
     def __init__(self, eps: float | None = None, alpha: float = 1.0, norm: str = "l2") -> None:
         _check_weight("alpha", alpha)
@@ -479,6 +484,7 @@ class AdversarialTraining(Method):
             logits=clean.labeled_logits if reuse else None,
             eps=self.eps,
             norm=self.norm,
+            loss_fn=self.loss_fn,
             rng=clean.rng,
         )
 

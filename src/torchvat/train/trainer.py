@@ -33,10 +33,21 @@ from torchvat.train.checkpoint import (
     set_rng_state,
 )
 from torchvat.train.config import TrainConfig
+from torchvat.train.distributed import (
+    ShardedBatchSampler,
+    all_reduce_mean,
+    any_process,
+    broadcast_buffers,
+    init_distributed,
+    rank_seed,
+    resolve_device,
+    world_size,
+    wrap_model,
+)
 from torchvat.train.methods import Batch, CleanPass, Method, get_method
 from torchvat.train.optim import IterationSchedule, build_optimizer, warmup_factor
 
-__all__ = ["CollapseWarning", "TrainResult", "Trainer"]
+__all__ = ["CollapseWarning", "TrainResult", "Trainer", "compute_method_loss"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +103,14 @@ class _Accumulator:
         self.count += 1
 
     def means(self) -> dict[str, float]:
+        """Means since the last reset, averaged over the processes when distributed.
+
+        Every process has the same keys and count (same iterations, same per-process batch
+        size), so the mean of the per-process means is the mean over the global batches.
+        """
         if not self.sums:
             return {}
-        values = torch.stack(list(self.sums.values())).div(self.count).tolist()
+        values = all_reduce_mean(torch.stack(list(self.sums.values())).div(self.count)).tolist()
         return dict(zip(self.sums, values, strict=True))
 
     def reset(self) -> None:
@@ -110,11 +126,14 @@ class _Accumulator:
 
 def _seed_for(seed: int, rank: int, stream: int) -> int:
     """Independent 63-bit seeds for the samplers and the method's generator."""
-    return int(np.random.SeedSequence([seed, rank, stream]).generate_state(2, np.uint64)[0] >> 1)
+    return rank_seed(seed, rank, stream)
 
 
 def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+_GLOBAL_STREAM = 3  # the per-rank seed of the global generators of ranks > 0
 
 
 def _as_tensor(name: str, value: Any) -> Tensor | None:
@@ -125,6 +144,73 @@ def _as_tensor(name: str, value: Any) -> Tensor | None:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
     return value
+
+
+def compute_method_loss(
+    model: nn.Module,
+    method: Method,
+    batch: Batch,
+    weights: Mapping[str, float],
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, dict[str, Tensor], CleanPass]:
+    """The clean passes, the method's terms and their weighted sum for one batch (no backward).
+
+    This is the forward half of :meth:`Trainer.train_step`, shared with the Lightning
+    integration: the clean passes cover every row once (one joint pass, or labeled and
+    unlabeled passes, as the method asks); the random state is captured before each so the
+    method's probe and perturbed passes replay the same dropout masks.
+
+    Args:
+        model: The model to call (possibly compiled or DDP-wrapped), in training mode.
+        method: The training method.
+        batch: The batch, on the model's device.
+        weights: Weight of each term (e.g. :meth:`Trainer.loss_weights`).
+        generator: Generator for the method's random draws (random starts).
+
+    Returns:
+        ``(loss, terms, clean)``: the weighted sum, the named terms and the clean pass.
+
+    Raises:
+        ValueError: If the method returns a term that has no weight.
+
+    Example:
+        >>> from torchvat.train import get_method
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2))
+        >>> method = get_method("vat", eps=0.5)
+        >>> batch = Batch(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]), torch.randn(16, 2))
+        >>> loss, terms, clean = compute_method_loss(model, method, batch, method.weights)
+        >>> sorted(terms), clean.separate
+        (['ce', 'vat'], True)
+    """
+    n_labeled = batch.x_labeled.shape[0]
+    device = batch.x_labeled.device
+    joint = batch.x_unlabeled is not None and method.joint_clean_pass
+    x = torch.cat([batch.x_labeled, batch.x_unlabeled]) if joint else batch.x_labeled
+    if method.needs_input_grad:
+        x = x.detach().requires_grad_(True)
+
+    # Clean passes: every row once. The generator state is captured before each pass so the
+    # method's probe and perturbed passes replay the same dropout masks. A search's target
+    # comes from a pass with the batch composition of its perturbed passes (BatchNorm).
+    rng = RNGSnapshot.capture(device)
+    logits = model(x)
+    clean = CleanPass(x=x, logits=logits, n_labeled=n_labeled, rng=rng, generator=generator)
+    if batch.x_unlabeled is not None and not joint:
+        clean.unlabeled_rng = RNGSnapshot.capture(device)
+        clean.unlabeled_x = batch.x_unlabeled
+        with torch.set_grad_enabled(method.needs_unlabeled_grad):
+            clean.unlabeled_logits = model(batch.x_unlabeled)
+    # the method's perturbation search and perturbed pass -> named loss terms
+    terms = method.loss_terms(model, batch, clean)
+    unknown = sorted(set(terms) - set(weights))
+    if unknown:
+        raise ValueError(
+            f"method {method.name!r} returned terms {unknown} without a weight; its weights are {method.weights}"
+        )
+    loss: Tensor = sum(weights[name] * term for name, term in terms.items())  # type: ignore[assignment]
+    return loss, terms, clean
 
 
 class Trainer:
@@ -145,6 +231,19 @@ class Trainer:
 
     A regularizer with weight 0 is switched off (see :mod:`torchvat.train.methods`), so
     ``method="vat", alpha=0`` runs exactly the supervised iterations.
+
+    Distributed (data-parallel) training: when the process was started by ``torchrun`` (or the
+    default process group is already initialized) with more than one process, the trainer
+    initializes the group if needed (``nccl`` on CUDA, ``gloo`` otherwise), trains on
+    ``cuda:LOCAL_RANK`` for a CUDA device, wraps the model in
+    :class:`~torch.nn.parallel.DistributedDataParallel` (:attr:`forward_model`; :attr:`model`
+    stays the plain module, as saved in checkpoints), and gives each process its slice of one
+    global batch stream (:class:`~torchvat.train.distributed.ShardedBatchSampler`):
+    ``batch_size`` and ``unlabeled_batch_size`` are per process. Training metrics are averaged
+    over the processes before they are logged, evaluation shards the held-out rows and sums
+    over the processes, and only rank 0 writes files or shows the progress bar. A stop request
+    (:attr:`should_stop`) takes effect at the next logging or evaluation iteration, when every
+    process agrees on it. See ``docs/distributed.md``.
 
     Args:
         model: A classifier returning logits ``[B, n_classes]``. It is moved to the device.
@@ -204,9 +303,19 @@ class Trainer:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            raise TypeError(
+                "model must be the plain module, got a DistributedDataParallel wrapper; "
+                "pass wrapper.module (the trainer wraps it itself when distributed)"
+            )
         cfg = self._make_config(config, method, options)
         self.config = cfg
-        self.device = select_device(cfg.device)
+        device = select_device(cfg.device)
+        #: whether this trainer initialized the process group (torchrun environment)
+        self.initialized_process_group = init_distributed(device)
+        self.device = resolve_device(device)
+        self.world_size = world_size()
+        self.rank = _rank()
         self.augment = augment
         if augment is not None and not callable(augment):
             raise TypeError(f"augment must be callable or None, got {type(augment).__name__}")
@@ -249,26 +358,25 @@ class Trainer:
         for key, value in tensors.items():
             setattr(self, key, None if value is None else value.to(self.device))
         self.model = model.to(self.device)
-        self.forward_model: nn.Module = torch.compile(model) if cfg.compile else model
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
+        if self.world_size > 1:
+            # every training forward goes through the wrapper; see docs/distributed.md
+            self.ddp = wrap_model(self.model, self.device, sync_batchnorm=cfg.sync_batchnorm)  # type: ignore[assignment]
+            self.model = self.ddp.module
+            self.forward_model: nn.Module = torch.compile(self.ddp) if cfg.compile else self.ddp
+            self._eval_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model
+        else:
+            self.forward_model = torch.compile(model) if cfg.compile else model
+            self._eval_model = self.forward_model
         self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = IterationSchedule(self.optimizer, cfg)
 
-        rank = _rank()
-        self.labeled_sampler = InfiniteBatchSampler(
-            int(self.x_labeled.shape[0]),
-            cfg.batch_size,
-            seed=_seed_for(cfg.seed, rank, 0),
-            device=self.device,
-        )
+        rank = self.rank
+        self.labeled_sampler = self._sampler(int(self.x_labeled.shape[0]), cfg.batch_size, 0)
         self.unlabeled_sampler = (
             None
             if self.x_unlabeled is None
-            else InfiniteBatchSampler(
-                int(self.x_unlabeled.shape[0]),
-                cfg.unlabeled_batch_size,
-                seed=_seed_for(cfg.seed, rank, 1),
-                device=self.device,
-            )
+            else self._sampler(int(self.x_unlabeled.shape[0]), cfg.unlabeled_batch_size, 1)
         )
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(_seed_for(cfg.seed, rank, 2))
@@ -286,8 +394,19 @@ class Trainer:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
         seed_everything(cfg.seed)
+        if self.rank > 0:  # independent dropout masks on every process
+            seed_everything(_seed_for(cfg.seed, self.rank, _GLOBAL_STREAM))
 
     # ------------------------------------------------------------------ setup
+    def _sampler(self, n: int, batch_size: int, stream: int) -> InfiniteBatchSampler | ShardedBatchSampler:
+        """One process's batch stream: its slice of the global stream when distributed."""
+        seed = _seed_for(self.config.seed, 0, stream)  # the same global stream on every process
+        if self.world_size == 1:
+            return InfiniteBatchSampler(n, batch_size, seed=seed, device=self.device)
+        return ShardedBatchSampler(
+            n, batch_size, rank=self.rank, world_size=self.world_size, seed=seed, device=self.device
+        )
+
     @staticmethod
     def _make_config(
         config: TrainConfig | Mapping[str, Any] | None, method: Any, options: dict[str, Any]
@@ -404,35 +523,10 @@ class Trainer:
             ValueError: If the method returns a term that has no weight.
         """
         self.model.train()
-        method = self.method
-        n_labeled = batch.x_labeled.shape[0]
-        joint = batch.x_unlabeled is not None and method.joint_clean_pass
-        x = torch.cat([batch.x_labeled, batch.x_unlabeled]) if joint else batch.x_labeled
-        if method.needs_input_grad:
-            x = x.detach().requires_grad_(True)
-
-        # Clean passes: every row once. The generator state is captured before each pass so the
-        # method's probe and perturbed passes replay the same dropout masks. A search's target
-        # comes from a pass with the batch composition of its perturbed passes (BatchNorm).
-        rng = RNGSnapshot.capture(self.device)
         with self._autocast():
-            logits = self.forward_model(x)
-            clean = CleanPass(x=x, logits=logits, n_labeled=n_labeled, rng=rng, generator=self.generator)
-            if batch.x_unlabeled is not None and not joint:
-                clean.unlabeled_rng = RNGSnapshot.capture(self.device)
-                clean.unlabeled_x = batch.x_unlabeled
-                with torch.set_grad_enabled(method.needs_unlabeled_grad):
-                    clean.unlabeled_logits = self.forward_model(batch.x_unlabeled)
-            # the method's perturbation search and perturbed pass -> named loss terms
-            terms = method.loss_terms(self.forward_model, batch, clean)
-            weights = self.loss_weights()
-            unknown = sorted(set(terms) - set(weights))
-            if unknown:
-                raise ValueError(
-                    f"method {self.method.name!r} returned terms {unknown} without a weight; "
-                    f"its weights are {self.method.weights}"
-                )
-            loss: Tensor = sum(weights[name] * term for name, term in terms.items())  # type: ignore[assignment]
+            loss, terms, clean = compute_method_loss(
+                self.forward_model, self.method, batch, self.loss_weights(), generator=self.generator
+            )
 
         # one backward, one optimizer step
         self.optimizer.zero_grad(set_to_none=True)
@@ -460,8 +554,9 @@ class Trainer:
             self.load_state_dict(load_checkpoint(resume))
         cfg = self.config
         self.should_stop = False
+        stop = False
         self._call("on_train_begin")
-        while self.step < cfg.iterations and not self.should_stop:
+        while self.step < cfg.iterations and not stop:
             self._call("on_step_begin", step=self.step)
             metrics = self.train_step(self.next_batch())
             self.step += 1
@@ -475,7 +570,12 @@ class Trainer:
             if evaluated:
                 self._evaluate_held_out()
             self._call("on_step_end", step=self.step, metrics=metrics, logs=logs, evaluated=evaluated)
+            if self.world_size == 1:
+                stop = self.should_stop
+            elif logs is not None or evaluated:  # iterations that synchronize anyway
+                stop = self.should_stop = any_process(self.should_stop, self.device)
         self.schedule.apply(self.step)  # the optimizer now shows the values after the last step
+        broadcast_buffers(self.model)  # every process ends with rank 0's model
         result = TrainResult(
             history=[dict(r) for r in self.history],
             final=dict(self.history[-1]) if self.history else {},
@@ -493,6 +593,7 @@ class Trainer:
 
     # ------------------------------------------------------------- evaluation
     def _evaluate_held_out(self) -> None:
+        broadcast_buffers(self.model)  # rank 0's BatchNorm statistics on every process
         record: dict[str, float] = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"]}
         record.update({f"train_{k}": v for k, v in self._eval_acc.means().items()})
         self._eval_acc.reset()
@@ -546,7 +647,7 @@ class Trainer:
             outs = []
             for start in range(0, x.shape[0], bs):
                 with self._autocast():
-                    outs.append(self.forward_model(x[start : start + bs].to(self.device)).float())
+                    outs.append(self._eval_model(x[start : start + bs].to(self.device)).float())
             return torch.cat(outs) if outs else torch.empty(0, device=self.device)
         finally:
             self.model.train(was_training)
@@ -566,7 +667,9 @@ class Trainer:
     def evaluate(self, x: Tensor, y: Tensor, batch_size: int | None = None) -> dict[str, float]:
         """Error, accuracy and mean cross-entropy on ``(x, y)``.
 
-        Sums and counts are reduced across processes (when distributed) before dividing.
+        When distributed, every process must call this with the same ``(x, y)``: each one
+        evaluates its share of the rows (``x[rank::world_size]``) and the sums and counts are
+        reduced across the processes before dividing.
 
         Args:
             x: Inputs ``[N, ...]``.
@@ -582,16 +685,21 @@ class Trainer:
         x, y = _as_tensor("x", x), _as_tensor("y", y)
         if x.shape[0] != y.shape[0] or x.shape[0] == 0:
             raise ValueError(f"x and y must have the same, non-zero number of rows, got {x.shape[0]} and {y.shape[0]}")
-        logits = self.predict_logits(x, batch_size)
+        if self.world_size > 1:
+            x, y = x[self.rank :: self.world_size], y[self.rank :: self.world_size]
         y = y.to(self.device).long()
-        sums = torch.stack(
-            [
-                F.cross_entropy(logits, y, reduction="sum"),
-                (logits.argmax(1) == y).sum().float(),
-                torch.tensor(float(y.shape[0]), device=self.device),
-            ]
-        )
-        if dist.is_available() and dist.is_initialized():
+        if y.shape[0] == 0:  # fewer rows than processes
+            sums = torch.zeros(3, device=self.device)
+        else:
+            logits = self.predict_logits(x, batch_size)
+            sums = torch.stack(
+                [
+                    F.cross_entropy(logits, y, reduction="sum"),
+                    (logits.argmax(1) == y).sum().float(),
+                    torch.tensor(float(y.shape[0]), device=self.device),
+                ]
+            )
+        if self.world_size > 1:
             dist.all_reduce(sums)
         loss, correct, n = sums.tolist()
         return {"error": 1.0 - correct / n, "accuracy": correct / n, "loss": loss / n, "n": int(n)}
@@ -610,6 +718,7 @@ class Trainer:
         return {
             "format": 1,
             "step": self.step,
+            "world_size": self.world_size,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
@@ -628,8 +737,27 @@ class Trainer:
             "config": self.config.to_dict(),
         }
 
+    def _sampler_state(self, saved: Mapping[str, Any], saved_world: int) -> dict[str, Any]:
+        """A sampler state written with another number of processes, for this trainer's stream.
+
+        The stream's position (epoch, position in the epoch's permutation) does not depend on
+        the batch size; with another world size the global batch size changes, so the saved
+        one is replaced (the per-process batch size of the config is what is kept).
+        """
+        state = dict(saved)
+        if saved_world != self.world_size:
+            state["batch_size"] = int(state["batch_size"]) // saved_world * self.world_size
+        return state
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` (e.g. a loaded checkpoint).
+
+        A checkpoint written by a run with another number of processes continues with the
+        same per-process batch sizes: the global data stream goes on from the saved position
+        with the new global batch size. In a distributed run, every process loads the file
+        (rank 0's state) and processes other than rank 0 reseed their random generators from
+        ``(seed, rank, step)``, so a resumed distributed run is a valid continuation but not
+        bit-identical to an uninterrupted one on those processes.
 
         Args:
             state: The saved state.
@@ -644,7 +772,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        self.labeled_sampler.load_state_dict(state["samplers"]["labeled"])
+        saved_world = int(state.get("world_size", 1))
+        self.labeled_sampler.load_state_dict(self._sampler_state(state["samplers"]["labeled"], saved_world))
         saved_u = state["samplers"]["unlabeled"]
         if (saved_u is None) != (self.unlabeled_sampler is None):
             raise ValueError(
@@ -653,10 +782,13 @@ class Trainer:
                 f"trainer has {'none' if self.unlabeled_sampler is None else 'some'}"
             )
         if saved_u is not None and self.unlabeled_sampler is not None:
-            self.unlabeled_sampler.load_state_dict(saved_u)
+            self.unlabeled_sampler.load_state_dict(self._sampler_state(saved_u, saved_world))
         self.generator.set_state(state["generator"])
         set_rng_state(state["rng"], self.device)
         self.step = int(state["step"])
+        if self.rank > 0:  # the file holds rank 0's random state: derive this process's own
+            self.generator.manual_seed(rank_seed(self.config.seed, self.rank, 2, self.step))
+            seed_everything(rank_seed(self.config.seed, self.rank, _GLOBAL_STREAM, self.step))
         self.history = [dict(r) for r in state["history"]]
         self.best = dict(state["best"])
         self._log_acc.load_state_dict(state["accumulators"]["log"], self.device)

@@ -1,0 +1,14 @@
+"""scikit-learn estimators: semi-supervised neural networks trained with VAT.
+
+- :class:`VATClassifier`: classification; rows labeled ``-1`` (or ``unlabeled_label``) are
+  unlabeled, as in :mod:`sklearn.semi_supervised`.
+- :class:`VATRegressor`: regression with a Gaussian likelihood; NaN targets are unlabeled.
+
+Both train :class:`torchvat.train.Trainer` on an :class:`torchvat.models.MLP` or any
+``torch.nn.Module``, pass ``sklearn.utils.estimator_checks``, and work in pipelines and
+grid searches. They do not rescale ``X``: put a ``StandardScaler`` in front of them.
+"""
+
+from torchvat.sklearn._estimators import VATClassifier, VATRegressor
+
+__all__ = ["VATClassifier", "VATRegressor"]

@@ -1,0 +1,422 @@
+"""The shared machinery of the scikit-learn estimators: validation, the network, training.
+
+Training runs through :class:`torchvat.train.Trainer` (one :meth:`~torchvat.train.Trainer.fit`
+per ``fit`` / ``partial_fit`` call); this module turns scikit-learn inputs into its tensors,
+builds the network, records the loss curve and does the early stopping with callbacks.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import numbers
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
+from torch import Tensor, nn
+
+from torchvat.core import suggest_eps
+from torchvat.models import MLP
+from torchvat.train import Callback, Method, Trainer, get_rng_state, seed_everything, select_device, set_rng_state
+
+__all__ = ["BaseVATEstimator"]
+
+logger = logging.getLogger("torchvat.sklearn")
+
+#: ``eps=None`` uses ``EPS_SCALE`` times the median nearest-neighbour distance of the training rows.
+EPS_SCALE = 0.25
+#: Rows per forward pass at prediction time.
+PREDICT_BATCH_SIZE = 4096
+_MAX_SEED = 2**31 - 1
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isnan(float(value))
+
+
+def unlabeled_mask(y: np.ndarray, unlabeled_label: Any) -> np.ndarray:
+    """Boolean mask of the rows of ``y`` that carry ``unlabeled_label``.
+
+    NaN as ``unlabeled_label`` matches NaN and ``None``; for string and object labels the
+    value also matches its string form (``-1`` matches ``"-1"``).
+
+    Args:
+        y: 1-D labels.
+        unlabeled_label: The marker of unlabeled rows.
+
+    Returns:
+        A boolean array like ``y``.
+
+    Example:
+        >>> unlabeled_mask(np.array(["a", "-1", "b"]), -1).tolist()
+        [False, True, False]
+    """
+    if _is_nan(unlabeled_label):
+        if y.dtype.kind == "f":
+            return np.isnan(y)
+        if y.dtype.kind == "O":
+            return np.array([v is None or _is_nan(v) for v in y], dtype=bool)
+        return np.zeros(y.shape, dtype=bool)
+    if y.dtype.kind in "OUS":
+        text = str(unlabeled_label)
+        return np.array([v == unlabeled_label or str(v) == text for v in y.tolist()], dtype=bool)
+    if y.dtype.kind in "biuf" and isinstance(unlabeled_label, numbers.Real):
+        return y == unlabeled_label
+    return np.zeros(y.shape, dtype=bool)
+
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_nonnegative(name: str, value: Any, *, positive: bool = False) -> None:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Copy the tensors of a nested container to the CPU."""
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _predict_float64(model: nn.Module, x: Tensor) -> Tensor:
+    """The model's output on ``x`` computed in float64 (float32 if the model cannot).
+
+    In float64 a row's prediction does not depend, to float32 precision, on which other
+    rows share its batch (float32 matrix products vary with the batch size in the last bits).
+    """
+    state = dict(model.named_parameters())
+    state.update(model.named_buffers())
+    try:
+        as_double = {k: v.double() if v.is_floating_point() else v for k, v in state.items()}
+        out = torch.func.functional_call(model, as_double, (x.double(),))
+    except (RuntimeError, TypeError):  # a device or model without float64 support
+        out = model(x)
+    return out.double().cpu()
+
+
+class _LossRecorder(Callback):
+    """Keep every iteration's training loss on the device; read them once at the end."""
+
+    def __init__(self) -> None:
+        self.losses: list[Tensor] = []
+
+    def on_step_end(self, **kwargs: Any) -> None:
+        self.losses.append(kwargs["metrics"]["loss"])
+
+    def values(self) -> list[float]:
+        return torch.stack(self.losses).float().cpu().tolist() if self.losses else []
+
+
+class _EarlyStopping(Callback):
+    """Stop when the validation error has not improved for ``patience`` evaluations.
+
+    The weights of the best evaluation are kept and restored by :meth:`restore`.
+    """
+
+    def __init__(self, patience: int, tol: float) -> None:
+        self.patience = patience
+        self.tol = tol
+        self.best = math.inf
+        self.best_step = 0
+        self.best_state: dict[str, Tensor] | None = None
+        self.scores: list[float] = []
+        self.bad = 0
+
+    def on_eval_end(self, **kwargs: Any) -> None:
+        error = kwargs["metrics"].get("val_error")
+        if error is None:
+            return
+        trainer: Trainer = kwargs["trainer"]
+        self.scores.append(float(error))
+        if error < self.best - self.tol:
+            self.best, self.best_step, self.bad = float(error), trainer.step, 0
+            self.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        else:
+            self.bad += 1
+            if self.bad >= self.patience:
+                trainer.should_stop = True
+
+    def restore(self, model: nn.Module) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
+class BaseVATEstimator(BaseEstimator):
+    """Common parameters and training of :class:`VATClassifier` and :class:`VATRegressor`.
+
+    Subclasses define ``_METHODS`` and the target handling (``_prepare_targets``,
+    ``_n_outputs``, ``_make_method``, ``_trainer_class``, ``_stratify``).
+    """
+
+    _METHODS: tuple[str, ...] = ()
+    _UNLABELED_WARNING = (
+        "y contains no unlabeled samples (rows whose label is unlabeled_label={label!r}); "
+        "method {method!r} then applies its regularizer to the labeled rows only"
+    )
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's tags: results are reproducible bit for bit only on the CPU."""
+        tags = super().__sklearn_tags__()
+        try:
+            tags.non_deterministic = select_device(self.device).type != "cpu"
+        except (ValueError, TypeError):
+            tags.non_deterministic = False
+        return tags
+
+    # ------------------------------------------------------------ validation
+    def _check_params(self) -> None:
+        if self.method not in self._METHODS:
+            raise ValueError(f"method must be one of {', '.join(map(repr, self._METHODS))}, got {self.method!r}")
+        if self.module is None:
+            sizes = self.hidden_layer_sizes
+            if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
+                sizes = (sizes,)
+            if isinstance(sizes, str | bytes) or not isinstance(sizes, Sequence):
+                raise ValueError(f"hidden_layer_sizes must be a sequence of positive integers, got {sizes!r}")
+            for i, h in enumerate(sizes):
+                _check_positive_int(f"hidden_layer_sizes[{i}]", h)
+        elif not callable(self.module):
+            raise TypeError(
+                "module must be None or a callable (n_features, n_outputs) -> torch.nn.Module, "
+                f"got {type(self.module).__name__}"
+            )
+        if self.eps is not None:
+            _check_nonnegative("eps", self.eps)
+        if self.xi != "auto":
+            _check_nonnegative("xi", self.xi, positive=True)
+        _check_nonnegative("alpha", self.alpha)
+        _check_positive_int("n_power", self.n_power, 0)
+        _check_positive_int("max_iter", self.max_iter)
+        _check_positive_int("batch_size", self.batch_size)
+        _check_positive_int("unlabeled_batch_size", self.unlabeled_batch_size)
+        _check_nonnegative("learning_rate_init", self.learning_rate_init, positive=True)
+        _check_nonnegative("weight_decay", self.weight_decay)
+        if not isinstance(self.validation_fraction, numbers.Real) or not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be a number in (0, 1), got {self.validation_fraction!r}")
+        _check_positive_int("n_iter_no_change", self.n_iter_no_change)
+        if not isinstance(self.device, str | torch.device):
+            raise ValueError(f"device must be 'auto' or a torch device string, got {self.device!r}")
+
+    def _validate_fit_data(self, X: Any, y: Any, *, reset: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        X = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64], ensure_min_samples=1)
+        y = column_or_1d(y, warn=True)
+        check_consistent_length(X, y)
+        mask = unlabeled_mask(y, self.unlabeled_label)
+        if mask.all():
+            raise ValueError(
+                f"y has no labeled rows: all {y.shape[0]} rows carry unlabeled_label={self.unlabeled_label!r}; "
+                f"{type(self).__name__} needs at least one labeled row"
+            )
+        return np.asarray(X, dtype=np.float32), y, mask
+
+    # ----------------------------------------------------------------- model
+    def _build_module(self, n_features: int, n_outputs: int) -> nn.Module:
+        if self.module is None:
+            sizes = self.hidden_layer_sizes
+            sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
+            return MLP(n_features, n_outputs, tuple(int(h) for h in sizes), batch_norm=False)
+        model = self.module(n_features, n_outputs)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"module(n_features, n_outputs) must return a torch.nn.Module, got {type(model).__name__}")
+        return model
+
+    def _uses_unlabeled(self) -> bool:
+        return self.method != "supervised" and self.method != "at" and self.alpha != 0
+
+    def _needs_eps(self) -> bool:
+        return self.method != "supervised" and self.alpha != 0
+
+    def _derive_eps(self, X: np.ndarray) -> float | None:
+        if not self._needs_eps():
+            return None if self.eps is None else float(self.eps)
+        if self.eps is not None:
+            return float(self.eps)
+        if X.shape[0] < 2:
+            raise ValueError(
+                f"eps=None derives eps from the distances between rows, which needs n_samples >= 2, "
+                f"got n_samples={X.shape[0]}; pass eps explicitly"
+            )
+        try:
+            return suggest_eps(torch.from_numpy(X), scale=EPS_SCALE)
+        except ValueError as err:  # all rows identical
+            raise ValueError(f"cannot derive eps from X ({err}); pass eps explicitly") from err
+
+    # ---------------------------------------------------------------- fitting
+    def _fit(self, X: Any, y: Any, *, incremental: bool, classes: Any = None) -> BaseVATEstimator:
+        self._check_params()
+        first = not (incremental or self.warm_start) or not hasattr(self, "module_")
+        X, y, unlabeled = self._validate_fit_data(X, y, reset=first)
+        labeled = ~unlabeled
+        targets = self._prepare_targets(y[labeled], first=first, classes=classes, incremental=incremental)
+        if self._uses_unlabeled() and not unlabeled.any():
+            warnings.warn(
+                self._UNLABELED_WARNING.format(label=self.unlabeled_label, method=self.method),
+                UserWarning,
+                stacklevel=3,
+            )
+        x_labeled, x_unlabeled = X[labeled], X[unlabeled]
+        x_val = y_val = None
+        if self.early_stopping:
+            x_labeled, x_val, targets, y_val = self._validation_split(x_labeled, targets)
+
+        if first:
+            self.eps_ = self._derive_eps(X)
+            self.n_iter_ = 0
+            self.loss_curve_ = []
+            self._optimizer_state = None
+            seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
+            self._seed = seed
+        if incremental:
+            n_batches = max(
+                math.ceil(x_labeled.shape[0] / self.batch_size),
+                math.ceil(x_unlabeled.shape[0] / self.unlabeled_batch_size) if self._uses_unlabeled() else 0,
+            )
+            iterations = max(1, n_batches)
+        else:
+            iterations = int(self.max_iter)
+        seed = (self._seed + self.n_iter_) % _MAX_SEED
+
+        rng_state = get_rng_state(select_device(self.device))
+        try:
+            seed_everything(seed)  # the initialization depends on random_state only
+            model = self._build_module(X.shape[1], self._n_outputs()) if first else self.module_
+            method = self._make_method()
+            recorder = _LossRecorder()
+            callbacks: list[Callback] = [recorder]
+            stopper = None
+            if x_val is not None:
+                stopper = _EarlyStopping(self.n_iter_no_change, self.tol)
+                callbacks.append(stopper)
+            eval_every = max(1, min(50, iterations // 20)) if x_val is not None else iterations
+            with warnings.catch_warnings():
+                # the estimator warns about missing unlabeled rows itself, with the sklearn wording
+                warnings.filterwarnings("ignore", message=".*uses unlabeled data but x_unlabeled.*")
+                trainer = self._trainer_class(
+                    model,
+                    x_labeled=torch.from_numpy(np.ascontiguousarray(x_labeled)),
+                    y_labeled=torch.from_numpy(np.ascontiguousarray(targets)),
+                    x_unlabeled=torch.from_numpy(np.ascontiguousarray(x_unlabeled)) if unlabeled.any() else None,
+                    x_val=None if x_val is None else torch.from_numpy(np.ascontiguousarray(x_val)),
+                    y_val=None if y_val is None else torch.from_numpy(np.ascontiguousarray(y_val)),
+                    method=method,
+                    callbacks=callbacks,
+                    iterations=iterations,
+                    batch_size=int(self.batch_size),
+                    unlabeled_batch_size=int(self.unlabeled_batch_size),
+                    lr=float(self.learning_rate_init),
+                    weight_decay=float(self.weight_decay),
+                    schedule="constant" if incremental else "paper",
+                    seed=seed,
+                    device=str(self.device),
+                    progress=bool(self.verbose),
+                    eval_every=eval_every,
+                    log_every=max(1, min(50, iterations)),
+                    collapse_patience=0,
+                )
+            if incremental and self._optimizer_state is not None:
+                trainer.optimizer.load_state_dict(self._optimizer_state)
+            result = trainer.fit()
+        finally:
+            set_rng_state(rng_state, select_device(self.device))
+
+        if stopper is not None:
+            stopper.restore(model)
+            self.validation_scores_ = [1.0 - e for e in stopper.scores] if self._is_classifier() else stopper.scores
+            self.best_iteration_ = self.n_iter_ + stopper.best_step
+        self.module_ = model.eval()
+        self.n_iter_ += result.steps
+        self.loss_curve_ = list(self.loss_curve_) + recorder.values()
+        self._optimizer_state = trainer.optimizer.state_dict() if incremental else None
+        if self.verbose:
+            logger.info(
+                "%s: %d iterations, eps=%s, final loss %.4g",
+                type(self).__name__,
+                result.steps,
+                self.eps_,
+                self.loss_curve_[-1] if self.loss_curve_ else float("nan"),
+            )
+        return self
+
+    def _is_classifier(self) -> bool:
+        return False
+
+    def _validation_split(
+        self, x: np.ndarray, targets: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        n_val = math.ceil(self.validation_fraction * x.shape[0])
+        if n_val < 1 or x.shape[0] - n_val < 1:
+            raise ValueError(
+                f"early_stopping needs at least 2 labeled rows to hold out validation_fraction="
+                f"{self.validation_fraction} of them, got {x.shape[0]} labeled rows"
+            )
+        stratify = self._stratify(targets, n_val)
+        x_tr, x_val, y_tr, y_val = train_test_split(
+            x, targets, test_size=n_val, random_state=check_random_state(self.random_state), stratify=stratify
+        )
+        self._check_train_split(y_tr)
+        return x_tr, x_val, y_tr, y_val
+
+    def _check_train_split(self, targets: np.ndarray) -> None:
+        """Raise if the labeled rows left for training after the validation split are unusable."""
+
+    # -------------------------------------------------------------- predicting
+    def _forward(self, X: Any) -> np.ndarray:
+        """The network's outputs on ``X`` in evaluation mode, as float64."""
+        check_is_fitted(self, "module_")
+        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        model = self.module_
+        try:
+            device = next(model.parameters()).device
+        except StopIteration:
+            device = torch.device("cpu")
+        model.eval()
+        outs = []
+        with torch.no_grad():
+            for start in range(0, x.shape[0], PREDICT_BATCH_SIZE):
+                outs.append(_predict_float64(model, x[start : start + PREDICT_BATCH_SIZE].to(device)))
+        return torch.cat(outs).numpy() if outs else np.zeros((0, self._n_outputs()))
+
+    # ---------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        module = state.get("module_")
+        if module is not None and any(p.device.type != "cpu" for p in module.parameters()):
+            state["module_"] = copy.deepcopy(module).cpu()
+        if state.get("_optimizer_state") is not None:
+            state["_optimizer_state"] = _to_cpu(state["_optimizer_state"])
+        return state
+
+    # ------------------------------------------------------- subclass interface
+    def _prepare_targets(self, y: np.ndarray, *, first: bool, classes: Any, incremental: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def _n_outputs(self) -> int:
+        raise NotImplementedError
+
+    def _make_method(self) -> Method:
+        raise NotImplementedError
+
+    def _stratify(self, targets: np.ndarray, n_val: int) -> np.ndarray | None:
+        return None
+
+    _trainer_class: type[Trainer] = Trainer

@@ -1,0 +1,449 @@
+"""``VATClassifier`` and ``VATRegressor``: semi-supervised scikit-learn estimators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.utils import assert_all_finite
+from sklearn.utils.multiclass import check_classification_targets
+from torch import nn
+
+from torchvat.sklearn._base import BaseVATEstimator
+from torchvat.sklearn._regression import REGRESSION_METHODS, RegressionTrainer, make_regression_method
+from torchvat.train import Method, get_method
+
+__all__ = ["VATClassifier", "VATRegressor"]
+
+CLASSIFIER_METHODS = ("at", "at+vat", "rpt", "supervised", "vat", "vat+ent")
+
+_COMMON_ARGS = """
+        hidden_layer_sizes: Widths of the hidden layers of the default network, an
+            :class:`torchvat.models.MLP` with batch normalization and ReLU (ignored when
+            ``module`` is given).
+        module: ``None`` for the MLP, or a callable ``module(n_features, n_outputs)``
+            returning any ``torch.nn.Module`` that maps ``[B, n_features]`` float32 inputs to
+            ``[B, n_outputs]`` outputs.
+        method: Training method: ``"vat"`` (virtual adversarial training), ``"at"``
+            (adversarial training on the labeled rows), ``"rpt"`` (random perturbations),
+            ``"supervised"`` (labeled rows only), and for the classifier also ``"vat+ent"``
+            (VAT plus entropy minimization) and ``"at+vat"``.
+        eps: Perturbation size (L2 norm, in the units of ``X``). ``None`` derives it from the
+            training rows: ``0.25`` times the median distance from a row to its nearest
+            neighbour (:func:`torchvat.suggest_eps`), so it follows the scale of ``X``. The
+            estimator does not rescale ``X``; put a ``StandardScaler`` in front of it.
+        xi: Finite-difference step of the power iteration, or ``"auto"``.
+        alpha: Weight of the regularizer (0 turns it off).
+        n_power: Power iterations of the VAT search.
+        max_iter: Training iterations (optimizer steps) per ``fit``; each draws
+            ``batch_size`` labeled and ``unlabeled_batch_size`` unlabeled rows.
+        batch_size: Labeled rows per iteration (the labeled rows are cycled).
+        unlabeled_batch_size: Unlabeled rows per iteration.
+        learning_rate_init: Adam's learning rate; over the last third of ``fit`` it decays
+            linearly to 0 (the VAT papers' schedule). ``partial_fit`` uses it constantly.
+        weight_decay: L2 weight decay of the optimizer.
+        random_state: Seed (int), ``numpy.random.RandomState`` or ``None``; fixes the
+            initialization, the batches and the perturbation search. Global random
+            generators are restored after fitting.
+        device: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device string.
+        verbose: Show a progress bar and log a summary.
+        early_stopping: Hold out ``validation_fraction`` of the labeled rows, evaluate them
+            regularly and stop when the validation error has not improved by ``tol`` for
+            ``n_iter_no_change`` evaluations; the best weights are kept.
+        validation_fraction: Fraction of the labeled rows held out for early stopping.
+        n_iter_no_change: Evaluations without improvement before stopping.
+        tol: Minimum improvement of the validation error.
+        warm_start: Continue from the fitted network in the next ``fit`` call."""
+
+
+class VATClassifier(ClassifierMixin, BaseVATEstimator):
+    __doc__ = f"""Semi-supervised neural-network classifier trained with VAT (Miyato et al., TPAMI 2018).
+
+    Rows whose label is ``unlabeled_label`` (``-1`` by default, scikit-learn's convention) are
+    unlabeled: they enter the training only through the regularizer (the local
+    distributional smoothness of VAT, which makes the prediction robust to small input
+    perturbations in the most sensitive direction). Labels may be integers or strings.
+
+    Training runs :class:`torchvat.train.Trainer` with a seeded network, so the same
+    ``random_state`` gives the same model on the same device.
+
+    Args:{_COMMON_ARGS}
+        beta: Weight of the entropy term of ``method="vat+ent"``.
+        unlabeled_label: The label that marks unlabeled rows (also matched as a string:
+            ``-1`` matches ``"-1"``).
+
+    Attributes:
+        classes_: The class labels (sorted), from the labeled rows.
+        n_features_in_: Number of features seen in ``fit``.
+        feature_names_in_: Column names when ``X`` was a DataFrame with string columns.
+        module_: The trained ``torch.nn.Module`` (in evaluation mode).
+        eps_: The perturbation size used (``None`` for methods without one).
+        n_iter_: Training iterations done (accumulated over ``partial_fit`` and warm starts).
+        loss_curve_: The training loss of every iteration.
+        validation_scores_: Validation accuracy at each evaluation (``early_stopping`` only).
+        best_iteration_: Iteration of the kept weights (``early_stopping`` only).
+
+    Example:
+        >>> from sklearn.datasets import make_moons
+        >>> from sklearn.pipeline import make_pipeline
+        >>> from sklearn.preprocessing import StandardScaler
+        >>> X, y = make_moons(200, noise=0.1, random_state=0)
+        >>> y_semi = y.copy(); y_semi[10:] = -1  # 10 labels, 190 unlabeled rows
+        >>> clf = make_pipeline(StandardScaler(), VATClassifier(max_iter=200, random_state=0))
+        >>> clf = clf.fit(X, y_semi)
+        >>> clf.predict_proba(X[:3]).shape
+        (3, 2)
+    """
+
+    _METHODS = CLASSIFIER_METHODS
+
+    def __init__(
+        self,
+        hidden_layer_sizes: tuple[int, ...] = (100, 100),
+        *,
+        module: Callable[[int, int], nn.Module] | None = None,
+        method: str = "vat",
+        eps: float | None = None,
+        xi: float | str = "auto",
+        alpha: float = 1.0,
+        n_power: int = 1,
+        max_iter: int = 1000,
+        batch_size: int = 32,
+        unlabeled_batch_size: int = 128,
+        learning_rate_init: float = 1e-3,
+        weight_decay: float = 0.0,
+        random_state: int | np.random.RandomState | None = None,
+        device: str = "auto",
+        verbose: bool = False,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        tol: float = 1e-4,
+        warm_start: bool = False,
+        beta: float = 1.0,
+        unlabeled_label: Any = -1,
+    ) -> None:
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.module = module
+        self.method = method
+        self.eps = eps
+        self.xi = xi
+        self.alpha = alpha
+        self.n_power = n_power
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.unlabeled_batch_size = unlabeled_batch_size
+        self.learning_rate_init = learning_rate_init
+        self.weight_decay = weight_decay
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
+        self.beta = beta
+        self.unlabeled_label = unlabeled_label
+
+    def fit(self, X: Any, y: Any) -> VATClassifier:
+        """Train on labeled and unlabeled rows.
+
+        Args:
+            X: Array-like or DataFrame ``[n_samples, n_features]``.
+            y: Labels ``[n_samples]``; rows equal to ``unlabeled_label`` are unlabeled.
+
+        Returns:
+            The fitted estimator.
+
+        Raises:
+            ValueError: For invalid parameters or data (scikit-learn's messages for the
+                arrays), no labeled rows, or fewer than two classes among the labeled rows.
+        """
+        return self._fit(X, y, incremental=False)
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> VATClassifier:
+        """Train one pass over ``(X, y)``, continuing the current network and optimizer.
+
+        One pass is ``max(ceil(n_labeled / batch_size), ceil(n_unlabeled /
+        unlabeled_batch_size))`` iterations with a constant learning rate.
+
+        Args:
+            X: Array-like ``[n_samples, n_features]``.
+            y: Labels; rows equal to ``unlabeled_label`` are unlabeled.
+            classes: Every class label; required on the first call.
+
+        Returns:
+            The estimator.
+
+        Raises:
+            ValueError: If ``classes`` is missing on the first call, or ``y`` holds a label
+                outside ``classes_``.
+        """
+        return self._fit(X, y, incremental=True, classes=classes)
+
+    def _is_classifier(self) -> bool:
+        return True
+
+    def _prepare_targets(self, y: np.ndarray, *, first: bool, classes: Any, incremental: bool) -> np.ndarray:
+        if y.dtype.kind == "f":
+            assert_all_finite(y, input_name="y")
+        check_classification_targets(y)
+        if first:
+            if classes is None and incremental:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            labels = np.unique(y) if classes is None else np.unique(np.asarray(classes))
+            if labels.shape[0] < 2:
+                raise ValueError(
+                    f"{type(self).__name__} needs labeled rows of at least 2 classes, got 1 class: {labels.tolist()}"
+                )
+            self.classes_ = labels
+        elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
+            raise ValueError(
+                f"classes={list(classes)!r} is not the same as on the first call, {self.classes_.tolist()}"
+            )
+        codes = np.searchsorted(self.classes_, y)
+        codes = np.clip(codes, 0, self.classes_.shape[0] - 1)
+        unknown = self.classes_[codes] != y
+        if unknown.any():
+            raise ValueError(
+                f"y contains labels not in classes_ {self.classes_.tolist()}: {np.unique(y[unknown]).tolist()}"
+            )
+        return codes.astype(np.int64)
+
+    def _n_outputs(self) -> int:
+        return int(self.classes_.shape[0])
+
+    def _make_method(self) -> Method:
+        return get_method(
+            self.method,
+            eps=self.eps_,
+            xi=self.xi,
+            alpha=float(self.alpha),
+            beta=float(self.beta),
+            n_power=int(self.n_power),
+        )
+
+    def _stratify(self, targets: np.ndarray, n_val: int) -> np.ndarray | None:
+        counts = np.bincount(targets)
+        counts = counts[counts > 0]
+        if counts.min() >= 2 and n_val >= counts.shape[0] and targets.shape[0] - n_val >= counts.shape[0]:
+            return targets
+        return None
+
+    def _check_train_split(self, targets: np.ndarray) -> None:
+        missing = np.setdiff1d(np.arange(self.classes_.shape[0]), targets)
+        if missing.size:
+            raise ValueError(
+                f"early_stopping held out every labeled row of the classes {self.classes_[missing].tolist()} "
+                f"(validation_fraction={self.validation_fraction}); label more rows or set early_stopping=False"
+            )
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """The network's logits.
+
+        Args:
+            X: Array-like ``[n_samples, n_features]``.
+
+        Returns:
+            ``[n_samples, n_classes]`` logits, or for two classes ``[n_samples]`` scores of
+            ``classes_[1]`` (the logit difference; positive means ``classes_[1]``).
+
+        Raises:
+            sklearn.exceptions.NotFittedError: Before ``fit``.
+        """
+        logits = self._forward(X)
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (softmax of the logits), columns in the order of ``classes_``.
+
+        Args:
+            X: Array-like ``[n_samples, n_features]``.
+
+        Returns:
+            ``[n_samples, n_classes]`` probabilities.
+
+        Raises:
+            sklearn.exceptions.NotFittedError: Before ``fit``.
+        """
+        logits = self._forward(X)
+        logits = logits - logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log of :meth:`predict_proba` (computed stably).
+
+        Args:
+            X: Array-like ``[n_samples, n_features]``.
+
+        Returns:
+            ``[n_samples, n_classes]`` log-probabilities.
+        """
+        logits = self._forward(X)
+        logits = logits - logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Most probable class of each row.
+
+        Args:
+            X: Array-like ``[n_samples, n_features]``.
+
+        Returns:
+            ``[n_samples]`` labels from ``classes_``.
+
+        Raises:
+            sklearn.exceptions.NotFittedError: Before ``fit``.
+        """
+        scores = self._forward(X)
+        return self.classes_[scores.argmax(axis=1)]
+
+
+class VATRegressor(RegressorMixin, BaseVATEstimator):
+    __doc__ = f"""Semi-supervised neural-network regressor trained with VAT (Gaussian likelihood).
+
+    The supervised term is half the squared error (the Gaussian negative log-likelihood with
+    unit variance) and the VAT divergence is the half squared difference of the outputs
+    (:func:`torchvat.gaussian_divergence`). The targets are standardized internally (and
+    predictions mapped back), so ``eps`` and ``alpha`` do not depend on the units of ``y``.
+    Rows whose target is ``unlabeled_label`` (NaN by default: ``-1`` is a legitimate target)
+    are unlabeled.
+
+    Args:{_COMMON_ARGS}
+        unlabeled_label: The target value that marks unlabeled rows (default NaN).
+
+    Attributes:
+        n_features_in_: Number of features seen in ``fit``.
+        feature_names_in_: Column names when ``X`` was a DataFrame with string columns.
+        module_: The trained ``torch.nn.Module`` (in evaluation mode), on standardized targets.
+        eps_: The perturbation size used (``None`` for methods without one).
+        n_iter_: Training iterations done (accumulated over ``partial_fit`` and warm starts).
+        loss_curve_: The training loss of every iteration.
+        validation_scores_: Validation mean squared error (standardized targets) at each
+            evaluation (``early_stopping`` only).
+        best_iteration_: Iteration of the kept weights (``early_stopping`` only).
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.RandomState(0)
+        >>> X = rng.uniform(-2, 2, size=(200, 1)); y = np.sin(X[:, 0])
+        >>> y_semi = y.copy(); y_semi[20:] = np.nan  # 20 labeled rows
+        >>> reg = VATRegressor(hidden_layer_sizes=(32,), max_iter=200, random_state=0).fit(X, y_semi)
+        >>> reg.predict(X[:4]).shape
+        (4,)
+    """
+
+    _METHODS = REGRESSION_METHODS
+    _trainer_class = RegressionTrainer
+
+    def __init__(
+        self,
+        hidden_layer_sizes: tuple[int, ...] = (100, 100),
+        *,
+        module: Callable[[int, int], nn.Module] | None = None,
+        method: str = "vat",
+        eps: float | None = None,
+        xi: float | str = "auto",
+        alpha: float = 1.0,
+        n_power: int = 1,
+        max_iter: int = 1000,
+        batch_size: int = 32,
+        unlabeled_batch_size: int = 128,
+        learning_rate_init: float = 1e-3,
+        weight_decay: float = 0.0,
+        random_state: int | np.random.RandomState | None = None,
+        device: str = "auto",
+        verbose: bool = False,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        tol: float = 1e-4,
+        warm_start: bool = False,
+        unlabeled_label: Any = np.nan,
+    ) -> None:
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.module = module
+        self.method = method
+        self.eps = eps
+        self.xi = xi
+        self.alpha = alpha
+        self.n_power = n_power
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.unlabeled_batch_size = unlabeled_batch_size
+        self.learning_rate_init = learning_rate_init
+        self.weight_decay = weight_decay
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
+        self.unlabeled_label = unlabeled_label
+
+    def fit(self, X: Any, y: Any) -> VATRegressor:
+        """Train on labeled and unlabeled rows.
+
+        Args:
+            X: Array-like or DataFrame ``[n_samples, n_features]``.
+            y: Real targets ``[n_samples]``; rows equal to ``unlabeled_label`` are unlabeled.
+
+        Returns:
+            The fitted estimator.
+
+        Raises:
+            ValueError: For invalid parameters or data, or no labeled rows.
+        """
+        return self._fit(X, y, incremental=False)
+
+    def partial_fit(self, X: Any, y: Any) -> VATRegressor:
+        """Train one pass over ``(X, y)``, continuing the current network and optimizer.
+
+        Args:
+            X: Array-like ``[n_samples, n_features]``.
+            y: Targets; rows equal to ``unlabeled_label`` are unlabeled.
+
+        Returns:
+            The estimator.
+        """
+        return self._fit(X, y, incremental=True)
+
+    def _prepare_targets(self, y: np.ndarray, *, first: bool, classes: Any, incremental: bool) -> np.ndarray:
+        try:
+            y = np.asarray(y, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"y must hold real numbers for {type(self).__name__}, got dtype {y.dtype}") from err
+        assert_all_finite(y, input_name="y")
+        if first:
+            self._y_mean = float(y.mean())
+            scale = float(y.std())
+            self._y_scale = scale if scale > 0 else 1.0
+        return ((y - self._y_mean) / self._y_scale).astype(np.float32)
+
+    def _n_outputs(self) -> int:
+        return 1
+
+    def _make_method(self) -> Method:
+        return make_regression_method(
+            self.method, eps=self.eps_, xi=self.xi, alpha=float(self.alpha), n_power=int(self.n_power)
+        )
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted targets.
+
+        Args:
+            X: Array-like ``[n_samples, n_features]``.
+
+        Returns:
+            ``[n_samples]`` predictions in the units of ``y``.
+
+        Raises:
+            sklearn.exceptions.NotFittedError: Before ``fit``.
+        """
+        return self._forward(X)[:, 0] * self._y_scale + self._y_mean

@@ -1,0 +1,391 @@
+"""Data-parallel training helpers: process group, device, DDP wrapping, sharded batches.
+
+The trainer uses these when the process is part of a ``torch.distributed`` job of more than
+one process, started by ``torchrun`` (which sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT``) or by a program that initialized the default process
+group itself. Nothing here launches processes or does a rendezvous of its own: that is
+``torchrun``'s job. See ``docs/distributed.md`` for the design and the commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from torchvat.data.sampler import InfiniteBatchSampler
+
+__all__ = [
+    "ShardedBatchSampler",
+    "all_reduce_mean",
+    "any_process",
+    "broadcast_buffers",
+    "broadcast_object",
+    "destroy_distributed",
+    "init_distributed",
+    "is_distributed",
+    "launched_by_torchrun",
+    "local_rank",
+    "rank",
+    "rank_seed",
+    "resolve_device",
+    "world_size",
+    "wrap_model",
+]
+
+logger = logging.getLogger(__name__)
+
+_TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def _initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's global rank (0 when not distributed).
+
+    Example:
+        >>> rank()
+        0
+    """
+    return dist.get_rank() if _initialized() else 0
+
+
+def world_size() -> int:
+    """Number of processes of the job (1 when not distributed).
+
+    Example:
+        >>> world_size()
+        1
+    """
+    return dist.get_world_size() if _initialized() else 1
+
+
+def local_rank() -> int:
+    """This process's rank on its node: ``LOCAL_RANK`` from ``torchrun``, else 0.
+
+    Example:
+        >>> import os
+        >>> local_rank() == int(os.environ.get("LOCAL_RANK", 0))
+        True
+    """
+    value = os.environ.get("LOCAL_RANK", "0")
+    try:
+        return int(value)
+    except ValueError as err:
+        raise ValueError(f"LOCAL_RANK must be an integer, got {value!r}") from err
+
+
+def is_distributed() -> bool:
+    """Whether the default process group is initialized with more than one process.
+
+    Example:
+        >>> is_distributed()
+        False
+    """
+    return _initialized() and dist.get_world_size() > 1
+
+
+def launched_by_torchrun() -> bool:
+    """Whether the environment names this process's place in a job (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``).
+
+    Example:
+        >>> import os
+        >>> launched_by_torchrun() == all(v in os.environ for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+        True
+    """
+    return all(name in os.environ for name in _TORCHRUN_VARS)
+
+
+def resolve_device(device: torch.device) -> torch.device:
+    """The device of this process: a CUDA device without an index becomes ``cuda:LOCAL_RANK``.
+
+    Outside a ``torchrun`` job (or with an explicit index, or on another device type) the
+    device is returned unchanged.
+
+    Args:
+        device: The configured device (already resolved from ``"auto"``).
+
+    Returns:
+        The device to train on.
+
+    Example:
+        >>> resolve_device(torch.device("cpu"))
+        device(type='cpu')
+    """
+    if device.type == "cuda" and device.index is None and (launched_by_torchrun() or is_distributed()):
+        return torch.device("cuda", local_rank())
+    return device
+
+
+def init_distributed(device: torch.device | str = "cpu") -> bool:
+    """Initialize the default process group when ``torchrun`` started this process.
+
+    Nothing is done when the group is already initialized (by the caller or an earlier call)
+    or when the environment does not come from ``torchrun``. The backend is ``nccl`` for a
+    CUDA device and ``gloo`` otherwise; for CUDA the current device is set to
+    ``cuda:LOCAL_RANK`` first.
+
+    Args:
+        device: The device this process will train on (``"auto"`` picks CUDA if available).
+
+    Returns:
+        Whether this call initialized the group (and so should destroy it at the end, see
+        :func:`destroy_distributed`).
+
+    Example:
+        >>> init_distributed("cpu")  # not started by torchrun: nothing to do
+        False
+    """
+    if not dist.is_available() or _initialized() or not launched_by_torchrun():
+        return False
+    if isinstance(device, str):
+        from torchvat.train.checkpoint import select_device
+
+        device = select_device(device)
+    device = resolve_device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend=backend)
+    logger.info(
+        "torchvat: initialized process group (%s): rank %d of %d, device %s",
+        backend,
+        dist.get_rank(),
+        dist.get_world_size(),
+        device,
+    )
+    return True
+
+
+def destroy_distributed() -> None:
+    """Destroy the default process group if it is initialized (no-op otherwise).
+
+    Example:
+        >>> destroy_distributed()
+    """
+    if _initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Return ``src``'s ``obj`` on every process (``obj`` itself when not distributed).
+
+    Args:
+        obj: A picklable object (only ``src``'s value matters).
+        src: The rank whose value is sent.
+
+    Returns:
+        ``src``'s object.
+
+    Example:
+        >>> broadcast_object({"out": "runs/a"})
+        {'out': 'runs/a'}
+    """
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy ``src``'s buffers (BatchNorm running statistics) to every process, in place.
+
+    DDP broadcasts rank 0's buffers at the start of each forward pass, so after a training
+    step the other ranks still hold their own last update; calling this before an evaluation
+    or at the end of training makes every rank hold rank 0's model exactly.
+
+    Args:
+        module: The (unwrapped) model.
+        src: The rank whose buffers are kept.
+
+    Example:
+        >>> bn = nn.BatchNorm1d(2)
+        >>> broadcast_buffers(bn)  # not distributed: nothing to do
+    """
+    if not is_distributed():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=src)
+
+
+def wrap_model(model: nn.Module, device: torch.device, *, sync_batchnorm: bool = False) -> nn.Module:
+    """Wrap a model in :class:`~torch.nn.parallel.DistributedDataParallel` for this process.
+
+    ``find_unused_parameters`` stays ``False``: every torchvat loss uses every parameter of the
+    model, and VAT's probe passes take gradients with respect to the perturbation only, so they
+    never reach the parameters' gradient hooks where DDP's reducer launches its all-reduce.
+    The wrapper broadcasts rank 0's parameters and buffers when it is built.
+
+    Args:
+        model: The model, already on ``device``. With ``sync_batchnorm`` its BatchNorm layers
+            are replaced in place by :class:`~torch.nn.SyncBatchNorm` (same parameters).
+        device: This process's device.
+        sync_batchnorm: Whether to normalize with statistics over the global batch (needs CUDA).
+
+    Returns:
+        The DDP wrapper (``wrapper.module`` is ``model``, or its converted version).
+
+    Raises:
+        RuntimeError: If the process group is not initialized with more than one process.
+        ValueError: If ``sync_batchnorm`` is asked for on a device other than CUDA.
+    """
+    if not is_distributed():
+        raise RuntimeError(
+            "wrap_model needs an initialized process group of more than one process, "
+            f"got world size {world_size()}; launch with torchrun --nproc_per_node=N"
+        )
+    if sync_batchnorm:
+        if device.type != "cuda":
+            raise ValueError(
+                f"sync_batchnorm=True needs CUDA devices (torch.nn.SyncBatchNorm supports GPU inputs only), "
+                f"got device {device}"
+            )
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    device_ids = [device.index] if device.type == "cuda" and device.index is not None else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def all_reduce_mean(values: Tensor) -> Tensor:
+    """Mean of a tensor over the processes (the tensor itself when not distributed).
+
+    Args:
+        values: The same-shaped tensor on every process.
+
+    Returns:
+        A new tensor with the mean.
+
+    Example:
+        >>> all_reduce_mean(torch.tensor([1.0, 3.0])).tolist()
+        [1.0, 3.0]
+    """
+    out = values.clone()
+    if is_distributed():
+        dist.all_reduce(out)
+        out /= dist.get_world_size()
+    return out
+
+
+def any_process(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is true on at least one process.
+
+    Args:
+        flag: This process's value.
+        device: A device the backend can communicate on (CUDA for NCCL).
+
+    Returns:
+        The logical or over the processes.
+
+    Example:
+        >>> any_process(True, torch.device("cpu"))
+        True
+    """
+    if not is_distributed():
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def rank_seed(seed: int, rank: int, stream: int, *more: int) -> int:
+    """A 63-bit seed for ``(seed, rank, stream, *more)``, independent across its arguments.
+
+    Args:
+        seed: The run's seed.
+        rank: The process's rank.
+        stream: Which random stream (samplers, method generator, global generator).
+        *more: Further integers (e.g. the step of a resume).
+
+    Returns:
+        The seed.
+
+    Example:
+        >>> rank_seed(0, 0, 1) == rank_seed(0, 0, 1) != rank_seed(0, 1, 1)
+        True
+    """
+    return int(np.random.SeedSequence([seed, rank, stream, *more]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class ShardedBatchSampler:
+    """Per-process slices of one global stream of shuffled index batches.
+
+    Every process runs the same :class:`~torchvat.data.sampler.InfiniteBatchSampler` (same
+    seed) with the global batch size ``batch_size * world_size`` and keeps the ``rank``-th
+    slice of ``batch_size`` indices of each global batch, as ``DistributedSampler`` does for
+    epochs: within a global batch the processes' batches are disjoint, every index appears
+    once per epoch over all processes, and the processes' batches concatenated in rank order
+    are the batch a single process with the global batch size draws. The state is that of the
+    global stream, the same on every process, so rank 0's checkpoint serves them all.
+
+    Args:
+        n: Number of examples.
+        batch_size: Indices per batch and process.
+        rank: This process's rank.
+        world_size: Number of processes.
+        seed: Seed of the global stream (the same on every process).
+        device: Device of the returned index tensors.
+
+    Raises:
+        ValueError: If ``rank`` is not in ``[0, world_size)``.
+
+    Example:
+        >>> shards = [ShardedBatchSampler(10, 2, rank=r, world_size=2, seed=0) for r in (0, 1)]
+        >>> whole = InfiniteBatchSampler(10, 4, seed=0)
+        >>> torch.equal(torch.cat([next(s) for s in shards]), next(whole))
+        True
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        rank: int,
+        world_size: int,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.rank = rank
+        self.world_size = world_size
+        self.per_process = batch_size
+        self.stream = InfiniteBatchSampler(n, batch_size * world_size, seed=seed, device=device)
+
+    @property
+    def batch_size(self) -> int:
+        """The global batch size (of the shared stream)."""
+        return self.stream.batch_size
+
+    def __iter__(self) -> ShardedBatchSampler:
+        return self
+
+    def __next__(self) -> Tensor:
+        """This process's ``batch_size`` indices of the next global batch."""
+        start = self.rank * self.per_process
+        return next(self.stream)[start : start + self.per_process]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The global stream's state (see :meth:`InfiniteBatchSampler.state_dict`)."""
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the global stream from a saved state.
+
+        Args:
+            state: A state from :meth:`state_dict` or from an :class:`InfiniteBatchSampler`.
+        """
+        self.stream.load_state_dict(state)

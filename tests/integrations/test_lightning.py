@@ -1,0 +1,141 @@
+"""The Lightning integration: a tiny two-moons run through ``lightning.Trainer`` on CPU."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.utilities import CombinedLoader
+from sklearn.datasets import make_moons
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from torchvat.integrations.lightning import parse_batch, vat_module
+from torchvat.train import Batch, VirtualAdversarialTraining
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def moons(n: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = make_moons(n, noise=0.1, random_state=seed)
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
+
+
+def bn_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(2, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2)
+    )
+
+
+def lightning_trainer(steps: int = 20) -> L.Trainer:
+    return L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def combined_loaders(x: torch.Tensor, y: torch.Tensor) -> CombinedLoader:
+    labeled = DataLoader(TensorDataset(x[:8], y[:8]), batch_size=8, shuffle=True)
+    unlabeled = DataLoader(TensorDataset(x), batch_size=32, shuffle=True)
+    return CombinedLoader({"labeled": labeled, "unlabeled": unlabeled}, mode="max_size_cycle")
+
+
+def test_vat_run_with_combined_loader_logs_terms_and_keeps_bn_stats_clean():
+    x, y = moons()
+    model = bn_mlp()
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    module = vat_module(model, "vat", eps=0.3, n_power=2, lr=1e-2)
+    trainer = lightning_trainer(20)
+    trainer.fit(module, train_dataloaders=combined_loaders(x, y))
+    assert trainer.global_step == 20
+    logged = trainer.logged_metrics
+    assert {"train_ce", "train_vat", "train_loss", "train_acc"} <= set(logged)
+    assert all(math.isfinite(float(logged[k])) for k in ("train_ce", "train_vat", "train_loss"))
+    assert float(logged["train_vat"]) > 0
+    assert float(logged["train_loss"]) == pytest.approx(
+        float(logged["train_ce"]) + float(logged["train_vat"]), rel=1e-5
+    )
+    after = model.state_dict()
+    assert not torch.equal(after["0.weight"], before["0.weight"])
+    # BatchNorm saw the clean passes only: one labeled and one unlabeled pass per step
+    assert int(after["1.num_batches_tracked"]) == 2 * 20
+    assert not torch.equal(after["1.running_mean"], before["1.running_mean"])
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_perturbed_passes_do_not_move_running_statistics():
+    """Same run with eps=0 vs eps>0 starting from the same state: identical running mean after one step."""
+    x, y = moons()
+    stats = []
+    for eps in (0.0, 1.0):
+        model = bn_mlp()
+        module = vat_module(model, "vat", eps=eps, lr=1e-2)
+        module.train()
+        batch = (x[:8], y[:8], x[:32])
+        torch.manual_seed(0)
+        loss = module.training_step(batch, 0)
+        assert torch.isfinite(loss)
+        stats.append(model[1].running_mean.clone())
+    torch.testing.assert_close(stats[0], stats[1], rtol=0, atol=0)
+
+
+def test_tuple_batches_and_method_instance_and_validation():
+    x, y = moons()
+    data = TensorDataset(x[:16], y[:16], x[:16])  # (x_l, y_l, x_u) per row: regularize every row
+    model = bn_mlp(1)
+    before = model[0].weight.detach().clone()
+    module = vat_module(model, VirtualAdversarialTraining(eps=0.3, alpha=2.0, regularize="all"))
+    val = DataLoader(TensorDataset(x[200:], y[200:]), batch_size=100)
+    trainer = lightning_trainer(6)
+    trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=8), val_dataloaders=val)
+    metrics = trainer.callback_metrics
+    assert {"train_vat", "val_loss", "val_acc"} <= set(metrics)
+    assert 0.0 <= float(metrics["val_acc"]) <= 1.0
+    assert not torch.equal(model[0].weight, before)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_eps_derived_from_first_batch_and_supervised_ignores_unlabeled():
+    x, y = moons()
+    module = vat_module(bn_mlp(), "vat", lr=1e-2)
+    module.train()
+    module.training_step({"x_labeled": x[:8], "y_labeled": y[:8], "x_unlabeled": x[:64]}, 0)
+    assert module.method.eps is not None and module.method.eps > 0
+    sup = vat_module(bn_mlp(), "supervised")
+    sup.train()
+    torch.manual_seed(0)
+    loss = sup.training_step((x[:8], y[:8], x[:64]), 0)
+    assert int(sup.model[1].num_batches_tracked) == 1  # the unlabeled rows were not used
+    torch.manual_seed(0)  # same dropout mask: the loss is the plain cross-entropy
+    assert loss.item() == pytest.approx(nn.functional.cross_entropy(sup.model(x[:8]), y[:8]).item(), rel=1e-6)
+
+
+def test_parse_batch_layouts_and_errors():
+    xl, yl, xu = torch.zeros(2, 3), torch.tensor([0, 1]), torch.ones(4, 3)
+    assert parse_batch(Batch(xl, yl, xu)).x_unlabeled is xu
+    assert parse_batch((xl, yl, xu)).x_unlabeled is xu
+    assert parse_batch({"labeled": [xl, yl], "unlabeled": (xu, torch.zeros(4))}).x_unlabeled is xu
+    with pytest.raises(ValueError, match="got length 4"):
+        parse_batch((xl, yl, xu, xu))
+    with pytest.raises(TypeError, match=r"got keys \['a'\]"):
+        parse_batch({"a": 1})
+    with pytest.raises(TypeError, match="got int"):
+        parse_batch(3)
+    with pytest.raises(TypeError, match=r"method must be a name or a torchvat\.train\.Method, got int"):
+        vat_module(bn_mlp(), 3)
+    with pytest.raises(ValueError, match="lr must be a number > 0, got 0"):
+        vat_module(bn_mlp(), lr=0)

@@ -1,0 +1,317 @@
+"""Behaviour of VATClassifier and VATRegressor beyond scikit-learn's generic checks."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import make_moons
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from torchvat.core import suggest_eps
+from torchvat.sklearn import VATClassifier, VATRegressor
+
+FAST = {"hidden_layer_sizes": (16,), "max_iter": 60, "learning_rate_init": 0.01, "device": "cpu", "random_state": 0}
+
+
+@pytest.fixture(scope="module")
+def moons() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X, y = make_moons(200, noise=0.1, random_state=0)
+    X = StandardScaler().fit_transform(X)
+    y_semi = y.copy()
+    rng = np.random.RandomState(0)
+    keep = np.r_[
+        rng.choice(np.flatnonzero(y == 0), 4, replace=False), rng.choice(np.flatnonzero(y == 1), 4, replace=False)
+    ]
+    y_semi[np.setdiff1d(np.arange(200), keep)] = -1
+    return X, y, y_semi
+
+
+@pytest.fixture(scope="module")
+def fitted(moons) -> VATClassifier:
+    X, _, y_semi = moons
+    return VATClassifier(**FAST).fit(X, y_semi)
+
+
+def test_fitted_attributes(fitted, moons):
+    X = moons[0]
+    assert fitted.classes_.tolist() == [0, 1]
+    assert fitted.n_features_in_ == 2
+    assert fitted.n_iter_ == 60 and len(fitted.loss_curve_) == 60
+    assert isinstance(fitted.module_, nn.Module) and not fitted.module_.training
+    assert fitted.eps_ == pytest.approx(suggest_eps(torch.tensor(X, dtype=torch.float32), scale=0.25))
+    proba = fitted.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    np.testing.assert_array_equal(fitted.predict(X), fitted.classes_[proba.argmax(1)])
+    np.testing.assert_array_equal(fitted.decision_function(X) > 0, proba[:, 1] > 0.5)
+    np.testing.assert_allclose(np.exp(fitted.predict_log_proba(X)), proba, rtol=1e-10)
+
+
+def test_eps_follows_the_scale_of_x(moons):
+    X, _, y_semi = moons
+    small = VATClassifier(**FAST).fit(X, y_semi).eps_
+    large = VATClassifier(**FAST).fit(10 * X, y_semi).eps_
+    assert large == pytest.approx(10 * small, rel=1e-4)
+    assert VATClassifier(**{**FAST, "eps": 0.3}).fit(X, y_semi).eps_ == 0.3
+
+
+@pytest.mark.slow
+def test_unlabeled_rows_help_on_moons(moons):
+    X, y, y_semi = moons
+    params = {**FAST, "hidden_layer_sizes": (32, 32), "max_iter": 300, "learning_rate_init": 3e-3}
+    vat = VATClassifier(**params, eps=0.5).fit(X, y_semi)
+    sup = VATClassifier(**params, method="supervised").fit(X, y_semi)
+    assert vat.score(X, y) > sup.score(X, y)
+    assert vat.score(X, y) > 0.9
+
+
+def test_same_random_state_same_model_and_global_rng_untouched(moons):
+    X, _, y_semi = moons
+    torch.manual_seed(123)
+    np.random.seed(123)  # noqa: NPY002 - the legacy global generator is what must stay untouched
+    random.seed(123)
+    expected = (torch.rand(1), np.random.rand(), random.random())  # noqa: NPY002
+    torch.manual_seed(123)
+    np.random.seed(123)  # noqa: NPY002
+    random.seed(123)
+    a = VATClassifier(**FAST).fit(X, y_semi)
+    assert (torch.rand(1), np.random.rand(), random.random()) == expected  # noqa: NPY002
+    b = VATClassifier(**FAST).fit(X, y_semi)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    c = VATClassifier(**{**FAST, "random_state": 1}).fit(X, y_semi)
+    assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
+
+
+def test_string_labels_and_custom_unlabeled_label(moons):
+    X, y, y_semi = moons
+    names = np.array(["left", "right"])[y]
+    y_str = np.where(y_semi == -1, "-1", names)
+    clf = VATClassifier(**FAST).fit(X, y_str)
+    assert clf.classes_.tolist() == ["left", "right"]
+    assert set(clf.predict(X)) <= {"left", "right"}
+    y_custom = np.where(y_semi == -1, "?", names)
+    clf2 = VATClassifier(**FAST, unlabeled_label="?").fit(X, y_custom)
+    np.testing.assert_array_equal(clf2.predict_proba(X), clf.predict_proba(X))
+
+
+def test_pandas_dataframe_keeps_feature_names(moons):
+    X, _, y_semi = moons
+    df = pd.DataFrame(X, columns=["a", "b"])
+    clf = VATClassifier(**FAST).fit(df, pd.Series(y_semi))
+    assert clf.feature_names_in_.tolist() == ["a", "b"]
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        from_array = clf.predict(X)
+    np.testing.assert_array_equal(clf.predict(df), from_array)
+    with pytest.raises(ValueError, match="feature names should match"):
+        clf.predict(pd.DataFrame(X, columns=["b", "a"]))
+
+
+def test_pipeline_and_grid_search_over_eps(moons):
+    X, y, y_semi = moons
+    pipe = make_pipeline(StandardScaler(), VATClassifier(**FAST))
+    search = GridSearchCV(pipe, {"vatclassifier__eps": [0.05, 0.5]}, cv=2, scoring="accuracy")
+    labeled = y_semi != -1
+    search.fit(X[labeled].repeat(3, axis=0), y[labeled].repeat(3))
+    assert search.best_params_["vatclassifier__eps"] in (0.05, 0.5)
+    assert len(search.cv_results_["mean_test_score"]) == 2
+    assert search.best_estimator_[-1].eps_ == search.best_params_["vatclassifier__eps"]
+
+
+def test_get_set_params_and_clone():
+    clf = VATClassifier(**FAST)
+    assert clf.get_params()["max_iter"] == 60
+    clf.set_params(eps=0.7, method="vat+ent")
+    twin = clone(clf)
+    assert twin.get_params() == clf.get_params() and twin is not clf
+
+
+def test_pickle_after_fit(fitted, moons):
+    X = moons[0]
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(restored.predict_proba(X), fitted.predict_proba(X))
+    assert restored.eps_ == fitted.eps_
+
+
+def test_not_fitted_and_bad_input(moons):
+    X, _, y_semi = moons
+    with pytest.raises(NotFittedError):
+        VATClassifier().predict(X)
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        VATClassifier(**FAST).fit(X, None)
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        VATClassifier(**FAST).fit(np.where(np.arange(400).reshape(200, 2) == 3, np.nan, X), y_semi)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        VATClassifier(**FAST).fit(X, y_semi[:-1])
+    with pytest.raises(ValueError, match="no labeled rows"):
+        VATClassifier(**FAST).fit(X, np.full(200, -1))
+    with pytest.raises(ValueError, match="at least 2 classes, got 1 class"):
+        VATClassifier(**FAST).fit(X, np.where(y_semi == 1, -1, y_semi))
+    with pytest.raises(ValueError, match="Unknown label type"):
+        VATClassifier(**FAST).fit(X, np.linspace(0, 1, 200))
+    fitted = VATClassifier(**FAST).fit(X, y_semi)
+    with pytest.raises(ValueError, match="X has 3 features, but VATClassifier is expecting 2 features"):
+        fitted.predict(np.c_[X, X[:, :1]])
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "match"),
+    [
+        ("method", "mixup", "method must be one of"),
+        ("eps", -1.0, "eps must be a finite number >= 0, got -1.0"),
+        ("max_iter", 0, "max_iter must be an integer >= 1, got 0"),
+        ("hidden_layer_sizes", (16, 0), r"hidden_layer_sizes\[1\] must be an integer >= 1, got 0"),
+        ("validation_fraction", 1.5, r"validation_fraction must be a number in \(0, 1\), got 1.5"),
+        ("learning_rate_init", 0.0, "learning_rate_init must be a finite number > 0, got 0.0"),
+    ],
+)
+def test_invalid_parameters_name_the_argument(moons, param, value, match):
+    X, _, y_semi = moons
+    with pytest.raises(ValueError, match=match):
+        VATClassifier(**{**FAST, param: value}).fit(X, y_semi)
+
+
+def test_module_must_be_a_factory_of_modules(moons):
+    X, _, y_semi = moons
+    with pytest.raises(TypeError, match="module must be None or a callable"):
+        VATClassifier(**{**FAST, "module": 3}).fit(X, y_semi)
+    with pytest.raises(TypeError, match=r"must return a torch\.nn\.Module, got str"):
+        VATClassifier(**{**FAST, "module": lambda d, k: "mlp"}).fit(X, y_semi)
+
+
+def test_warns_without_unlabeled_rows_but_not_for_supervised(moons):
+    X, y, _ = moons
+    with pytest.warns(UserWarning, match="y contains no unlabeled samples"):
+        VATClassifier(**FAST).fit(X, y)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        VATClassifier(**{**FAST, "method": "supervised"}).fit(X, y)
+
+
+def test_custom_module_factory(moons):
+    X, _, y_semi = moons
+    seen = {}
+
+    def factory(n_features: int, n_outputs: int) -> nn.Module:
+        seen["shape"] = (n_features, n_outputs)
+        return nn.Sequential(nn.Linear(n_features, 8), nn.Tanh(), nn.Linear(8, n_outputs))
+
+    clf = VATClassifier(**{**FAST, "module": factory}).fit(X, y_semi)
+    assert seen["shape"] == (2, 2)
+    assert isinstance(clf.module_, nn.Sequential)
+
+
+@pytest.mark.parametrize("method", ["vat", "vat+ent", "at", "supervised", "rpt", "at+vat"])
+def test_every_method_trains(moons, method):
+    X, _, y_semi = moons
+    clf = VATClassifier(**{**FAST, "method": method, "max_iter": 30}).fit(X, y_semi)
+    assert clf.n_iter_ == 30
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+    assert (clf.eps_ is None) == (method == "supervised")
+
+
+def test_partial_fit_continues_training(moons):
+    X, _, y_semi = moons
+    clf = VATClassifier(**{**FAST, "batch_size": 8, "unlabeled_batch_size": 64})
+    with pytest.raises(ValueError, match="classes must be passed on the first call"):
+        clf.partial_fit(X, y_semi)
+    clf.partial_fit(X, y_semi, classes=[0, 1])
+    weights = [p.detach().clone() for p in clf.module_.parameters()]
+    assert clf.n_iter_ == 3  # ceil(192 unlabeled / 64) > ceil(8 labeled / 8)
+    for _ in range(5):
+        clf.partial_fit(X, y_semi)
+    assert clf.n_iter_ == 18 and len(clf.loss_curve_) == 18
+    assert any(not torch.equal(a, b) for a, b in zip(weights, clf.module_.parameters(), strict=True))
+    with pytest.raises(ValueError, match="labels not in classes_"):
+        clf.partial_fit(X, np.where(y_semi == 1, 2, y_semi))
+
+
+def test_warm_start_continues_from_the_fitted_module(moons):
+    X, _, y_semi = moons
+    clf = VATClassifier(**{**FAST, "warm_start": True}).fit(X, y_semi)
+    module = clf.module_
+    clf.fit(X, y_semi)
+    assert clf.module_ is module and clf.n_iter_ == 120
+    cold = VATClassifier(**FAST).fit(X, y_semi)
+    first = cold.module_
+    cold.fit(X, y_semi)
+    assert cold.module_ is not first and cold.n_iter_ == 60
+
+
+def test_early_stopping_keeps_the_best_weights(moons):
+    X, y, _ = moons
+    y_semi = y.copy()
+    y_semi[100:] = -1
+    clf = VATClassifier(**{**FAST, "max_iter": 400, "early_stopping": True, "n_iter_no_change": 3}).fit(X, y_semi)
+    assert clf.n_iter_ <= 400
+    assert len(clf.validation_scores_) >= 1
+    assert max(clf.validation_scores_) == pytest.approx(1 - min(1 - s for s in clf.validation_scores_))
+    assert 0 < clf.best_iteration_ <= clf.n_iter_
+    with pytest.raises(ValueError, match=r"early_stopping held out every labeled row of the classes \[[01]\]"):
+        VATClassifier(**{**FAST, "early_stopping": True}).fit(X, np.r_[0, 1, np.full(198, -1)])
+    with pytest.raises(ValueError, match="early_stopping needs at least 2 labeled rows"):
+        VATRegressor(**{**FAST, "early_stopping": True}).fit(X, np.r_[0.5, np.full(199, np.nan)])
+
+
+# ----------------------------------------------------------------------------- regressor
+@pytest.fixture(scope="module")
+def sine() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.RandomState(0)
+    X = rng.uniform(-3, 3, size=(200, 1))
+    return X, 50 + 20 * np.sin(X[:, 0])
+
+
+@pytest.mark.slow
+def test_regressor_fits_in_the_units_of_y(sine):
+    X, y = sine
+    y_semi = y.copy()
+    y_semi[40:] = np.nan
+    reg = VATRegressor(hidden_layer_sizes=(32, 32), max_iter=400, learning_rate_init=0.01, random_state=0)
+    reg.set_params(device="cpu").fit(X, y_semi)
+    assert reg.score(X, y) > 0.9
+    assert abs(reg.predict(X).mean() - y.mean()) < 3
+    assert reg.eps_ > 0
+
+
+@pytest.mark.parametrize("method", ["vat", "at", "rpt", "supervised"])
+def test_regressor_methods(sine, method):
+    X, y = sine
+    reg = VATRegressor(**{**FAST, "method": method, "max_iter": 30})
+    y_semi = np.where(np.arange(200) < 50, y, -999.0)
+    reg.set_params(unlabeled_label=-999.0).fit(X, y_semi)
+    assert reg.n_iter_ == 30 and reg.loss_curve_[-1] < reg.loss_curve_[0]
+    with pytest.raises(ValueError, match="method must be one of"):
+        VATRegressor(**{**FAST, "method": "vat+ent"}).fit(X, y)
+
+
+def test_regressor_partial_fit_pickle_and_errors(sine):
+    X, y = sine
+    reg = VATRegressor(**FAST)
+    reg.partial_fit(X, y)
+    reg.partial_fit(X, y)
+    assert reg.n_iter_ == 14  # 2 x ceil(200 / 32)
+    restored = pickle.loads(pickle.dumps(reg))
+    np.testing.assert_array_equal(restored.predict(X), reg.predict(X))
+    with pytest.raises(ValueError, match="Input y contains infinity"):
+        VATRegressor(**FAST).fit(X, np.where(np.arange(200) == 0, np.inf, y))
+    with pytest.raises(ValueError, match="y must hold real numbers"):
+        VATRegressor(**FAST).fit(X, np.array(["a"] * 200, dtype=object))
+
+
+def test_regressor_early_stopping(sine):
+    X, y = sine
+    y_semi = np.where(np.arange(200) < 100, y, np.nan)
+    reg = VATRegressor(**{**FAST, "max_iter": 200, "early_stopping": True, "n_iter_no_change": 2}).fit(X, y_semi)
+    assert len(reg.validation_scores_) >= 1
+    assert min(reg.validation_scores_) >= 0  # mean squared errors on standardized targets
+    assert 0 < reg.best_iteration_ <= reg.n_iter_ <= 200
