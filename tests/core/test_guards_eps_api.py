@@ -50,15 +50,22 @@ def test_rng_snapshot_replays_and_restores():
 
 def test_suggest_eps_rules():
     line = torch.arange(20.0).unsqueeze(1) * 3
-    assert suggest_eps(line) == pytest.approx(1.5)
-    assert suggest_eps(line, scale=1.0) == pytest.approx(3.0)
+    assert suggest_eps(line, rule="nn") == pytest.approx(1.5)
+    assert suggest_eps(line, rule="nn", scale=1.0) == pytest.approx(3.0)
+    radius = (line - line.mean()).abs().median().item()
+    assert suggest_eps(line) == pytest.approx(0.25 * radius)
+    # the radius rule does not shrink as the space fills up; the neighbour rule does
+    dense = torch.arange(200.0).unsqueeze(1) * 0.3
+    assert suggest_eps(dense) == pytest.approx(suggest_eps(line), rel=0.15)
+    assert suggest_eps(dense, rule="nn") < 0.2 * suggest_eps(line, rule="nn")
     pts = torch.randn(500, 10)
     norm_eps = suggest_eps(pts, rule="norm")
     assert norm_eps == pytest.approx(0.05 * pts.norm(dim=1).median().item(), rel=0.05)
     # invariant to duplicates, scales with the data
     dup = torch.cat([line, line])
-    assert suggest_eps(dup) == pytest.approx(1.5)
-    assert suggest_eps(pts * 10) == pytest.approx(10 * suggest_eps(pts), rel=1e-5)
+    assert suggest_eps(dup, rule="nn") == pytest.approx(1.5)
+    for rule in ("radius", "nn", "norm"):
+        assert suggest_eps(pts * 10, rule=rule) == pytest.approx(10 * suggest_eps(pts, rule=rule), rel=1e-5)
     img = torch.rand(50, 1, 4, 4)
     assert math.isfinite(suggest_eps(img)) and suggest_eps(img) > 0
 
@@ -69,7 +76,8 @@ def test_suggest_eps_rules():
         (torch.zeros(1, 3), {}, ValueError, r"at least 2 samples"),
         (torch.zeros(5, 3), {}, ValueError, r"all samples in x are identical"),
         (torch.tensor([[0.0], [float("nan")]]), {}, ValueError, r"NaN or Inf"),
-        (torch.randn(4, 2), {"rule": "median"}, ValueError, r"rule must be one of 'nn', 'norm', got 'median'"),
+        (torch.zeros(5, 3), {"rule": "nn"}, ValueError, r"all samples in x are identical"),
+        (torch.randn(4, 2), {"rule": "median"}, ValueError, r"rule must be one of 'radius', 'nn', 'norm', got 'median'"),
         (torch.randn(4, 2), {"scale": 0.0}, ValueError, r"scale must be a finite number > 0, got 0.0"),
         (torch.zeros(4, 2, dtype=torch.long), {}, TypeError, r"x must be a floating-point tensor"),
     ],

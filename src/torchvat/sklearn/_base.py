@@ -256,7 +256,7 @@ class BaseVATEstimator(BaseEstimator):
                 f"got n_samples={X.shape[0]}; pass eps explicitly"
             )
         try:
-            return suggest_eps(torch.from_numpy(X), scale=EPS_SCALE)
+            return suggest_eps(torch.from_numpy(X), rule="nn", scale=EPS_SCALE)
         except ValueError as err:  # all rows identical
             raise ValueError(f"cannot derive eps from X ({err}); pass eps explicitly") from err
 
