@@ -44,16 +44,51 @@ def test_quick_run_reports_every_step_type(quick_result, capsys):
 
 def test_pass_counts(quick_result):
     rows = {r.name: r for r in quick_result["rows"]}
-    # seed: labeled, clean no-grad, probe, perturbed; torchvat: clean (cat), probe, perturbed
+    # seed: labeled, clean no-grad, probe, perturbed; the trainer's VAT: labeled, unlabeled clean
+    # (no grad, the target), probe, perturbed; AT: clean labeled, perturbed labeled
     assert (rows["supervised"].forward, rows["supervised"].backward) == (1, 1)
     assert rows["seed-vat"].forward == 4
-    assert rows["torchvat-vat"].forward == 3
+    assert (rows["torchvat-vat"].forward, rows["torchvat-vat"].backward) == (4, 3)
+    assert rows["torchvat-vat-train-step"].forward == 4
     assert rows["torchvat-at"].forward == 2
-    assert rows["torchvat-vat-split"].forward == 4
-    # the seed's probe backward also computes parameter gradients; the split step's probe does not
-    assert rows["seed-vat"].gflop > rows["torchvat-vat-split"].gflop
-    # the one-pass step backpropagates the unlabeled rows of its clean pass as well
-    assert rows["torchvat-vat"].gflop > rows["torchvat-vat-split"].gflop
+    # the entropy term backpropagates the unlabeled clean pass too
+    assert rows["torchvat-vat+ent"].backward == rows["torchvat-vat"].backward + 1
+    # the seed's probe backward also computes parameter gradients; the trainer's probe does not
+    assert rows["seed-vat"].gflop > rows["torchvat-vat"].gflop
+    assert rows["torchvat-vat-train-step"].gflop == pytest.approx(rows["torchvat-vat"].gflop)
+
+
+def test_pass_bound_counts_forward_equivalents():
+    # 32 labeled rows at 3 forward-equivalents, 128 unlabeled at 7 (seed) or 6 (input-only probe)
+    assert step_cost.pass_bound("seed-vat", 32, 128) == pytest.approx((32 * 3 + 128 * 7) / (160 * 3))
+    assert step_cost.pass_bound("torchvat-vat", 32, 128) == pytest.approx((32 * 3 + 128 * 6) / (160 * 3))
+    assert step_cost.pass_bound("supervised", 5, 7) == 1.0
+
+
+def test_method_step_is_the_trainers_step():
+    # the benchmark's method step updates the model exactly as Trainer.train_step does
+    torch.manual_seed(0)
+    model = step_cost.MLP(6, 3, hidden_sizes=(8,)).train()
+    batch = (torch.randn(4, 6), torch.tensor([0, 1, 2, 0]), torch.randn(8, 6))
+    cfg = step_cost.StepConfig(eps=0.5)
+    ours = step_cost.make_trainer("torchvat-vat", copy.deepcopy(model), batch, cfg)
+    theirs = step_cost.make_trainer("torchvat-vat", copy.deepcopy(model), batch, cfg)
+    tb = step_cost.Batch(*batch)
+    torch.manual_seed(3)
+    loss = step_cost.method_step(ours, tb)
+    torch.manual_seed(3)
+    metrics = theirs.train_step(tb)
+    torch.testing.assert_close(loss, metrics["loss"])
+    for p, q in zip(ours.model.parameters(), theirs.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    assert any(not torch.equal(p, q) for p, q in zip(ours.model.parameters(), model.parameters(), strict=True))
+
+
+def test_flop_counter_counts_matmuls():
+    a, b = torch.randn(3, 4), torch.randn(4, 5)
+    with step_cost.FlopCounter() as counter:
+        torch.mm(a, b)
+    assert counter.total == 2 * 3 * 4 * 5
 
 
 def test_unknown_step_type_is_rejected():
@@ -101,24 +136,6 @@ def test_seed_vat_wipes_accumulated_grads():
         p.grad = torch.ones_like(p)
     seed_vat.SeedVATLoss(xi=1.0, eps=0.5)(model, torch.randn(8, 6))
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())
-
-
-def test_torchvat_step_keeps_accumulated_grads():
-    model = _tiny()
-    fresh = copy.deepcopy(model)
-    x_l, y_l, x_u = torch.randn(4, 6), torch.tensor([0, 1, 2, 0]), torch.randn(8, 6)
-    accumulated = [torch.randn_like(p) for p in model.parameters()]
-    for p, g in zip(model.parameters(), accumulated, strict=True):
-        p.grad = g.clone()
-
-    torch.manual_seed(7)
-    step_cost.torchvat_vat_loss(model, x_l, y_l, x_u, eps=0.5).backward()
-    torch.manual_seed(7)
-    step_cost.torchvat_vat_loss(fresh, x_l, y_l, x_u, eps=0.5).backward()
-
-    for p, q, g in zip(model.parameters(), fresh.parameters(), accumulated, strict=True):
-        assert q.grad is not None and q.grad.abs().sum() > 0
-        torch.testing.assert_close(p.grad, g + q.grad)
 
 
 def test_profile_and_bookkeeping_tables(capsys):

@@ -77,7 +77,12 @@ def test_suggest_eps_rules():
         (torch.zeros(5, 3), {}, ValueError, r"all samples in x are identical"),
         (torch.tensor([[0.0], [float("nan")]]), {}, ValueError, r"NaN or Inf"),
         (torch.zeros(5, 3), {"rule": "nn"}, ValueError, r"all samples in x are identical"),
-        (torch.randn(4, 2), {"rule": "median"}, ValueError, r"rule must be one of 'radius', 'nn', 'norm', got 'median'"),
+        (
+            torch.randn(4, 2),
+            {"rule": "median"},
+            ValueError,
+            r"rule must be one of 'radius', 'nn', 'norm', got 'median'",
+        ),
         (torch.randn(4, 2), {"scale": 0.0}, ValueError, r"scale must be a finite number > 0, got 0.0"),
         (torch.zeros(4, 2, dtype=torch.long), {}, TypeError, r"x must be a floating-point tensor"),
     ],

@@ -48,7 +48,7 @@ def test_fitted_attributes(fitted, moons):
     assert fitted.n_features_in_ == 2
     assert fitted.n_iter_ == 60 and len(fitted.loss_curve_) == 60
     assert isinstance(fitted.module_, nn.Module) and not fitted.module_.training
-    assert fitted.eps_ == pytest.approx(suggest_eps(torch.tensor(X, dtype=torch.float32), scale=0.25))
+    assert fitted.eps_ == pytest.approx(suggest_eps(torch.tensor(X, dtype=torch.float32), rule="nn", scale=0.25))
     proba = fitted.predict_proba(X)
     np.testing.assert_allclose(proba.sum(1), 1.0)
     np.testing.assert_array_equal(fitted.predict(X), fitted.classes_[proba.argmax(1)])

@@ -45,6 +45,7 @@ from torchvat.data import (
 )
 from torchvat.models import build_model, default_model_name
 from torchvat.train import TrainConfig, Trainer, TrainResult, is_main_process, seed_everything
+from torchvat.train.checkpoint import check_output_dir
 from torchvat.train.distributed import rank, rank_seed
 
 __all__ = [
@@ -473,8 +474,7 @@ def train_run(
     """
     import time
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out_dir)  # created and writable, before the data are loaded
     seed = config.train.seed
     if data is None:
         data = load_run_data(config.data, seed)

@@ -7,6 +7,8 @@ import dataclasses
 import inspect
 import math
 import re
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +34,20 @@ from torchvat.models import available_models
 from torchvat.recipes import available_recipes, load_recipe
 from torchvat.report import Report, plot_learning_curves, text_table
 from torchvat.train import TrainConfig, Trainer, available_methods, is_main_process
+from torchvat.train.checkpoint import load_latest_checkpoint
+from torchvat.train.config import NONFINITE
 from torchvat.train.distributed import broadcast_object, destroy_distributed, init_distributed
 
-__all__ = ["add_parser", "list_recipes", "resolve_config", "run_train", "train_command", "write_train_report"]
+__all__ = [
+    "add_parser",
+    "list_recipes",
+    "resolve_config",
+    "resume_hint",
+    "run_train",
+    "train_command",
+    "usable_checkpoint",
+    "write_train_report",
+]
 
 # flags whose name differs from the TrainConfig field
 _RENAMED = {"iterations": "--iters", "out_dir": "--out"}
@@ -139,6 +152,8 @@ def add_parser(
         text = helps.get(f.name, "")
         if f.name == "method":
             t.add_argument(flag, dest=dest, choices=available_methods(), help=text)
+        elif f.name == "nonfinite":
+            t.add_argument(flag, dest=dest, choices=NONFINITE, help=text)
         elif f.name in ("eps", "xi"):
             t.add_argument(flag, dest=dest, type=_optional_float_or_auto, metavar="X|auto", help=text)
         elif f.name == "amp":
@@ -211,8 +226,7 @@ def resolve_config(args: argparse.Namespace, *, default_prefix: str = "train") -
         else:
             resume = Path(args.resume)
             out = out or resume.parent
-        if not resume.is_file():
-            raise FileNotFoundError(f"checkpoint to resume not found: {resume}")
+        resume = usable_checkpoint(resume)
         if args.config is None and args.recipe is None and (resume.parent / CONFIG_FILE).is_file():
             values = _merge(values, RunConfig.from_toml(resume.parent / CONFIG_FILE).to_dict())
     if args.recipe is not None:
@@ -253,6 +267,47 @@ def resolve_config(args: argparse.Namespace, *, default_prefix: str = "train") -
         suffix = f"-{config.train.method}" if default_prefix == "train" else ""
         out = new_run_dir(f"{default_prefix}-{config.data.label}{suffix}".replace("+", "-"))
     return config, out, None if resume is None else str(resume)
+
+
+def usable_checkpoint(path: Path) -> Path:
+    """The checkpoint to resume from: ``path``, or its newest good previous version.
+
+    A missing, truncated or corrupted ``last.pt`` falls back to ``last.prev.pt`` (and older
+    versions) with a warning naming each file skipped and why.
+
+    Args:
+        path: The checkpoint asked for.
+
+    Returns:
+        The file to resume from.
+
+    Raises:
+        FileNotFoundError: If neither the file nor a previous version exists.
+        CheckpointError: If every candidate is unreadable (each is named).
+    """
+    try:
+        used, _ = load_latest_checkpoint(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"checkpoint to resume not found: {path}") from err
+    return used
+
+
+def resume_hint(outcome: RunOutcome) -> str:
+    """The message printed when a signal stopped training: where the state is, how to resume.
+
+    Args:
+        outcome: The interrupted run.
+
+    Returns:
+        The message.
+    """
+    res = outcome.result
+    saved = res.paths.get("last", str(outcome.out_dir / "last.pt"))
+    return (
+        f"torchvat train: {res.interrupted} received, stopped after iteration {res.steps} of "
+        f"{outcome.config.train.iterations}; the state is saved in {saved}. "
+        f"Resume with: torchvat train --resume --out {outcome.out_dir}"
+    )
 
 
 def list_recipes() -> str:
@@ -372,6 +427,9 @@ def run_train(
         raise FileNotFoundError(f"{err}{hint}") from err
     if not is_main_process():  # distributed: rank 0 writes the report and prints
         return outcome
+    if outcome.result.interrupted is not None:  # stop quickly: no report
+        sys.stderr.write(resume_hint(outcome) + "\n")
+        return outcome
     report = write_train_report(outcome, recipe=recipe)
     headers, rows = _summary_rows(outcome)
     say(text_table(headers, rows) if rows else "no held-out data: nothing evaluated")
@@ -401,5 +459,7 @@ def train_command(args: argparse.Namespace) -> int:
     finally:
         if owns_group:
             destroy_distributed()
+    if outcome.result.interrupted is not None:
+        return 128 + int(signal.Signals[outcome.result.interrupted])
     final = outcome.result.final
     return 0 if not final or all(math.isfinite(v) for v in final.values() if isinstance(v, float)) else 1

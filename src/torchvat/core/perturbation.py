@@ -69,10 +69,17 @@ def l2_normalize(v: Tensor) -> Tensor:
         >>> l2_normalize(torch.tensor([[3.0, 4.0], [0.0, 0.0]])).tolist()
         [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
     """
+    return _l2_normalize_with_max(v)[0]
+
+
+def _l2_normalize_with_max(v: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`l2_normalize` and the per-sample maximum magnitude of ``v`` ([B, 1], float32 at least)."""
     flat = v.flatten(1).to(torch.promote_types(v.dtype, torch.float32))
-    flat = flat / flat.abs().amax(1, keepdim=True).clamp_min(_TINY)
+    # max |v| without a |v| temporary (the L-inf vector_norm is ~8x slower on CPU)
+    vmax = torch.maximum(flat.amax(1, keepdim=True), flat.amin(1, keepdim=True).neg())
+    flat = flat / vmax.clamp_min(_TINY)
     flat = flat / torch.linalg.vector_norm(flat, dim=1, keepdim=True).clamp_min(_TINY)
-    return flat.view(v.shape).to(v.dtype)
+    return flat.view(v.shape).to(v.dtype), vmax
 
 
 def project_direction(d: Tensor, norm: str) -> Tensor:
@@ -137,9 +144,10 @@ def _update(d: Tensor, g: Tensor, mask: Tensor | None) -> Tensor:
     """New unit direction from ``g``; samples whose ``g`` is exactly zero keep ``d``."""
     if mask is not None:
         g = g * mask
-    zero = g.detach().flatten(1).abs().amax(1) == 0
+    unit, gmax = _l2_normalize_with_max(g.detach())
+    zero = gmax == 0  # [B, 1]: the maximum magnitude the normalization computed anyway
     # no host sync: the where runs whether or not a sample's gradient vanished
-    return torch.where(zero.view(-1, *([1] * (d.ndim - 1))), d, l2_normalize(g.detach()))
+    return torch.where(zero.view(-1, *([1] * (d.ndim - 1))), d, unit)
 
 
 def _cast_tangent(module: nn.Module, inputs: Any, output: Any) -> Any:
@@ -262,7 +270,9 @@ def _search(
                 value = checked_divergence(div, target, pred).sum()
                 g = _grad_or_zero(value, d)
             d = _update(d.detach(), g, mask)
-    return per_sample_scale(eps, x0) * project_direction(d, norm).to(x0.dtype)
+    # d is a unit vector already (the random start and every update are L2-normalized)
+    unit = d if norm == "l2" else project_direction(d, norm)
+    return per_sample_scale(eps, x0) * unit.to(x0.dtype)
 
 
 def resolve_probe(probe: str, t: Tensor) -> str:

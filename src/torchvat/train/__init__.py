@@ -21,8 +21,11 @@ from torchvat.train.callbacks import (
     is_main_process,
 )
 from torchvat.train.checkpoint import (
+    CheckpointError,
+    check_output_dir,
     get_rng_state,
     load_checkpoint,
+    load_latest_checkpoint,
     save_checkpoint,
     seed_everything,
     select_device,
@@ -45,7 +48,7 @@ from torchvat.train.methods import (
     unregister_method,
 )
 from torchvat.train.optim import IterationSchedule, build_optimizer, warmup_factor
-from torchvat.train.trainer import CollapseWarning, Trainer, TrainResult, compute_method_loss
+from torchvat.train.trainer import CollapseWarning, NonFiniteLossError, Trainer, TrainResult, compute_method_loss
 
 __all__ = [
     "AdversarialTraining",
@@ -53,11 +56,13 @@ __all__ = [
     "Batch",
     "Callback",
     "Checkpoint",
+    "CheckpointError",
     "CleanPass",
     "CollapseWarning",
     "IterationSchedule",
     "JSONLogger",
     "Method",
+    "NonFiniteLossError",
     "ProgressBar",
     "RandomPerturbationTraining",
     "Supervised",
@@ -69,11 +74,13 @@ __all__ = [
     "VirtualAdversarialTraining",
     "available_methods",
     "build_optimizer",
+    "check_output_dir",
     "compute_method_loss",
     "get_method",
     "get_rng_state",
     "is_main_process",
     "load_checkpoint",
+    "load_latest_checkpoint",
     "register_method",
     "save_checkpoint",
     "seed_everything",

@@ -16,15 +16,23 @@ overrides the hooks it needs and accepts ``**kwargs`` so new arguments never bre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import torch.distributed as dist
 
-from torchvat.train.checkpoint import save_checkpoint
+from torchvat.train.checkpoint import (
+    check_output_dir,
+    estimate_checkpoint_nbytes,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 
 if TYPE_CHECKING:
     from torchvat.train.trainer import Trainer
@@ -145,12 +153,44 @@ class ProgressBar(Callback):
             self.bar = None
 
 
+def _drop_lines_after(path: Path, step: int) -> None:
+    """Rewrite a metrics file without its torn lines and the lines of iterations after ``step``.
+
+    The file is replaced atomically, and only if something is dropped.
+    """
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    keep = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not line.endswith("\n") or not isinstance(record, dict) or record.get("step", 0) > step:
+            continue
+        keep.append(line)
+    if len(keep) == len(lines):
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 class JSONLogger(Callback):
     """Append one JSON object per line to ``metrics.jsonl``.
 
     Training lines (``"kind": "train"``) carry the means of the loss terms since the last
     log; evaluation lines (``"kind": "eval"``) the held-out metrics. Written on rank 0 only;
-    the file is appended to, so a resumed run continues it.
+    the file is appended to, so a resumed run continues it: lines past the resumed
+    iteration (written after the checkpoint by a run that was then killed) and a torn last
+    line are dropped first, so the file ends as that of an uninterrupted run.
 
     Args:
         path: The file; ``None`` means ``<out_dir>/metrics.jsonl`` of the trainer.
@@ -171,6 +211,8 @@ class JSONLogger(Callback):
                 raise ValueError("JSONLogger needs a path or a trainer with config.out_dir set, got neither")
             path = Path(trainer.config.out_dir) / "metrics.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
+        if trainer.step > 0 and path.is_file():  # resumed
+            _drop_lines_after(path, trainer.step)
         self._file = path.open("a", encoding="utf-8")
         trainer.paths["metrics"] = str(path)
 
@@ -198,8 +240,16 @@ class JSONLogger(Callback):
 class Checkpoint(Callback):
     """Write ``last.pt`` periodically and ``best.pt`` when the held-out error improves.
 
-    Files hold :meth:`Trainer.state_dict` and are written atomically on rank 0; resume with
-    ``Trainer.fit(resume=path)``.
+    Files hold :meth:`Trainer.state_dict` and are written atomically on rank 0 (see
+    :func:`~torchvat.train.save_checkpoint`), each with a checksum; the previous
+    ``last.pt`` is kept as ``last.prev.pt`` (and older ones as ``last.prev2.pt``, ... with
+    ``keep_previous > 1``), so a damaged newest file never loses the run: resume with
+    ``Trainer.fit(resume=path)`` or :func:`~torchvat.train.checkpoint.load_latest_checkpoint`,
+    which falls back to the previous versions.
+
+    When training starts the directory is checked (created, writable, free space for
+    about two checkpoints; see :func:`~torchvat.train.checkpoint.check_output_dir`), and
+    temporary files left by a killed run are deleted.
 
     Args:
         directory: Where to write; ``None`` means the trainer's ``config.out_dir``.
@@ -207,14 +257,31 @@ class Checkpoint(Callback):
             ``config.checkpoint_every``, or at every evaluation if that is ``None`` too.
             ``last.pt`` is also written when training ends.
         save_best: Whether to write ``best.pt``.
+        keep_previous: How many previous versions of ``last.pt`` to keep (0: none).
+
+    Raises:
+        ValueError: If ``every`` or ``keep_previous`` is invalid.
+
+    Example:
+        >>> Checkpoint(every=100, keep_previous=2).keep_previous
+        2
     """
 
-    def __init__(self, directory: str | Path | None = None, every: int | None = None, save_best: bool = True) -> None:
+    def __init__(
+        self,
+        directory: str | Path | None = None,
+        every: int | None = None,
+        save_best: bool = True,
+        keep_previous: int = 1,
+    ) -> None:
         if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
             raise ValueError(f"every must be a positive integer or None, got {every!r}")
+        if isinstance(keep_previous, bool) or not isinstance(keep_previous, int) or keep_previous < 0:
+            raise ValueError(f"keep_previous must be an integer >= 0, got {keep_previous!r}")
         self.directory = None if directory is None else Path(directory)
         self.every = every
         self.save_best = save_best
+        self.keep_previous = keep_previous
 
     def _dir(self, trainer: Trainer) -> Path:
         if self.directory is not None:
@@ -225,8 +292,18 @@ class Checkpoint(Callback):
 
     def _save(self, trainer: Trainer, name: str) -> None:
         if is_main_process():
-            path = save_checkpoint(trainer.state_dict(), self._dir(trainer) / name)
+            keep = self.keep_previous if name == "last.pt" else 0
+            path = save_checkpoint(trainer.state_dict(), self._dir(trainer) / name, keep_previous=keep)
             trainer.paths[name.removesuffix(".pt")] = str(path)
+
+    def on_train_begin(self, **kwargs: Any) -> None:
+        """Check the directory (writable, free space) and delete stale temporary files."""
+        trainer: Trainer = kwargs["trainer"]
+        if not is_main_process():
+            return
+        directory = self._dir(trainer)
+        check_output_dir(directory, 2 * estimate_checkpoint_nbytes(trainer.model, trainer.optimizer))
+        remove_stale_temporaries(directory)
 
     def on_eval_end(self, **kwargs: Any) -> None:
         """Write ``best.pt`` when the monitored error improved."""
@@ -243,7 +320,7 @@ class Checkpoint(Callback):
             self._save(trainer, "last.pt")
 
     def on_train_end(self, **kwargs: Any) -> None:
-        """Write ``last.pt`` with the final state (also after an early stop)."""
+        """Write ``last.pt`` with the final state (also after an early stop or an interruption)."""
         self._save(kwargs["trainer"], "last.pt")
 
 

@@ -1,25 +1,69 @@
-"""Atomic checkpoint files and the random-generator state they carry."""
+"""Atomic, verified checkpoint files and the random-generator state they carry.
+
+A checkpoint is written to a temporary file in the destination's directory, flushed,
+``fsync``-ed and moved over the destination with ``os.replace``, so a crash at any point
+leaves either the old or the new file, never a partial one. Each file carries a checksum
+of its contents (the bytes of every tensor and the plain values), verified when it is
+loaded: a truncated, corrupted or foreign file is refused with a :class:`CheckpointError`
+naming it. Files are loaded with ``torch.load(..., weights_only=True)``: a file whose
+unpickling would run code is refused, and nothing in it is executed.
+
+:func:`save_checkpoint` can keep the previous versions of a file (``last.pt`` ->
+``last.prev.pt``, ``last.prev2.pt``, ...), and :func:`load_latest_checkpoint` falls back to
+them when the newest one is unreadable.
+
+Testing hook: when the environment variable ``TORCHVAT_TEST_CHECKPOINT_PAUSE`` is
+``"NAME:STEP:PHASE:MARKER"``, the save to a file named ``NAME`` of a state whose ``"step"``
+is ``STEP`` writes the file
+``MARKER`` and then sleeps (an hour) at ``PHASE``: ``"written"`` (the temporary file is
+complete, nothing renamed yet) or ``"rotated"`` (the previous version is kept, the new
+file not yet moved in place). The fault-injection tests kill the process there.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
+import pickle
 import random
+import shutil
 import tempfile
+import time
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 __all__ = [
+    "CHECKSUM_KEY",
+    "CheckpointError",
+    "check_output_dir",
+    "estimate_checkpoint_nbytes",
     "get_rng_state",
     "load_checkpoint",
+    "load_latest_checkpoint",
+    "previous_checkpoints",
+    "remove_stale_temporaries",
     "save_checkpoint",
     "seed_everything",
     "select_device",
     "set_rng_state",
+    "state_checksum",
 ]
+
+#: Key of the checksum that :func:`save_checkpoint` adds to a dict state.
+CHECKSUM_KEY = "checksum"
+_PAUSE_ENV = "TORCHVAT_TEST_CHECKPOINT_PAUSE"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, corrupted, or refused as unsafe; the message names it."""
 
 
 def select_device(device: str | torch.device = "auto") -> torch.device:
@@ -117,63 +161,406 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
         torch.mps.set_rng_state(saved.cpu())
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``state`` to ``path`` atomically.
+def _update_digest(h: Any, value: Any) -> None:
+    """Feed a state (tensors and plain containers) into a hash, in a fixed order."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.layout == torch.strided and t.numel() > 0:
+            flat = t.cpu().contiguous().reshape(-1).view(torch.uint8)
+            h.update(memoryview(flat.numpy()))
+    elif isinstance(value, Mapping):
+        h.update(f"D{len(value)}".encode())
+        for key, item in value.items():
+            _update_digest(h, key)
+            _update_digest(h, item)
+    elif isinstance(value, list | tuple):
+        h.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)}".encode())
+        for item in value:
+            _update_digest(h, item)
+    else:
+        h.update(f"V{type(value).__name__}:{value!r};".encode())
+
+
+def state_checksum(state: Any) -> str:
+    """A BLAKE2b digest of a state's tensors (dtype, shape, bytes) and plain values.
+
+    Args:
+        state: Tensors and plain containers.
+
+    Returns:
+        The hexadecimal digest.
+
+    Example:
+        >>> a = state_checksum({"w": torch.ones(2), "step": 1})
+        >>> a == state_checksum({"w": torch.ones(2), "step": 1}), a == state_checksum({"w": torch.zeros(2), "step": 1})
+        (True, False)
+    """
+    h = hashlib.blake2b(digest_size=32)
+    _update_digest(h, state)
+    return h.hexdigest()
+
+
+def previous_checkpoints(path: str | os.PathLike[str], keep: int) -> list[Path]:
+    """The files that hold the previous versions of ``path``, newest first.
+
+    Args:
+        path: The checkpoint file, e.g. ``run/last.pt``.
+        keep: How many previous versions.
+
+    Returns:
+        ``[run/last.prev.pt, run/last.prev2.pt, ...]`` (``keep`` paths).
+
+    Example:
+        >>> [p.name for p in previous_checkpoints("run/last.pt", 3)]
+        ['last.prev.pt', 'last.prev2.pt', 'last.prev3.pt']
+    """
+    p = Path(path)
+    return [p.with_name(f"{p.stem}.prev{'' if n == 1 else n}{p.suffix}") for n in range(1, keep + 1)]
+
+
+def _test_pause(state: Any, path: Path, phase: str) -> None:
+    """The fault-injection hook of the tests (see the module docstring)."""
+    spec = os.environ.get(_PAUSE_ENV)
+    if not spec or not isinstance(state, Mapping):
+        return
+    name, step, want, marker = spec.split(":", 3)
+    if want == phase and path.name == name and str(state.get("step")) == step:
+        Path(marker).write_text(phase, encoding="utf-8")
+        time.sleep(3600)
+
+
+def _keep_previous(path: Path, keep: int) -> None:
+    """Shift the previous versions of ``path`` by one and keep ``path`` as the newest.
+
+    ``path`` itself is never moved: it is hard-linked (or copied) to a temporary name that
+    is then renamed, so at every moment the current file and all kept versions exist.
+    """
+    if keep < 1 or not path.is_file():
+        return
+    olds = previous_checkpoints(path, keep)
+    for newer, older in zip(reversed(olds[:-1]), reversed(olds[1:]), strict=True):
+        if newer.is_file():
+            os.replace(newer, older)
+    fd, tmp = tempfile.mkstemp(prefix=f".{olds[0].name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+        try:
+            os.link(path, tmp)
+        except OSError:  # no hard links on this file system: copy
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, olds[0])
+        # renaming a hard link over another link of the same file does nothing: drop it
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # make renames durable where the OS allows it
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str], *, keep_previous: int = 0) -> Path:
+    """Write ``state`` to ``path`` atomically, with a checksum, optionally keeping older versions.
 
     The state is written to a temporary file in the same directory, flushed and
     ``fsync``-ed, then moved over ``path`` with ``os.replace``: a crash or an error
-    mid-write leaves the previous file at ``path`` intact and no temporary file behind.
+    mid-write leaves the previous file at ``path`` intact and no temporary file behind
+    (a killed process may leave a hidden ``.NAME.*.tmp``, which
+    :func:`remove_stale_temporaries` deletes). A dict state gets the key
+    :data:`CHECKSUM_KEY` (the caller's dict is not changed), checked by
+    :func:`load_checkpoint`.
 
     Args:
         state: Tensors and plain containers (loadable with ``weights_only=True``).
         path: Destination file; its directory is created if needed.
+        keep_previous: How many previous versions of ``path`` to keep (``last.pt`` ->
+            ``last.prev.pt``, ``last.prev2.pt``, ...); 0 keeps none.
 
     Returns:
         The destination path.
+
+    Raises:
+        OSError: If the file cannot be written (full disk, no permission); the message
+            names the file, and the previous file at ``path`` is unchanged.
+        ValueError: If ``keep_previous`` is not an integer >= 0.
 
     Example:
         >>> import tempfile, os
         >>> d = tempfile.mkdtemp()
         >>> p = save_checkpoint({"w": torch.ones(2), "step": 3}, os.path.join(d, "c.pt"))
-        >>> load_checkpoint(p)["step"]
-        3
+        >>> p = save_checkpoint({"w": torch.ones(2), "step": 4}, p, keep_previous=1)
+        >>> load_checkpoint(p)["step"], load_checkpoint(os.path.join(d, "c.prev.pt"))["step"]
+        (4, 3)
     """
+    if isinstance(keep_previous, bool) or not isinstance(keep_previous, int) or keep_previous < 0:
+        raise ValueError(f"keep_previous must be an integer >= 0, got {keep_previous!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    payload: Any = state
+    if isinstance(state, Mapping):
+        payload = {k: v for k, v in state.items() if k != CHECKSUM_KEY}
+        payload[CHECKSUM_KEY] = state_checksum({k: v for k, v in payload.items() if k != CHECKSUM_KEY})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _write_error(err, path) from err
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        _test_pause(payload, path, "written")
+        _keep_previous(path, keep_previous)
+        _test_pause(payload, path, "rotated")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise _write_error(err, path) from err
         raise
-    with contextlib.suppress(OSError):  # make the rename durable where the OS allows it
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    _fsync_dir(path.parent)
     return path
 
 
+def _write_error(err: OSError, path: Path) -> OSError:
+    reason = err.strerror or str(err)
+    new = type(err)(f"cannot write checkpoint {str(path)!r}: {reason}; the previous file there (if any) is unchanged")
+    new.errno = err.errno
+    return new
+
+
+def _describe_load_error(path: Path, err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    unsafe = ("Unsupported global", "allowed global", "Can only build", "add_safe_globals", "Unsupported class")
+    reasons = [line for line in lines if any(marker in line for marker in unsafe)]
+    if isinstance(err, pickle.UnpicklingError) and reasons:
+        return (
+            f"checkpoint {str(path)!r} was refused: loading it would run code or build objects other than "
+            f"tensors and plain containers ({reasons[0].split(' Please use')[0][:200]}); "
+            "torchvat loads checkpoints with torch.load(weights_only=True) only"
+        )
+    # torch's weights-only errors start with a generic line; the specific reason follows
+    detail = next((line for line in lines if "WeightsUnpickler error" in line or "miniz" in line.lower()), None)
+    detail = detail or (lines[0] if lines else type(err).__name__)
+    return (
+        f"checkpoint {str(path)!r} is unreadable (truncated, corrupted or not a torch checkpoint): "
+        f"{type(err).__name__}: {detail[:200]}"
+    )
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(..., weights_only=True)``.
+    """Load a checkpoint with ``torch.load(..., weights_only=True)`` and verify its checksum.
 
     Args:
         path: The file.
         map_location: Where tensors are loaded (default CPU).
 
     Returns:
-        The saved state.
+        The saved state (without the checksum key).
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
+        CheckpointError: If the file is truncated or corrupted, is not a checkpoint, fails
+            its checksum, or would need code execution to load (a malicious or foreign
+            pickle); the message names the file.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "bad.pt")
+        >>> _ = open(p, "wb").write(b"not a checkpoint")
+        >>> load_checkpoint(p)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        torchvat.train.checkpoint.CheckpointError: checkpoint '...bad.pt' is unreadable ...
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(_describe_load_error(path, err)) from err
+    if isinstance(state, dict) and CHECKSUM_KEY in state:
+        saved = state.pop(CHECKSUM_KEY)
+        if saved != state_checksum(state):
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is corrupted: its contents do not match the checksum written with it"
+            )
+    return state
+
+
+def load_latest_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    keep: int = 9,
+    map_location: str | torch.device | None = "cpu",
+) -> tuple[Path, dict[str, Any]]:
+    """Load ``path``, or when it is missing or unreadable the newest good previous version.
+
+    The candidates are ``path`` then :func:`previous_checkpoints` (``last.prev.pt``, ...).
+    Each one skipped is reported with a warning that names the file and the reason.
+
+    Args:
+        path: The newest checkpoint, e.g. ``run/last.pt``.
+        keep: How many previous versions to look for.
+        map_location: Where tensors are loaded.
+
+    Returns:
+        The file actually loaded and its state.
+
+    Raises:
+        FileNotFoundError: If neither ``path`` nor a previous version exists.
+        CheckpointError: If every candidate that exists is unreadable (each is named).
+
+    Example:
+        >>> import tempfile, os
+        >>> d = tempfile.mkdtemp()
+        >>> p = save_checkpoint({"step": 1}, os.path.join(d, "last.pt"))
+        >>> p = save_checkpoint({"step": 2}, p, keep_previous=1)
+        >>> _ = open(p, "wb").write(b"garbage")  # the newest file is damaged
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     used, state = load_latest_checkpoint(p)
+        >>> used.name, state["step"]
+        ('last.prev.pt', 1)
+    """
+    path = Path(path)
+    problems: list[str] = []
+    for candidate in [path, *previous_checkpoints(path, keep)]:
+        if not candidate.is_file():
+            if candidate == path:
+                problems.append(f"no checkpoint at {str(candidate)!r}")
+            continue
+        try:
+            state = load_checkpoint(candidate, map_location=map_location)
+        except CheckpointError as err:
+            problems.append(str(err))
+            continue
+        if problems:
+            message = f"{'; '.join(problems)}; using the previous checkpoint {str(candidate)!r} instead"
+            warnings.warn(message, UserWarning, stacklevel=2)
+        return candidate, state
+    if len(problems) == 1 and problems[0].startswith("no checkpoint"):
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r} nor a previous version of it")
+    raise CheckpointError("no usable checkpoint: " + "; ".join(problems))
+
+
+def remove_stale_temporaries(
+    directory: str | os.PathLike[str], names: tuple[str, ...] = ("last.pt", "best.pt")
+) -> list[Path]:
+    """Delete the temporary files a killed :func:`save_checkpoint` may have left.
+
+    Only hidden files ``.NAME.*.tmp`` of the given checkpoint names (and of their previous
+    versions) are removed.
+
+    Args:
+        directory: The checkpoint directory.
+        names: The checkpoint file names written there.
+
+    Returns:
+        The files removed.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    removed = []
+    for name in names:
+        stem, suffix = Path(name).stem, Path(name).suffix
+        for pattern in (f".{name}.*.tmp", f".{stem}.prev*{suffix}.*.tmp"):
+            for tmp in d.glob(pattern):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                    removed.append(tmp)
+    return removed
+
+
+def estimate_checkpoint_nbytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
+    """An estimate of a trainer checkpoint's size: model state and optimizer state.
+
+    Before the optimizer's first step its state is empty; it is then counted as two
+    copies of the parameters (Adam's moments).
+
+    Args:
+        model: The model.
+        optimizer: Its optimizer.
+
+    Returns:
+        Bytes (with 1 MiB for the rest of the state).
+
+    Example:
+        >>> estimate_checkpoint_nbytes(nn.Linear(1000, 1000)) > 3 * 4 * 1000 * 1000
+        True
+    """
+    model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    opt_bytes = 0
+    if optimizer is not None:
+        for s in optimizer.state.values():
+            opt_bytes += sum(v.numel() * v.element_size() for v in s.values() if isinstance(v, torch.Tensor))
+    if opt_bytes == 0:
+        opt_bytes = 2 * sum(p.numel() * p.element_size() for p in model.parameters())
+    return model_bytes + opt_bytes + 2**20
+
+
+def check_output_dir(directory: str | os.PathLike[str], need_bytes: int = 0) -> Path:
+    """Check, before training, that files can be written in ``directory``.
+
+    The directory is created if needed, a probe file is written, synced and deleted, and
+    the free space is compared with ``need_bytes``.
+
+    Args:
+        directory: The output directory.
+        need_bytes: Free space needed (e.g. twice :func:`estimate_checkpoint_nbytes`).
+
+    Returns:
+        The directory.
+
+    Raises:
+        NotADirectoryError: If the path exists and is not a directory.
+        OSError: If it cannot be created or written to (``PermissionError`` for a
+            permission problem), or has less free space than ``need_bytes``; the message
+            names the directory.
+
+    Example:
+        >>> import tempfile
+        >>> check_output_dir(tempfile.mkdtemp(), need_bytes=1).is_dir()
+        True
+    """
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise NotADirectoryError(f"output directory {str(d)!r} exists and is not a directory")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".torchvat-write-test.", suffix=".tmp", dir=d)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"torchvat")
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(probe)
+    except OSError as err:
+        new = type(err)(f"output directory {str(d)!r} is not writable: {err.strerror or err}")
+        new.errno = err.errno
+        raise new from err
+    free = shutil.disk_usage(d).free
+    if need_bytes > free:
+        new = OSError(
+            f"not enough free space in output directory {str(d)!r}: the checkpoints need about "
+            f"{need_bytes / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free"
+        )
+        new.errno = errno.ENOSPC
+        raise new
+    return d

@@ -15,6 +15,7 @@ REGULARIZE = ("unlabeled", "all")
 NORMS = ("l2", "linf")
 PROBES = ("finite_difference", "exact")
 AMP = (None, "bf16")
+NONFINITE = ("stop", "skip", "ignore")
 
 
 def _is_number(value: object) -> bool:
@@ -82,6 +83,15 @@ class TrainConfig:
             evaluation). Needs ``out_dir``.
         collapse_patience: Warn when the held-out error rose while the training loss fell
             over this many consecutive evaluations (0 disables the check).
+        nonfinite: What an iteration whose loss or gradients are NaN/Inf does: ``"stop"``
+            (the default: the update is not applied, the final checkpoint is written and
+            ``fit`` raises a ``NonFiniteLossError`` naming the iteration and the term),
+            ``"skip"`` (the update is not applied, a warning names the iteration and the
+            term, training goes on) or ``"ignore"`` (no check: no per-iteration host
+            synchronization, NaN weights possible).
+        catch_signals: Whether ``fit`` turns the first SIGINT/SIGTERM into a clean stop after
+            the current iteration (the final checkpoint is written and a message says how to
+            resume); a second signal acts as usual. Main thread only.
         seed: Seed of every random number generator; the same seed gives the same run.
         device: ``"auto"`` (CUDA, then MPS, then CPU) or a device string.
         amp: ``None`` or ``"bf16"`` (``torch.autocast`` with bfloat16 on the training device).
@@ -136,6 +146,8 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int | None = None
     collapse_patience: int = 3
+    nonfinite: str = "stop"
+    catch_signals: bool = True
     seed: int = 0
     device: str = "auto"
     amp: str | None = None
@@ -193,11 +205,12 @@ class TrainConfig:
         if self.checkpoint_every is not None:
             _check_int("checkpoint_every", self.checkpoint_every, 1)
         _check_int("collapse_patience", self.collapse_patience, 0)
+        _check_choice("nonfinite", self.nonfinite, NONFINITE)
         _check_int("seed", self.seed, 0)
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be 'auto' or a device string, got {self.device!r}")
         _check_choice("amp", self.amp, AMP)
-        for name in ("compile", "progress", "tensorboard", "sync_batchnorm"):
+        for name in ("compile", "progress", "tensorboard", "sync_batchnorm", "catch_signals"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.out_dir is not None and not isinstance(self.out_dir, str):

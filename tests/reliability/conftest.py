@@ -1,0 +1,32 @@
+"""Fixtures of the reliability tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ._helpers import TRAIN_ARGS, Moons, run_cli
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def moons() -> Moons:
+    return Moons()
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_cli_run(tmp_path_factory) -> Path:
+    """The reference: ``TRAIN_ARGS`` run to the end without interruption."""
+    base = tmp_path_factory.mktemp("reference")
+    done = run_cli([*TRAIN_ARGS, "--out", "run"], base)
+    assert done.returncode == 0, done.stderr
+    return base / "run"

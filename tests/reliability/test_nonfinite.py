@@ -1,0 +1,118 @@
+"""NaN/Inf in the loss or the gradients: detected at once; stop (default) or skip; never NaN weights."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from torchvat.train import Callback, TrainConfig, Trainer, load_checkpoint
+from torchvat.train.trainer import NonFiniteLossError
+
+from ._helpers import assert_same_state, make_mlp, small
+
+
+class Poisonable(nn.Module):
+    """An MLP (with BatchNorm) whose outputs or gradients become NaN while ``poison`` is set.
+
+    ``rows`` limits the poisoned outputs to forward passes of that many rows (to poison one
+    loss term only); ``grad`` poisons the first layer's weight gradient instead.
+    """
+
+    def __init__(self, rows: int | None = None, grad: bool = False) -> None:
+        super().__init__()
+        self.net = make_mlp(0, batch_norm=True)
+        self.poison, self.rows, self.grad = False, rows, grad
+        self.net[0].weight.register_hook(lambda g: g * math.nan if self.poison and self.grad else g)
+
+    def forward(self, x):
+        out = self.net(x)
+        if self.poison and not self.grad and (self.rows is None or x.shape[0] == self.rows):
+            out = out * math.nan
+        return out
+
+
+class PoisonAt(Callback):
+    def __init__(self, model: Poisonable, steps: set[int]) -> None:
+        self.model, self.steps = model, steps
+
+    def on_step_begin(self, **kwargs):
+        self.model.poison = kwargs["step"] in self.steps
+
+
+class StopAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, **kwargs):
+        kwargs["trainer"].should_stop = kwargs["step"] == self.step
+
+
+def _finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
+def test_default_policy_is_stop():
+    assert TrainConfig().nonfinite == "stop"
+
+
+def test_stop_names_iteration_and_term_and_saves_finite_weights(moons, tmp_path):
+    reference = Poisonable()
+    Trainer(reference, moons, method="vat", callbacks=[StopAt(3)], **small()).fit()
+
+    model = Poisonable(rows=16)  # the unlabeled perturbed passes (16 rows): the 'vat' term only
+    trainer = Trainer(model, moons, method="vat", callbacks=[PoisonAt(model, {3})], **small(out_dir=str(tmp_path)))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at iteration 4 .*loss term\(s\) 'vat'") as info:
+        trainer.fit()
+    assert info.value.iteration == 4 and math.isnan(info.value.terms["vat"]) and math.isfinite(info.value.terms["ce"])
+    assert "the update was not applied" in str(info.value) and str(tmp_path / "last.pt") in str(info.value)
+    assert trainer.step == 3
+    # weights and BatchNorm statistics are those after iteration 3, and finite
+    assert_same_state(model.state_dict(), reference.state_dict())
+    saved = load_checkpoint(tmp_path / "last.pt")
+    assert saved["step"] == 3
+    assert_same_state(saved["model"], reference.state_dict())
+
+
+def test_stop_on_nonfinite_gradient_names_the_parameter(moons):
+    model = Poisonable(grad=True)
+    trainer = Trainer(model, moons, method="vat", callbacks=[PoisonAt(model, {1})], **small())
+    with pytest.raises(NonFiniteLossError, match=r"non-finite gradients at iteration 2 .*net\.0\.weight"):
+        trainer.fit()
+    assert _finite(model)
+
+
+def test_skip_continues_without_the_bad_update(moons, caplog):
+    model = Poisonable()
+    snapshots = {}
+
+    class Snap(Callback):
+        def on_step_end(self, **kwargs):
+            snapshots[kwargs["step"]] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    trainer = Trainer(
+        model, moons, method="vat", nonfinite="skip", callbacks=[PoisonAt(model, {4, 5}), Snap()], **small()
+    )
+    with caplog.at_level(logging.WARNING, logger="torchvat.train.trainer"):
+        result = trainer.fit()
+    assert result.steps == 12 and result.skipped_steps == 2
+    assert "non-finite loss at iteration 5" in caplog.text and "non-finite loss at iteration 6" in caplog.text
+    assert "iteration skipped" in caplog.text
+    assert_same_state(snapshots[4], snapshots[6])  # iterations 5 and 6 changed nothing (BatchNorm included)
+    assert _finite(model)
+    assert all(math.isfinite(v) for r in result.history for v in r.values())
+    assert trainer.state_dict()["skipped_steps"] == 2
+
+
+def test_ignore_lets_nan_through(moons):
+    model = Poisonable()
+    Trainer(model, moons, method="vat", nonfinite="ignore", callbacks=[PoisonAt(model, {2})], **small()).fit()
+    assert not _finite(model)  # documented: "ignore" does not protect the weights
+
+
+def test_invalid_policy_is_refused():
+    with pytest.raises(ValueError, match="nonfinite must be one of 'stop', 'skip', 'ignore', got 'drop'"):
+        TrainConfig(nonfinite="drop")
