@@ -149,3 +149,8 @@ def test_n_classes_disagrees_with_names(X):
 def test_encode_labels_object_integers():
     codes, names = encode_labels(np.array([3, None, "-1", 0], dtype=object))
     assert codes.tolist() == [3, -1, -1, 0] and names is None
+
+
+def test_empty_arrays_are_refused_with_a_clear_error():
+    with pytest.raises(ValueError, match=r"X must have at least one row, got an empty array of shape \(0, 3\)"):
+        from_arrays(np.zeros((0, 3)), np.zeros(0))

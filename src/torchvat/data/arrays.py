@@ -51,6 +51,8 @@ def _inputs_tensor(x: Any, arg: str, allow_nonfinite: bool) -> Tensor:
             f"{arg} must have shape [n_samples, n_features, ...], got shape {tuple(t.shape)}; "
             "use X.reshape(-1, 1) for a single feature"
         )
+    if t.shape[0] == 0:
+        raise ValueError(f"{arg} must have at least one row, got an empty array of shape {tuple(t.shape)}")
     if not allow_nonfinite:
         bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
         if bool(bad.any()):
