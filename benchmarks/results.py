@@ -6,7 +6,7 @@
 ``methods`` trains every method on the same network, labels and iteration budget and prints
 mean +- std of the final test error. ``eps-sweep`` trains VAT with eps = s * (median
 distance of the training inputs to their mean) for several s, and the data-derived default
-(``eps=None``, s = 0.25), and prints the errors with the default's gap to the best.
+(``eps=None`` is s = 0.25), and prints the errors with the default's gap to the best.
 Rows are printed as they finish (flushed), the tables at the end.
 """
 
@@ -92,20 +92,28 @@ def main(argv=None) -> None:
         for name, errs, secs in rows:
             print(f"| {name} | {fmt(errs)} | {secs:.0f} |")
     else:
-        data, _ = build(args.dataset, args.labels, args.seeds[0], args.model)
-        radius = suggest_eps(data.x_unlabeled.flatten(1), scale=1.0)
-        settings = [(f"s = {s:g} (eps {s * radius:.3g})", s * radius) for s in args.scales]
-        settings.append(("default eps=None", None))
-        for name, eps in settings:
+        # eps = s * radius of each seed's own training inputs, so that s = 0.25 IS the default
+        # (eps=None), which the trainer derives the same way; the check below confirms it
+        radius = {}
+        for seed in args.seeds:
+            data, _ = build(args.dataset, args.labels, seed, args.model)
+            radius[seed] = suggest_eps(data.x_unlabeled.flatten(1), scale=1.0)
+        for s in args.scales:
             errs = []
             for seed in args.seeds:
+                is_default = s == 0.25
+                eps = None if is_default else s * radius[seed]
                 err, used, dt = run(args.dataset, args.labels, seed, "vat", args.iters, eps, args.model)
+                if is_default:
+                    assert abs(used - 0.25 * radius[seed]) < 1e-9 * max(1.0, used), (used, radius[seed])
                 errs.append(err)
-                print(f"{name} seed {seed}: test error {100 * err:.2f}% (eps {used:.3f}, {dt:.0f} s)", flush=True)
-            rows.append((name, errs, 0.0))
-        best = min(statistics.mean(e) for n, e, _ in rows if not n.startswith("default"))
-        default = statistics.mean(rows[-1][1])
-        print(f"\n{title}; data radius (median distance to the mean) {radius:.3f}\n\n| eps | VAT test error (%) |\n|---|---|")
+                print(f"s = {s:g} seed {seed}: test error {100 * err:.2f}% (eps {used:.3f}, {dt:.0f} s)", flush=True)
+            rows.append((f"s = {s:g}" + (" (default, eps=None)" if s == 0.25 else ""), errs, 0.0))
+        radius_txt = ", ".join(f"{r:.3f}" for r in radius.values())
+        best = min(statistics.mean(e) for _, e, _ in rows)
+        default = next(statistics.mean(e) for n, e, _ in rows if "default" in n)
+        print(f"\n{title}; data radius (median distance to the mean) per seed: {radius_txt}")
+        print("\n| eps = s * radius | VAT test error (%) |\n|---|---|")
         for name, errs, _ in rows:
             print(f"| {name} | {fmt(errs)} |")
         print(f"\ndefault / best of sweep = {default / best:.3f} (target <= 1.10)")

@@ -1,4 +1,4 @@
-"""Cost of one training step: supervised, the seed article's VAT, and torchvat's regularizers.
+"""Cost of one training step: supervised, the seed article's VAT, and torchvat's trainer methods.
 
 Every step type starts from the same weights (a deep copy each), sees the same labeled and
 unlabeled batches, and is timed in interleaved repetitions (round robin over the step types, the
@@ -11,22 +11,26 @@ Step types:
   backward (through the whole batch), one optimizer step: the cost of processing the same samples once.
 * ``seed-vat``: the seed article's step (:mod:`_seed_vat`): labeled forward, clean no-grad forward on
   ``x_u``, a probe forward and a full backward (parameter gradients included), the perturbed forward,
-  one backward, one optimizer step.
-* ``torchvat-vat``: :func:`torchvat_vat_step`: one clean forward over ``cat([x_l, x_u])``; the clean
-  logits of the unlabeled rows are the VAT target; probe with input gradients only; perturbed forward;
-  one backward; one optimizer step.
-* ``torchvat-vat-split``: :func:`torchvat_vat_split_step`: the labeled rows forwarded with gradients,
-  the unlabeled rows in their own no-grad clean pass (the VAT target); the rest as ``torchvat-vat``.
-  The final backward then skips the unlabeled rows of the clean pass, and the target has the same
-  BatchNorm batch (and dropout draws) as the probe and perturbed passes.
+  one backward, one optimizer step (PyTorch's default Adam, as the seed uses).
+* ``torchvat-vat``: the trainer's ``"vat"`` method (``probe="finite_difference"``) through
+  :func:`method_step`: :func:`torchvat.train.compute_method_loss` on the trainer's model, method
+  and generator (a labeled clean pass with gradients, a no-grad unlabeled clean pass, the VAT
+  target, its random state captured; the probe with input gradients only; the perturbed pass),
+  one backward, one step of the trainer's optimizer (fused Adam).
 * ``torchvat-vat-exact``: ``torchvat-vat`` with ``probe="exact"`` (Gauss-Newton product, forward-mode AD).
-* ``torchvat-at``: adversarial training on the labeled rows, the input gradient taken through the
-  clean pass's graph (``x_l`` requires grad, its clean logits are passed in).
-* ``torchvat-vat+ent``: ``torchvat-vat`` plus the entropy of the unlabeled clean predictions.
+* ``torchvat-at``: the trainer's ``"at"`` method: adversarial training on the labeled rows (no
+  unlabeled batch), the input gradient taken through the clean pass's graph.
+* ``torchvat-vat+ent``: the trainer's ``"vat+ent"`` method: ``torchvat-vat`` plus the entropy of the
+  unlabeled clean predictions (that pass then keeps its graph).
+* ``torchvat-vat-train-step``: :meth:`torchvat.train.Trainer.train_step` of the ``"vat"`` method:
+  ``torchvat-vat`` plus the trainer's per-step extras (non-finite check, metrics).
+* ``torchvat-vat-compiled`` (``--compile``): ``torchvat-vat`` with the trainer's ``compile=True``
+  (``torch.compile`` of the model).
 
-Reported per step type: median and minimum wall time, ratio to ``supervised``, forward and
+Reported per step type: median and minimum wall time, ratio to ``supervised``, the bound on that
+ratio from counting passes (forward-equivalents per row, see :data:`PASS_MODEL`), forward and
 backward passes through the network (counted with hooks in a separate, untimed step), FLOPs
-(``torch.utils.flop_counter.FlopCounterMode``) and the FLOP-bound time at the peak matmul rate
+(the formulas of ``torch.utils.flop_counter``) and the FLOP-bound time at the peak matmul rate
 measured in the same process, and peak memory of one step (GPU: ``torch.cuda.max_memory_allocated``
 above the memory allocated before the step; CPU: the peak resident set size above the resident set size
 before the first step, in a fresh subprocess per step type, the peak mark reset through
@@ -56,26 +60,63 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _seed_vat import SeedVATLoss, seed_vat_step
 
-from torchvat.core import RNGSnapshot, adversarial_loss, entropy_loss, vat_loss
+from torchvat.core import RNGSnapshot
 from torchvat.models import MLP, build_model
+from torchvat.train import Batch, Trainer, compute_method_loss
 
 STEP_TYPES = (
     "supervised",
     "seed-vat",
     "torchvat-vat",
-    "torchvat-vat-split",
     "torchvat-vat-exact",
     "torchvat-at",
     "torchvat-vat+ent",
+    "torchvat-vat-train-step",
 )
+TRAIN_STEP = "torchvat-vat-train-step"
 COMPILED = "torchvat-vat-compiled"
 MODELS = ("mlp", "conv-large", "wrn-28-2", "tiny-mlp")
+
+#: the trainer's method and options behind each torchvat step type
+TRAINER_STEPS: dict[str, tuple[str, dict[str, Any]]] = {
+    "torchvat-vat": ("vat", {"probe": "finite_difference"}),
+    "torchvat-vat-exact": ("vat", {"probe": "exact"}),
+    "torchvat-at": ("at", {}),
+    "torchvat-vat+ent": ("vat+ent", {"probe": "finite_difference"}),
+    "torchvat-vat-train-step": ("vat", {"probe": "finite_difference"}),
+    COMPILED: ("vat", {"probe": "finite_difference", "compile": True}),
+}
+
+#: forward-equivalents (one forward pass of one row = 1, its backward with parameter and input
+#: gradients = 2, an input-only backward = 1, a forward-mode tangent = 1) per labeled row and per
+#: unlabeled row. Seed VAT per unlabeled row: clean 1 + probe 1 + full probe backward 2 + perturbed
+#: 1 + backward 2 = 7; an input-only probe saves 1 (6); the exact probe's tangent adds 1 (7); the
+#: entropy term backpropagates the clean unlabeled pass (+2: 8). AT on the labeled rows: clean 1 +
+#: input gradient 1 + perturbed 1 + two backwards 4 = 7, and no unlabeled rows.
+PASS_MODEL: dict[str, tuple[int, int]] = {
+    "supervised": (3, 3),
+    "seed-vat": (3, 7),
+    "torchvat-vat": (3, 6),
+    "torchvat-vat-exact": (3, 7),
+    "torchvat-at": (7, 0),
+    "torchvat-vat+ent": (3, 8),
+    "torchvat-vat-train-step": (3, 6),
+    COMPILED: (3, 6),
+}
+
+
+def pass_bound(name: str, n_labeled: int, n_unlabeled: int) -> float:
+    """The ratio of ``name``'s forward-equivalents to the supervised step's (see :data:`PASS_MODEL`)."""
+    a, b = PASS_MODEL[name]
+    sa, sb = PASS_MODEL["supervised"]
+    return (a * n_labeled + b * n_unlabeled) / (sa * n_labeled + sb * n_unlabeled)
 
 
 @dataclass
@@ -97,10 +138,39 @@ class StepConfig:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
 
-StepFn = Callable[[nn.Module, torch.optim.Optimizer, Tensor, Tensor, Tensor, StepConfig], Tensor]
+Batches = tuple[Tensor, Tensor, Tensor]
+
+
+@dataclass
+class Step:
+    """One step type, ready to run: ``run()`` makes one training step of ``model`` and returns the loss."""
+
+    name: str
+    model: nn.Module
+    run: Callable[[], Tensor]
 
 
 # --------------------------------------------------------------------------------------------- steps
+
+
+def make_optimizer(model: nn.Module, cfg: StepConfig | None = None) -> torch.optim.Optimizer:
+    """Adam (as in the VAT paper) for the hand-written steps, its state allocated up front.
+
+    PyTorch's default Adam (on CPU its per-parameter loop), as the seed article uses, or the fused one
+    with ``cfg.fused_adam`` (the optimizer the trainer builds).
+    """
+    fused = cfg is not None and cfg.fused_adam
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True if fused else None)
+    allocate_state(model, opt)
+    return opt
+
+
+def allocate_state(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+    """Allocate the optimizer's state with one step on zero gradients (Adam: no parameter change)."""
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
 
 
 def supervised_step(
@@ -126,126 +196,65 @@ def seed_step(
         )
 
 
-def torchvat_vat_loss(
-    model: nn.Module,
-    x_l: Tensor,
-    y_l: Tensor,
-    x_u: Tensor,
-    *,
-    eps: float,
-    alpha: float = 1.0,
-    beta: float = 0.0,
-    probe: str = "finite_difference",
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """CE + alpha * LDS (+ beta * entropy) with ONE clean forward pass over ``cat([x_l, x_u])``.
+def make_trainer(name: str, model: nn.Module, batch: Batches, cfg: StepConfig) -> Trainer:
+    """A :class:`torchvat.train.Trainer` running step type ``name`` on ``model`` (its state allocated)."""
+    method, options = TRAINER_STEPS[name]
+    x_l, y_l, x_u = batch
+    trainer = Trainer(
+        model,
+        x_labeled=x_l,
+        y_labeled=y_l,
+        x_unlabeled=x_u,
+        method=method,
+        eps=cfg.eps,
+        alpha=cfg.alpha,
+        beta=cfg.beta,
+        n_power=1,
+        batch_size=x_l.shape[0],
+        unlabeled_batch_size=x_u.shape[0],
+        device=str(cfg.device),
+        amp="bf16" if cfg.amp else None,
+        progress=False,
+        **options,
+    )
+    allocate_state(trainer.model, trainer.optimizer)
+    return trainer
 
-    The clean logits of the unlabeled rows are the VAT target (``vat_loss`` detaches them); the RNG
-    snapshot taken before the clean pass is replayed by the probe and perturbed passes.
+
+def method_step(trainer: Trainer, batch: Batch) -> Tensor:
+    """The trainer's step without its per-step guards: its method's loss, one backward, its optimizer.
+
+    :func:`torchvat.train.compute_method_loss` (clean passes, the method's terms, their weighted sum)
+    on the trainer's model, method and generator, under its autocast, then ``zero_grad``, one
+    ``backward`` and one step of the trainer's optimizer. :meth:`Trainer.train_step` adds the
+    non-finite check (``config.nonfinite``) and the metrics; ``torchvat-vat-train-step`` times it.
     """
-    n = x_l.shape[0]
-    rng = RNGSnapshot.capture(x_l.device)
-    logits = model(torch.cat([x_l, x_u]))
-    logits_u = logits[n:]
-    loss = F.cross_entropy(logits[:n].float(), y_l)
-    lds = vat_loss(model, x_u, logits=logits_u, eps=eps, n_power=1, probe=probe, rng=rng, generator=generator)
-    loss = loss + alpha * lds
-    if beta != 0:
-        loss = loss + beta * entropy_loss(logits_u)
-    return loss
-
-
-def torchvat_vat_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x_l: Tensor,
-    y_l: Tensor,
-    x_u: Tensor,
-    cfg: StepConfig,
-    *,
-    probe: str = "finite_difference",
-    beta: float = 0.0,
-) -> Tensor:
-    """A VAT training step written with torchvat: one clean pass, the LDS, one backward, one step.
-
-    This is the step the trainer's VAT method performs; it is written here so the benchmark does not
-    depend on the trainer, and can be swapped for the trainer's method object.
-    """
-    optimizer.zero_grad(set_to_none=True)
-    with cfg.autocast():
-        loss = torchvat_vat_loss(model, x_l, y_l, x_u, eps=cfg.eps, alpha=cfg.alpha, beta=beta, probe=probe)
+    with trainer._autocast():
+        loss, _, _ = compute_method_loss(
+            trainer.forward_model, trainer.method, batch, trainer.loss_weights(), generator=trainer.generator
+        )
+    trainer.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    optimizer.step()
+    trainer.optimizer.step()
     return loss.detach()
 
 
-def torchvat_vat_split_loss(
-    model: nn.Module,
-    x_l: Tensor,
-    y_l: Tensor,
-    x_u: Tensor,
-    *,
-    eps: float,
-    alpha: float = 1.0,
-    probe: str = "finite_difference",
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """CE + alpha * LDS with a labeled pass (with gradients) and a separate no-grad unlabeled clean pass."""
-    loss = F.cross_entropy(model(x_l).float(), y_l)
-    rng = RNGSnapshot.capture(x_u.device)
-    with torch.no_grad():
-        logits_u = model(x_u)
-    lds = vat_loss(model, x_u, logits=logits_u, eps=eps, n_power=1, probe=probe, rng=rng, generator=generator)
-    return loss + alpha * lds
-
-
-def torchvat_vat_split_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x_l: Tensor, y_l: Tensor, x_u: Tensor, cfg: StepConfig
-) -> Tensor:
-    """VAT step with torchvat, labeled and unlabeled clean passes separate (see :func:`torchvat_vat_split_loss`)."""
-    optimizer.zero_grad(set_to_none=True)
-    with cfg.autocast():
-        loss = torchvat_vat_split_loss(model, x_l, y_l, x_u, eps=cfg.eps, alpha=cfg.alpha)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
-def torchvat_at_loss(model: nn.Module, x_l: Tensor, y_l: Tensor, x_u: Tensor, *, eps: float, alpha: float) -> Tensor:
-    """CE + alpha * adversarial CE on the labeled rows, the input gradient taken through the clean graph."""
-    n = x_l.shape[0]
-    rng = RNGSnapshot.capture(x_l.device)
-    x_lr = x_l.detach().requires_grad_(True)
-    logits = model(torch.cat([x_lr, x_u]))
-    ce = F.cross_entropy(logits[:n].float(), y_l)
-    at = adversarial_loss(model, x_lr, y_l, logits=logits[:n], eps=eps, rng=rng)
-    return ce + alpha * at
-
-
-def torchvat_at_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x_l: Tensor, y_l: Tensor, x_u: Tensor, cfg: StepConfig
-) -> Tensor:
-    """Adversarial training step with torchvat (the clean pass covers ``cat([x_l, x_u])`` as supervised)."""
-    optimizer.zero_grad(set_to_none=True)
-    with cfg.autocast():
-        loss = torchvat_at_loss(model, x_l, y_l, x_u, eps=cfg.eps, alpha=cfg.alpha)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
-def step_functions(cfg: StepConfig) -> dict[str, StepFn]:
-    """The step function of every step type."""
-    return {
-        "supervised": supervised_step,
-        "seed-vat": seed_step,
-        "torchvat-vat": torchvat_vat_step,
-        "torchvat-vat-split": torchvat_vat_split_step,
-        "torchvat-vat-exact": lambda m, o, xl, yl, xu, c: torchvat_vat_step(m, o, xl, yl, xu, c, probe="exact"),
-        "torchvat-at": torchvat_at_step,
-        "torchvat-vat+ent": lambda m, o, xl, yl, xu, c: torchvat_vat_step(m, o, xl, yl, xu, c, beta=c.beta),
-        COMPILED: torchvat_vat_step,
-    }
+def make_step(name: str, model: nn.Module, batch: Batches, cfg: StepConfig) -> Step:
+    """Step type ``name`` on a deep copy of ``model`` with its own optimizer (or trainer)."""
+    m = copy.deepcopy(model)
+    x_l, y_l, x_u = batch
+    if name in TRAINER_STEPS:
+        trainer = make_trainer(name, m, batch, cfg)
+        tb = Batch(x_l, y_l, x_u if trainer.method.uses_unlabeled else None)
+        if name == TRAIN_STEP:
+            return Step(name, trainer.model, lambda: trainer.train_step(tb)["loss"])
+        return Step(name, trainer.model, lambda: method_step(trainer, tb))
+    fn = {"supervised": supervised_step, "seed-vat": seed_step}.get(name)
+    if fn is None:
+        known = ", ".join((*STEP_TYPES, COMPILED))
+        raise ValueError(f"step type must be one of {known}, got {name!r}")
+    opt = make_optimizer(m, cfg)
+    return Step(name, m, lambda: fn(m, opt, x_l, y_l, x_u, cfg))
 
 
 # --------------------------------------------------------------------------------------------- setup
@@ -268,20 +277,6 @@ def build(args: argparse.Namespace) -> tuple[nn.Module, Tensor, Tensor, Tensor]:
     y_l = torch.randint(0, 10, (args.labeled,))
     x_u = torch.rand(args.unlabeled, *shape)
     return model.to(device).train(), x_l.to(device), y_l.to(device), x_u.to(device)
-
-
-def make_optimizer(model: nn.Module, cfg: StepConfig | None = None) -> torch.optim.Optimizer:
-    """Adam (as in the VAT paper), its state allocated up front by a step with zero gradients.
-
-    PyTorch's default (multi-tensor) Adam, or the fused one with ``cfg.fused_adam``.
-    """
-    fused = cfg is not None and cfg.fused_adam
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True if fused else None)
-    for p in model.parameters():
-        p.grad = torch.zeros_like(p)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return opt
 
 
 def _sync(device: torch.device) -> None:
@@ -320,27 +315,43 @@ class PassCounter:
             h.remove()
 
 
-def count_passes(
-    step: StepFn, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor], cfg: StepConfig
-) -> tuple[int, int]:
-    """Forward and backward passes of one step (on a copy of the model)."""
-    m = copy.deepcopy(model)
-    opt = make_optimizer(m, cfg)
-    counter = PassCounter(m)
+def count_passes(name: str, model: nn.Module, batch: Batches, cfg: StepConfig) -> tuple[int, int]:
+    """Forward and backward passes of one step of ``name`` (on a copy of the model)."""
+    step = make_step(name, model, batch, cfg)
+    counter = PassCounter(step.model)
     try:
-        step(m, opt, *batch, cfg)
+        step.run()
     finally:
         counter.remove()
     return counter.forward, counter.backward
 
 
-def count_flops(step: StepFn, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor], cfg: StepConfig) -> int:
+class FlopCounter(TorchDispatchMode):
+    """Total FLOPs of the ATen operators with a formula in ``torch.utils.flop_counter.flop_registry``.
+
+    ``FlopCounterMode`` without its module tracker, whose gradient hooks on the model's inputs fail
+    when an input gradient is taken with ``torch.autograd.grad`` from a leaf (adversarial training).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = flop_registry.get(func.overloadpacket)
+        if count is not None:
+            self.total += int(count(*args, **kwargs, out_val=out))
+        return out
+
+
+def count_flops(name: str, model: nn.Module, batch: Batches, cfg: StepConfig) -> int:
     """FLOPs of one step (forward, backward and input-gradient passes; optimizer arithmetic excluded)."""
-    m = copy.deepcopy(model)
-    opt = make_optimizer(m, cfg)
-    with FlopCounterMode(display=False) as counter:
-        step(m, opt, *batch, cfg)
-    return int(counter.get_total_flops())
+    step = make_step(name, model, batch, cfg)
+    with FlopCounter() as counter:
+        step.run()
+    return counter.total
 
 
 def peak_flops_per_s(device: torch.device, amp: bool, size: int) -> float:
@@ -391,15 +402,14 @@ def memory_child(args: argparse.Namespace) -> float:
     """
     cfg = config_from(args)
     model, x_l, y_l, x_u = build(args)
-    opt = make_optimizer(model, cfg)
-    step = step_functions(cfg)[args.memory_child]
+    step = make_step(args.memory_child, model, (x_l, y_l, x_u), cfg)
     if _reset_peak_rss() and _status_mib("VmRSS") is not None:
         before = _status_mib("VmRSS")
-        step(model, opt, x_l, y_l, x_u, cfg)
+        step.run()
         return float(_status_mib("VmHWM")) - float(before)
     scale = 1024.0 if sys.platform != "darwin" else 1024.0**2
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
-    step(model, opt, x_l, y_l, x_u, cfg)
+    step.run()
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale - before
 
 
@@ -413,16 +423,14 @@ def measure_memory_subprocess(argv: Sequence[str], name: str, timeout: float = 6
     return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"])
 
 
-def cuda_peak_mib(step: StepFn, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor], cfg: StepConfig) -> float:
+def cuda_peak_mib(name: str, model: nn.Module, batch: Batches, cfg: StepConfig) -> float:
     """Peak GPU memory of one step above what was allocated before it (MiB)."""
-    m = copy.deepcopy(model)
-    opt = make_optimizer(m, cfg)
-    step(m, opt, *batch, cfg)  # warm the caching allocator
-    opt.zero_grad(set_to_none=True)
+    step = make_step(name, model, batch, cfg)
+    step.run()  # warm the caching allocator
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
-    step(m, opt, *batch, cfg)
+    step.run()
     torch.cuda.synchronize()
     return (torch.cuda.max_memory_allocated() - before) / 2**20
 
@@ -430,29 +438,17 @@ def cuda_peak_mib(step: StepFn, model: nn.Module, batch: tuple[Tensor, Tensor, T
 # --------------------------------------------------------------------------------------------- timing
 
 
-def time_steps(
-    steps: dict[str, StepFn],
-    model: nn.Module,
-    batch: tuple[Tensor, Tensor, Tensor],
-    cfg: StepConfig,
-    *,
-    repeats: int,
-    warmup: int,
-    models: dict[str, nn.Module] | None = None,
-) -> dict[str, list[float]]:
-    """Interleaved timing (seconds per step) of every step type; own model copy and optimizer each."""
+def time_steps(steps: dict[str, Step], device: torch.device, *, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Interleaved timing (seconds per step) of every step type (each has its own model and optimizer)."""
     names = list(steps)
-    given = models or {}
-    copies = {n: given[n] if n in given else copy.deepcopy(model) for n in names}
-    opts = {n: make_optimizer(copies[n], cfg) for n in names}
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(warmup + repeats):
         order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
-            _sync(cfg.device)
+            _sync(device)
             t0 = time.perf_counter()
-            steps[n](copies[n], opts[n], *batch, cfg)
-            _sync(cfg.device)
+            steps[n].run()
+            _sync(device)
             if r >= warmup:
                 times[n].append(time.perf_counter() - t0)
     return times
@@ -469,6 +465,7 @@ class Row:
     median_ms: float
     min_ms: float
     ratio: float
+    bound: float
     forward: int
     backward: int
     gflop: float
@@ -479,8 +476,8 @@ class Row:
 def format_table(rows: list[Row]) -> str:
     """The markdown table of the results."""
     head = (
-        "| step | median ms | min ms | x supervised | fwd | bwd | GFLOP | FLOP-bound ms | measured / FLOP-bound "
-        "| peak mem MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| step | median ms | min ms | x supervised | pass bound | fwd | bwd | GFLOP | FLOP-bound ms "
+        "| measured / FLOP-bound | peak mem MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [head]
     for r in rows:
@@ -490,7 +487,10 @@ def format_table(rows: list[Row]) -> str:
             flops = f"{r.gflop:.3f} | {r.flop_bound_ms:.2f} | {r.median_ms / r.flop_bound_ms:.1f}"
         else:
             flops = "n/a | n/a | n/a"
-        lines.append(f"| {r.name} | {r.median_ms:.2f} | {r.min_ms:.2f} | {r.ratio:.2f} | {passes} | {flops} | {mem} |")
+        lines.append(
+            f"| {r.name} | {r.median_ms:.2f} | {r.min_ms:.2f} | {r.ratio:.2f} | {r.bound:.2f} | {passes} "
+            f"| {flops} | {mem} |"
+        )
     return "\n".join(lines)
 
 
@@ -503,22 +503,19 @@ def speedup(times: dict[str, list[float]], slow: str = "seed-vat", fast: str = "
 # --------------------------------------------------------------------------------------------- profiling
 
 
-def profile_steps(
-    steps: dict[str, StepFn], model: nn.Module, batch: tuple[Tensor, Tensor, Tensor], cfg: StepConfig, n: int
-) -> str:
+def profile_steps(names: Sequence[str], model: nn.Module, batch: Batches, cfg: StepConfig, n: int) -> str:
     """``torch.profiler`` tables (top operators by self CPU time) of ``n`` steps of each given step type."""
     from torch.profiler import ProfilerActivity, profile
 
     out = []
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cfg.device.type == "cuda" else [])
-    for name, step in steps.items():
-        m = copy.deepcopy(model)
-        opt = make_optimizer(m, cfg)
+    for name in names:
+        step = make_step(name, model, batch, cfg)
         for _ in range(2):
-            step(m, opt, *batch, cfg)
+            step.run()
         with profile(activities=activities) as prof:
             for _ in range(n):
-                step(m, opt, *batch, cfg)
+                step.run()
         out.append(f"### profile: {name} ({n} steps)\n")
         out.append(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=22))
     return "\n".join(out)
@@ -539,6 +536,7 @@ def overhead_breakdown(model: nn.Module, x_u: Tensor, n: int = 200) -> str:
 
     snap = RNGSnapshot.capture(x_u.device)
     g = torch.randn_like(x_u)
+    gen = torch.Generator(device=x_u.device)
 
     def replay() -> None:
         with snap.replay():
@@ -554,7 +552,7 @@ def overhead_breakdown(model: nn.Module, x_u: Tensor, n: int = 200) -> str:
         "frozen_batchnorm_stats (enter+exit)": frozen,
         "l2_normalize(x_u-shaped)": lambda: l2_normalize(g),
         "probe_scale(x_u, 'auto')": lambda: probe_scale(x_u, "auto", 1.0),
-        "randn_like(x_u)": lambda: torch.randn_like(x_u),
+        "randn(x_u-shaped, generator)": lambda: torch.randn(x_u.shape, generator=gen, device=x_u.device),
         "torch.cat([x_u, x_u])": lambda: torch.cat([x_u, x_u]),
     }
     lines = ["| operation | us per call |", "|---|---:|"]
@@ -577,11 +575,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast around the forward passes")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--fused-adam", action="store_true", help="fused Adam (same optimizer for every step type)")
+    p.add_argument(
+        "--fused-adam",
+        action="store_true",
+        help="fused Adam for supervised and seed-vat too (the trainer's steps always use the trainer's optimizer)",
+    )
     p.add_argument("--eps", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", default=",".join(STEP_TYPES), help="comma-separated step types to run")
-    p.add_argument("--compile", action="store_true", help=f"add {COMPILED!r}: torchvat-vat on torch.compile(model)")
+    p.add_argument("--compile", action="store_true", help=f"add {COMPILED!r}: torchvat-vat with compile=True")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="also profile N steps of seed/torchvat VAT")
@@ -611,7 +613,8 @@ def machine_line(args: argparse.Namespace) -> str:
     return (
         f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')} | {platform.node()} | {dev} | torch {torch.__version__} | "
         f"threads {torch.get_num_threads()} | model {args.model} | batch {args.labeled}+{args.unlabeled} | "
-        f"amp {args.amp} | fused adam {args.fused_adam} | repeats {args.repeats} (warmup {args.warmup})"
+        f"amp {args.amp} | seed/supervised Adam {'fused' if args.fused_adam else 'default'} "
+        f"(trainer: fused) | repeats {args.repeats} (warmup {args.warmup})"
     )
 
 
@@ -628,34 +631,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = config_from(args)
     model, x_l, y_l, x_u = build(args)
     batch = (x_l, y_l, x_u)
-    all_steps = step_functions(cfg)
     names = [s for s in args.steps.split(",") if s]
     for s in names:
-        if s not in all_steps:
-            raise SystemExit(f"--steps: unknown step type {s!r}; choose from {', '.join(all_steps)}")
-    steps = {s: all_steps[s] for s in names}
-    compiled_models: dict[str, nn.Module] = {}
+        if s not in STEP_TYPES:
+            raise SystemExit(f"--steps: unknown step type {s!r}; choose from {', '.join(STEP_TYPES)}")
     if args.compile:
-        steps[COMPILED] = all_steps[COMPILED]
-        cm = copy.deepcopy(model)
-        compiled_models[COMPILED] = torch.compile(cm)
+        names.append(COMPILED)
+    steps = {s: make_step(s, model, batch, cfg) for s in names}
+    if args.compile:
         t0 = time.perf_counter()
         for _ in range(2):
-            torchvat_vat_step(compiled_models[COMPILED], make_optimizer(cm, cfg), *batch, cfg)
+            steps[COMPILED].run()
         print(f"compile + 2 warm-up steps of {COMPILED}: {time.perf_counter() - t0:.1f} s")
 
-    times = time_steps(steps, model, batch, cfg, repeats=args.repeats, warmup=args.warmup, models=compiled_models)
+    times = time_steps(steps, cfg.device, repeats=args.repeats, warmup=args.warmup)
     size = args.matmul_size or (8192 if args.device == "cuda" else 1024)
     peak = peak_flops_per_s(cfg.device, args.amp, size)
     ref = statistics.median(times["supervised"]) if "supervised" in times else float("nan")
     rows = []
     for name in steps:
-        fwd, bwd = count_passes(steps[name], model, batch, cfg) if name != COMPILED else (-1, -1)
-        flops = 0 if args.no_flops or name == COMPILED else count_flops(steps[name], model, batch, cfg)
+        fwd, bwd = count_passes(name, model, batch, cfg) if name != COMPILED else (-1, -1)
+        flops = 0 if args.no_flops or name == COMPILED else count_flops(name, model, batch, cfg)
         mem: float | None = None
         if not args.no_memory and name != COMPILED:
             if cfg.device.type == "cuda":
-                mem = cuda_peak_mib(steps[name], model, batch, cfg)
+                mem = cuda_peak_mib(name, model, batch, cfg)
             else:
                 child_argv = [a for a in argv if a not in ("--compile",)]
                 mem = measure_memory_subprocess(child_argv, name)
@@ -666,6 +666,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 median_ms=med * 1e3,
                 min_ms=min(times[name]) * 1e3,
                 ratio=med / ref,
+                bound=pass_bound(name, args.labeled, args.unlabeled),
                 forward=fwd,
                 backward=bwd,
                 gflop=flops / 1e9,
@@ -678,16 +679,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     table = format_table(rows)
     print(table)
     result: dict[str, Any] = {"rows": rows, "times": times, "table": table, "peak_flops": peak}
-    if "seed-vat" in times and "torchvat-vat" in times:
-        paired, of_medians = speedup(times)
-        result["speedup"] = paired
-        print(
-            f"\nspeedup torchvat-vat over seed-vat: {paired:.2f}x (median of paired ratios), "
-            f"{of_medians:.2f}x (ratio of medians)"
-        )
+    if "seed-vat" in times:
+        for fast in ("torchvat-vat", COMPILED):
+            if fast not in times:
+                continue
+            paired, of_medians = speedup(times, fast=fast)
+            result.setdefault("speedups", {})[fast] = paired
+            if fast == "torchvat-vat":
+                result["speedup"] = paired
+            bounds = pass_bound("seed-vat", args.labeled, args.unlabeled) / pass_bound(
+                fast, args.labeled, args.unlabeled
+            )
+            print(
+                f"\nspeedup {fast} over seed-vat: {paired:.2f}x (median of paired ratios), "
+                f"{of_medians:.2f}x (ratio of medians); pass-count bound {bounds:.2f}x"
+            )
     if args.profile:
-        prof_steps = {k: steps[k] for k in ("seed-vat", "torchvat-vat") if k in steps}
-        print(profile_steps(prof_steps, model, batch, cfg, args.profile))
+        print(profile_steps([k for k in ("seed-vat", "torchvat-vat") if k in steps], model, batch, cfg, args.profile))
         print("\n### bookkeeping of a torchvat VAT call (us per call)\n")
         print(overhead_breakdown(model, x_u))
     return result
