@@ -15,6 +15,20 @@ from torchvat.train import Callback, Trainer, load_checkpoint
 from ._helpers import CLI_TIMEOUT, TRAIN_ARGS, assert_same_state, make_mlp, run_cli, small, start_cli
 
 
+@pytest.fixture(autouse=True)
+def _python_sigint_handler():
+    """Python's own SIGINT handler, as in an interactive run.
+
+    A process started in the background by a non-interactive shell (as CI may be) inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler; these tests are about what
+    torchvat does on top of Python's handler, so they install it and restore what they found.
+    """
+    found = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, found)
+
+
 class SendSignal(Callback):
     def __init__(self, at: int, signum: int, times: int = 1) -> None:
         self.at, self.signum, self.times = at, signum, times
