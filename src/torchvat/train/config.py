@@ -13,7 +13,7 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("paper", "cosine", "constant")
 REGULARIZE = ("unlabeled", "all")
 NORMS = ("l2", "linf")
-PROBES = ("finite_difference", "exact")
+PROBES = ("auto", "finite_difference", "exact")
 AMP = (None, "bf16")
 NONFINITE = ("stop", "skip", "ignore")
 
@@ -57,7 +57,8 @@ class TrainConfig:
         beta: Weight of the entropy term of ``"vat+ent"``.
         n_power: Power iterations of the VAT search (``"rpt"`` always uses 0).
         norm: ``"l2"`` or ``"linf"`` constraint on the perturbation.
-        probe: ``"finite_difference"`` (the papers) or ``"exact"`` (Gauss-Newton product).
+        probe: ``"auto"`` (finite differences in float32/float64, the exact Gauss-Newton product
+            under bf16/fp16), ``"finite_difference"`` (the papers) or ``"exact"``.
         regularize: Rows the VAT / entropy terms apply to: ``"unlabeled"`` or ``"all"``
             (labeled and unlabeled).
         iterations: Number of training iterations (optimizer steps).
@@ -126,7 +127,7 @@ class TrainConfig:
     beta: float = 1.0
     n_power: int = 1
     norm: str = "l2"
-    probe: str = "finite_difference"
+    probe: str = "auto"
     regularize: str = "unlabeled"
     iterations: int = 10_000
     batch_size: int = 32

@@ -257,7 +257,7 @@ class VirtualAdversarialTraining(Method):
         alpha: Weight of the LDS term.
         n_power: Power iterations (0 is random perturbation training).
         norm: ``"l2"`` or ``"linf"``.
-        probe: ``"finite_difference"`` or ``"exact"``.
+        probe: ``"auto"`` (default), ``"finite_difference"`` or ``"exact"``; see :func:`torchvat.vat_loss`.
         regularize: ``"unlabeled"`` or ``"all"`` rows.
 
     Example:
@@ -383,7 +383,7 @@ class VATEntMin(VirtualAdversarialTraining):
         beta: Weight of the entropy term.
         n_power: Power iterations.
         norm: ``"l2"`` or ``"linf"``.
-        probe: ``"finite_difference"`` or ``"exact"``.
+        probe: ``"auto"`` (default), ``"finite_difference"`` or ``"exact"``; see :func:`torchvat.vat_loss`.
         regularize: ``"unlabeled"`` or ``"all"`` rows.
 
     Example:
@@ -507,7 +507,7 @@ class AdversarialVAT(VirtualAdversarialTraining):
         alpha: Weight of the AT and VAT terms.
         n_power: Power iterations of the VAT search.
         norm: ``"l2"`` or ``"linf"``.
-        probe: ``"finite_difference"`` or ``"exact"``.
+        probe: ``"auto"`` (default), ``"finite_difference"`` or ``"exact"``; see :func:`torchvat.vat_loss`.
         regularize: Rows of the VAT term, ``"unlabeled"`` or ``"all"``.
 
     Example:
