@@ -423,6 +423,30 @@ class VATEntMin(VirtualAdversarialTraining):
         return terms
 
 
+def _labeled_adversarial_loss(
+    model: nn.Module,
+    batch: Batch,
+    clean: CleanPass,
+    *,
+    eps: float,
+    norm: str,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+) -> Tensor:
+    """The adversarial loss of the labeled rows, reusing the clean graph when it covers exactly them."""
+    reuse = clean.x.requires_grad and clean.x.shape[0] == clean.n_labeled
+    x = clean.x if reuse else clean.x_labeled.detach()
+    return adversarial_loss(
+        model,
+        x,
+        batch.y_labeled,
+        logits=clean.labeled_logits if reuse else None,
+        eps=eps,
+        norm=norm,
+        loss_fn=loss_fn,
+        rng=clean.rng,
+    )
+
+
 class AdversarialTraining(Method):
     r"""Adversarial training (Goodfellow et al., ICLR 2015) on the labeled rows.
 
@@ -475,18 +499,7 @@ class AdversarialTraining(Method):
         """
         if self.eps is None:
             raise ValueError(f"{type(self).__name__}.eps is None; pass eps=... or let the Trainer derive it")
-        reuse = clean.x.requires_grad and clean.x.shape[0] == clean.n_labeled
-        x = clean.x if reuse else clean.x_labeled.detach()
-        return adversarial_loss(
-            model,
-            x,
-            batch.y_labeled,
-            logits=clean.labeled_logits if reuse else None,
-            eps=self.eps,
-            norm=self.norm,
-            loss_fn=self.loss_fn,
-            rng=clean.rng,
-        )
+        return _labeled_adversarial_loss(model, batch, clean, eps=self.eps, norm=self.norm, loss_fn=self.loss_fn)
 
     def loss_terms(self, model: nn.Module, batch: Batch, clean: CleanPass) -> dict[str, Tensor]:
         """Return ``ce`` and (when ``alpha != 0``) ``at``."""
@@ -540,8 +553,7 @@ class AdversarialVAT(VirtualAdversarialTraining):
         """Return ``ce``, ``vat`` and ``at`` (the ones switched on)."""
         terms = super().loss_terms(model, batch, clean)
         if "at" in self.weights:
-            at = AdversarialTraining(eps=self._eps(), alpha=self.alpha, norm=self.norm)
-            terms["at"] = at.adversarial(model, batch, clean)
+            terms["at"] = _labeled_adversarial_loss(model, batch, clean, eps=self._eps(), norm=self.norm)
         return terms
 
 
