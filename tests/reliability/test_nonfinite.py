@@ -1,4 +1,4 @@
-"""NaN/Inf in the loss or the gradients: detected at once; stop (default) or skip; never NaN weights."""
+"""NaN/Inf in the loss or the gradients: stop (default) or skip; never NaN weights; no host read per iteration."""
 
 from __future__ import annotations
 
@@ -99,8 +99,9 @@ def test_skip_continues_without_the_bad_update(moons, caplog):
     with caplog.at_level(logging.WARNING, logger="torchvat.train.trainer"):
         result = trainer.fit()
     assert result.steps == 12 and result.skipped_steps == 2
-    assert "non-finite loss at iteration 5" in caplog.text and "non-finite loss at iteration 6" in caplog.text
-    assert "iteration skipped" in caplog.text
+    # reported at the next logging iteration (6), without a host read per iteration
+    assert "2 iteration(s) skipped (nonfinite='skip') between iterations 5 and 6" in caplog.text
+    assert "the first: non-finite loss at iteration 5" in caplog.text
     assert_same_state(snapshots[4], snapshots[6])  # iterations 5 and 6 changed nothing (BatchNorm included)
     assert _finite(model)
     assert all(math.isfinite(v) for r in result.history for v in r.values())
@@ -116,3 +117,101 @@ def test_ignore_lets_nan_through(moons):
 def test_invalid_policy_is_refused():
     with pytest.raises(ValueError, match="nonfinite must be one of 'stop', 'skip', 'ignore', got 'drop'"):
         TrainConfig(nonfinite="drop")
+
+
+class HostReads:
+    """Counts reads of tensor values on the host while active."""
+
+    NAMES = ("item", "tolist", "__bool__", "__float__", "__int__")
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        for name in self.NAMES:
+            original = getattr(torch.Tensor, name)
+
+            def read(tensor, *args, _original=original, **kwargs):
+                self.count += 1
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, read)
+
+
+def test_checked_iterations_read_nothing_on_the_host(moons, monkeypatch):
+    model = Poisonable()
+    trainer = Trainer(model, moons, method="vat", **small(iterations=20, log_every=20, eval_every=20))
+    batches = [trainer.next_batch() for _ in range(5)]
+    trainer.train_step(batches[0])  # the first step checks the labels once
+    reads = HostReads(monkeypatch)
+    model.poison = True
+    for batch in batches[1:]:
+        trainer.train_step(batch)
+    assert reads.count == 0
+    monkeypatch.undo()
+    assert bool(trainer.last_step_ok) is False and _finite(model)
+
+
+def test_stop_is_reported_by_a_checkpoint_between_logging_iterations(moons, tmp_path):
+    from torchvat.train import Checkpoint
+
+    reference = Poisonable()
+    ref = Trainer(reference, moons, method="vat", callbacks=[StopAt(5)], **small(log_every=100))
+    ref.fit()
+    model = Poisonable()
+    trainer = Trainer(
+        model,
+        moons,
+        method="vat",
+        callbacks=[PoisonAt(model, {5}), Checkpoint(tmp_path, every=1)],
+        **small(log_every=100, eval_every=100),
+    )
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at iteration 6") as info:
+        trainer.fit()
+    assert info.value.iteration == 6 and trainer.step == 5
+    saved = load_checkpoint(tmp_path / "last.pt")
+    assert saved["step"] == 5
+    assert_same_state(saved["model"], reference.state_dict())
+    assert_same_state(saved["optimizer"]["state"], ref.optimizer.state_dict()["state"])
+
+
+def test_stop_defers_to_the_next_logging_iteration_and_applies_nothing_after_the_failure(moons):
+    reference = Poisonable()
+    ref = Trainer(reference, moons, method="vat", callbacks=[StopAt(2)], **small(log_every=6))
+    ref.fit()
+    model = Poisonable()
+    trainer = Trainer(model, moons, method="vat", callbacks=[PoisonAt(model, {2})], **small(log_every=6))
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at iteration 3"):
+        trainer.fit()
+    # iterations 4-6 ran with finite losses, but none of their updates was applied
+    assert trainer.step == 2
+    assert_same_state(model.state_dict(), reference.state_dict())
+    assert_same_state(trainer.optimizer.state_dict()["state"], ref.optimizer.state_dict()["state"])
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_skip_with_fused_sgd_leaves_parameters_and_momentum_unchanged(moons, momentum):
+    model = Poisonable()
+    trainer = Trainer(model, moons, method="vat", optimizer="sgd", momentum=momentum, nonfinite="skip", **small())
+    assert trainer.optimizer.param_groups[0]["fused"]
+    batches = [trainer.next_batch() for _ in range(3)]
+    trainer.train_step(batches[0])
+    before = {k: v.clone() for k, v in model.state_dict(keep_vars=False).items()}
+    opt_before = [{k: v.clone() for k, v in st.items()} for st in trainer.optimizer.state.values()]
+    model.poison = True
+    trainer.train_step(batches[1])
+    assert_same_state(dict(model.state_dict()), before)
+    assert_same_state([dict(st) for st in trainer.optimizer.state.values()], opt_before)
+    model.poison = False
+    trainer.train_step(batches[2])
+    assert _finite(model) and not torch.equal(model.net[0].weight, before["net.0.weight"])
+
+
+def test_an_optimizer_without_a_device_skip_is_checked_at_once(moons):
+    from torchvat.train import IterationSchedule
+
+    model = Poisonable()
+    trainer = Trainer(model, moons, method="vat", callbacks=[PoisonAt(model, {1})], **small(log_every=100))
+    trainer.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)  # not fused: no found_inf
+    trainer.schedule = IterationSchedule(trainer.optimizer, trainer.config)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at iteration 2"):
+        trainer.fit()
+    assert trainer.step == 1 and _finite(model)

@@ -22,7 +22,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
             ``nesterov``, ``weight_decay``).
 
     Returns:
-        ``torch.optim.Adam`` or ``torch.optim.SGD``.
+        ``torch.optim.Adam`` or ``torch.optim.SGD``, fused where the parameters allow.
 
     Example:
         >>> opt = build_optimizer(nn.Linear(2, 2), TrainConfig(optimizer="sgd", lr=0.1))
@@ -31,19 +31,29 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     """
     params = [p for p in model.parameters() if p.requires_grad]
     # the fused kernels (one launch for all parameters) where every parameter is a float tensor on
-    # a device that has them: the optimizer was ~20% of a VAT step on the MNIST MLP on CPU
+    # a device that has them: the optimizer was ~20% of a VAT step on the MNIST MLP on CPU, and
+    # a fused step can be skipped on a device flag (the trainer's non-finite check needs no
+    # host synchronization, see torchvat.train.finite)
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda", "mps") for p in params)
     if config.optimizer == "adam":
         return torch.optim.Adam(
             params, lr=config.lr, betas=(config.beta1, 0.999), weight_decay=config.weight_decay, fused=fused or None
         )
-    return torch.optim.SGD(
+    sgd = torch.optim.SGD(
         params,
         lr=config.lr,
         momentum=config.momentum,
         nesterov=config.nesterov and config.momentum > 0,
         weight_decay=config.weight_decay,
+        fused=fused or None,
     )
+    if fused and config.momentum > 0:
+        # the fused kernel creates a first step's momentum buffers with torch.empty and fills
+        # them in its kernel, which a skipped step (found_inf, see torchvat.train.finite) does
+        # not run; zeros give the same first step (buf = momentum * 0 + grad = grad), bitwise
+        for p in params:
+            sgd.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return sgd
 
 
 class IterationSchedule:

@@ -48,6 +48,13 @@ from torchvat.train.distributed import (
     world_size,
     wrap_model,
 )
+from torchvat.train.finite import (
+    NonFiniteRecord,
+    NonFiniteSummary,
+    grad_finite_flags,
+    restore_buffers,
+    supports_found_inf,
+)
 from torchvat.train.methods import Batch, CleanPass, Method, get_method
 from torchvat.train.optim import IterationSchedule, build_optimizer, warmup_factor
 
@@ -116,38 +123,61 @@ class TrainResult:
 
 
 class _Accumulator:
-    """Sums of per-iteration metrics kept on the device; synchronized only by :meth:`means`."""
+    """Sums of per-iteration metrics kept on the device; synchronized only by :meth:`means`.
+
+    An iteration can be added with a device weight (0 for an iteration whose update was
+    skipped, so its NaN terms do not reach the means) without reading it on the host.
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, Tensor] = {}
+        self.weight: Tensor | None = None
         self.count = 0
 
-    def add(self, metrics: Mapping[str, Tensor]) -> None:
+    def add(self, metrics: Mapping[str, Tensor], ok: Tensor | None = None) -> None:
         for key, value in metrics.items():
             value = value.detach().float()
+            if ok is not None:
+                value = torch.where(ok.to(value.device), value, torch.zeros_like(value))
             self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+        if metrics:
+            w = torch.ones((), device=next(iter(self.sums.values())).device) if ok is None else ok.float()
+            self.weight = w.clone() if self.weight is None else self.weight + w.to(self.weight.device)
         self.count += 1
 
     def means(self) -> dict[str, float]:
         """Means since the last reset, averaged over the processes when distributed.
 
-        Every process has the same keys and count (same iterations, same per-process batch
-        size), so the mean of the per-process means is the mean over the global batches.
+        Every process has the same keys and weights (same iterations, same per-process batch
+        size, the same skipped iterations), so the mean of the per-process means is the mean
+        over the global batches. Empty when every iteration since the reset was skipped.
         """
-        if not self.sums:
+        if not self.sums or self.weight is None:
             return {}
-        values = all_reduce_mean(torch.stack(list(self.sums.values())).div(self.count)).tolist()
-        return dict(zip(self.sums, values, strict=True))
+        weight = self.weight.to(next(iter(self.sums.values())).device)
+        stacked = torch.stack([*self.sums.values(), weight])
+        values = all_reduce_mean(torch.cat([stacked[:-1] / stacked[-1].clamp_min(1), stacked[-1:]])).tolist()
+        if values[-1] == 0:
+            return {}
+        return dict(zip(self.sums, values[:-1], strict=True))
 
     def reset(self) -> None:
-        self.sums, self.count = {}, 0
+        self.sums, self.weight, self.count = {}, None, 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "count": self.count}
+        return {
+            "sums": {k: v.cpu() for k, v in self.sums.items()},
+            "count": self.count,
+            "weight": None if self.weight is None else self.weight.cpu(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
         self.sums = {k: v.to(device) for k, v in state["sums"].items()}
         self.count = int(state["count"])
+        weight = state.get("weight")
+        if weight is None and self.sums:  # written before weights existed: every iteration counted
+            weight = torch.tensor(float(self.count))
+        self.weight = None if weight is None else weight.to(device)
 
 
 def _seed_for(seed: int, rank: int, stream: int) -> int:
@@ -184,30 +214,6 @@ def _check_logits(logits: Any, n_rows: int) -> None:
         raise ValueError(
             f"the model must return one row of logits per input row, got shape {tuple(logits.shape)} for {n_rows} rows"
         )
-
-
-def _nonfinite_parameters(model: nn.Module, limit: int = 5) -> list[str]:
-    names = [n for n, p in model.named_parameters() if p.grad is not None and not bool(_grad_finite([p.grad]))]
-    return names[:limit] + ([f"... ({len(names) - limit} more)"] if len(names) > limit else [])
-
-
-def _grad_finite(grads: list[Tensor]) -> Tensor:
-    """A device boolean: every gradient entry is finite (one fused reduction where possible)."""
-    dense = [g for g in grads if g.layout == torch.strided and g.numel() > 0]
-    flags = []
-    if dense:
-        # a NaN or Inf entry makes its tensor's sum non-finite; one sum per tensor reads each
-        # gradient once (the inf-norm foreach kernel was 10x slower on CPU: 8.6 vs 0.8 ms per
-        # step on the MNIST MLP). A finite sum can only overflow past 3e38 in float32.
-        try:
-            sums = torch.stack([g.sum(dtype=torch.float32) for g in dense])
-        except RuntimeError:  # gradients on several devices
-            sums = torch.stack([g.sum(dtype=torch.float32).to(dense[0].device) for g in dense])
-        flags.append(torch.isfinite(sums).all())
-    flags += [torch.isfinite(g.coalesce().values()).all() for g in grads if g.is_sparse]
-    if not flags:
-        return torch.tensor(True)
-    return torch.stack([f.to(flags[0].device) for f in flags]).all()
 
 
 def compute_method_loss(
@@ -442,6 +448,11 @@ class Trainer:
             self._eval_model = self.forward_model
         self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = IterationSchedule(self.optimizer, cfg)
+        trained = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self._trained_params = [p for _, p in trained]
+        self._nonfinite = NonFiniteRecord(self.device, [n for n, _ in trained])
+        #: device flag of the last :meth:`train_step`: its update was applied (``None``: not checked)
+        self.last_step_ok: Tensor | None = None
 
         rank = self.rank
         self.labeled_sampler = self._sampler(int(self.x_labeled.shape[0]), cfg.batch_size, 0)
@@ -622,23 +633,31 @@ class Trainer:
         """Run one iteration: clean pass, method's terms, one backward, one optimizer step.
 
         Unless ``config.nonfinite`` is ``"ignore"``, the loss and the gradients are checked
-        after the backward pass (one host synchronization); when one is NaN/Inf the update
-        is not applied, the model's buffers (BatchNorm statistics) are restored, and the
-        iteration is skipped (``"skip"``: an empty dict is returned) or a
-        :class:`NonFiniteLossError` is raised (``"stop"``).
+        after the backward pass; when one is NaN/Inf the update is not applied and the
+        model's buffers (BatchNorm statistics) are restored. With the trainer's optimizers
+        (fused Adam or SGD, see :func:`~torchvat.train.finite.supports_found_inf`) this
+        happens on the device, without a host synchronization: the iteration is recorded and
+        reported by :meth:`check_nonfinite` (which :meth:`fit` calls on logging, evaluation
+        and checkpoint iterations), and with ``"stop"`` no later update is applied until
+        then, so the weights stay those before the failed iteration. With another optimizer
+        the check reads the flag at once (one host synchronization per iteration) and
+        skips (``"skip"``: an empty dict is returned) or raises
+        :class:`NonFiniteLossError` (``"stop"``) immediately.
 
         Args:
             batch: From :meth:`next_batch`.
 
         Returns:
             Detached device tensors: every loss term, ``loss`` (the weighted sum) and
-            ``acc`` (accuracy on the labeled batch); empty for a skipped iteration.
+            ``acc`` (accuracy on the labeled batch); empty for an iteration skipped by the
+            immediate check. :attr:`last_step_ok` holds the device flag of the iteration.
 
         Raises:
             ValueError: If the method returns a term that has no weight, or a label is not
                 below the model's number of outputs.
             TypeError: If the model does not return a tensor.
-            NonFiniteLossError: For a non-finite loss or gradient with ``nonfinite="stop"``.
+            NonFiniteLossError: For a non-finite loss or gradient with ``nonfinite="stop"``
+                and an optimizer that cannot skip its update on the device.
         """
         self.model.train()
         policy = self.config.nonfinite
@@ -665,19 +684,32 @@ class Trainer:
         # one backward, one optimizer step
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if policy != "ignore" and not self._finite(loss):
-            message, values = self._describe_nonfinite(loss, terms)
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for saved, live in zip(buffers, self.model.buffers(), strict=True):
-                    live.copy_(saved)
-            if policy == "stop":
-                raise NonFiniteLossError(message, self.step + 1, values)
-            self.skipped_steps += 1
-            logger.warning("torchvat: %s; iteration skipped (nonfinite='skip')", message)
-            return {}
         self.schedule.apply(self.step)
-        self.optimizer.step()
+        self.last_step_ok = None
+        if policy == "ignore":
+            self.optimizer.step()
+        elif supports_found_inf(self.optimizer):
+            ok, flags = self._step_finite(loss)
+            self._nonfinite.record(self.step + 1, ok, terms, loss, flags)
+            if policy == "stop":  # after a failure, nothing is applied until it is reported
+                ok = ok & self._nonfinite.clean
+            self._masked_step(ok)
+            restore_buffers(list(self.model.buffers()), buffers, ok)
+            self.last_step_ok = ok
+        else:
+            ok, flags = self._step_finite(loss)
+            if not bool(ok):  # one host read per iteration
+                self._nonfinite.record(self.step + 1, ok, terms, loss, flags)
+                summary = self._nonfinite.read()
+                self.optimizer.zero_grad(set_to_none=True)
+                restore_buffers(list(self.model.buffers()), buffers, torch.zeros((), dtype=torch.bool))
+                message = self._describe_nonfinite(summary)
+                if policy == "stop":
+                    raise NonFiniteLossError(message, self.step + 1, summary.terms if summary else {})
+                self.skipped_steps += 1
+                logger.warning("torchvat: %s; iteration skipped (nonfinite='skip')", message)
+                return {}
+            self.optimizer.step()
 
         # metrics stay on the device; they are synchronized only when logged
         metrics = {name: term.detach() for name, term in terms.items()}
@@ -686,29 +718,73 @@ class Trainer:
             metrics["acc"] = (clean.labeled_logits.argmax(1) == batch.y_labeled).float().mean()
         return metrics
 
-    def _finite(self, loss: Tensor) -> bool:
-        """Whether the loss and every gradient are finite (agreed by every process)."""
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        ok = torch.isfinite(loss.detach()).all()
-        if grads:
-            ok = ok & _grad_finite(grads).to(ok.device)
-        finite = bool(ok)
-        if self.world_size > 1:
-            finite = not any_process(not finite, self.device)
-        return finite
+    def _step_finite(self, loss: Tensor) -> tuple[Tensor, Tensor]:
+        """Device flags: the loss and every gradient are finite (and on every process), per-gradient."""
+        flags = grad_finite_flags([p.grad for p in self._trained_params])
+        ok = torch.isfinite(loss.detach()).all().to(flags.device) & flags.all()
+        if self.world_size > 1:  # gradients are reduced already; a loss may differ between processes
+            bad = (~ok).float().reshape(1).to(self.device)
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+            ok = (bad[0] == 0).to(flags.device)
+        return ok, flags
 
-    def _describe_nonfinite(self, loss: Tensor, terms: Mapping[str, Tensor]) -> tuple[str, dict[str, float]]:
-        values = {name: float(term.detach().float().sum()) for name, term in terms.items()}
+    def _masked_step(self, ok: Tensor) -> None:
+        """One optimizer step that the optimizer skips on the device where ``ok`` is false."""
+        opt = self.optimizer
+        opt.grad_scale = None  # type: ignore[attr-defined]
+        opt.found_inf = (~ok).float()  # type: ignore[attr-defined]
+        try:
+            opt.step()
+        finally:
+            del opt.found_inf, opt.grad_scale  # type: ignore[attr-defined]
+
+    def check_nonfinite(self) -> None:
+        """Report the iterations skipped on the device since the last call (one host read).
+
+        With ``nonfinite="skip"``, they are added to :attr:`skipped_steps` and a warning names
+        how many and the first one. With ``"stop"``, the step count goes back to the one
+        before the failed iteration (the weights, optimizer state and BatchNorm statistics
+        are those after it already; the data streams and random generators stay where
+        they are) and :class:`NonFiniteLossError` is raised. Nothing happens when every
+        iteration was finite, or when the check is immediate (see :meth:`train_step`).
+
+        Raises:
+            NonFiniteLossError: With ``nonfinite="stop"`` after a non-finite iteration.
+        """
+        summary = self._nonfinite.read()
+        if summary is None:
+            return
+        message = self._describe_nonfinite(summary)
+        if self.config.nonfinite == "stop":
+            self.step = summary.first - 1
+            self.schedule.apply(self.step)
+            self._log_acc.reset()
+            raise NonFiniteLossError(message, summary.first, summary.terms)
+        self.skipped_steps += summary.count
+        logger.warning(
+            "torchvat: %d iteration(s) skipped (nonfinite='skip') between iterations %d and %d; the first: %s",
+            summary.count,
+            summary.first,
+            self.step,
+            message,
+        )
+
+    def _describe_nonfinite(self, summary: NonFiniteSummary | None) -> str:
+        if summary is None:  # another process failed; its terms are not known here
+            return f"non-finite loss or gradients at iteration {self.step + 1} on another process"
+        values = summary.terms
         shown = ", ".join(f"{name}={value:.6g}" for name, value in values.items())
-        where = f"iteration {self.step + 1} (step {self.step} done)"
+        where = f"iteration {summary.first} (step {summary.first - 1} done)"
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
-            return f"non-finite loss at {where}: loss term(s) {', '.join(map(repr, bad))} ({shown})", values
-        if not bool(torch.isfinite(loss.detach()).all()):
-            return f"non-finite loss at {where}: the weighted sum of finite terms ({shown})", values
-        params = _nonfinite_parameters(self.model)
+            return f"non-finite loss at {where}: loss term(s) {', '.join(map(repr, bad))} ({shown})"
+        if not summary.loss_finite:
+            return f"non-finite loss at {where}: the weighted sum of finite terms ({shown})"
+        params = summary.bad_parameters
+        limit = 5
+        params = params[:limit] + ([f"... ({len(params) - limit} more)"] if len(params) > limit else [])
         names = ", ".join(params) if params else "on another process"
-        return f"non-finite gradients at {where} with finite loss terms ({shown}): {names}", values
+        return f"non-finite gradients at {where} with finite loss terms ({shown}): {names}"
 
     def _check_labels(self, clean: CleanPass) -> None:
         """Once per trainer, after the first clean pass: labels must be below the number of outputs."""
@@ -798,25 +874,33 @@ class Trainer:
                 self._call("on_step_begin", step=self.step)
                 try:
                     metrics = self.train_step(self.next_batch())
+                    self.step += 1
+                    if metrics:
+                        self._log_acc.add(metrics, self.last_step_ok)
+                        self._eval_acc.add(metrics, self.last_step_ok)
+                    logs = None
+                    log_now = self.step % cfg.log_every == 0 or self.step == cfg.iterations
+                    evaluated = self.step % cfg.eval_every == 0 or self.step == cfg.iterations
+                    if log_now or evaluated:
+                        self.check_nonfinite()  # iterations that synchronize anyway
+                    if log_now:
+                        logs = self._log_acc.means()
+                        self._log_acc.reset()
+                    if evaluated:
+                        self._evaluate_held_out()
+                    self._call("on_step_end", step=self.step, metrics=metrics, logs=logs, evaluated=evaluated)
                 except NonFiniteLossError as err:
                     failure = err
                     break
-                self.step += 1
-                if metrics:
-                    self._log_acc.add(metrics)
-                    self._eval_acc.add(metrics)
-                logs = None
-                if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
-                    logs = self._log_acc.means()
-                    self._log_acc.reset()
-                evaluated = self.step % cfg.eval_every == 0 or self.step == cfg.iterations
-                if evaluated:
-                    self._evaluate_held_out()
-                self._call("on_step_end", step=self.step, metrics=metrics, logs=logs, evaluated=evaluated)
                 if self.world_size == 1:
                     stop = self.should_stop
                 elif logs is not None or evaluated:  # iterations that synchronize anyway
                     stop = self.should_stop = any_process(self.should_stop, self.device)
+            if failure is None:
+                try:
+                    self.check_nonfinite()  # an early stop or a signal between logging iterations
+                except NonFiniteLossError as err:
+                    failure = err
             result = self._finish()
         if failure is not None:
             saved = result.paths.get("last")
@@ -981,9 +1065,16 @@ class Trainer:
         generator, the samplers' positions, the step, metric history and accumulators, and
         the config, as tensors and plain containers (loadable with ``weights_only=True``).
 
+        Iterations skipped on the device are reported first (:meth:`check_nonfinite`), so a
+        saved state never hides a pending failure.
+
         Returns:
             The state.
+
+        Raises:
+            NonFiniteLossError: With ``nonfinite="stop"`` after a non-finite iteration.
         """
+        self.check_nonfinite()
         return {
             "format": 1,
             "step": self.step,
@@ -1065,6 +1156,8 @@ class Trainer:
         self._eval_acc.load_state_dict(state["accumulators"]["eval"], self.device)
         self._collapse_streak = int(state["collapse_streak"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self._nonfinite.reset()
+        self.last_step_ok = None
         if state.get("eps") is not None and hasattr(self.method, "eps"):
             self.eps = float(state["eps"])
             self.method.eps = self.eps
