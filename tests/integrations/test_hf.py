@@ -473,30 +473,6 @@ def test_alpha_zero_trainer_equals_plain_supervised_step(tmp_path):
 # A short semi-supervised run
 
 
-class NormalizedEmbedding(nn.Embedding):
-    """Unit-norm word vectors: a simple form of the embedding normalization of Miyato et al. 2017."""
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return F.normalize(super().forward(input_ids), dim=-1)
-
-
-class BagOfEmbeddings(nn.Module):
-    """A tiny text classifier with the Hugging Face calling convention (``inputs_embeds``, ``.logits``)."""
-
-    def __init__(self, vocab: int, dim: int = 16, hidden: int = 32) -> None:
-        super().__init__()
-        self.embed = NormalizedEmbedding(vocab, dim)
-        self.head = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Dropout(0.1), nn.Linear(hidden, 2))
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embed
-
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None):
-        e = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
-        m = attention_mask.unsqueeze(-1).to(e.dtype)
-        return {"logits": self.head((e * m).sum(1) / m.sum(1))}
-
-
 def topic_sequences(n: int, g: torch.Generator, per_class: int | None = None):
     """Class 0 sequences use tokens 10-54, class 1 tokens 55-99, with 30% shared filler tokens 2-9."""
     y = torch.arange(n) % 2 if per_class else torch.randint(0, 2, (n,), generator=g)
@@ -508,14 +484,35 @@ def topic_sequences(n: int, g: torch.Generator, per_class: int | None = None):
     return ids * mask, mask, y
 
 
+def tiny_bert_with_topic_vectors(seed: int) -> BertForSequenceClassification:
+    """A tiny BERT (random weights, dropout 0.1) whose word vectors carry the topic, as pretrained ones do.
+
+    Word vector of token t: ``0.3 * s(t) * u + noise`` with ``u`` a unit direction, ``s`` = +1 for
+    class-0 topic tokens, -1 for class-1 ones, 0 for filler, and noise of norm ~1: the embedded
+    sequences of the two classes form two clusters (the cluster assumption VAT relies on) that
+    16 labels alone do not locate well.
+    """
+    model = tiny_bert(seed, dropout=0.1)
+    g = torch.Generator().manual_seed(1234)
+    hidden = model.config.hidden_size
+    u = F.normalize(torch.randn(hidden, generator=g), dim=0)
+    sign = torch.zeros(VOCAB)
+    sign[10:55], sign[55:] = 1.0, -1.0
+    with torch.no_grad():
+        model.get_input_embeddings().weight.copy_(
+            0.3 * sign[:, None] * u + torch.randn(VOCAB, hidden, generator=g) / hidden**0.5
+        )
+    return model
+
+
 def semi_supervised_accuracy(seed: int, alpha: float, steps: int = 200) -> float:
+    """16 labeled sequences (8 per class) and 1024 unlabeled ones; held-out accuracy of a tiny BERT."""
     g = torch.Generator().manual_seed(seed)
-    xl, ml, yl = topic_sequences(16, g, per_class=8)  # 16 labeled (balanced)
-    xu, mu, _ = topic_sequences(1024, g)  # 1024 unlabeled
-    xt, mt, yt = topic_sequences(2000, g)  # held out
-    torch.manual_seed(seed)
-    model = BagOfEmbeddings(VOCAB)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xl, ml, yl = topic_sequences(16, g, per_class=8)
+    xu, mu, _ = topic_sequences(1024, g)
+    xt, mt, yt = topic_sequences(2000, g)
+    model = tiny_bert_with_topic_vectors(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     directions = torch.Generator().manual_seed(seed + 1000)
     for _ in range(steps):
         model.train()
@@ -525,15 +522,15 @@ def semi_supervised_accuracy(seed: int, alpha: float, steps: int = 200) -> float
         )
         rng = RNGSnapshot.capture()
         out = model(**batch)  # one clean pass: supervised loss and VAT target
-        loss = F.cross_entropy(out["logits"][: len(xl)], yl)
+        loss = F.cross_entropy(out.logits[: len(xl)], yl)
         if alpha > 0:
-            loss = loss + alpha * hf_vat_loss(model, batch, logits=out, eps=1.0, rng=rng, generator=directions)
+            loss = loss + alpha * hf_vat_loss(model, batch, logits=out, eps=0.3, rng=rng, generator=directions)
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        pred = model(input_ids=xt, attention_mask=mt)["logits"].argmax(1)
+        pred = model(input_ids=xt, attention_mask=mt).logits.argmax(1)
     return (pred == yt).float().mean().item()
 
 
@@ -548,5 +545,6 @@ def test_vat_beats_supervised_with_few_labels():
     finally:
         torch.set_num_threads(threads)
     mean_sup, mean_vat = sum(supervised) / 3, sum(vat) / 3
-    assert mean_vat > mean_sup + 0.03, (supervised, vat)
-    assert mean_vat > 0.9, vat
+    # measured (torch 2.14.1, CPU): supervised 0.939 / 0.905 / 0.882, VAT 0.998 / 1.000 / 0.999
+    assert mean_vat > mean_sup + 0.05, (supervised, vat)
+    assert min(vat) > 0.95, vat
