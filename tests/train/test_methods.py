@@ -55,7 +55,10 @@ def test_every_method_returns_finite_named_terms(name, regularize, moons, mlp, t
     result = trainer.fit()
     assert len(seen) == 3
     for metrics in seen:
-        assert set(metrics) == EXPECTED_TERMS[name] | {"loss", "acc"}
+        extra = {"unlabeled_classes"} if trainer.method.uses_unlabeled else set()
+        assert set(metrics) == EXPECTED_TERMS[name] | {"loss", "acc"} | extra
+        if extra:
+            assert 1.0 <= metrics["unlabeled_classes"] <= 2.0 + 1e-6  # two moons: two classes
         assert all(v.ndim == 0 and torch.isfinite(v) for v in metrics.values())
         for term in EXPECTED_TERMS[name] - {"ce"}:
             assert metrics[term] >= 0

@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 
 from torchvat.train import CollapseWarning, TrainConfig, Trainer
 
@@ -236,3 +237,32 @@ def test_labeled_stream_cycles_and_batches_pair(moons, mlp, tiny):
     for start in range(0, 24, 8):  # every pass over the 8 labels holds each once
         assert sorted(rows[start : start + 8]) == list(range(8))
     assert Trainer(mlp(), moons, method="supervised", **tiny()).next_batch().x_unlabeled is None
+
+
+class _OneClass(nn.Module):
+    """Predicts class 0 for every input (its parameter gets a zero gradient)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(2, 2))
+
+    def forward(self, x):
+        return x @ self.w * 0.0 + torch.tensor([8.0, 0.0])
+
+
+def test_class_collapse_warning_needs_no_held_out_data(moons, tiny):
+    trainer = Trainer(
+        _OneClass(), moons, method="vat", x_test=None, y_test=None, **tiny(iterations=16, collapse_patience=2)
+    )
+    assert trainer.labeled_classes == pytest.approx(2.0)  # moons: balanced labels
+    with pytest.warns(CollapseWarning, match=r"spread over 1 classes .* against 2 for the labels, over 2"):
+        trainer.fit()
+    assert all(r["train_unlabeled_classes"] < 1.01 for r in trainer.history)
+
+
+def test_balanced_unlabeled_predictions_do_not_warn(moons, mlp, tiny):
+    trainer = Trainer(mlp(), moons, method="vat", lr=1e-2, **tiny(iterations=16, collapse_patience=1))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="the predictions on the unlabeled data", category=CollapseWarning)
+        trainer.fit()
+    assert all(r["train_unlabeled_classes"] > 1.5 for r in trainer.history)

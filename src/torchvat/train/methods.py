@@ -105,6 +105,13 @@ class CleanPass:
         return self.logits[: self.n_labeled]
 
     @property
+    def unlabeled_logits_any(self) -> Tensor | None:
+        """Logits of the unlabeled rows from whichever layout (``None`` without unlabeled rows)."""
+        if self.separate:
+            return self.unlabeled_logits
+        return self.logits[self.n_labeled :] if self.x.shape[0] > self.n_labeled else None
+
+    @property
     def separate(self) -> bool:
         """Whether the unlabeled rows had a pass of their own."""
         return self.unlabeled_x is not None

@@ -58,7 +58,14 @@ from torchvat.train.finite import (
 from torchvat.train.methods import Batch, CleanPass, Method, get_method
 from torchvat.train.optim import IterationSchedule, build_optimizer, warmup_factor
 
-__all__ = ["CollapseWarning", "NonFiniteLossError", "TrainResult", "Trainer", "compute_method_loss"]
+__all__ = [
+    "CollapseWarning",
+    "NonFiniteLossError",
+    "TrainResult",
+    "Trainer",
+    "compute_method_loss",
+    "effective_classes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +221,25 @@ def _check_logits(logits: Any, n_rows: int) -> None:
         raise ValueError(
             f"the model must return one row of logits per input row, got shape {tuple(logits.shape)} for {n_rows} rows"
         )
+
+
+def effective_classes(probs: Tensor) -> Tensor:
+    """``exp`` of the entropy of a class distribution: how many classes it spreads over.
+
+    1 for a distribution on one class, ``K`` for the uniform one on ``K`` classes; the trainer
+    computes it for the mean prediction on each unlabeled batch (metric ``unlabeled_classes``).
+
+    Args:
+        probs: Probabilities ``[K]`` (summing to 1).
+
+    Returns:
+        A scalar tensor in ``[1, K]``.
+
+    Example:
+        >>> round(float(effective_classes(torch.tensor([0.5, 0.5, 0.0]))), 4)
+        2.0
+    """
+    return torch.special.entr(probs).sum().exp()
 
 
 def compute_method_loss(
@@ -472,6 +498,13 @@ class Trainer:
         self._log_acc = _Accumulator()
         self._eval_acc = _Accumulator()
         self._collapse_streak = 0
+        self._class_streak = 0
+        #: effective number of classes of the labeled data (:func:`effective_classes`)
+        self.labeled_classes = float(
+            effective_classes(
+                torch.bincount(self.y_labeled.long().cpu()).float().div(max(int(self.y_labeled.shape[0]), 1))
+            )
+        )
         #: iterations skipped for a non-finite loss (``nonfinite="skip"``)
         self.skipped_steps = 0
         #: the signal that stopped the last :meth:`fit` (``"SIGINT"``, ``"SIGTERM"``) or ``None``
@@ -716,6 +749,9 @@ class Trainer:
         metrics["loss"] = loss.detach()
         with torch.no_grad():
             metrics["acc"] = (clean.labeled_logits.argmax(1) == batch.y_labeled).float().mean()
+            unlabeled = clean.unlabeled_logits_any
+            if unlabeled is not None and unlabeled.ndim == 2 and unlabeled.shape[0] > 0:
+                metrics["unlabeled_classes"] = effective_classes(unlabeled.detach().float().softmax(1).mean(0))
         return metrics
 
     def _step_finite(self, loss: Tensor) -> tuple[Tensor, Tensor]:
@@ -963,10 +999,38 @@ class Trainer:
         self._call("on_eval_end", step=self.step, metrics=record, improved=improved)
 
     def _check_collapse(self, monitor: str | None) -> None:
+        """Warn (:class:`CollapseWarning`) about the two ways a regularizer collapses.
+
+        Over ``config.collapse_patience`` consecutive evaluations: the held-out error rose
+        while the training loss fell; or the predictions on the unlabeled batches spread over
+        fewer than ``1 + (L - 1) / 2`` classes (``unlabeled_classes``, the exponential of the
+        entropy of the mean prediction), ``L`` being that number for the labels: the model
+        puts most unlabeled data into a few classes, where the divergence is small. The
+        second check needs no held-out data.
+        """
         patience = self.config.collapse_patience
-        if monitor is None or patience == 0 or len(self.history) < 2:
+        if patience == 0 or not self.history:
             return
-        prev, cur = self.history[-2], self.history[-1]
+        cur = self.history[-1]
+        seen = cur.get("train_unlabeled_classes")
+        floor = 1.0 + (self.labeled_classes - 1.0) / 2.0
+        if seen is not None and math.isfinite(seen) and seen < floor:
+            self._class_streak += 1
+        else:
+            self._class_streak = 0
+        if self._class_streak == patience:
+            message = (
+                f"the predictions on the unlabeled data spread over {seen:.3g} classes (exp of the entropy "
+                f"of the mean prediction) against {self.labeled_classes:.3g} for the labels, over "
+                f"{patience} consecutive evaluations (step {self.step}): the regularizer may be collapsing "
+                "the unlabeled data into a few classes (try a larger eps, a smaller alpha or learning "
+                "rate, more labels per batch, or method='vat+ent')"
+            )
+            logger.warning("torchvat: %s", message)
+            warnings.warn(message, CollapseWarning, stacklevel=3)
+        if monitor is None or len(self.history) < 2:
+            return
+        prev = self.history[-2]
         if cur[monitor] > prev[monitor] and cur.get("train_loss", math.inf) < prev.get("train_loss", -math.inf):
             self._collapse_streak += 1
         else:
@@ -1092,6 +1156,7 @@ class Trainer:
             "best": dict(self.best),
             "accumulators": {"log": self._log_acc.state_dict(), "eval": self._eval_acc.state_dict()},
             "collapse_streak": self._collapse_streak,
+            "class_streak": self._class_streak,
             "skipped_steps": self.skipped_steps,
             "method": self.method.name,
             "eps": self.eps,
@@ -1155,6 +1220,7 @@ class Trainer:
         self._log_acc.load_state_dict(state["accumulators"]["log"], self.device)
         self._eval_acc.load_state_dict(state["accumulators"]["eval"], self.device)
         self._collapse_streak = int(state["collapse_streak"])
+        self._class_streak = int(state.get("class_streak", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self._nonfinite.reset()
         self.last_step_ok = None
