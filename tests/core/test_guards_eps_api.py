@@ -70,6 +70,23 @@ def test_suggest_eps_rules():
     assert math.isfinite(suggest_eps(img)) and suggest_eps(img) > 0
 
 
+def test_suggest_eps_labeled_rule_follows_the_distance_to_the_labels():
+    line = torch.arange(101.0).unsqueeze(1)  # points 0..100
+    two = torch.tensor([[0.0], [100.0]])  # distances to the nearest label: 0..50, median 25
+    assert suggest_eps(line, rule="labeled", labeled=two) == pytest.approx(0.75 * 25)
+    eleven = torch.arange(0.0, 101.0, 10.0).unsqueeze(1)  # median distance 2 (lower median of 0..5)
+    assert suggest_eps(line, rule="labeled", labeled=eleven) < 0.15 * suggest_eps(line, rule="labeled", labeled=two)
+    # more unlabeled points in the same space leave it unchanged; it scales with the data
+    dense = torch.linspace(0, 100, 1001).unsqueeze(1)
+    assert suggest_eps(dense, rule="labeled", labeled=two) == pytest.approx(0.75 * 25, rel=0.02)
+    pts, lab = torch.randn(300, 5), torch.randn(20, 5)
+    assert suggest_eps(pts * 3, rule="labeled", labeled=lab * 3) == pytest.approx(
+        3 * suggest_eps(pts, rule="labeled", labeled=lab), rel=1e-6
+    )
+    # without labeled inputs, x's own points are the labels (each one's nearest other point)
+    assert suggest_eps(line, rule="labeled") == pytest.approx(0.75)
+
+
 @pytest.mark.parametrize(
     ("x", "kwargs", "exc", "match"),
     [
@@ -81,10 +98,25 @@ def test_suggest_eps_rules():
             torch.randn(4, 2),
             {"rule": "median"},
             ValueError,
-            r"rule must be one of 'radius', 'nn', 'norm', got 'median'",
+            r"rule must be one of 'labeled', 'radius', 'nn', 'norm', got 'median'",
         ),
         (torch.randn(4, 2), {"scale": 0.0}, ValueError, r"scale must be a finite number > 0, got 0.0"),
         (torch.zeros(4, 2, dtype=torch.long), {}, TypeError, r"x must be a floating-point tensor"),
+        (
+            torch.randn(4, 2),
+            {"rule": "labeled", "labeled": torch.randn(3, 5)},
+            ValueError,
+            r"labeled must hold at least 1 sample with x's 2 features, got shape \(3, 5\)",
+        ),
+        (torch.randn(4, 2), {"rule": "labeled", "labeled": torch.randn(0, 2)}, ValueError, r"at least 1 sample"),
+        (
+            torch.randn(4, 2),
+            {"rule": "labeled", "labeled": torch.tensor([[0.0, float("inf")]])},
+            ValueError,
+            r"labeled contains NaN or Inf",
+        ),
+        (torch.randn(4, 2), {"rule": "labeled", "labeled": [[0.0, 1.0]]}, TypeError, r"labeled must be a floating"),
+        (torch.ones(4, 2), {"rule": "labeled", "labeled": torch.ones(2, 2)}, ValueError, r"x and labeled coincide"),
     ],
 )
 def test_suggest_eps_errors(x, kwargs, exc, match):

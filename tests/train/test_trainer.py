@@ -52,7 +52,7 @@ def test_eps_derived_from_data_and_logged(moons, mlp, tiny, caplog):
 
     with caplog.at_level(logging.INFO, logger="torchvat.train.trainer"):
         trainer = Trainer(mlp(), moons, method="vat", **tiny(eps=None))
-    expected = core.suggest_eps(moons.x_unlabeled)
+    expected = core.suggest_eps(moons.x_unlabeled, rule="labeled", labeled=moons.x_labeled)
     assert trainer.eps == pytest.approx(expected)
     assert trainer.method.eps == trainer.eps
     assert f"eps={expected:.6g}" in caplog.text

@@ -124,7 +124,10 @@ def _build_class() -> type:
             sync_dist: Passed to ``self.log`` (average the logged values over processes).
             **hparams: The method's hyperparameters (``eps``, ``xi``, ``alpha``, ``beta``,
                 ``n_power``, ``norm``, ``probe``, ``regularize``). Without ``eps`` it is derived
-                with :func:`torchvat.suggest_eps` from the first training batch (and logged).
+                with :func:`torchvat.suggest_eps` (``rule="radius"``) from the first training batch
+                (and logged). The trainer's rule, the distance from unlabeled to labeled points,
+                needs the whole labeled set: a batch holds a few labeled rows, which would
+                inflate it; pass ``eps=suggest_eps(x_u, rule="labeled", labeled=x_l)`` for it.
         """
 
         def __init__(

@@ -82,14 +82,17 @@ class TrainConfig:
         log_every: Synchronize and log training metrics every this many iterations.
         checkpoint_every: Write ``last.pt`` every this many iterations (``None``: at every
             evaluation). Needs ``out_dir``.
-        collapse_patience: Warn when the held-out error rose while the training loss fell
-            over this many consecutive evaluations (0 disables the check).
+        collapse_patience: Warn when, over this many consecutive evaluations, the held-out
+            error rose while the training loss fell, or the predictions on the unlabeled
+            batches spread over fewer than half the labels' classes (metric
+            ``unlabeled_classes``); 0 disables both checks.
         nonfinite: What an iteration whose loss or gradients are NaN/Inf does: ``"stop"``
             (the default: the update is not applied, the final checkpoint is written and
             ``fit`` raises a ``NonFiniteLossError`` naming the iteration and the term),
             ``"skip"`` (the update is not applied, a warning names the iteration and the
-            term, training goes on) or ``"ignore"`` (no check: no per-iteration host
-            synchronization, NaN weights possible).
+            term, training goes on) or ``"ignore"`` (no check, NaN weights possible). The
+            check runs on the device; failures are reported at the next logging,
+            evaluation or checkpoint iteration (see ``Trainer.train_step``).
         catch_signals: Whether ``fit`` turns the first SIGINT/SIGTERM into a clean stop after
             the current iteration (the final checkpoint is written and a message says how to
             resume); a second signal acts as usual. Main thread only.

@@ -443,11 +443,18 @@ class Trainer:
             self.method = get_method(cfg.method, **hparams, **cfg.extra)
         self.eps: float | None = getattr(self.method, "eps", None)
         if hasattr(self.method, "eps") and self.method.eps is None and self._has_regularizer():
-            source = tensors["x_unlabeled"] if tensors["x_unlabeled"] is not None else tensors["x_labeled"]
+            unlabeled = tensors["x_unlabeled"]
             with torch.random.fork_rng(devices=[]):
-                self.eps = float(suggest_eps(source))
+                if unlabeled is not None:
+                    self.eps = float(suggest_eps(unlabeled, rule="labeled", labeled=tensors["x_labeled"]))
+                else:
+                    self.eps = float(suggest_eps(tensors["x_labeled"], rule="labeled"))
             self.method.eps = self.eps
-            logger.info("torchvat: eps=%.6g derived from the data with suggest_eps", self.eps)
+            logger.info(
+                "torchvat: eps=%.6g derived from the data with suggest_eps(rule='labeled'): 0.75 x the median "
+                "distance from an unlabeled point to its nearest labeled one",
+                self.eps,
+            )
         if self.method.uses_unlabeled and tensors["x_unlabeled"] is None:
             warnings.warn(
                 f"method {self.method.name!r} uses unlabeled data but x_unlabeled is None or "
