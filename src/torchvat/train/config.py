@@ -51,7 +51,9 @@ class TrainConfig:
             (``"supervised"``, ``"rpt"``, ``"at"``, ``"vat"``, ``"vat+ent"``, ``"at+vat"``, or
             one added with :func:`~torchvat.train.register_method`).
         eps: Perturbation size. ``None`` derives it from the data with
-            :func:`torchvat.suggest_eps` (the choice is logged and returned in the result).
+            :func:`torchvat.suggest_eps` (``rule="labeled"``: 0.75 x the median distance from
+            an unlabeled point to its nearest labeled point; the choice is logged and returned
+            in the result).
         xi: Finite-difference step of the power iteration, or ``"auto"`` (core's default).
         alpha: Weight of the VAT / AT term (the papers use 1).
         beta: Weight of the entropy term of ``"vat+ent"``.

@@ -319,11 +319,19 @@ class Trainer:
     """Train a classifier with a supervised or semi-supervised method.
 
     One iteration draws a labeled batch and, for methods that use unlabeled data, an
-    unlabeled batch; it makes one clean forward pass over ``cat([x_l, x_u])`` whose logits
-    serve both the cross-entropy (labeled rows) and the detached VAT target; the method
-    runs its perturbation search and perturbed pass and returns named loss terms; the
-    trainer adds them with the method's weights, makes one backward pass and one optimizer
-    step. Metrics stay on the device until they are logged.
+    unlabeled batch; every row goes through one clean forward pass (a pass over the labeled
+    rows and a no-grad pass over the unlabeled rows, whose logits are the detached VAT target;
+    or, with ``regularize="all"``, one joint pass over ``cat([x_l, x_u])``: a search's target
+    always comes from a pass with the batch composition of its perturbed passes, see
+    :class:`~torchvat.train.methods.CleanPass`); the method runs its perturbation search and
+    perturbed pass and returns named loss terms; the trainer adds them with the method's
+    weights, makes one backward pass and one optimizer step. Metrics (and the NaN/Inf check)
+    stay on the device until they are logged.
+
+    ``eps=None`` (the default) derives the perturbation size from the data:
+    ``suggest_eps(x_unlabeled, rule="labeled", labeled=x_labeled)``, 0.75 x the median
+    distance from an unlabeled point to its nearest labeled point (logged, and returned in
+    :attr:`TrainResult.eps`).
 
     The data are held in memory on the training device; batches are single gathers
     ``x[idx]`` with indices from seeded samplers (seeded per process rank, batch sizes are per
