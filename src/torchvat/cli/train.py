@@ -327,7 +327,12 @@ def list_recipes() -> str:
 def _describe_eps(trainer: Trainer, config: RunConfig, given: float | None) -> str:
     if trainer.eps is None:
         return f"method {trainer.method.name}: no perturbation (eps unused)"
-    how = "given" if given is not None else "derived from the data with torchvat.suggest_eps"
+    if given is not None:
+        how = "given"
+    elif trainer.x_unlabeled is not None:
+        how = "derived from the data: 0.75 x the median distance from an unlabeled point to its nearest labeled one"
+    else:
+        how = "derived from the data: 0.75 x the median distance from a labeled point to its nearest other one"
     return f"eps = {trainer.eps:.6g} ({how})"
 
 
