@@ -77,7 +77,11 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(run_job, tmp_
         for got, want in zip(r["history"], reference.history, strict=True):
             assert got.keys() == want.keys()
             for key in want:
-                assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
+                # unlabeled_classes is a nonlinear function of each process's own batch (exp of the
+                # entropy of its mean prediction): the mean over processes is close to, not equal to,
+                # its value on the concatenated batch
+                rel = 1e-2 if key == "train_unlabeled_classes" else 1e-5
+                assert got[key] == pytest.approx(want[key], rel=rel, abs=1e-6), key
 
 
 def test_batchnorm_dropout_run_writes_on_rank_zero_and_resumes_in_one_process(run_job, tmp_path):
