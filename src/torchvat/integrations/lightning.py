@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from torchvat.core import suggest_eps
+from torchvat.train.distributed import all_reduce_mean, broadcast_buffers, is_distributed
 from torchvat.train.methods import Batch, Method, get_method
 from torchvat.train.trainer import compute_method_loss
 
@@ -125,9 +126,10 @@ def _build_class() -> type:
             **hparams: The method's hyperparameters (``eps``, ``xi``, ``alpha``, ``beta``,
                 ``n_power``, ``norm``, ``probe``, ``regularize``). Without ``eps`` it is derived
                 with :func:`torchvat.suggest_eps` (``rule="radius"``) from the first training batch
-                (and logged). The trainer's rule, the distance from unlabeled to labeled points,
-                needs the whole labeled set: a batch holds a few labeled rows, which would
-                inflate it; pass ``eps=suggest_eps(x_u, rule="labeled", labeled=x_l)`` for it.
+                (averaged over the processes when distributed, and logged). The trainer's rule,
+                the distance from unlabeled to labeled points, needs the whole labeled set (a
+                batch holds a few labeled rows, which would inflate it): pass
+                ``eps=suggest_eps(x_u, rule="labeled", labeled=x_l)`` for it.
         """
 
         def __init__(
@@ -179,8 +181,15 @@ def _build_class() -> type:
             if getattr(self.method, "eps", 0.0) is None and regularized:
                 source = batch.x_unlabeled if batch.x_unlabeled is not None else batch.x_labeled
                 with torch.random.fork_rng(devices=[]):
-                    self.method.eps = float(suggest_eps(source.detach()))
+                    eps = float(suggest_eps(source.detach()))
+                if is_distributed():  # each process saw its own first batch: one eps for all, their mean
+                    eps = float(all_reduce_mean(torch.tensor([eps], dtype=torch.float64, device=source.device))[0])
+                self.method.eps = eps
                 logger.info("torchvat: eps=%.6g derived from the first batch with suggest_eps", self.method.eps)
+
+        def on_train_end(self) -> None:
+            """Give every process rank 0's buffers (DDP leaves each one's last BatchNorm update local)."""
+            broadcast_buffers(self.model)
 
         def training_step(self, batch: Any, batch_idx: int) -> Tensor:
             """One batch: clean passes, the method's terms, their weighted sum (logged)."""
