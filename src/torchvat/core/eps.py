@@ -43,7 +43,7 @@ def suggest_eps(
     grows when there are fewer labels and, like the radius, does not shrink as unlabeled points
     fill the space. With ``labeled=None`` the points of ``x`` are the labeled ones (each one's
     nearest other point is used). Measured with torchvat's trainer (BENCHMARKS.md), the test error
-    at this eps is within 10% of the best of an eps sweep on two moons (8 labels: eps 0.22-0.27),
+    at this eps is within 10% of the best of an eps sweep on two moons (8 labels: eps 0.20-0.27),
     scikit-learn digits (100 labels: 1.07), and Fashion-MNIST with 100 labels (4.2; the radius rule's
     2.05 collapsed on one seed of three) and 1000 labels (3.4).
 
