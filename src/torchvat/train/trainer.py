@@ -390,7 +390,7 @@ class Trainer:
         ...                   progress=False)
         >>> result = trainer.fit()
         >>> result.steps, sorted(k for k in result.final if k.startswith("train_"))
-        (20, ['train_acc', 'train_ce', 'train_loss', 'train_vat'])
+        (20, ['train_acc', 'train_ce', 'train_loss', 'train_unlabeled_classes', 'train_vat'])
     """
 
     def __init__(
@@ -514,12 +514,12 @@ class Trainer:
         self._eval_acc = _Accumulator()
         self._collapse_streak = 0
         self._class_streak = 0
-        #: effective number of classes of the labeled data (:func:`effective_classes`)
-        self.labeled_classes = float(
-            effective_classes(
-                torch.bincount(self.y_labeled.long().cpu()).float().div(max(int(self.y_labeled.shape[0]), 1))
-            )
-        )
+        #: effective number of classes of the labels (:func:`effective_classes`); ``None`` for
+        #: real-valued targets (regression), where ``unlabeled_classes`` is not computed
+        self.labeled_classes: float | None = None
+        if not self.y_labeled.is_floating_point() and not self.y_labeled.is_complex():
+            counts = torch.bincount(self.y_labeled.long().clamp_min(0).cpu()).float()
+            self.labeled_classes = float(effective_classes(counts / counts.sum().clamp_min(1)))
         #: iterations skipped for a non-finite loss (``nonfinite="skip"``)
         self.skipped_steps = 0
         #: the signal that stopped the last :meth:`fit` (``"SIGINT"``, ``"SIGTERM"``) or ``None``
@@ -765,7 +765,8 @@ class Trainer:
         with torch.no_grad():
             metrics["acc"] = (clean.labeled_logits.argmax(1) == batch.y_labeled).float().mean()
             unlabeled = clean.unlabeled_logits_any
-            if unlabeled is not None and unlabeled.ndim == 2 and unlabeled.shape[0] > 0:
+            classify = self.labeled_classes is not None
+            if classify and unlabeled is not None and unlabeled.ndim == 2 and unlabeled.shape[0] > 0:
                 metrics["unlabeled_classes"] = effective_classes(unlabeled.detach().float().softmax(1).mean(0))
         return metrics
 
@@ -1028,7 +1029,7 @@ class Trainer:
             return
         cur = self.history[-1]
         seen = cur.get("train_unlabeled_classes")
-        floor = 1.0 + (self.labeled_classes - 1.0) / 2.0
+        floor = 1.0 + ((self.labeled_classes or 1.0) - 1.0) / 2.0
         if seen is not None and math.isfinite(seen) and seen < floor:
             self._class_streak += 1
         else:
