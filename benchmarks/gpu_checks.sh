@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device checks of a lent GPU machine, as one script (issues 5 and 7):
 # NCCL + bf16 autocast through torchrun (world size 1), a CUDA smoke test of the core losses,
-# and the step cost of conv-large and WRN-28-2 with bf16 autocast against the seed's VAT.
+# and the step cost of conv-large and WRN-28-2 with bf16 autocast against the seed's VAT (WRN-28-2 also with
+# channels_last, and with torch.compile of torchvat's model).
 # Usage (on the device machine, repository root): OUT=/some/dir bash benchmarks/gpu_checks.sh
 set -uo pipefail
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -33,6 +34,14 @@ ls "$OUT/ddp_digits" 2>/dev/null
 echo "== step cost, WRN-28-2, bf16, 32+128 =="
 timeout 150 python benchmarks/step_cost.py --model wrn-28-2 --labeled 32 --unlabeled 128 --device cuda --amp \
   --repeats 20 --warmup 3 --steps supervised,seed-vat,torchvat-vat,torchvat-vat-train-step --no-memory 2>&1 | tail -n 16
+echo "== step cost, WRN-28-2, bf16, channels_last, 32+128 (every step type in channels_last) =="
+timeout 150 python benchmarks/step_cost.py --model wrn-28-2 --labeled 32 --unlabeled 128 --device cuda --amp \
+  --channels-last --repeats 20 --warmup 3 --steps supervised,seed-vat,torchvat-vat,torchvat-vat-train-step \
+  --no-memory --no-flops 2>&1 | tail -n 9
+echo "== step cost, WRN-28-2, bf16, channels_last, torch.compile of torchvat's model (the seed stays eager) =="
+timeout 300 python benchmarks/step_cost.py --model wrn-28-2 --labeled 32 --unlabeled 128 --device cuda --amp \
+  --channels-last --compile --repeats 20 --warmup 3 --steps supervised,seed-vat,torchvat-vat \
+  --no-memory --no-flops 2>&1 | tail -n 10
 echo "== step cost, conv-large, bf16, 32+128 =="
 timeout 120 python benchmarks/step_cost.py --model conv-large --labeled 32 --unlabeled 128 --device cuda --amp \
   --repeats 20 --warmup 3 --steps supervised,seed-vat,torchvat-vat,torchvat-vat-train-step --no-memory 2>&1 | tail -n 16

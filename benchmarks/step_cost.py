@@ -129,6 +129,7 @@ class StepConfig:
     beta: float = 1.0
     amp: bool = False
     fused_adam: bool = False
+    channels_last: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def autocast(self) -> AbstractContextManager[Any]:
@@ -214,6 +215,7 @@ def make_trainer(name: str, model: nn.Module, batch: Batches, cfg: StepConfig) -
         unlabeled_batch_size=x_u.shape[0],
         device=str(cfg.device),
         amp="bf16" if cfg.amp else None,
+        channels_last=cfg.channels_last,
         progress=False,
         **options,
     )
@@ -276,7 +278,11 @@ def build(args: argparse.Namespace) -> tuple[nn.Module, Tensor, Tensor, Tensor]:
     x_l = torch.rand(args.labeled, *shape)
     y_l = torch.randint(0, 10, (args.labeled,))
     x_u = torch.rand(args.unlabeled, *shape)
-    return model.to(device).train(), x_l.to(device), y_l.to(device), x_u.to(device)
+    model, x_l, x_u = model.to(device), x_l.to(device), x_u.to(device)
+    if getattr(args, "channels_last", False) and x_l.ndim == 4:  # every step type alike
+        model = model.to(memory_format=torch.channels_last)
+        x_l, x_u = (t.contiguous(memory_format=torch.channels_last) for t in (x_l, x_u))
+    return model.train(), x_l, y_l.to(device), x_u
 
 
 def _sync(device: torch.device) -> None:
@@ -583,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", default=",".join(STEP_TYPES), help="comma-separated step types to run")
+    p.add_argument(
+        "--channels-last", action="store_true", help="conv nets: model and batches in channels_last (every step type)"
+    )
     p.add_argument("--compile", action="store_true", help=f"add {COMPILED!r}: torchvat-vat with compile=True")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
@@ -595,7 +604,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from(args: argparse.Namespace) -> StepConfig:
     """The step configuration of the parsed arguments."""
-    return StepConfig(eps=args.eps, amp=args.amp, fused_adam=args.fused_adam, device=torch.device(args.device))
+    return StepConfig(
+        eps=args.eps,
+        amp=args.amp,
+        fused_adam=args.fused_adam,
+        channels_last=args.channels_last,
+        device=torch.device(args.device),
+    )
 
 
 def _apply_quick(args: argparse.Namespace) -> None:

@@ -266,3 +266,46 @@ def test_balanced_unlabeled_predictions_do_not_warn(moons, mlp, tiny):
         warnings.filterwarnings("error", message="the predictions on the unlabeled data", category=CollapseWarning)
         trainer.fit()
     assert all(r["train_unlabeled_classes"] > 1.5 for r in trainer.history)
+
+
+def test_channels_last_trains_the_same_numbers_in_the_other_memory_format():
+    def run(channels_last: bool) -> tuple[Trainer, dict]:
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            # no bias before BatchNorm: its gradient is 0 up to rounding, which Adam would blow up to full steps
+            nn.Conv2d(3, 4, 3, padding=1, bias=False),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(144, 3),
+        )
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.rand(40, 3, 6, 6, generator=g), torch.randint(0, 3, (40,), generator=g)
+        trainer = Trainer(
+            model,
+            x_labeled=x[:9],
+            y_labeled=y[:9],
+            x_unlabeled=x,
+            x_test=x,
+            y_test=y,
+            method="vat",
+            eps=0.5,
+            iterations=6,
+            eval_every=3,
+            batch_size=6,
+            unlabeled_batch_size=12,
+            progress=False,
+            channels_last=channels_last,
+        )
+        return trainer, trainer.fit().final
+
+    fast, fast_final = run(True)
+    plain, plain_final = run(False)
+    assert fast.model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    batch = fast.next_batch()
+    assert batch.x_labeled.is_contiguous(memory_format=torch.channels_last)
+    assert batch.x_unlabeled.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.next_batch().x_labeled.is_contiguous(memory_format=torch.channels_last)
+    for (name, a), b in zip(fast.model.state_dict().items(), plain.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    assert fast_final["test_error"] == pytest.approx(plain_final["test_error"], abs=1 / 40 + 1e-9)

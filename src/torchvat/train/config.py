@@ -102,6 +102,10 @@ class TrainConfig:
         device: ``"auto"`` (CUDA, then MPS, then CPU) or a device string.
         amp: ``None`` or ``"bf16"`` (``torch.autocast`` with bfloat16 on the training device).
         compile: Whether to train through ``torch.compile(model)``.
+        channels_last: Whether to keep the model's 4-D weights and every 4-D input batch in the
+            ``torch.channels_last`` memory format (faster convolutions on GPUs with tensor
+            cores, especially under bf16 autocast; the numbers are those of the default format
+            up to rounding).
         out_dir: Directory for ``metrics.jsonl`` and checkpoints (``None``: write nothing).
         progress: Whether to show a progress bar (only on a terminal).
         tensorboard: Whether to log to TensorBoard in ``out_dir/tensorboard``.
@@ -158,6 +162,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str | None = None
     compile: bool = False
+    channels_last: bool = False
     out_dir: str | None = None
     progress: bool = True
     tensorboard: bool = False
@@ -216,7 +221,7 @@ class TrainConfig:
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be 'auto' or a device string, got {self.device!r}")
         _check_choice("amp", self.amp, AMP)
-        for name in ("compile", "progress", "tensorboard", "sync_batchnorm", "catch_signals"):
+        for name in ("compile", "channels_last", "progress", "tensorboard", "sync_batchnorm", "catch_signals"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.out_dir is not None and not isinstance(self.out_dir, str):

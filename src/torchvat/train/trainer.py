@@ -477,6 +477,8 @@ class Trainer:
         for key, value in tensors.items():
             setattr(self, key, None if value is None else value.to(self.device))
         self.model = model.to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.ddp: nn.parallel.DistributedDataParallel | None = None
         if self.world_size > 1:
             # every training forward goes through the wrapper; see docs/distributed.md
@@ -665,7 +667,15 @@ class Trainer:
         if self.augment is not None:
             x_l = self.augment(x_l)
             x_u = None if x_u is None else self.augment(x_u)
+        if self.config.channels_last:
+            x_l, x_u = self._memory_format(x_l), None if x_u is None else self._memory_format(x_u)
         return Batch(x_labeled=x_l, y_labeled=y_l, x_unlabeled=x_u)
+
+    def _memory_format(self, x: Tensor) -> Tensor:
+        """``x`` in the channels-last memory format when it is 4-D and ``config.channels_last``."""
+        if self.config.channels_last and x.ndim == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def loss_weights(self) -> dict[str, float]:
         """The method's weights at the current iteration (regularizers ramped by warm-up).
@@ -1080,7 +1090,8 @@ class Trainer:
             outs = []
             for start in range(0, x.shape[0], bs):
                 with self._autocast():
-                    outs.append(self._eval_model(x[start : start + bs].to(self.device)).float())
+                    chunk = self._memory_format(x[start : start + bs].to(self.device))
+                    outs.append(self._eval_model(chunk).float())
             return torch.cat(outs) if outs else torch.empty(0, device=self.device)
         finally:
             self.model.train(was_training)
