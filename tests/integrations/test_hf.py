@@ -490,7 +490,9 @@ def tiny_bert_with_topic_vectors(seed: int) -> BertForSequenceClassification:
     Word vector of token t: ``0.3 * s(t) * u + noise`` with ``u`` a unit direction, ``s`` = +1 for
     class-0 topic tokens, -1 for class-1 ones, 0 for filler, and noise of norm ~1: the embedded
     sequences of the two classes form two clusters (the cluster assumption VAT relies on) that
-    16 labels alone do not locate well.
+    16 labels alone do not locate well. With fully random word vectors there are no such clusters:
+    VAT then let the network memorize the 16 labeled sequences and predict one class for the rest
+    (held-out accuracy 0.50 on two seeds of three, supervised 0.70-0.89; dropout 0, eps 0.1-2).
     """
     model = tiny_bert(seed, dropout=0.1)
     g = torch.Generator().manual_seed(1234)
