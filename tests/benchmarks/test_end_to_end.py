@@ -1,25 +1,11 @@
 """Smoke and unit tests of the end-to-end benchmark (no timing assertions)."""
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
+from ._bench import load as _load
 
 end_to_end = _load("end_to_end")
 

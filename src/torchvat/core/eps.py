@@ -83,7 +83,7 @@ def suggest_eps(
         check_nonnegative("scale", scale, positive=True)
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
         raise TypeError(f"x must be a floating-point tensor [N, ...], got {type(x).__name__}")
-    flat = x.detach().flatten(1).float() if x.ndim > 1 else x.detach().float().unsqueeze(1)
+    flat = _rows(x)
     n = flat.shape[0]
     if n < 2:
         raise ValueError(f"x must have at least 2 samples to suggest eps, got {n}")
@@ -94,7 +94,7 @@ def suggest_eps(
     if rule == "labeled" and labeled is not None:
         if not isinstance(labeled, Tensor) or not labeled.is_floating_point() or labeled.ndim < 1:
             raise TypeError(f"labeled must be a floating-point tensor [M, ...] or None, got {type(labeled).__name__}")
-        ref = labeled.detach().flatten(1).float() if labeled.ndim > 1 else labeled.detach().float().unsqueeze(1)
+        ref = _rows(labeled)
         if ref.shape[0] == 0 or ref.shape[1] != flat.shape[1]:
             raise ValueError(
                 f"labeled must hold at least 1 sample with x's {flat.shape[1]} features, "
@@ -104,13 +104,7 @@ def suggest_eps(
             raise ValueError("labeled contains NaN or Inf; cannot suggest eps")
         ref = ref[torch.randperm(ref.shape[0], generator=g)[:max_references].to(ref.device)].to(flat.device)
         query = flat[torch.randperm(n, generator=g)[:max_queries].to(flat.device)]
-        nearest = [
-            torch.cdist(query[i : i + 256].double(), ref.double(), compute_mode="donot_use_mm_for_euclid_dist")
-            .min(dim=1)
-            .values
-            for i in range(0, query.shape[0], 256)
-        ]
-        value = s * torch.cat(nearest).median()
+        value = s * _nearest_distances(query, ref, queries_lead_references=False).median()
         eps = float(value)
         if eps <= 0:
             raise ValueError(f"x and labeled coincide (the data gives eps = {eps}); pass eps explicitly")
@@ -124,16 +118,7 @@ def suggest_eps(
     else:
         ref_idx = torch.randperm(n, generator=g)[: min(n, max_references)].to(flat.device)
         q_idx = ref_idx[: min(len(ref_idx), max_queries)]
-        ref, query = flat[ref_idx], flat[q_idx]
-        nearest = []
-        for start in range(0, len(query), 256):
-            chunk = query[start : start + 256]
-            dist = torch.cdist(chunk.double(), ref.double(), compute_mode="donot_use_mm_for_euclid_dist")
-            rows = torch.arange(len(chunk), device=dist.device)
-            dist[rows, rows + start] = float("inf")  # the query point itself (queries are the first references)
-            dist[dist <= 0] = float("inf")  # exact duplicates
-            nearest.append(dist.min(dim=1).values)
-        nn_dist = torch.cat(nearest)
+        nn_dist = _nearest_distances(flat[q_idx], flat[ref_idx], queries_lead_references=True)
         nn_dist = nn_dist[torch.isfinite(nn_dist)]
         if nn_dist.numel() == 0:
             raise ValueError("all samples in x are identical; cannot suggest eps")
@@ -142,3 +127,26 @@ def suggest_eps(
     if eps <= 0:
         raise ValueError(f"all samples in x are identical (the data gives eps = {eps}); pass eps explicitly")
     return eps
+
+
+def _rows(t: Tensor) -> Tensor:
+    """``t`` as float32 rows ``[N, D]`` (a 1-D tensor is N one-feature rows), detached."""
+    return t.detach().flatten(1).float() if t.ndim > 1 else t.detach().float().unsqueeze(1)
+
+
+def _nearest_distances(query: Tensor, ref: Tensor, *, queries_lead_references: bool) -> Tensor:
+    """Distance from each query row to its nearest row of ``ref`` (float64, in chunks of 256 rows).
+
+    With ``queries_lead_references`` the queries are the first rows of ``ref``: a point is not its
+    own neighbour and exact duplicates do not count (their distance is ``inf``, dropped by the caller).
+    """
+    nearest = []
+    for start in range(0, len(query), 256):
+        chunk = query[start : start + 256]
+        dist = torch.cdist(chunk.double(), ref.double(), compute_mode="donot_use_mm_for_euclid_dist")
+        if queries_lead_references:
+            rows = torch.arange(len(chunk), device=dist.device)
+            dist[rows, rows + start] = float("inf")  # the query point itself
+            dist[dist <= 0] = float("inf")  # exact duplicates
+        nearest.append(dist.min(dim=1).values)
+    return torch.cat(nearest)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 __all__ = [
     "NonFiniteRecord",
@@ -200,9 +200,3 @@ class NonFiniteRecord:
         )
         self.reset()
         return summary
-
-
-def parameter_grads(model: nn.Module) -> tuple[list[str], list[nn.Parameter]]:
-    """Names and parameters of ``model`` that are trained (``requires_grad``)."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [n for n, _ in named], [p for _, p in named]

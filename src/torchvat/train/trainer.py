@@ -148,8 +148,9 @@ class _Accumulator:
                 value = torch.where(ok.to(value.device), value, torch.zeros_like(value))
             self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
         if metrics:
-            w = torch.ones((), device=next(iter(self.sums.values())).device) if ok is None else ok.float()
-            self.weight = w.clone() if self.weight is None else self.weight + w.to(self.weight.device)
+            if self.weight is None:
+                self.weight = torch.zeros((), device=next(iter(self.sums.values())).device)
+            self.weight = self.weight + (1.0 if ok is None else ok.float().to(self.weight.device))
         self.count += 1
 
     def means(self) -> dict[str, float]:
