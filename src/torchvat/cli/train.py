@@ -461,8 +461,11 @@ def train_command(args: argparse.Namespace) -> int:
         out = Path(broadcast_object(str(out)))
         with threads(args.threads):
             outcome = run_train(config, out, resume=resume, recipe=args.recipe, quiet=not is_main_process())
+        if owns_group:  # every process finished: tear down together
+            destroy_distributed(wait=True)
+            owns_group = False
     finally:
-        if owns_group:
+        if owns_group:  # this process failed: do not wait for the others
             destroy_distributed()
     if outcome.result.interrupted is not None:
         return 128 + int(signal.Signals[outcome.result.interrupted])

@@ -166,13 +166,21 @@ def init_distributed(device: torch.device | str = "cpu") -> bool:
     return True
 
 
-def destroy_distributed() -> None:
+def destroy_distributed(wait: bool = False) -> None:
     """Destroy the default process group if it is initialized (no-op otherwise).
 
+    Args:
+        wait: Meet every process at a barrier first, so that no process tears its connections
+            down while another still works (rank 0 writes the report after training; a gloo
+            peer that exits meanwhile can abort). Use it on the success path only: a process
+            that failed must not wait for the others.
+
     Example:
-        >>> destroy_distributed()
+        >>> destroy_distributed(wait=True)
     """
     if _initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
