@@ -8,7 +8,7 @@ mechanism of ``torch.amp.GradScaler``) the check stays on the device:
 * :func:`grad_finite_flags` reduces every gradient to one flag (one sum per tensor);
 * the optimizer step is skipped on the device when the flag says so (parameters, moments and
   step counts untouched) and the model's buffers (BatchNorm statistics) are restored with
-  :func:`restore_buffers`;
+  a :class:`BufferSnapshot`;
 * :class:`NonFiniteRecord` keeps, on the device, how many iterations were skipped since it was
   last read, the first of them, its loss terms and which gradients were non-finite; the host
   reads it only when the trainer synchronizes anyway (logging, evaluation, checkpoints).
@@ -23,23 +23,27 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "BufferSnapshot",
     "NonFiniteRecord",
     "NonFiniteSummary",
     "grad_finite_flags",
-    "restore_buffers",
     "supports_found_inf",
 ]
 
 
-def grad_finite_flags(grads: Sequence[Tensor | None]) -> Tensor:
+def grad_finite_flags(grads: Sequence[Tensor | None], *, foreach: bool | None = None) -> Tensor:
     """One device flag per gradient: every entry of that gradient is finite.
 
-    ``None`` gradients count as finite. A NaN or Inf entry makes its tensor's sum non-finite,
-    so one sum per tensor reads each gradient once (an inf-norm foreach kernel was 10x slower
-    on CPU). A sum of finite float32 entries overflows only past 3e38.
+    ``None`` gradients count as finite. A NaN or Inf entry makes its tensor's sum (or L1 norm)
+    non-finite, so one reduction per tensor reads each gradient once; float32 accumulation
+    overflows only past 3e38.
 
     Args:
         grads: Gradients (dense or sparse), possibly on several devices.
+        foreach: Reduce the dense gradients of each device with one ``torch._foreach_norm``
+            call (L1, float32) instead of one ``sum`` per tensor. ``None`` (default): on
+            accelerators, where one multi-tensor kernel replaces a launch per parameter; on the
+            CPU the per-tensor sums are 2-3x faster (measured on the MNIST MLP and WRN-28-2).
 
     Returns:
         A bool tensor ``[len(grads)]`` on the device of the first gradient (CPU if none).
@@ -52,14 +56,22 @@ def grad_finite_flags(grads: Sequence[Tensor | None]) -> Tensor:
     device = present[0].device if present else torch.device("cpu")
     if not present:
         return torch.ones(len(grads), dtype=torch.bool, device=device)
-    sums = []
-    for g in grads:
+    zero = torch.zeros((), device=device)
+    sums: list[Tensor] = [zero] * len(grads)
+    batched: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, g in enumerate(grads):
         if g is None or g.numel() == 0:
-            sums.append(torch.zeros((), device=device))
-        elif g.is_sparse:
-            sums.append(g.coalesce().values().sum(dtype=torch.float32).to(device))
+            continue
+        if g.is_sparse:
+            sums[i] = g.coalesce().values().sum(dtype=torch.float32).to(device)
+        elif foreach or (foreach is None and g.device.type != "cpu"):
+            batched.setdefault((g.device, torch.promote_types(g.dtype, torch.float32)), []).append(i)
         else:
-            sums.append(g.sum(dtype=torch.float32).to(device))
+            sums[i] = g.sum(dtype=torch.float32).to(device)
+    for (_, dtype), idx in batched.items():
+        norms = torch._foreach_norm([grads[i] for i in idx], 1, dtype=dtype)  # type: ignore[misc]
+        for i, n in zip(idx, norms, strict=True):
+            sums[i] = n.to(device)
     return torch.isfinite(torch.stack(sums))
 
 
@@ -85,17 +97,59 @@ def supports_found_inf(optimizer: torch.optim.Optimizer) -> bool:
     return bool(getattr(optimizer, "_step_supports_amp_scaling", False)) and all(g.get("fused") for g in groups)
 
 
-def restore_buffers(live: Sequence[Tensor], saved: Sequence[Tensor], ok: Tensor) -> None:
-    """Where ``ok`` is false, copy ``saved`` back into ``live`` (on the device, no host read).
+class BufferSnapshot:
+    """A model's buffers saved before an iteration, put back on a device flag after it.
+
+    The buffers are saved into one tensor per device, dtype and rank (scalars stacked, vectors
+    concatenated, the rest flattened), and put back with one ``where`` and one
+    ``_foreach_copy_`` per group: a handful of kernels instead of a clone, a ``where`` and a copy
+    per buffer (WRN-28-2 has 84 buffers, three per BatchNorm layer).
 
     Args:
-        live: The module's buffers after the iteration.
-        saved: Their copies from before it.
-        ok: A bool scalar on the buffers' device.
+        buffers: The buffers (e.g. ``list(model.buffers())``), read now.
+
+    Example:
+        >>> bn = nn.BatchNorm1d(2).train()
+        >>> snap = BufferSnapshot(list(bn.buffers()))
+        >>> _ = bn(torch.randn(4, 2))
+        >>> snap.restore(torch.tensor(False))
+        >>> bn.running_mean.tolist(), int(bn.num_batches_tracked)
+        ([0.0, 0.0], 0)
     """
-    with torch.no_grad():
-        for now, before in zip(live, saved, strict=True):
-            now.copy_(torch.where(ok.to(now.device), now, before))
+
+    def __init__(self, buffers: Sequence[Tensor]) -> None:
+        groups: dict[tuple[torch.device, torch.dtype, int], list[Tensor]] = {}
+        for b in buffers:
+            groups.setdefault((b.device, b.dtype, min(b.ndim, 2)), []).append(b)
+        self._groups = [(rank, group) for (_, _, rank), group in groups.items()]
+        with torch.no_grad():
+            self._saved = [_pack(rank, group) for rank, group in self._groups]
+
+    def restore(self, ok: Tensor) -> None:
+        """Put the saved values back where ``ok`` (a bool scalar) is false; keep them where true."""
+        with torch.no_grad():
+            for (rank, group), saved in zip(self._groups, self._saved, strict=True):
+                chosen = torch.where(ok.to(saved.device), _pack(rank, group), saved)
+                torch._foreach_copy_(group, _unpack(rank, group, chosen))
+
+
+def _pack(rank: int, tensors: list[Tensor]) -> Tensor:
+    """Copy ``tensors`` (one device and dtype; rank 0, 1, or 2 for any higher) into one tensor."""
+    if rank == 0:
+        return torch.stack(tensors)
+    if rank == 1:
+        return torch.cat(tensors)
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _unpack(rank: int, tensors: list[Tensor], packed: Tensor) -> list[Tensor]:
+    """Views of ``packed`` shaped as ``tensors`` (the inverse of :func:`_pack`)."""
+    if rank == 0:
+        return list(packed.unbind())
+    parts = packed.split([t.numel() for t in tensors])
+    if rank == 1:
+        return list(parts)
+    return [p.view(t.shape) for p, t in zip(parts, tensors, strict=True)]
 
 
 @dataclass

@@ -49,10 +49,10 @@ from torchvat.train.distributed import (
     wrap_model,
 )
 from torchvat.train.finite import (
+    BufferSnapshot,
     NonFiniteRecord,
     NonFiniteSummary,
     grad_finite_flags,
-    restore_buffers,
     supports_found_inf,
 )
 from torchvat.train.methods import Batch, CleanPass, Method, get_method
@@ -720,7 +720,7 @@ class Trainer:
         """
         self.model.train()
         policy = self.config.nonfinite
-        buffers = [b.detach().clone() for b in self.model.buffers()] if policy != "ignore" else []
+        buffers = BufferSnapshot(list(self.model.buffers()) if policy != "ignore" else [])
         try:
             with self._autocast():
                 loss, terms, clean = compute_method_loss(
@@ -753,7 +753,7 @@ class Trainer:
             if policy == "stop":  # after a failure, nothing is applied until it is reported
                 ok = ok & self._nonfinite.clean
             self._masked_step(ok)
-            restore_buffers(list(self.model.buffers()), buffers, ok)
+            buffers.restore(ok)
             self.last_step_ok = ok
         else:
             ok, flags = self._step_finite(loss)
@@ -761,7 +761,7 @@ class Trainer:
                 self._nonfinite.record(self.step + 1, ok, terms, loss, flags)
                 summary = self._nonfinite.read()
                 self.optimizer.zero_grad(set_to_none=True)
-                restore_buffers(list(self.model.buffers()), buffers, torch.zeros((), dtype=torch.bool))
+                buffers.restore(torch.zeros((), dtype=torch.bool))
                 message = self._describe_nonfinite(summary)
                 if policy == "stop":
                     raise NonFiniteLossError(message, self.step + 1, summary.terms if summary else {})
