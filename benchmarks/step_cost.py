@@ -31,7 +31,9 @@ Reported per step type: median and minimum wall time, ratio to ``supervised``, t
 ratio from counting passes (forward-equivalents per row, see :data:`PASS_MODEL`), forward and
 backward passes through the network (counted with hooks in a separate, untimed step), FLOPs
 (the formulas of ``torch.utils.flop_counter``) and the FLOP-bound time at the peak matmul rate
-measured in the same process, and peak memory of one step (GPU: ``torch.cuda.max_memory_allocated``
+measured in the same process, the ATen operators dispatched (on a GPU, nearly one kernel launch
+each: what a launch-bound step's time follows), samples per second (labeled plus unlabeled rows;
+labeled only for ``torchvat-at``), and peak memory of one step (GPU: ``torch.cuda.max_memory_allocated``
 above the memory allocated before the step; CPU: the peak resident set size above the resident set size
 before the first step, in a fresh subprocess per step type, the peak mark reset through
 ``/proc/self/clear_refs`` on Linux).
@@ -82,6 +84,8 @@ STEP_TYPES = (
 )
 TRAIN_STEP = "torchvat-vat-train-step"
 COMPILED = "torchvat-vat-compiled"
+SEED_COMPILED = "seed-vat-compiled"
+COMPILED_STEPS = (COMPILED, SEED_COMPILED)
 MODELS = ("mlp", "conv-large", "wrn-28-2", "tiny-mlp")
 
 #: the trainer's method and options behind each torchvat step type
@@ -109,6 +113,7 @@ PASS_MODEL: dict[str, tuple[int, int]] = {
     "torchvat-vat+ent": (3, 8),
     "torchvat-vat-train-step": (3, 6),
     COMPILED: (3, 6),
+    SEED_COMPILED: (3, 7),
 }
 
 
@@ -251,9 +256,11 @@ def make_step(name: str, model: nn.Module, batch: Batches, cfg: StepConfig) -> S
         if name == TRAIN_STEP:
             return Step(name, trainer.model, lambda: trainer.train_step(tb)["loss"])
         return Step(name, trainer.model, lambda: method_step(trainer, tb))
-    fn = {"supervised": supervised_step, "seed-vat": seed_step}.get(name)
+    if name == SEED_COMPILED:
+        m = torch.compile(m)  # type: ignore[assignment]
+    fn = {"supervised": supervised_step, "seed-vat": seed_step, SEED_COMPILED: seed_step}.get(name)
     if fn is None:
-        known = ", ".join((*STEP_TYPES, COMPILED))
+        known = ", ".join((*STEP_TYPES, *COMPILED_STEPS))
         raise ValueError(f"step type must be one of {known}, got {name!r}")
     opt = make_optimizer(m, cfg)
     return Step(name, m, lambda: fn(m, opt, x_l, y_l, x_u, cfg))
@@ -350,6 +357,32 @@ class FlopCounter(TorchDispatchMode):
         if count is not None:
             self.total += int(count(*args, **kwargs, out_val=out))
         return out
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the ATen operators dispatched (forward, backward and optimizer alike).
+
+    On a GPU nearly every one of them is a kernel launch (views and metadata operations are
+    counted too but launch nothing), so when a step is bound by launches and host-side work
+    rather than arithmetic (small batches on a fast GPU), its time follows this count.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.total += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(name: str, model: nn.Module, batch: Batches, cfg: StepConfig) -> int:
+    """ATen operators dispatched by one step of ``name`` (after one untimed step that allocates state)."""
+    step = make_step(name, model, batch, cfg)
+    step.run()
+    with OpCounter() as counter:
+        step.run()
+    return counter.total
 
 
 def count_flops(name: str, model: nn.Module, batch: Batches, cfg: StepConfig) -> int:
@@ -477,13 +510,16 @@ class Row:
     gflop: float
     flop_bound_ms: float
     peak_mib: float | None
+    aten_ops: int = -1
+    rows_per_s: float = 0.0
 
 
 def format_table(rows: list[Row]) -> str:
     """The markdown table of the results."""
     head = (
         "| step | median ms | min ms | x supervised | pass bound | fwd | bwd | GFLOP | FLOP-bound ms "
-        "| measured / FLOP-bound | peak mem MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| measured / FLOP-bound | ATen ops | samples/s | peak mem MiB |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [head]
     for r in rows:
@@ -493,9 +529,10 @@ def format_table(rows: list[Row]) -> str:
             flops = f"{r.gflop:.3f} | {r.flop_bound_ms:.2f} | {r.median_ms / r.flop_bound_ms:.1f}"
         else:
             flops = "n/a | n/a | n/a"
+        ops = f"{r.aten_ops}" if r.aten_ops >= 0 else "n/a"
         lines.append(
             f"| {r.name} | {r.median_ms:.2f} | {r.min_ms:.2f} | {r.ratio:.2f} | {r.bound:.2f} | {passes} "
-            f"| {flops} | {mem} |"
+            f"| {flops} | {ops} | {r.rows_per_s:.0f} | {mem} |"
         )
     return "\n".join(lines)
 
@@ -592,9 +629,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--channels-last", action="store_true", help="conv nets: model and batches in channels_last (every step type)"
     )
-    p.add_argument("--compile", action="store_true", help=f"add {COMPILED!r}: torchvat-vat with compile=True")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help=f"add {COMPILED!r} (torchvat-vat, compile=True) and {SEED_COMPILED!r} (seed-vat, torch.compile(model))",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
+    p.add_argument("--no-flops", action="store_true", help="skip FLOP and ATen-operator counting")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="also profile N steps of seed/torchvat VAT")
     p.add_argument("--matmul-size", type=int, default=0, help="matmul size for the peak rate (0: by device)")
     p.add_argument("--quick", action="store_true", help="tiny MLP, 2 repeats, 1 thread, no memory: a smoke run")
@@ -651,13 +692,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if s not in STEP_TYPES:
             raise SystemExit(f"--steps: unknown step type {s!r}; choose from {', '.join(STEP_TYPES)}")
     if args.compile:
-        names.append(COMPILED)
+        names.extend(COMPILED_STEPS)
     steps = {s: make_step(s, model, batch, cfg) for s in names}
     if args.compile:
-        t0 = time.perf_counter()
-        for _ in range(2):
-            steps[COMPILED].run()
-        print(f"compile + 2 warm-up steps of {COMPILED}: {time.perf_counter() - t0:.1f} s")
+        for name in COMPILED_STEPS:
+            t0 = time.perf_counter()
+            for _ in range(2):
+                steps[name].run()
+            print(f"compile + 2 warm-up steps of {name}: {time.perf_counter() - t0:.1f} s")
 
     times = time_steps(steps, cfg.device, repeats=args.repeats, warmup=args.warmup)
     size = args.matmul_size or (8192 if args.device == "cuda" else 1024)
@@ -665,10 +707,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ref = statistics.median(times["supervised"]) if "supervised" in times else float("nan")
     rows = []
     for name in steps:
-        fwd, bwd = count_passes(name, model, batch, cfg) if name != COMPILED else (-1, -1)
-        flops = 0 if args.no_flops or name == COMPILED else count_flops(name, model, batch, cfg)
+        compiled = name in COMPILED_STEPS
+        fwd, bwd = count_passes(name, model, batch, cfg) if not compiled else (-1, -1)
+        flops = 0 if args.no_flops or compiled else count_flops(name, model, batch, cfg)
+        ops = -1 if args.no_flops or compiled else count_ops(name, model, batch, cfg)
         mem: float | None = None
-        if not args.no_memory and name != COMPILED:
+        if not args.no_memory and not compiled:
             if cfg.device.type == "cuda":
                 mem = cuda_peak_mib(name, model, batch, cfg)
             else:
@@ -687,6 +731,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 gflop=flops / 1e9,
                 flop_bound_ms=flops / peak * 1e3,
                 peak_mib=mem,
+                aten_ops=ops,
+                rows_per_s=(args.labeled + (args.unlabeled if name != "torchvat-at" else 0)) / med,
             )
         )
     print(machine_line(args))
@@ -694,21 +740,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     table = format_table(rows)
     print(table)
     result: dict[str, Any] = {"rows": rows, "times": times, "table": table, "peak_flops": peak}
-    if "seed-vat" in times:
-        for fast in ("torchvat-vat", COMPILED):
-            if fast not in times:
-                continue
-            paired, of_medians = speedup(times, fast=fast)
+    by_name = {r.name: r for r in rows}
+    for slow, fast in (("seed-vat", "torchvat-vat"), ("seed-vat", COMPILED), (SEED_COMPILED, COMPILED)):
+        if slow not in times or fast not in times:
+            continue
+        paired, of_medians = speedup(times, slow=slow, fast=fast)
+        if slow == "seed-vat":
             result.setdefault("speedups", {})[fast] = paired
-            if fast == "torchvat-vat":
-                result["speedup"] = paired
-            bounds = pass_bound("seed-vat", args.labeled, args.unlabeled) / pass_bound(
-                fast, args.labeled, args.unlabeled
-            )
-            print(
-                f"\nspeedup {fast} over seed-vat: {paired:.2f}x (median of paired ratios), "
-                f"{of_medians:.2f}x (ratio of medians); pass-count bound {bounds:.2f}x"
-            )
+        else:
+            result.setdefault("speedups", {})[f"{fast} over {slow}"] = paired
+        if fast == "torchvat-vat":
+            result["speedup"] = paired
+        bounds = pass_bound(slow, args.labeled, args.unlabeled) / pass_bound(fast, args.labeled, args.unlabeled)
+        op_ratio = (
+            f"; ATen-operator ratio {by_name[slow].aten_ops / by_name[fast].aten_ops:.2f}x"
+            if by_name[fast].aten_ops > 0 and by_name[slow].aten_ops > 0
+            else ""
+        )
+        print(
+            f"\nspeedup {fast} over {slow}: {paired:.2f}x (median of paired ratios), "
+            f"{of_medians:.2f}x (ratio of medians); pass-count bound {bounds:.2f}x{op_ratio}"
+        )
     if args.profile:
         print(profile_steps([k for k in ("seed-vat", "torchvat-vat") if k in steps], model, batch, cfg, args.profile))
         print("\n### bookkeeping of a torchvat VAT call (us per call)\n")

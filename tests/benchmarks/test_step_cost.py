@@ -23,7 +23,7 @@ def test_quick_run_reports_every_step_type(quick_result, capsys):
     for name in step_cost.STEP_TYPES:
         assert f"| {name} |" in quick_result["table"]
         assert len(quick_result["times"][name]) == 2
-        assert rows[name].median_ms > 0 and rows[name].gflop > 0
+        assert rows[name].median_ms > 0 and rows[name].gflop > 0 and rows[name].rows_per_s > 0
     assert rows["supervised"].ratio == pytest.approx(1.0)
     assert quick_result["speedup"] > 0
 
@@ -68,6 +68,17 @@ def test_method_step_is_the_trainers_step():
     for p, q in zip(ours.model.parameters(), theirs.model.parameters(), strict=True):
         torch.testing.assert_close(p, q)
     assert any(not torch.equal(p, q) for p, q in zip(ours.model.parameters(), model.parameters(), strict=True))
+
+
+def test_operator_counts(quick_result):
+    rows = {r.name: r for r in quick_result["rows"]}
+    assert all(r.aten_ops > 0 for r in rows.values())
+    # the VAT steps make four forward passes where the supervised step makes one
+    assert rows["seed-vat"].aten_ops > 2 * rows["supervised"].aten_ops
+    assert rows["torchvat-vat-train-step"].aten_ops > rows["torchvat-vat"].aten_ops
+    with step_cost.OpCounter() as counter:
+        torch.randn(3).add(1).sum()
+    assert counter.total == 3
 
 
 def test_flop_counter_counts_matmuls():
