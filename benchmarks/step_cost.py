@@ -24,8 +24,9 @@ Step types:
   unlabeled clean predictions (that pass then keeps its graph).
 * ``torchvat-vat-train-step``: :meth:`torchvat.train.Trainer.train_step` of the ``"vat"`` method:
   ``torchvat-vat`` plus the trainer's per-step extras (non-finite check, metrics).
-* ``torchvat-vat-compiled`` (``--compile``): ``torchvat-vat`` with the trainer's ``compile=True``
-  (``torch.compile`` of the model).
+* ``torchvat-vat-compiled`` (``--compile [MODE]``): ``torchvat-vat`` with the trainer's
+  ``compile=MODE`` (``torch.compile`` of the model), and ``seed-vat-compiled``: ``seed-vat`` on
+  ``torch.compile(model, mode=MODE)``.
 
 Reported per step type: median and minimum wall time, ratio to ``supervised``, the bound on that
 ratio from counting passes (forward-equivalents per row, see :data:`PASS_MODEL`), forward and
@@ -72,6 +73,7 @@ from _seed_vat import SeedVATLoss, seed_vat_step
 from torchvat.core import RNGSnapshot
 from torchvat.models import MLP, build_model
 from torchvat.train import Batch, Trainer, compute_method_loss
+from torchvat.train.config import COMPILE_MODES
 
 STEP_TYPES = (
     "supervised",
@@ -135,6 +137,7 @@ class StepConfig:
     amp: bool = False
     fused_adam: bool = False
     channels_last: bool = False
+    compile_mode: str = "default"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def autocast(self) -> AbstractContextManager[Any]:
@@ -205,6 +208,8 @@ def seed_step(
 def make_trainer(name: str, model: nn.Module, batch: Batches, cfg: StepConfig) -> Trainer:
     """A :class:`torchvat.train.Trainer` running step type ``name`` on ``model`` (its state allocated)."""
     method, options = TRAINER_STEPS[name]
+    if options.get("compile"):
+        options = {**options, "compile": cfg.compile_mode}
     x_l, y_l, x_u = batch
     trainer = Trainer(
         model,
@@ -257,7 +262,7 @@ def make_step(name: str, model: nn.Module, batch: Batches, cfg: StepConfig) -> S
             return Step(name, trainer.model, lambda: trainer.train_step(tb)["loss"])
         return Step(name, trainer.model, lambda: method_step(trainer, tb))
     if name == SEED_COMPILED:
-        m = torch.compile(m)  # type: ignore[assignment]
+        m = torch.compile(m, mode=cfg.compile_mode)  # type: ignore[assignment]
     fn = {"supervised": supervised_step, "seed-vat": seed_step, SEED_COMPILED: seed_step}.get(name)
     if fn is None:
         known = ", ".join((*STEP_TYPES, *COMPILED_STEPS))
@@ -631,8 +636,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--compile",
-        action="store_true",
-        help=f"add {COMPILED!r} (torchvat-vat, compile=True) and {SEED_COMPILED!r} (seed-vat, torch.compile(model))",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=COMPILE_MODES,
+        metavar="MODE",
+        help=f"add {COMPILED!r} (torchvat-vat, compile=MODE) and {SEED_COMPILED!r} (seed-vat, torch.compile(model, "
+        "mode=MODE)); MODE: default (if omitted), reduce-overhead, max-autotune, max-autotune-no-cudagraphs",
     )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP and ATen-operator counting")
@@ -650,6 +660,7 @@ def config_from(args: argparse.Namespace) -> StepConfig:
         amp=args.amp,
         fused_adam=args.fused_adam,
         channels_last=args.channels_last,
+        compile_mode=args.compile or "default",
         device=torch.device(args.device),
     )
 
@@ -716,7 +727,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if cfg.device.type == "cuda":
                 mem = cuda_peak_mib(name, model, batch, cfg)
             else:
-                child_argv = [a for a in argv if a not in ("--compile",)]
+                child_argv = [a for a in argv if a not in ("--compile", *COMPILE_MODES)]
                 mem = measure_memory_subprocess(child_argv, name)
         med = statistics.median(times[name])
         rows.append(

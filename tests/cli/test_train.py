@@ -148,3 +148,25 @@ def test_invalid_config_key(tmp_path):
     cfg.write_text("[train]\nfoo = 1\n")
     with pytest.raises(UsageError, match="unknown TrainConfig field"):
         RunConfig.from_toml(cfg)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], None),
+        (["--compile"], True),
+        (["--compile", "reduce-overhead"], "reduce-overhead"),
+        (["--no-compile"], False),
+    ],
+)
+def test_compile_flag_takes_an_optional_mode(flags, expected):
+    from torchvat.cli.main import build_parser
+    from torchvat.cli.train import _train_overrides
+
+    args = build_parser().parse_args(["train", "--dataset", "moons", *flags])
+    assert _train_overrides(args).get("compile") == expected
+
+
+def test_compile_flag_rejects_an_unknown_mode(capsys):
+    assert main(["train", "--dataset", "moons", "--compile", "fastest"]) == 2
+    assert "invalid choice: 'fastest'" in capsys.readouterr().err

@@ -56,6 +56,21 @@ def test_compile_switch_trains_through_compiled_model(moons, mlp, tiny, monkeypa
     assert "inner.0.weight" not in trainer.state_dict()["model"]  # the checkpoint holds the plain model
 
 
+def test_compile_mode_reaches_torch_compile(moons, mlp, tiny, monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: seen.append(kwargs) or model)
+    Trainer(mlp(), moons, method="vat", compile="reduce-overhead", **tiny(iterations=1))
+    Trainer(mlp(), moons, method="vat", compile=True, **tiny(iterations=1))
+    Trainer(mlp(), moons, method="vat", **tiny(iterations=1))
+    assert seen == [{"mode": "reduce-overhead"}, {}]
+
+
+@pytest.mark.parametrize("bad", ["fast", 1, None])
+def test_compile_mode_is_checked(moons, mlp, bad):
+    with pytest.raises(ValueError, match=f"compile must be a bool or one of default, reduce-overhead, .*got {bad!r}"):
+        Trainer(mlp(), moons, compile=bad)
+
+
 @pytest.mark.slow
 def test_real_torch_compile(moons, mlp, tiny):
     eager, compiled = mlp(0), mlp(0)

@@ -35,7 +35,7 @@ from torchvat.recipes import available_recipes, load_recipe
 from torchvat.report import Report, plot_learning_curves, text_table
 from torchvat.train import TrainConfig, Trainer, available_methods, is_main_process
 from torchvat.train.checkpoint import load_latest_checkpoint
-from torchvat.train.config import NONFINITE
+from torchvat.train.config import COMPILE_MODES, NONFINITE
 from torchvat.train.distributed import broadcast_object, destroy_distributed, init_distributed
 
 __all__ = [
@@ -158,6 +158,9 @@ def add_parser(
             t.add_argument(flag, dest=dest, type=_optional_float_or_auto, metavar="X|auto", help=text)
         elif f.name == "amp":
             t.add_argument(flag, dest=dest, nargs="?", const="bf16", choices=("bf16", "none"), help=text)
+        elif f.name == "compile":
+            t.add_argument(flag, dest=dest, nargs="?", const=True, choices=COMPILE_MODES, metavar="MODE", help=text)
+            t.add_argument("--no-compile", dest=dest, action="store_false", default=None, help="do not compile")
         elif f.name == "checkpoint_every":
             t.add_argument(flag, dest=dest, type=_optional_int, metavar="N|none", help=text)
         elif f.name == "out_dir":

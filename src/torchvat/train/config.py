@@ -16,6 +16,8 @@ NORMS = ("l2", "linf")
 PROBES = ("auto", "finite_difference", "exact")
 AMP = (None, "bf16")
 NONFINITE = ("stop", "skip", "ignore")
+#: ``torch.compile`` modes accepted by ``TrainConfig.compile``
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _is_number(value: object) -> bool:
@@ -101,7 +103,10 @@ class TrainConfig:
         seed: Seed of every random number generator; the same seed gives the same run.
         device: ``"auto"`` (CUDA, then MPS, then CPU) or a device string.
         amp: ``None`` or ``"bf16"`` (``torch.autocast`` with bfloat16 on the training device).
-        compile: Whether to train through ``torch.compile(model)``.
+        compile: Whether to train through ``torch.compile(model)``: ``False``, ``True`` (the
+            default mode) or a mode name: ``"default"``, ``"reduce-overhead"`` (CUDA graphs,
+            for small batches whose GPU step is bound by kernel launches), ``"max-autotune"``
+            or ``"max-autotune-no-cudagraphs"``.
         channels_last: Whether to keep the model's 4-D weights and every 4-D input batch in the
             ``torch.channels_last`` memory format (faster convolutions on GPUs with tensor
             cores, especially under bf16 autocast; the numbers are those of the default format
@@ -161,7 +166,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: str | None = None
-    compile: bool = False
+    compile: bool | str = False
     channels_last: bool = False
     out_dir: str | None = None
     progress: bool = True
@@ -221,13 +226,28 @@ class TrainConfig:
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be 'auto' or a device string, got {self.device!r}")
         _check_choice("amp", self.amp, AMP)
-        for name in ("compile", "channels_last", "progress", "tensorboard", "sync_batchnorm", "catch_signals"):
+        if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be a bool or one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+        for name in ("channels_last", "progress", "tensorboard", "sync_batchnorm", "catch_signals"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.out_dir is not None and not isinstance(self.out_dir, str):
             raise ValueError(f"out_dir must be a string path or None, got {self.out_dir!r}")
         if not isinstance(self.extra, dict):
             raise ValueError(f"extra must be a dict, got {type(self.extra).__name__}")
+
+    def compile_options(self) -> dict[str, Any] | None:
+        """Keyword arguments of ``torch.compile`` for :attr:`compile` (``None``: no compilation).
+
+        Example:
+            >>> TrainConfig(compile="reduce-overhead").compile_options()
+            {'mode': 'reduce-overhead'}
+            >>> TrainConfig(compile=True).compile_options(), TrainConfig().compile_options()
+            ({}, None)
+        """
+        if self.compile is False:
+            return None
+        return {} if self.compile is True else {"mode": self.compile}
 
     def to_dict(self) -> dict[str, Any]:
         """Return the options as a plain dict (JSON- and ``weights_only``-checkpoint-safe).

@@ -485,10 +485,10 @@ class Trainer:
             # every training forward goes through the wrapper; see docs/distributed.md
             self.ddp = wrap_model(self.model, self.device, sync_batchnorm=cfg.sync_batchnorm)  # type: ignore[assignment]
             self.model = self.ddp.module
-            self.forward_model: nn.Module = torch.compile(self.ddp) if cfg.compile else self.ddp
-            self._eval_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model
+            self.forward_model: nn.Module = _compiled(self.ddp, cfg)
+            self._eval_model: nn.Module = _compiled(self.model, cfg)
         else:
-            self.forward_model = torch.compile(model) if cfg.compile else model
+            self.forward_model = _compiled(self.model, cfg)
             self._eval_model = self.forward_model
         self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = IterationSchedule(self.optimizer, cfg)
@@ -1255,3 +1255,9 @@ class Trainer:
         if state.get("eps") is not None and hasattr(self.method, "eps"):
             self.eps = float(state["eps"])
             self.method.eps = self.eps
+
+
+def _compiled(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """``torch.compile(model)`` with the options of ``cfg.compile``, or ``model`` itself."""
+    options = cfg.compile_options()
+    return model if options is None else torch.compile(model, **options)  # type: ignore[return-value]
