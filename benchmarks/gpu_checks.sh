@@ -6,7 +6,7 @@
 #   3. step cost of conv-large (bf16);
 #   4. core losses on CUDA and torchrun (NCCL, world size 1) + bf16 autocast.
 # Every section appends to $OUT/gpu_checks.log as it runs, so a run cut short still returns what it
-# measured. The timeouts add up to 550 s (the device tool allows 600 s per command).
+# measured. The timeouts add up to 530 s (the device tool allows 600 s per command).
 # Usage (on the device machine, repository root): OUT=/some/dir bash benchmarks/gpu_checks.sh
 set -uo pipefail
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -14,6 +14,7 @@ OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 LOG="$OUT/gpu_checks.log"
 exec > >(tee -a "$LOG") 2>&1
+TEE=$!
 SC="python benchmarks/step_cost.py --labeled 32 --unlabeled 128 --device cuda --amp --repeats 20 --warmup 3 --no-memory"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python -c "import torch, numpy, sklearn, matplotlib, tqdm; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
@@ -56,10 +57,10 @@ echo "== 2b. step cost, WRN-28-2, bf16, channels_last (every step type) =="
 timeout 60 $SC --model wrn-28-2 --channels-last --no-flops \
   --steps supervised,seed-vat,torchvat-vat,torchvat-vat-train-step 2>&1 | tail -n 9
 echo "== 2c. step cost, WRN-28-2, bf16, channels_last, torch.compile (default mode; seed and torchvat compiled alike) =="
-timeout 140 $SC --model wrn-28-2 --channels-last --no-flops --compile --steps supervised,seed-vat,torchvat-vat 2>&1 \
+timeout 130 $SC --model wrn-28-2 --channels-last --no-flops --compile --steps supervised,seed-vat,torchvat-vat 2>&1 \
   | grep -v "^W[0-9]" | tail -n 16
 echo "== 2d. step cost, WRN-28-2, bf16, channels_last, torch.compile mode=reduce-overhead (CUDA graphs) =="
-timeout 110 $SC --model wrn-28-2 --channels-last --no-flops --compile reduce-overhead --steps seed-vat,torchvat-vat \
+timeout 100 $SC --model wrn-28-2 --channels-last --no-flops --compile reduce-overhead --steps seed-vat,torchvat-vat \
   2>&1 | grep -v "^W[0-9]" | tail -n 14
 echo "== 3. step cost, conv-large, bf16 =="
 timeout 45 $SC --model conv-large --steps supervised,seed-vat,torchvat-vat,torchvat-vat-train-step 2>&1 | tail -n 9
@@ -86,3 +87,5 @@ timeout 50 torchrun --standalone --nproc_per_node=1 -m torchvat train --dataset 
   --device cuda --amp bf16 --iters 600 --eval-every 300 --out "$OUT/ddp_digits" --no-progress 2>&1 | tail -n 12
 ls "$OUT/ddp_digits" 2>/dev/null
 echo "== done =="
+exec >&- 2>&-  # let tee see the end of its input and flush the log
+wait "$TEE"

@@ -73,7 +73,7 @@ from _seed_vat import SeedVATLoss, seed_vat_step
 from torchvat.core import RNGSnapshot
 from torchvat.models import MLP, build_model
 from torchvat.train import Batch, Trainer, compute_method_loss
-from torchvat.train.config import COMPILE_MODES
+from torchvat.train.config import COMPILE_MODES, CUDAGRAPH_MODES
 
 STEP_TYPES = (
     "supervised",
@@ -263,6 +263,14 @@ def make_step(name: str, model: nn.Module, batch: Batches, cfg: StepConfig) -> S
         return Step(name, trainer.model, lambda: method_step(trainer, tb))
     if name == SEED_COMPILED:
         m = torch.compile(m, mode=cfg.compile_mode)  # type: ignore[assignment]
+        if cfg.compile_mode in CUDAGRAPH_MODES:  # as the trainer does: mark where each step begins
+            opt = make_optimizer(m, cfg)
+
+            def run() -> Tensor:
+                torch.compiler.cudagraph_mark_step_begin()
+                return seed_step(m, opt, x_l, y_l, x_u, cfg)
+
+            return Step(name, m, run)
     fn = {"supervised": supervised_step, "seed-vat": seed_step, SEED_COMPILED: seed_step}.get(name)
     if fn is None:
         known = ", ".join((*STEP_TYPES, *COMPILED_STEPS))

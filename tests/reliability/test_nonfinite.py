@@ -215,3 +215,29 @@ def test_an_optimizer_without_a_device_skip_is_checked_at_once(moons):
     with pytest.raises(NonFiniteLossError, match="non-finite loss at iteration 2"):
         trainer.fit()
     assert trainer.step == 1 and _finite(model)
+
+
+class CountingPoisonable(Poisonable):
+    """``Poisonable`` with a buffer the module replaces on every forward pass (not in place)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x):
+        self.calls = self.calls + 1
+        return super().forward(x)
+
+
+def test_a_skipped_iteration_restores_buffers_the_model_replaced(moons):
+    model = CountingPoisonable()
+    trainer = Trainer(model, moons, nonfinite="skip", **small(iterations=1))
+    trainer.train_step(trainer.next_batch())
+    done = float(model.calls)
+    model.poison = True
+    trainer.train_step(trainer.next_batch())
+    model.poison = False
+    assert not bool(trainer.last_step_ok)
+    assert float(model.calls) == done  # the failed iteration's passes are not counted
+    trainer.train_step(trainer.next_batch())
+    assert float(model.calls) == 2 * done

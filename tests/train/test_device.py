@@ -65,6 +65,41 @@ def test_compile_mode_reaches_torch_compile(moons, mlp, tiny, monkeypatch):
     assert seen == [{"mode": "reduce-overhead"}, {}]
 
 
+@pytest.mark.parametrize(("mode", "marks"), [("reduce-overhead", 3), ("max-autotune", 3), ("default", 0)])
+def test_cuda_graph_modes_mark_where_each_step_begins(moons, mlp, tiny, monkeypatch, mode, marks):
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: model)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: calls.append(1))
+    trainer = Trainer(mlp(), moons, method="vat", compile=mode, **tiny(iterations=3, eval_every=10))
+    for _ in range(3):
+        trainer.train_step(trainer.next_batch())
+    assert len(calls) == marks
+
+
+def test_predicted_logits_survive_a_model_that_reuses_its_output_memory(moons, mlp, tiny, monkeypatch):
+    # a CUDA-graph mode writes each call's output into the same memory
+    class StaticOutput(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.out = None
+
+        def forward(self, x):
+            y = self.inner(x)
+            if self.out is None:
+                self.out = torch.empty_like(y)
+            return self.out.copy_(y)
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: StaticOutput(model))
+    model = mlp()
+    trainer = Trainer(model, moons, method="vat", compile=True, **tiny(iterations=1))
+    x = torch.randn(10, 2)
+    logits = trainer.predict_logits(x, batch_size=5)
+    with torch.no_grad():
+        expected = model.eval()(x)
+    torch.testing.assert_close(logits, expected)
+
+
 @pytest.mark.parametrize("bad", ["fast", 1, None])
 def test_compile_mode_is_checked(moons, mlp, bad):
     with pytest.raises(ValueError, match=f"compile must be a bool or one of default, reduce-overhead, .*got {bad!r}"):

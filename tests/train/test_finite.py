@@ -106,3 +106,24 @@ def test_snapshot_writes_into_the_live_buffers_and_handles_none():
     assert [id(b) for b in m.buffers()] == ids
     assert m.running_mean.abs().sum() == 0 and int(m.num_batches_tracked) == 0
     BufferSnapshot([]).restore(torch.tensor(False))  # a model without buffers
+
+
+class _Replacing(nn.Module):
+    """Replaces its buffer on every call instead of updating it in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("steps", torch.zeros(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.steps = self.steps + 1
+        return x
+
+
+@pytest.mark.parametrize("ok", [False, True])
+def test_snapshot_restores_a_buffer_the_module_replaced(ok):
+    m = _Replacing()
+    snap = BufferSnapshot(list(m.buffers()))
+    m(torch.ones(1))
+    snap.restore(torch.tensor(ok), list(m.buffers()))
+    assert m.steps.tolist() == ([1.0] * 3 if ok else [0.0] * 3)

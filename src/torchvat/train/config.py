@@ -18,6 +18,8 @@ AMP = (None, "bf16")
 NONFINITE = ("stop", "skip", "ignore")
 #: ``torch.compile`` modes accepted by ``TrainConfig.compile``
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: the modes among them that run the compiled model through CUDA graphs
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def _is_number(value: object) -> bool:

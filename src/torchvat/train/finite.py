@@ -5,7 +5,8 @@ The trainer checks every iteration's loss and gradients. Reading that check on t
 update on a device flag (PyTorch's fused Adam/AdamW/SGD read ``optimizer.found_inf``, the
 mechanism of ``torch.amp.GradScaler``) the check stays on the device:
 
-* :func:`grad_finite_flags` reduces every gradient to one flag (one sum per tensor);
+* :func:`grad_finite_flags` reduces every gradient to one flag (one reduction per tensor, or
+  one multi-tensor kernel per device and dtype on accelerators);
 * the optimizer step is skipped on the device when the flag says so (parameters, moments and
   step counts untouched) and the model's buffers (BatchNorm statistics) are restored with
   a :class:`BufferSnapshot`;
@@ -35,15 +36,17 @@ def grad_finite_flags(grads: Sequence[Tensor | None], *, foreach: bool | None = 
     """One device flag per gradient: every entry of that gradient is finite.
 
     ``None`` gradients count as finite. A NaN or Inf entry makes its tensor's sum (or L1 norm)
-    non-finite, so one reduction per tensor reads each gradient once; float32 accumulation
-    overflows only past 3e38.
+    non-finite, so one reduction per tensor reads each gradient once, accumulated in float32
+    at least. A finite gradient is flagged only if that accumulation overflows (past 3.4e38:
+    the signed sum on the per-tensor path, the sum of magnitudes on the foreach path).
 
     Args:
         grads: Gradients (dense or sparse), possibly on several devices.
-        foreach: Reduce the dense gradients of each device with one ``torch._foreach_norm``
-            call (L1, float32) instead of one ``sum`` per tensor. ``None`` (default): on
-            accelerators, where one multi-tensor kernel replaces a launch per parameter; on the
-            CPU the per-tensor sums are 2-3x faster (measured on the MNIST MLP and WRN-28-2).
+        foreach: Reduce the dense gradients of each device and dtype with one
+            ``torch._foreach_norm`` call (L1) instead of one ``sum`` per tensor. ``None``
+            (default): on accelerators, where one multi-tensor kernel replaces a launch per
+            parameter; on the CPU the per-tensor sums are 2-3x faster (measured on the MNIST
+            MLP and WRN-28-2).
 
     Returns:
         A bool tensor ``[len(grads)]`` on the device of the first gradient (CPU if none).
@@ -65,11 +68,12 @@ def grad_finite_flags(grads: Sequence[Tensor | None], *, foreach: bool | None = 
         if g.is_sparse:
             sums[i] = g.coalesce().values().sum(dtype=torch.float32).to(device)
         elif foreach or (foreach is None and g.device.type != "cpu"):
-            batched.setdefault((g.device, torch.promote_types(g.dtype, torch.float32)), []).append(i)
+            batched.setdefault((g.device, g.dtype), []).append(i)
         else:
             sums[i] = g.sum(dtype=torch.float32).to(device)
     for (_, dtype), idx in batched.items():
-        norms = torch._foreach_norm([grads[i] for i in idx], 1, dtype=dtype)  # type: ignore[misc]
+        acc = torch.promote_types(dtype, torch.float32)
+        norms = torch._foreach_norm([grads[i] for i in idx], 1, dtype=acc)  # type: ignore[misc]
         for i, n in zip(idx, norms, strict=True):
             sums[i] = n.to(device)
     return torch.isfinite(torch.stack(sums))
@@ -112,25 +116,57 @@ class BufferSnapshot:
         >>> bn = nn.BatchNorm1d(2).train()
         >>> snap = BufferSnapshot(list(bn.buffers()))
         >>> _ = bn(torch.randn(4, 2))
-        >>> snap.restore(torch.tensor(False))
+        >>> snap.restore(torch.tensor(False), list(bn.buffers()))
         >>> bn.running_mean.tolist(), int(bn.num_batches_tracked)
         ([0.0, 0.0], 0)
     """
 
     def __init__(self, buffers: Sequence[Tensor]) -> None:
+        self._buffers = list(buffers)
         groups: dict[tuple[torch.device, torch.dtype, int], list[Tensor]] = {}
-        for b in buffers:
-            groups.setdefault((b.device, b.dtype, min(b.ndim, 2)), []).append(b)
-        self._groups = [(rank, group) for (_, _, rank), group in groups.items()]
+        self._slot: list[tuple[tuple[torch.device, torch.dtype, int], int]] = []  # per buffer: group, index
+        for b in self._buffers:
+            key = (b.device, b.dtype, min(b.ndim, 2))
+            self._slot.append((key, len(groups.setdefault(key, []))))
+            groups[key].append(b)
+        self._keys = list(groups)
+        self._groups = [(key[2], group) for key, group in groups.items()]
         with torch.no_grad():
             self._saved = [_pack(rank, group) for rank, group in self._groups]
 
-    def restore(self, ok: Tensor) -> None:
-        """Put the saved values back where ``ok`` (a bool scalar) is false; keep them where true."""
+    def restore(self, ok: Tensor, live: Sequence[Tensor] | None = None) -> None:
+        """Put the saved values back where ``ok`` (a bool scalar) is false; keep them where true.
+
+        Args:
+            ok: Whether the iteration's new values stand.
+            live: The buffers now (``list(model.buffers())`` read again). A module that
+                replaced a buffer during the iteration (``self.b = self.b + 1``) instead of
+                updating it in place left the snapshot's tensor orphaned; the saved values then
+                go, buffer by buffer, into the tensor in its place now (when its shape, dtype
+                and device are those saved). Default: the tensors of the snapshot.
+        """
         with torch.no_grad():
+            if live is not None and not _same_tensors(live, self._buffers):
+                self._restore_each(ok, live)
+                return
             for (rank, group), saved in zip(self._groups, self._saved, strict=True):
-                chosen = torch.where(ok.to(saved.device), _pack(rank, group), saved)
-                torch._foreach_copy_(group, _unpack(rank, group, chosen))
+                now = _pack(rank, group)
+                torch.where(ok.to(saved.device), now, saved, out=now)
+                torch._foreach_copy_(group, _unpack(rank, group, now))
+
+    def _restore_each(self, ok: Tensor, live: Sequence[Tensor]) -> None:
+        unpacked = {
+            key: _unpack(rank, group, saved)
+            for key, (rank, group), saved in zip(self._keys, self._groups, self._saved, strict=True)
+        }
+        for now, (key, j) in zip(live, self._slot, strict=False):
+            before = unpacked[key][j]
+            if (now.shape, now.dtype, now.device) == (before.shape, before.dtype, before.device):
+                now.copy_(torch.where(ok.to(now.device), now, before))
+
+
+def _same_tensors(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def _pack(rank: int, tensors: list[Tensor]) -> Tensor:

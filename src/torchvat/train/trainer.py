@@ -36,7 +36,7 @@ from torchvat.train.checkpoint import (
     select_device,
     set_rng_state,
 )
-from torchvat.train.config import TrainConfig
+from torchvat.train.config import CUDAGRAPH_MODES, TrainConfig
 from torchvat.train.distributed import (
     ShardedBatchSampler,
     all_reduce_mean,
@@ -490,6 +490,9 @@ class Trainer:
         else:
             self.forward_model = _compiled(self.model, cfg)
             self._eval_model = self.forward_model
+        # CUDA-graph modes: a training step calls the model several times before its backward,
+        # so the trainer marks where a step begins (outputs of the previous step may be reused)
+        self._mark_steps = cfg.compile in CUDAGRAPH_MODES
         self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = IterationSchedule(self.optimizer, cfg)
         trained = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -719,6 +722,8 @@ class Trainer:
                 and an optimizer that cannot skip its update on the device.
         """
         self.model.train()
+        if self._mark_steps:
+            torch.compiler.cudagraph_mark_step_begin()
         policy = self.config.nonfinite
         buffers = BufferSnapshot(list(self.model.buffers()) if policy != "ignore" else [])
         try:
@@ -753,7 +758,7 @@ class Trainer:
             if policy == "stop":  # after a failure, nothing is applied until it is reported
                 ok = ok & self._nonfinite.clean
             self._masked_step(ok)
-            buffers.restore(ok)
+            buffers.restore(ok, list(self.model.buffers()))
             self.last_step_ok = ok
         else:
             ok, flags = self._step_finite(loss)
@@ -761,7 +766,7 @@ class Trainer:
                 self._nonfinite.record(self.step + 1, ok, terms, loss, flags)
                 summary = self._nonfinite.read()
                 self.optimizer.zero_grad(set_to_none=True)
-                buffers.restore(torch.zeros((), dtype=torch.bool))
+                buffers.restore(torch.zeros((), dtype=torch.bool), list(self.model.buffers()))
                 message = self._describe_nonfinite(summary)
                 if policy == "stop":
                     raise NonFiniteLossError(message, self.step + 1, summary.terms if summary else {})
@@ -1092,7 +1097,8 @@ class Trainer:
             for start in range(0, x.shape[0], bs):
                 with self._autocast():
                     chunk = self._memory_format(x[start : start + bs].to(self.device))
-                    outs.append(self._eval_model(chunk).float())
+                    # a copy: a CUDA-graph mode reuses the output's memory in the next call
+                    outs.append(self._eval_model(chunk).to(torch.float32, copy=True))
             return torch.cat(outs) if outs else torch.empty(0, device=self.device)
         finally:
             self.model.train(was_training)
