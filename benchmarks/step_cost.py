@@ -616,6 +616,54 @@ def overhead_breakdown(model: nn.Module, x_u: Tensor, n: int = 200) -> str:
     return "\n".join(lines)
 
 
+def guard_breakdown(model: nn.Module, n: int = 200) -> str:
+    """Cost of the non-finite guard of ``Trainer.train_step``: the previous per-tensor form vs the current one.
+
+    Rows: saving and restoring every buffer (a clone, then a ``where`` and a ``copy_`` per buffer,
+    as the trainer did before; :class:`~torchvat.train.finite.BufferSnapshot`; both with the two
+    walks over the module's buffers the trainer makes), and the gradient
+    flags (one ``sum`` per gradient; one ``_foreach_norm`` per device and dtype). Microseconds per
+    call and ATen operators per call, on the model's device.
+    """
+    from torchvat.train.finite import BufferSnapshot, grad_finite_flags
+
+    device = next(model.parameters()).device
+    m = copy.deepcopy(model)
+    buffers = list(m.buffers())
+    grads = [torch.randn_like(p) for p in m.parameters()]
+    ok = torch.ones((), dtype=torch.bool, device=device)
+
+    def per_buffer() -> None:  # both forms read the module's buffers before and after the step
+        saved = [b.detach().clone() for b in m.buffers()]
+        with torch.no_grad():
+            for now, before in zip(list(m.buffers()), saved, strict=True):
+                now.copy_(torch.where(ok, now, before))
+
+    def snapshot() -> None:
+        BufferSnapshot(list(m.buffers())).restore(ok, list(m.buffers()))
+
+    items = {
+        f"buffers ({len(buffers)}): clone, where, copy_ per buffer (before)": per_buffer,
+        f"buffers ({len(buffers)}): BufferSnapshot + restore": snapshot,
+        f"gradient flags ({len(grads)}): one sum per gradient": lambda: grad_finite_flags(grads, foreach=False),
+        f"gradient flags ({len(grads)}): _foreach_norm per device and dtype": lambda: grad_finite_flags(
+            grads, foreach=True
+        ),
+    }
+    lines = ["| guard operation | us per call | ATen ops |", "|---|---:|---:|"]
+    for name, fn in items.items():
+        fn()
+        with OpCounter() as counter:
+            fn()
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        _sync(device)
+        lines.append(f"| {name} | {(time.perf_counter() - t0) / n * 1e6:.1f} | {counter.total} |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------- main
 
 
@@ -784,6 +832,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(profile_steps([k for k in ("seed-vat", "torchvat-vat") if k in steps], model, batch, cfg, args.profile))
         print("\n### bookkeeping of a torchvat VAT call (us per call)\n")
         print(overhead_breakdown(model, x_u))
+        print("\n### the non-finite guard of Trainer.train_step\n")
+        print(guard_breakdown(model))
     return result
 
 

@@ -140,4 +140,5 @@ def test_profile_and_bookkeeping_tables(capsys):
     out = capsys.readouterr().out
     assert "### profile: seed-vat" in out and "### profile: torchvat-vat" in out
     assert "| RNGSnapshot.capture |" in out and "| frozen_batchnorm_stats (enter+exit) |" in out
+    assert "BufferSnapshot + restore |" in out and "_foreach_norm per device and dtype |" in out
     assert "speedup torchvat-vat over seed-vat" in out and result["speedup"] > 0

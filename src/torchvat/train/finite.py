@@ -107,7 +107,7 @@ class BufferSnapshot:
     The buffers are saved into one tensor per device, dtype and rank (scalars stacked, vectors
     concatenated, the rest flattened), and put back with one ``where`` and one
     ``_foreach_copy_`` per group: a handful of kernels instead of a clone, a ``where`` and a copy
-    per buffer (WRN-28-2 has 84 buffers, three per BatchNorm layer).
+    per buffer (WRN-28-2 has 75 buffers, three per BatchNorm layer).
 
     Args:
         buffers: The buffers (e.g. ``list(model.buffers())``), read now.
