@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The device checks of a lent GPU machine, as one script (issues 5 and 7), most wanted first:
-#   1. the CUDA-only paths of the trainer's non-finite guard (foreach gradient flags, buffer snapshot);
+#   1. the CUDA-only paths of the trainer's non-finite guard (foreach gradient flags, buffer snapshot),
+#      and the probe under TF32 (what "auto" picks; one power step's accuracy with TF32 on and off);
 #   2. step cost of WRN-28-2 (bf16, 32 + 128) eager, channels_last, and torch.compile of the model
 #      (default mode and reduce-overhead = CUDA graphs), the seed compiled alike;
 #   3. step cost of conv-large (bf16);
 #   4. core losses on CUDA and torchrun (NCCL, world size 1) + bf16 autocast.
 # Every section appends to $OUT/gpu_checks.log as it runs, so a run cut short still returns what it
-# measured. The timeouts add up to 530 s (the device tool allows 600 s per command).
+# measured. The timeouts add up to 550 s (the device tool allows 600 s per command).
 # Usage (on the device machine, repository root): OUT=/some/dir bash benchmarks/gpu_checks.sh
 set -uo pipefail
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -51,16 +52,40 @@ same = all(torch.equal(u.nan_to_num(), v.nan_to_num()) for u, v in zip(before, a
 print("NaN step skipped on the device:", same, "| ok flag:", bool(t.last_step_ok))
 PY
 
+echo "== 1b. TF32 on CUDA: the probe 'auto' picks, and one power step's |cos| with the float64 product =="
+timeout 40 python - <<'PY'
+import sys, torch, torch.nn.functional as F
+sys.path.insert(0, "benchmarks")
+from direction_accuracy import exact_product
+from torchvat import virtual_adversarial_perturbation
+from torchvat.core.perturbation import l2_normalize, resolve_probe
+from torchvat.models import build_model
+torch.manual_seed(0)
+model = build_model("wrn-28-2", input_shape=(3, 32, 32), n_classes=10).eval().cuda()
+x = torch.randn(16, 3, 32, 32, device="cuda")
+d = l2_normalize(torch.randn(x.shape, generator=torch.Generator("cuda").manual_seed(1), device="cuda"))
+ref = exact_product(model, x, d).flatten(1)
+for tf32 in (True, False):
+    torch.backends.cudnn.allow_tf32 = tf32
+    print(f"cudnn.allow_tf32={tf32}: auto -> {resolve_probe('auto', x, model)}")
+    for probe in ("finite_difference", "exact"):
+        r = virtual_adversarial_perturbation(model, x, eps=1e3, n_power=1, probe=probe,
+                                             generator=torch.Generator("cuda").manual_seed(1))
+        cos = F.cosine_similarity(r.flatten(1).double(), ref, dim=1).abs()
+        print(f"  {probe}: |cos| min {cos.min():.3f} mean {cos.mean():.3f}")
+torch.backends.cudnn.allow_tf32 = True
+PY
+
 echo "== 2a. step cost, WRN-28-2, bf16 (eager) =="
 timeout 80 $SC --model wrn-28-2 --steps supervised,seed-vat,torchvat-vat,torchvat-vat-train-step 2>&1 | tail -n 9
 echo "== 2b. step cost, WRN-28-2, bf16, channels_last (every step type) =="
 timeout 60 $SC --model wrn-28-2 --channels-last --no-flops \
   --steps supervised,seed-vat,torchvat-vat,torchvat-vat-train-step 2>&1 | tail -n 9
 echo "== 2c. step cost, WRN-28-2, bf16, channels_last, torch.compile (default mode; seed and torchvat compiled alike) =="
-timeout 130 $SC --model wrn-28-2 --channels-last --no-flops --compile --steps supervised,seed-vat,torchvat-vat 2>&1 \
+timeout 120 $SC --model wrn-28-2 --channels-last --no-flops --compile --steps supervised,seed-vat,torchvat-vat 2>&1 \
   | grep -v "^W[0-9]" | tail -n 16
 echo "== 2d. step cost, WRN-28-2, bf16, channels_last, torch.compile mode=reduce-overhead (CUDA graphs) =="
-timeout 100 $SC --model wrn-28-2 --channels-last --no-flops --compile reduce-overhead --steps seed-vat,torchvat-vat \
+timeout 90 $SC --model wrn-28-2 --channels-last --no-flops --compile reduce-overhead --steps seed-vat,torchvat-vat \
   2>&1 | grep -v "^W[0-9]" | tail -n 14
 echo "== 3. step cost, conv-large, bf16 =="
 timeout 45 $SC --model conv-large --steps supervised,seed-vat,torchvat-vat,torchvat-vat-train-step 2>&1 | tail -n 9

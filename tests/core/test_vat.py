@@ -2,6 +2,7 @@
 
 import copy
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from torchvat import RNGSnapshot, VATLoss, vat_loss, virtual_adversarial_perturbation
 from torchvat.core import categorical_kl
+from torchvat.core.perturbation import float32_compute_eps, resolve_probe
 
 from .conftest import BNDropNet
 
@@ -500,3 +502,47 @@ def test_unreadable_model_output():
         vat_loss(lambda v: "nope", torch.randn(2, 3), eps=1.0)
     with pytest.raises(TypeError, match=r"mapping without a 'logits' entry \(keys: \['scores'\]\)"):
         vat_loss(lambda v: {"scores": v}, torch.randn(2, 3), eps=1.0)
+
+
+@pytest.fixture
+def float32_precision_flags():
+    """Restore the global float32 precision settings a test changes."""
+    saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+    yield
+    torch.set_float32_matmul_precision(saved[0])
+    torch.backends.cudnn.allow_tf32 = saved[1]
+
+
+def _cuda_like(dtype=torch.float32):
+    # resolve_probe reads only the dtype and the device; a CUDA tensor cannot exist on this machine
+    return SimpleNamespace(dtype=dtype, device=torch.device("cuda"))
+
+
+@pytest.mark.parametrize(
+    ("matmul", "cudnn_tf32", "convs", "expected"),
+    [
+        ("highest", False, True, "finite_difference"),
+        ("highest", True, True, "exact"),  # PyTorch's default: cuDNN convolutions in TF32
+        ("highest", True, False, "finite_difference"),  # no convolution, the cuDNN flag is moot
+        ("high", False, False, "exact"),  # TF32 matmuls
+        ("medium", False, False, "exact"),  # bf16 matmuls
+    ],
+)
+def test_auto_probe_counts_tf32_arithmetic_on_cuda(float32_precision_flags, matmul, cudnn_tf32, convs, expected):
+    torch.set_float32_matmul_precision(matmul)
+    torch.backends.cudnn.allow_tf32 = cudnn_tf32
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()) if convs else nn.Linear(4, 2)
+    assert resolve_probe("auto", _cuda_like(), model) == expected
+    # float64 is never lowered; an explicit probe is kept; a model that cannot be looked into counts as convolutional
+    assert resolve_probe("auto", _cuda_like(torch.float64), model) == "finite_difference"
+    assert resolve_probe("finite_difference", _cuda_like(), model) == "finite_difference"
+    if cudnn_tf32:
+        assert resolve_probe("auto", _cuda_like(), lambda x: x) == "exact"
+
+
+def test_tf32_settings_do_not_change_the_cpu_probe(float32_precision_flags):
+    torch.set_float32_matmul_precision("medium")
+    torch.backends.cudnn.allow_tf32 = True
+    assert resolve_probe("auto", torch.zeros(2, 3), nn.Conv2d(3, 3, 1)) == "finite_difference"
+    assert float32_compute_eps(torch.device("cpu")) == torch.finfo(torch.float32).eps
+    assert float32_compute_eps(torch.device("cuda")) == 2.0**-7

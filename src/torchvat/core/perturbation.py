@@ -55,7 +55,8 @@ from torchvat.core.guards import RNGSnapshot, frozen_batchnorm_stats
 Norm = Literal["l2", "linf"]
 Probe = Literal["auto", "finite_difference", "exact"]
 PROBES = ("auto", "finite_difference", "exact")
-_LOW_PRECISION_EPS = 1e-4  # unit roundoff above which "auto" uses the exact product (bf16, fp16)
+_LOW_PRECISION_EPS = 1e-4  # machine epsilon above which "auto" uses the exact product (bf16, fp16, TF32)
+_TF32_EPS = 2.0**-10  # TF32 keeps 10 explicit mantissa bits
 _TINY = 1e-30
 
 
@@ -98,6 +99,34 @@ def _compute_dtype(t: Tensor) -> torch.dtype:
         if torch.finfo(cast).eps > torch.finfo(dtype).eps:
             dtype = cast
     return dtype
+
+
+def float32_compute_eps(device: torch.device, convolutions: bool = True) -> float:
+    """Machine epsilon of the arithmetic that float32 matmuls (and convolutions) get on ``device``.
+
+    On CUDA, cuDNN convolutions run in TF32 by default (``torch.backends.cudnn.allow_tf32``), and
+    matmuls do with ``torch.set_float32_matmul_precision("high")`` (``"medium"``: bfloat16): their
+    inputs keep 10 (7) mantissa bits, not 23. Elsewhere: float32's.
+
+    Args:
+        device: Where the model computes.
+        convolutions: Whether the model has convolutions (count cuDNN's TF32 setting).
+
+    Example:
+        >>> float32_compute_eps(torch.device("cpu")) == torch.finfo(torch.float32).eps
+        True
+    """
+    eps = torch.finfo(torch.float32).eps
+    if device.type != "cuda":
+        return eps
+    precision = torch.get_float32_matmul_precision()
+    if precision == "medium":
+        eps = max(eps, torch.finfo(torch.bfloat16).eps)
+    elif precision == "high" or torch.backends.cuda.matmul.allow_tf32:
+        eps = max(eps, _TF32_EPS)
+    if convolutions and torch.backends.cudnn.allow_tf32:
+        eps = max(eps, _TF32_EPS)
+    return eps
 
 
 def probe_scale(t: Tensor, xi: float | Tensor | str, eps: float | Tensor) -> float | Tensor:
@@ -255,7 +284,7 @@ def _search(
     x0 = inp.tensor.detach()
     div = resolve_divergence(likelihood, divergence)
     d = _random_unit(x0, mask, generator)
-    probe = resolve_probe(probe, x0)
+    probe = resolve_probe(probe, x0, model)
     if probe == "exact":
         for _ in range(n_power):
             with rng.replay(), torch.enable_grad():
@@ -275,16 +304,37 @@ def _search(
     return per_sample_scale(eps, x0) * unit.to(x0.dtype)
 
 
-def resolve_probe(probe: str, t: Tensor) -> str:
-    """``"auto"``: finite differences in float32/float64, the exact product in bf16/fp16 (autocast included).
+def resolve_probe(probe: str, t: Tensor, model: object = None) -> str:
+    """``"auto"``: finite differences in float32/float64, the exact product in lower precision.
+
+    Lower precision is bf16/fp16 (autocast included) and float32 computed in TF32 or bf16 on
+    CUDA (:func:`float32_compute_eps`): matmuls after ``torch.set_float32_matmul_precision``
+    ``"high"``/``"medium"``, and, when ``model`` has convolution layers (or is not an
+    ``nn.Module``, so cannot be looked into), cuDNN convolutions, which use TF32 by default on
+    Ampere and later GPUs (``torch.backends.cudnn.allow_tf32 = False`` gives float32
+    convolutions and the cheaper finite difference back).
 
     Measured on a 3072-512-10 ReLU MLP after 20 power iterations (|cosine| with the top eigenvector
     of the exact Hessian, four samples): finite differences with ``xi="auto"`` reach 0.987-1.0 in
-    float32 but only 0.82-0.98 under bf16 autocast, where the exact product keeps 0.987-1.0.
+    float32 but only 0.82-0.98 under bf16 autocast, where the exact product keeps 0.987-1.0. One
+    power step with TF32 arithmetic emulated (``benchmarks/direction_accuracy.py --one-step``, 16
+    inputs), mean |cosine| with the direction of the float64 product: 0.63 (MLP) and 0.62
+    (WRN-28-2) for the finite difference, 1.00 and 0.98 for the exact product (1.00 and 0.99 for
+    the finite difference in float32).
     """
     if probe != "auto":
         return probe
-    return "exact" if torch.finfo(_compute_dtype(t)).eps > _LOW_PRECISION_EPS else "finite_difference"
+    dtype = _compute_dtype(t)
+    eps = torch.finfo(dtype).eps
+    if dtype == torch.float32 and t.device.type == "cuda":
+        eps = max(eps, float32_compute_eps(t.device, convolutions=_has_convolutions(model)))
+    return "exact" if eps > _LOW_PRECISION_EPS else "finite_difference"
+
+
+def _has_convolutions(model: object) -> bool:
+    if not isinstance(model, nn.Module):
+        return True
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
 
 def check_common(eps: float | Tensor, xi: float | Tensor | str, n_power: int, norm: str, probe: str) -> None:

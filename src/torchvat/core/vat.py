@@ -78,7 +78,9 @@ def vat_loss(
         probe: how :math:`H d` is computed: ``"finite_difference"`` (the paper's), ``"exact"`` (the
             Gauss-Newton product :math:`J^\top A J d`, exact at :math:`r=0`, accurate in low precision,
             about one extra forward pass of cost), or ``"auto"`` (default): finite differences in
-            float32/float64, exact in bf16/fp16 or under autocast to them.
+            float32/float64, exact in bf16/fp16, under autocast to them, and when float32 runs in
+            TF32 on CUDA (cuDNN convolutions by default; see
+            :func:`torchvat.core.perturbation.resolve_probe`).
         input_key: the entry of a mapping ``x`` to perturb.
         output_fn: maps the model output to the prediction; by default a tensor is used as is, a
             mapping's ``"logits"``, an object's ``.logits``, or a tuple's first element.

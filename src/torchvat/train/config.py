@@ -64,7 +64,8 @@ class TrainConfig:
         n_power: Power iterations of the VAT search (``"rpt"`` always uses 0).
         norm: ``"l2"`` or ``"linf"`` constraint on the perturbation.
         probe: ``"auto"`` (finite differences in float32/float64, the exact Gauss-Newton product
-            under bf16/fp16), ``"finite_difference"`` (the papers) or ``"exact"``.
+            under bf16/fp16 and in TF32 on CUDA), ``"finite_difference"`` (the papers) or
+            ``"exact"``.
         regularize: Rows the VAT / entropy terms apply to: ``"unlabeled"`` or ``"all"``
             (labeled and unlabeled).
         iterations: Number of training iterations (optimizer steps).
