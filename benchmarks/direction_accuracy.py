@@ -9,7 +9,8 @@ in float32 and under bf16 autocast.
 
     python benchmarks/direction_accuracy.py --samples 16 --n-power 20
 
-``--one-step``: the quality of one power step (``n_power = 1``, the training setting) in TF32, the
+``--one-step``: the quality of one power step (``n_power = 1``, the training setting) in float32,
+under bf16 autocast, and in TF32, the
 arithmetic of float32 convolutions on Ampere and later GPUs (cuDNN's default) and of float32 matmuls
 after ``torch.set_float32_matmul_precision("high")``. TF32 is emulated on the CPU: the operands of
 every matmul and convolution are rounded to 10 mantissa bits (forward, backward and forward-mode
@@ -112,27 +113,32 @@ def one_step_table(samples: int) -> list[str]:
             torch.randn(samples, 3, 32, 32, generator=torch.Generator().manual_seed(5)),
         ),
     ]
-    u32, utf32 = torch.finfo(torch.float32).eps, 2.0**-10
-    rows = ["| model | probe | float32 min / mean |cos| | TF32 (emulated) min / mean |cos| |", "|---|---|---|---|"]
+    utf32 = 2.0**-10
+    rows = [
+        "| model | probe | float32 min / mean |cos| | TF32 (emulated) min / mean |cos| "
+        "| bf16 autocast min / mean |cos| |",
+        "|---|---|---|---|---|",
+    ]
     for name, model, x in cases:
         seed = 1
         d = l2_normalize(torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)))
         ref = exact_product(model, x, d).flatten(1)
         size = x.flatten(1).norm(dim=1).clamp_min(1.0)
         probes = [
-            ("finite difference, xi = 'auto' (float32 step)", {"probe": "finite_difference", "xi": u32**0.5 * size}),
+            ("finite difference, xi = 'auto'", {"probe": "finite_difference", "xi": "auto"}),
             ("finite difference, TF32-sized step", {"probe": "finite_difference", "xi": utf32**0.5 * size}),
             ("exact Gauss-Newton product", {"probe": "exact"}),
         ]
         for label, kwargs in probes:
             cells = []
-            for m in (model, tf32_emulated(model)):
-                r = virtual_adversarial_perturbation(
-                    m, x, eps=1e3, n_power=1, generator=torch.Generator().manual_seed(seed), **kwargs
-                )
+            for m, bf16 in ((model, False), (tf32_emulated(model), False), (model, True)):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    r = virtual_adversarial_perturbation(
+                        m, x, eps=1e3, n_power=1, generator=torch.Generator().manual_seed(seed), **kwargs
+                    )
                 cos = F.cosine_similarity(r.flatten(1).double(), ref, dim=1).abs()
                 cells.append(f"{cos.min():.3f} / {cos.mean():.3f}")
-            rows.append(f"| {name} | {label} | {cells[0]} | {cells[1]} |")
+            rows.append(f"| {name} | {label} | {' | '.join(cells)} |")
     return rows
 
 
@@ -141,7 +147,7 @@ def main(argv=None) -> None:
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--n-power", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--one-step", action="store_true", help="one power step, float32 vs TF32 (emulated)")
+    p.add_argument("--one-step", action="store_true", help="one power step: float32, TF32 (emulated), bf16 autocast")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.one_step:

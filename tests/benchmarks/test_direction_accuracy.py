@@ -35,6 +35,6 @@ def test_tf32_model_rounds_forward_backward_and_tangents():
 def test_one_step_table_has_every_model_and_probe():
     rows = direction_accuracy.one_step_table(samples=2)
     assert len(rows) == 2 + 6
-    assert all(row.count("/") == 2 for row in rows[2:])
+    assert all(row.count("/") == 3 for row in rows[2:])
     exact_mlp = next(r for r in rows if r.startswith("| MLP") and "exact" in r)
     assert exact_mlp.split("|")[3].strip().startswith("1.000")  # float32 exact product = the float64 one
