@@ -616,6 +616,56 @@ def overhead_breakdown(model: nn.Module, x_u: Tensor, n: int = 200) -> str:
     return "\n".join(lines)
 
 
+def loss_call_table(model: nn.Module, x_u: Tensor, cfg: StepConfig, repeats: int) -> str:
+    """``vat_loss(model, x_u, probe="exact")`` without logits: a clean pass of its own vs the probe's primal.
+
+    The first row is what the call cost before the exact probe took its target from its own first
+    (forward-mode) pass: a no-grad clean pass under the replayed random state, then the call with
+    those logits. Timed in interleaved repetitions, loss and ``backward`` included; the parameter
+    gradients are cleared between calls.
+    """
+    from torchvat import vat_loss
+    from torchvat.core import frozen_batchnorm_stats
+
+    m = copy.deepcopy(model)
+
+    def separate() -> Tensor:
+        snap = RNGSnapshot.capture(x_u.device)
+        with snap.replay(), torch.no_grad(), frozen_batchnorm_stats(m):
+            logits = m(x_u)
+        loss = vat_loss(m, x_u, logits=logits, eps=cfg.eps, probe="exact", rng=snap)
+        loss.backward()
+        m.zero_grad(set_to_none=True)
+        return loss
+
+    def reused() -> Tensor:
+        loss = vat_loss(m, x_u, eps=cfg.eps, probe="exact")
+        loss.backward()
+        m.zero_grad(set_to_none=True)
+        return loss
+
+    steps = {
+        "clean pass of its own (before)": Step("separate", m, lambda: _autocast_call(cfg, separate)),
+        "target from the probe's primal": Step("reused", m, lambda: _autocast_call(cfg, reused)),
+    }
+    times = time_steps(steps, x_u.device, repeats=repeats, warmup=3)
+    ops = {}
+    for name, step in steps.items():
+        with OpCounter() as counter:
+            step.run()
+        ops[name] = counter.total
+    ref = statistics.median(times["clean pass of its own (before)"])
+    lines = ["| vat_loss(probe='exact'), no logits | median ms | ratio | ATen ops |", "|---|---:|---:|---:|"]
+    for name, t in times.items():
+        lines.append(f"| {name} | {statistics.median(t) * 1e3:.2f} | {ref / statistics.median(t):.2f}x | {ops[name]} |")
+    return "\n".join(lines)
+
+
+def _autocast_call(cfg: StepConfig, fn: Callable[[], Tensor]) -> Tensor:
+    with cfg.autocast():
+        return fn()
+
+
 def guard_breakdown(model: nn.Module, n: int = 200) -> str:
     """Cost of the non-finite guard of ``Trainer.train_step``: the previous per-tensor form vs the current one.
 
@@ -703,6 +753,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--no-flops", action="store_true", help="skip FLOP and ATen-operator counting")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="also profile N steps of seed/torchvat VAT")
+    p.add_argument(
+        "--loss-call",
+        action="store_true",
+        help="also time vat_loss(probe='exact') without logits: its own clean pass vs the probe's primal",
+    )
     p.add_argument("--matmul-size", type=int, default=0, help="matmul size for the peak rate (0: by device)")
     p.add_argument("--quick", action="store_true", help="tiny MLP, 2 repeats, 1 thread, no memory: a smoke run")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
@@ -828,6 +883,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"\nspeedup {fast} over {slow}: {paired:.2f}x (median of paired ratios), "
             f"{of_medians:.2f}x (ratio of medians); pass-count bound {bounds:.2f}x{op_ratio}"
         )
+    if args.loss_call:
+        print("\n### vat_loss without logits, exact probe, on the unlabeled batch\n")
+        print(loss_call_table(model, x_u, cfg, args.repeats))
     if args.profile:
         print(profile_steps([k for k in ("seed-vat", "torchvat-vat") if k in steps], model, batch, cfg, args.profile))
         print("\n### bookkeeping of a torchvat VAT call (us per call)\n")

@@ -142,3 +142,12 @@ def test_profile_and_bookkeeping_tables(capsys):
     assert "| RNGSnapshot.capture |" in out and "| frozen_batchnorm_stats (enter+exit) |" in out
     assert "BufferSnapshot + restore |" in out and "_foreach_norm per device and dtype |" in out
     assert "speedup torchvat-vat over seed-vat" in out and result["speedup"] > 0
+
+
+def test_loss_call_table_compares_both_ways_of_getting_the_target(capsys):
+    step_cost.main(["--quick", "--steps", "supervised", "--no-flops", "--loss-call"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| clean pass of its own") or "probe's primal" in line]
+    assert len(rows) == 2
+    before, now = (int(r.rstrip(" |").rsplit("|", 1)[1]) for r in rows)
+    assert now < before  # one forward pass fewer

@@ -121,6 +121,74 @@ def test_pass_count_scales_with_n_power_and_clean_pass():
     assert model.backwards == 3
 
 
+def test_exact_probe_takes_the_clean_target_from_its_own_first_pass():
+    # without logits, the finite difference needs a clean pass of its own; the exact probe's
+    # forward-mode pass computes the clean output as its primal
+    for probe, clean in (("finite_difference", 1), ("exact", 0)):
+        model = CountingMLP()
+        vat_loss(model, torch.randn(4, 5), eps=1.0, n_power=2, probe=probe)
+        assert model.forwards == clean + 2 + 1, probe
+
+
+@pytest.mark.parametrize("n_power", [1, 2])
+def test_exact_probe_target_from_its_first_pass_equals_a_clean_pass(bn_net, n_power):
+    # same dropout masks (replayed), same batch statistics, no BatchNorm update: the same loss
+    torch.manual_seed(0)
+    x = torch.randn(16, 6)
+    snap = RNGSnapshot.capture()
+    with snap.replay():
+        logits = bn_net(x)
+    kwargs = {"eps": 0.5, "n_power": n_power, "probe": "exact", "rng": snap}
+    given = vat_loss(bn_net, x, logits=logits, generator=torch.Generator().manual_seed(3), **kwargs)
+    stats = [b.clone() for b in bn_net.buffers()]
+    reused = vat_loss(bn_net, x, generator=torch.Generator().manual_seed(3), **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(stats, bn_net.buffers(), strict=True))
+    torch.testing.assert_close(reused, given, rtol=1e-6, atol=1e-8)
+    r_given = virtual_adversarial_perturbation(
+        bn_net, x, logits=logits, generator=torch.Generator().manual_seed(3), **kwargs
+    )
+    r_reused = virtual_adversarial_perturbation(bn_net, x, generator=torch.Generator().manual_seed(3), **kwargs)
+    torch.testing.assert_close(r_reused, r_given, rtol=1e-6, atol=1e-8)
+
+
+class _IdentityWithoutJvp(torch.autograd.Function):
+    """The identity with a backward formula but none for forward-mode AD."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class _NoForwardAD(nn.Module):
+    def __init__(self, inner: nn.Sequential) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner[2](self.inner[1](_IdentityWithoutJvp.apply(self.inner[0](x))))
+
+
+@pytest.mark.parametrize("with_logits", [False, True])
+def test_exact_probe_falls_back_to_double_backward_with_the_same_direction(with_logits):
+    torch.manual_seed(0)
+    inner = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3)).double()
+    model = _NoForwardAD(inner)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    logits = model(x) if with_logits else None
+    with pytest.warns(RuntimeWarning, match="forward-mode AD failed on this model"):
+        r = virtual_adversarial_perturbation(
+            model, x, logits=logits, eps=1.0, probe="exact", generator=torch.Generator().manual_seed(1)
+        )
+    expected = virtual_adversarial_perturbation(
+        inner, x, eps=1.0, probe="exact", generator=torch.Generator().manual_seed(1)
+    )
+    torch.testing.assert_close(r, expected)
+
+
 def test_gradients_flow_only_through_the_perturbed_pass():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))

@@ -229,21 +229,23 @@ class _ExactHvp:
         inp: ModelInput,
         x0: Tensor,
         d: Tensor,
-        target: Tensor,
+        target: Tensor | None,
         likelihood: str,
         divergence: Divergence | None,
         output_fn: Callable[[Any], Tensor] | None,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
+        """``(H d, target)``; a ``target`` of ``None`` is taken from this pass's clean output (its primal)."""
         xr = x0.detach().requires_grad_(True)
         if not _ExactHvp.forward_ad_failed_for(model):
             try:
                 with fwAD.dual_level(), _tangent_dtype_fix(x0):
                     pred = extract_output(inp.call(model, fwAD.make_dual(xr, d)), output_fn)
                     primal, jd = fwAD.unpack_dual(pred)
+                target = _checked_target(primal, inp) if target is None else target
                 if jd is None:
-                    return torch.zeros_like(x0)
+                    return torch.zeros_like(x0), target
                 av = fisher_product(likelihood, divergence, target, jd).to(primal.dtype)
-                return _grad_or_zero(primal, xr, grad_outputs=av)
+                return _grad_or_zero(primal, xr, grad_outputs=av), target
             except (NotImplementedError, RuntimeError) as err:
                 # an operation without a forward-mode formula, or one that mixes dtypes under autocast
                 _ExactHvp.remember_failure(model)
@@ -254,19 +256,20 @@ class _ExactHvp:
                     stacklevel=4,
                 )
         pred = extract_output(inp.call(model, xr), output_fn)
+        target = _checked_target(pred, inp) if target is None else target
         if not pred.requires_grad:
-            return torch.zeros_like(x0)
+            return torch.zeros_like(x0), target
         u = torch.zeros_like(pred, requires_grad=True)
         (jt_u,) = torch.autograd.grad(pred, xr, grad_outputs=u, create_graph=True)
         jd = _grad_or_zero(jt_u, u, grad_outputs=d)
         av = fisher_product(likelihood, divergence, target, jd).to(pred.dtype)
-        return _grad_or_zero(pred, xr, grad_outputs=av)
+        return _grad_or_zero(pred, xr, grad_outputs=av), target
 
 
 def _search(
     model: Callable[..., Any],
     inp: ModelInput,
-    target: Tensor,
+    target: Tensor | None,
     *,
     eps: float | Tensor,
     xi: float | Tensor | str,
@@ -279,8 +282,12 @@ def _search(
     mask: Tensor | None,
     generator: torch.Generator | None,
     rng: RNGSnapshot,
-) -> Tensor:
-    """Power iteration; returns r_vadv (detached). Runs inside the caller's guards."""
+) -> tuple[Tensor, Tensor]:
+    """Power iteration; returns ``(r_vadv, target)`` (both detached). Runs inside the caller's guards.
+
+    ``target`` may be ``None`` only with the exact probe and ``n_power >= 1`` (see
+    :func:`_reuses_probe_pass`): the first probe pass's primal output is then the clean target.
+    """
     x0 = inp.tensor.detach()
     div = resolve_divergence(likelihood, divergence)
     d = _random_unit(x0, mask, generator)
@@ -288,9 +295,10 @@ def _search(
     if probe == "exact":
         for _ in range(n_power):
             with rng.replay(), torch.enable_grad():
-                g = _ExactHvp.hvp(model, inp, x0, d, target, likelihood, divergence, output_fn)
+                g, target = _ExactHvp.hvp(model, inp, x0, d, target, likelihood, divergence, output_fn)
             d = _update(d, g, mask)
     else:
+        assert target is not None, "the finite-difference probe needs the clean target"
         h = probe_scale(x0, xi, eps)
         for _ in range(n_power):
             d.requires_grad_(True)
@@ -299,9 +307,22 @@ def _search(
                 value = checked_divergence(div, target, pred).sum()
                 g = _grad_or_zero(value, d)
             d = _update(d.detach(), g, mask)
+    assert target is not None
     # d is a unit vector already (the random start and every update are L2-normalized)
     unit = d if norm == "l2" else project_direction(d, norm)
-    return per_sample_scale(eps, x0) * unit.to(x0.dtype)
+    return per_sample_scale(eps, x0) * unit.to(x0.dtype), target
+
+
+def _reuses_probe_pass(model: object, x: Tensor, logits: Any, eps: float | Tensor, n_power: int, probe: str) -> bool:
+    """Whether the clean target can come from the exact probe's first pass instead of a pass of its own.
+
+    The forward-mode pass of the exact probe at ``x`` computes the clean output as its primal, with the
+    same random state and BatchNorm guard as a separate clean pass would: without ``logits``, that
+    saves one forward pass per call.
+    """
+    if logits is not None or n_power < 1 or (not isinstance(eps, Tensor) and eps == 0):
+        return False
+    return resolve_probe(probe, x, model) == "exact"
 
 
 def resolve_probe(probe: str, t: Tensor, model: object = None) -> str:
@@ -347,6 +368,15 @@ def check_common(eps: float | Tensor, xi: float | Tensor | str, n_power: int, no
     check_choice("probe", probe, PROBES)
 
 
+def _checked_target(target: Tensor, inp: ModelInput) -> Tensor:
+    if target.ndim < 1 or target.shape[0] != inp.tensor.shape[0]:
+        raise ValueError(
+            f"logits must have the batch size of x ({inp.tensor.shape[0]}) in dimension 0, "
+            f"got shape {tuple(target.shape)}"
+        )
+    return target.detach()
+
+
 def clean_target(
     model: Callable[..., Any],
     inp: ModelInput,
@@ -360,12 +390,7 @@ def clean_target(
             target = extract_output(inp.call(model, inp.tensor.detach()), output_fn)
     else:
         target = extract_output(logits, output_fn)
-    if target.ndim < 1 or target.shape[0] != inp.tensor.shape[0]:
-        raise ValueError(
-            f"logits must have the batch size of x ({inp.tensor.shape[0]}) in dimension 0, "
-            f"got shape {tuple(target.shape)}"
-        )
-    return target.detach()
+    return _checked_target(target, inp)
 
 
 def virtual_adversarial_perturbation(
@@ -409,8 +434,9 @@ def virtual_adversarial_perturbation(
     with ExitStack() as stack:
         if isinstance(model, nn.Module):
             stack.enter_context(frozen_batchnorm_stats(model))
-        target = clean_target(model, inp, logits, output_fn, rng)
-        return _search(
+        reuse = _reuses_probe_pass(model, inp.tensor, logits, eps, n_power, probe)
+        target = None if reuse else clean_target(model, inp, logits, output_fn, rng)
+        r, _ = _search(
             model,
             inp,
             target,
@@ -426,6 +452,7 @@ def virtual_adversarial_perturbation(
             generator=generator,
             rng=rng,
         )
+        return r
 
 
 def default_loss_fn(output: Tensor, y: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ from torchvat.core._checks import (
 )
 from torchvat.core.divergence import Divergence, checked_divergence, resolve_divergence
 from torchvat.core.guards import RNGSnapshot, frozen_batchnorm_stats
-from torchvat.core.perturbation import Norm, Probe, _search, check_common, clean_target
+from torchvat.core.perturbation import Norm, Probe, _reuses_probe_pass, _search, check_common, clean_target
 
 __all__ = ["VATLoss", "vat_loss"]
 
@@ -57,8 +57,10 @@ def vat_loss(
 
     The call costs, with ``logits`` given, ``n_power + 1`` forward passes and ``n_power``
     backward passes with respect to the input only; the caller's ``backward()`` then goes through
-    the perturbed pass alone. Parameter ``.grad``, BatchNorm running statistics and
-    ``model.training`` are left exactly as found, also if the call raises.
+    the perturbed pass alone. Without ``logits``, one no-grad forward pass more, except with the
+    exact probe, whose first (forward-mode) pass yields the clean output as its primal. Parameter
+    ``.grad``, BatchNorm running statistics and ``model.training`` are left exactly as found, also
+    if the call raises.
 
     Args:
         model: the model; called as ``model(x)``, or ``model(**x)`` when ``x`` is a mapping.
@@ -123,8 +125,9 @@ def vat_loss(
     with ExitStack() as stack:
         if isinstance(model, nn.Module):
             stack.enter_context(frozen_batchnorm_stats(model))
-        target = clean_target(model, inp, logits, output_fn, rng)
-        if not isinstance(eps, Tensor) and eps == 0:
+        reuse = _reuses_probe_pass(model, inp.tensor, logits, eps, n_power, probe)
+        target = None if reuse else clean_target(model, inp, logits, output_fn, rng)
+        if target is not None and not isinstance(eps, Tensor) and eps == 0:
             return reduce(
                 torch.zeros(
                     target.shape[0],
@@ -133,7 +136,7 @@ def vat_loss(
                 ),
                 reduction,
             )
-        r = _search(
+        r, target = _search(
             model,
             inp,
             target,
