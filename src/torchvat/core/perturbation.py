@@ -106,7 +106,10 @@ def float32_compute_eps(device: torch.device, convolutions: bool = True) -> floa
 
     On CUDA, cuDNN convolutions run in TF32 by default (``torch.backends.cudnn.allow_tf32``), and
     matmuls do with ``torch.set_float32_matmul_precision("high")`` (``"medium"``: bfloat16): their
-    inputs keep 10 (7) mantissa bits, not 23. Elsewhere: float32's.
+    inputs keep 10 (7) mantissa bits, not 23. On PyTorch 2.9+ the ``fp32_precision`` settings
+    are read (``torch.backends.cuda.matmul.fp32_precision = "tf32"`` and the like), which the
+    legacy calls set too.
+    Elsewhere: float32's.
 
     Args:
         device: Where the model computes.
@@ -119,14 +122,42 @@ def float32_compute_eps(device: torch.device, convolutions: bool = True) -> floa
     eps = torch.finfo(torch.float32).eps
     if device.type != "cuda":
         return eps
-    precision = torch.get_float32_matmul_precision()
-    if precision == "medium":
-        eps = max(eps, torch.finfo(torch.bfloat16).eps)
-    elif precision == "high" or torch.backends.cuda.matmul.allow_tf32:
-        eps = max(eps, _TF32_EPS)
-    if convolutions and torch.backends.cudnn.allow_tf32:
-        eps = max(eps, _TF32_EPS)
+    matmul, conv = _cuda_float32_precisions()
+    lowest = {"ieee": eps, "tf32": _TF32_EPS, "bf16": torch.finfo(torch.bfloat16).eps}
+    eps = max(eps, lowest[matmul])
+    if convolutions:
+        eps = max(eps, lowest[conv])
     return eps
+
+
+def _cuda_float32_precisions() -> tuple[str, str]:
+    """How CUDA computes float32 matmuls and cuDNN convolutions: ``"ieee"``, ``"tf32"`` or ``"bf16"``.
+
+    PyTorch 2.9+ keeps both APIs' settings in its ``fp32_precision`` attributes (a setting of
+    ``"none"`` defers to its parent's; the legacy flags can be stale there, or refuse to be read
+    once the two APIs were mixed), so those are read when they exist; older versions have the
+    legacy flags only.
+    """
+    backends = torch.backends
+    if hasattr(backends.cuda.matmul, "fp32_precision"):
+        matmul = _fp32_precision(backends.cuda.matmul, backends)
+        conv = _fp32_precision(getattr(backends.cudnn, "conv", None), backends.cudnn, backends)
+        return matmul, conv
+    precision = torch.get_float32_matmul_precision()
+    matmul = {"medium": "bf16", "high": "tf32"}.get(precision, "ieee")
+    if matmul == "ieee" and backends.cuda.matmul.allow_tf32:
+        matmul = "tf32"
+    return matmul, "tf32" if backends.cudnn.allow_tf32 else "ieee"
+
+
+def _fp32_precision(*chain: object) -> str:
+    for backend in chain:
+        value = getattr(backend, "fp32_precision", None)
+        if value is None:
+            return "tf32"  # cannot tell: assume the lower precision
+        if value != "none":
+            return value if value in ("ieee", "tf32", "bf16") else "tf32"
+    return "ieee"
 
 
 def probe_scale(t: Tensor, xi: float | Tensor | str, eps: float | Tensor) -> float | Tensor:
@@ -233,12 +264,17 @@ class _ExactHvp:
         likelihood: str,
         divergence: Divergence | None,
         output_fn: Callable[[Any], Tensor] | None,
+        rng: RNGSnapshot,
     ) -> tuple[Tensor, Tensor]:
-        """``(H d, target)``; a ``target`` of ``None`` is taken from this pass's clean output (its primal)."""
+        """``(H d, target)``; a ``target`` of ``None`` is taken from this pass's clean output (its primal).
+
+        Every pass replays ``rng``: the double-backward pass after a forward-mode pass that failed
+        midway draws the same dropout masks as the clean pass.
+        """
         xr = x0.detach().requires_grad_(True)
         if not _ExactHvp.forward_ad_failed_for(model):
             try:
-                with fwAD.dual_level(), _tangent_dtype_fix(x0):
+                with rng.replay(), fwAD.dual_level(), _tangent_dtype_fix(x0):
                     pred = extract_output(inp.call(model, fwAD.make_dual(xr, d)), output_fn)
                     primal, jd = fwAD.unpack_dual(pred)
                 target = _checked_target(primal, inp) if target is None else target
@@ -255,7 +291,8 @@ class _ExactHvp:
                     RuntimeWarning,
                     stacklevel=4,
                 )
-        pred = extract_output(inp.call(model, xr), output_fn)
+        with rng.replay():
+            pred = extract_output(inp.call(model, xr), output_fn)
         target = _checked_target(pred, inp) if target is None else target
         if not pred.requires_grad:
             return torch.zeros_like(x0), target
@@ -285,17 +322,17 @@ def _search(
 ) -> tuple[Tensor, Tensor]:
     """Power iteration; returns ``(r_vadv, target)`` (both detached). Runs inside the caller's guards.
 
-    ``target`` may be ``None`` only with the exact probe and ``n_power >= 1`` (see
-    :func:`_reuses_probe_pass`): the first probe pass's primal output is then the clean target.
+    ``probe`` is resolved (:func:`resolve_probe`). ``target`` may be ``None`` only with the exact
+    probe and ``n_power >= 1`` (see :func:`_reuses_probe_pass`): the first probe pass's primal output
+    is then the clean target.
     """
     x0 = inp.tensor.detach()
     div = resolve_divergence(likelihood, divergence)
     d = _random_unit(x0, mask, generator)
-    probe = resolve_probe(probe, x0, model)
     if probe == "exact":
         for _ in range(n_power):
-            with rng.replay(), torch.enable_grad():
-                g, target = _ExactHvp.hvp(model, inp, x0, d, target, likelihood, divergence, output_fn)
+            with torch.enable_grad():
+                g, target = _ExactHvp.hvp(model, inp, x0, d, target, likelihood, divergence, output_fn, rng)
             d = _update(d, g, mask)
     else:
         assert target is not None, "the finite-difference probe needs the clean target"
@@ -313,16 +350,14 @@ def _search(
     return per_sample_scale(eps, x0) * unit.to(x0.dtype), target
 
 
-def _reuses_probe_pass(model: object, x: Tensor, logits: Any, eps: float | Tensor, n_power: int, probe: str) -> bool:
+def _reuses_probe_pass(logits: Any, eps: float | Tensor, n_power: int, probe: str) -> bool:
     """Whether the clean target can come from the exact probe's first pass instead of a pass of its own.
 
     The forward-mode pass of the exact probe at ``x`` computes the clean output as its primal, with the
     same random state and BatchNorm guard as a separate clean pass would: without ``logits``, that
-    saves one forward pass per call.
+    saves one forward pass per call. ``probe`` is resolved.
     """
-    if logits is not None or n_power < 1 or (not isinstance(eps, Tensor) and eps == 0):
-        return False
-    return resolve_probe(probe, x, model) == "exact"
+    return logits is None and probe == "exact" and n_power >= 1 and (isinstance(eps, Tensor) or eps != 0)
 
 
 def resolve_probe(probe: str, t: Tensor, model: object = None) -> str:
@@ -353,9 +388,21 @@ def resolve_probe(probe: str, t: Tensor, model: object = None) -> str:
 
 
 def _has_convolutions(model: object) -> bool:
-    if not isinstance(model, nn.Module):
+    """Whether ``model`` may run convolutions: conv layers, or a graph with a convolution call.
+
+    A model that cannot be looked into (a plain callable, a TorchScript module) counts as
+    convolutional; a module calling ``F.conv2d`` on parameters of its own is not detected.
+    """
+    if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
         return True
-    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            return True
+        if isinstance(m, torch.fx.GraphModule) and any(
+            node.op == "call_function" and "conv" in str(node.target) for node in m.graph.nodes
+        ):
+            return True
+    return False
 
 
 def check_common(eps: float | Tensor, xi: float | Tensor | str, n_power: int, norm: str, probe: str) -> None:
@@ -434,7 +481,8 @@ def virtual_adversarial_perturbation(
     with ExitStack() as stack:
         if isinstance(model, nn.Module):
             stack.enter_context(frozen_batchnorm_stats(model))
-        reuse = _reuses_probe_pass(model, inp.tensor, logits, eps, n_power, probe)
+        probe = resolve_probe(probe, inp.tensor, model)  # type: ignore[assignment]
+        reuse = _reuses_probe_pass(logits, eps, n_power, probe)
         target = None if reuse else clean_target(model, inp, logits, output_fn, rng)
         r, _ = _search(
             model,

@@ -20,7 +20,15 @@ from torchvat.core._checks import (
 )
 from torchvat.core.divergence import Divergence, checked_divergence, resolve_divergence
 from torchvat.core.guards import RNGSnapshot, frozen_batchnorm_stats
-from torchvat.core.perturbation import Norm, Probe, _reuses_probe_pass, _search, check_common, clean_target
+from torchvat.core.perturbation import (
+    Norm,
+    Probe,
+    _reuses_probe_pass,
+    _search,
+    check_common,
+    clean_target,
+    resolve_probe,
+)
 
 __all__ = ["VATLoss", "vat_loss"]
 
@@ -125,7 +133,8 @@ def vat_loss(
     with ExitStack() as stack:
         if isinstance(model, nn.Module):
             stack.enter_context(frozen_batchnorm_stats(model))
-        reuse = _reuses_probe_pass(model, inp.tensor, logits, eps, n_power, probe)
+        probe = resolve_probe(probe, inp.tensor, model)  # type: ignore[assignment]
+        reuse = _reuses_probe_pass(logits, eps, n_power, probe)
         target = None if reuse else clean_target(model, inp, logits, output_fn, rng)
         if target is not None and not isinstance(eps, Tensor) and eps == 0:
             return reduce(
