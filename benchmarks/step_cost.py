@@ -241,6 +241,8 @@ def method_step(trainer: Trainer, batch: Batch) -> Tensor:
     ``backward`` and one step of the trainer's optimizer. :meth:`Trainer.train_step` adds the
     non-finite check (``config.nonfinite``) and the metrics; ``torchvat-vat-train-step`` times it.
     """
+    if trainer._mark_steps:  # a CUDA-graph compile mode: as Trainer.train_step, mark where the step begins
+        torch.compiler.cudagraph_mark_step_begin()
     with trainer._autocast():
         loss, _, _ = compute_method_loss(
             trainer.forward_model, trainer.method, batch, trainer.loss_weights(), generator=trainer.generator
