@@ -1,16 +1,7 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from PIL import Image
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _png_size(path) -> tuple[int, int]:

@@ -540,14 +540,9 @@ def semi_supervised_accuracy(seed: int, alpha: float, steps: int = 200) -> float
 
 @pytest.mark.slow
 def test_vat_beats_supervised_with_few_labels():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        seeds = range(3)
-        supervised = [semi_supervised_accuracy(s, alpha=0.0) for s in seeds]
-        vat = [semi_supervised_accuracy(s, alpha=1.0) for s in seeds]
-    finally:
-        torch.set_num_threads(threads)
+    seeds = range(3)  # on one thread (tests/conftest.py), as measured
+    supervised = [semi_supervised_accuracy(s, alpha=0.0) for s in seeds]
+    vat = [semi_supervised_accuracy(s, alpha=1.0) for s in seeds]
     mean_sup, mean_vat = sum(supervised) / 3, sum(vat) / 3
     # measured (torch 2.14.1, CPU): supervised 0.939 / 0.905 / 0.882, VAT 0.998 / 1.000 / 0.999
     assert mean_vat > mean_sup + 0.05, (supervised, vat)

@@ -16,14 +16,6 @@ from torchvat.integrations.lightning import parse_batch, vat_module
 from torchvat.train import Batch, VirtualAdversarialTraining
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def moons(n: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = make_moons(n, noise=0.1, random_state=seed)
     return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)

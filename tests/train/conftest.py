@@ -43,14 +43,6 @@ def make_mlp(seed: int = 0, *, batch_norm: bool = False, dropout: float = 0.0, w
     return nn.Sequential(*layers)
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def moons() -> MoonsData:
     return MoonsData()

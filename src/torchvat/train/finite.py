@@ -59,8 +59,7 @@ def grad_finite_flags(grads: Sequence[Tensor | None], *, foreach: bool | None = 
     device = present[0].device if present else torch.device("cpu")
     if not present:
         return torch.ones(len(grads), dtype=torch.bool, device=device)
-    zero = torch.zeros((), device=device)
-    sums: list[Tensor] = [zero] * len(grads)
+    sums: list[Tensor | None] = [None] * len(grads)  # None: nothing to check (finite)
     batched: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, g in enumerate(grads):
         if g is None or g.numel() == 0:
@@ -76,7 +75,10 @@ def grad_finite_flags(grads: Sequence[Tensor | None], *, foreach: bool | None = 
         norms = torch._foreach_norm([grads[i] for i in idx], 1, dtype=acc)  # type: ignore[misc]
         for i, n in zip(idx, norms, strict=True):
             sums[i] = n.to(device)
-    return torch.isfinite(torch.stack(sums))
+    if any(v is None for v in sums):
+        zero = torch.zeros((), device=device)
+        sums = [zero if v is None else v for v in sums]
+    return torch.isfinite(torch.stack(sums))  # type: ignore[arg-type]
 
 
 def supports_found_inf(optimizer: torch.optim.Optimizer) -> bool:
@@ -129,10 +131,9 @@ class BufferSnapshot:
             key = (b.device, b.dtype, min(b.ndim, 2))
             self._slot.append((key, len(groups.setdefault(key, []))))
             groups[key].append(b)
-        self._keys = list(groups)
-        self._groups = [(key[2], group) for key, group in groups.items()]
+        self._groups = groups
         with torch.no_grad():
-            self._saved = [_pack(rank, group) for rank, group in self._groups]
+            self._saved = [_pack(rank, group) for (_, _, rank), group in groups.items()]
 
     def restore(self, ok: Tensor, live: Sequence[Tensor] | None = None) -> None:
         """Put the saved values back where ``ok`` (a bool scalar) is false; keep them where true.
@@ -149,15 +150,15 @@ class BufferSnapshot:
             if live is not None and not _same_tensors(live, self._buffers):
                 self._restore_each(ok, live)
                 return
-            for (rank, group), saved in zip(self._groups, self._saved, strict=True):
+            for ((_, _, rank), group), saved in zip(self._groups.items(), self._saved, strict=True):
                 now = _pack(rank, group)
                 torch.where(ok.to(saved.device), now, saved, out=now)
                 torch._foreach_copy_(group, _unpack(rank, group, now))
 
     def _restore_each(self, ok: Tensor, live: Sequence[Tensor]) -> None:
         unpacked = {
-            key: _unpack(rank, group, saved)
-            for key, (rank, group), saved in zip(self._keys, self._groups, self._saved, strict=True)
+            key: _unpack(key[2], group, saved)
+            for (key, group), saved in zip(self._groups.items(), self._saved, strict=True)
         }
         for now, (key, j) in zip(live, self._slot, strict=False):
             before = unpacked[key][j]
