@@ -154,3 +154,26 @@ def test_encode_labels_object_integers():
 def test_empty_arrays_are_refused_with_a_clear_error():
     with pytest.raises(ValueError, match=r"X must have at least one row, got an empty array of shape \(0, 3\)"):
         from_arrays(np.zeros((0, 3)), np.zeros(0))
+
+
+def test_validation_split_is_stratified_and_keeps_a_training_row_per_class():
+    # a plain random split of these 4 labeled rows held out both rows of one class for some seeds
+    X = np.arange(20, dtype=np.float32).reshape(20, 1)
+    y = np.array([0, 0, 1, 1] + [-1] * 16)
+    for seed in range(20):
+        data = from_arrays(X, y, val_fraction=0.5, seed=seed)
+        assert sorted(data.y_labeled.tolist()) == [0, 1] and sorted(data.y_val.tolist()) == [0, 1]
+    y = np.array([0] * 30 + [1] * 10 + [2] * 2 + [-1] * 8)
+    X = np.arange(50, dtype=np.float32).reshape(50, 1)
+    data = from_arrays(X, y, val_fraction=0.2, seed=3)
+    assert torch.bincount(data.y_val, minlength=3).tolist() == [6, 2, 0]
+    assert torch.bincount(data.y_labeled, minlength=3).tolist() == [24, 8, 2]
+    again = from_arrays(X, y, val_fraction=0.2, seed=3)
+    assert torch.equal(again.x_val, data.x_val)
+    assert not torch.equal(from_arrays(X, y, val_fraction=0.2, seed=4).x_val, data.x_val)
+
+
+def test_validation_split_refuses_when_every_class_has_one_labeled_row():
+    X = np.zeros((6, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"val_fraction=0\.5 cannot hold out any labeled row: each of the 2 classes"):
+        from_arrays(X, np.array([0, 1, -1, -1, -1, -1]), val_fraction=0.5)

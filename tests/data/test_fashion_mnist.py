@@ -47,3 +47,15 @@ def test_env_var_is_searched(tmp_path, monkeypatch):
 def test_missing_root_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"{tmp_path}.*dataset-fashion-mnist"):
         load_fashion_mnist(tmp_path / "empty")
+
+
+def test_files_downloaded_to_the_default_cache_are_found(tmp_path, monkeypatch):
+    import torchvat.data.fashion_mnist as fm
+
+    monkeypatch.delenv(DATA_ENV_VAR, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(fm, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
+    raw = tmp_path / ".cache" / "torchvat" / "data" / "FashionMNIST" / "raw"
+    write_fake(raw, fake_arrays(), gz=False)
+    assert find_fashion_mnist() == raw
+    assert load_fashion_mnist(n_labels=10).x_unlabeled.shape == (50, 1, 28, 28)

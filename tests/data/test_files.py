@@ -106,3 +106,72 @@ def test_image_folder_missing_paths(tmp_path):
     _png(tmp_path / "a" / "1.png", 1)
     with pytest.raises(FileNotFoundError, match="no-test"):
         load_image_folder(tmp_path, test_dir="no-test")
+
+
+def test_csv_missing_value_spellings_mark_unlabeled_rows(tmp_path):
+    # Python's csv module and numpy write float labels as 0.0 / nan; R writes NA
+    path = tmp_path / "floats.csv"
+    path.write_text("a,b,label\n0.1,0.2,0.0\n0.3,0.4,nan\n0.5,0.6,1.0\n0.7,0.8,NA\n0.9,1.0,<NA>\n1.1,1.2,-1.0\n")
+    data = load_csv(path, unlabeled_includes_labeled=False)
+    assert data.n_classes == 2 and data.classes is None
+    assert data.y_labeled.tolist() == [0, 1]
+    assert data.n_unlabeled == 4
+    names = tmp_path / "names.csv"
+    names.write_text("a,label\n1,cat\n2,NaN\n3,dog\n4,null\n5,None\n")
+    data = load_csv(names, unlabeled_includes_labeled=False)
+    assert data.classes == ["cat", "dog"] and data.n_unlabeled == 3
+
+
+def test_csv_empty_feature_cell_is_nan_only_when_nonfinite_is_allowed(tmp_path):
+    path = tmp_path / "gaps.csv"
+    path.write_text("a,b,label\n1,,0\n2,3,1\n4,5,-1\n")
+    with pytest.raises(ValueError, match="line 2, column 'b': expected a number, got ''"):
+        load_csv(path)
+    data = load_csv(path, allow_nonfinite=True, unlabeled_includes_labeled=False)
+    assert torch.isnan(data.x_labeled[0, 1]) and data.x_labeled[1].tolist() == [2.0, 3.0]
+
+
+def test_image_folder_keeps_16_bit_and_float_images_in_range(tmp_path):
+    ramp16 = np.linspace(0, 65535, 64).astype(np.uint16).reshape(8, 8)
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(ramp16).save(tmp_path / c / "x.png")
+    with pytest.warns(UserWarning, match="no unlabeled"):
+        data = load_image_folder(tmp_path)
+    assert data.x_labeled.shape == (2, 1, 8, 8)
+    expected = torch.from_numpy(ramp16.astype(np.float32) / 65535.0)
+    assert torch.allclose(data.x_labeled[0, 0], expected)  # PIL's convert("L") would clip to 0..255
+    float_root = tmp_path / "float"
+    ramp = np.linspace(0.0, 1.0, 16, dtype=np.float32).reshape(4, 4)
+    for c in ("a", "b"):
+        (float_root / c).mkdir(parents=True)
+        Image.fromarray(ramp, mode="F").save(float_root / c / "x.tif")
+    with pytest.warns(UserWarning, match="no unlabeled"):
+        data = load_image_folder(float_root, mode="RGB")
+    assert data.x_labeled.shape == (2, 3, 4, 4)
+    assert torch.allclose(data.x_labeled[1, 2], torch.from_numpy(ramp))
+    Image.fromarray(ramp * 7, mode="F").save(float_root / "b" / "x.tif")
+    with pytest.raises(ValueError, match=r"floating-point image \(PIL mode 'F'\) with values in \[0.0, 7.0\]"):
+        load_image_folder(float_root)
+
+
+def test_image_folder_test_dir_inside_root_is_not_a_class(tmp_path):
+    for c in ("cat", "dog"):
+        _png(tmp_path / c / "1.png", 10)
+        _png(tmp_path / "test" / c / "t.png", 20)
+    _png(tmp_path / "unlabeled" / "u.png", 30)
+    data = load_image_folder(tmp_path, test_dir="test")
+    assert data.classes == ["cat", "dog"] and data.n_classes == 2
+    assert sorted(data.y_test.tolist()) == [0, 1]
+
+
+def test_image_folder_refuses_an_empty_class_and_test_images_of_another_size(tmp_path):
+    _png(tmp_path / "cat" / "1.png", 10)
+    _png(tmp_path / "unlabeled" / "u.png", 30)
+    (tmp_path / "dog").mkdir()
+    with pytest.raises(ValueError, match=r"class folder .*dog has no images"):
+        load_image_folder(tmp_path)
+    _png(tmp_path / "dog" / "2.png", 10)
+    _png(tmp_path.parent / (tmp_path.name + "-test") / "dog" / "t.png", 10, size=(6, 6))
+    with pytest.raises(ValueError, match=r"test images are \(6, 6\) .* training images \(4, 4\); pass size="):
+        load_image_folder(tmp_path, test_dir=tmp_path.parent / (tmp_path.name + "-test"))

@@ -373,6 +373,22 @@ def test_unlabeled_rows_contribute_only_the_vat_term(tmp_path, batch):
     assert loss > 0
 
 
+def test_logged_term_means_count_only_the_batches_that_had_the_term(tmp_path, batch):
+    model = tiny_bert().train()
+    trainer = make_trainer(tmp_path, model, VATArguments(method="vat+at", eps=0.5))
+    labeled = dict(batch, labels=torch.tensor([0, 1, 1, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]))
+    unlabeled = dict(batch, labels=torch.full((6,), IGNORE_INDEX))
+    trainer.compute_loss(model, labeled)
+    first = dict(trainer.last_loss_terms)
+    trainer.compute_loss(model, unlabeled)  # no labeled rows: no AT term
+    second = dict(trainer.last_loss_terms)
+    assert "at" in first and "at" not in second
+    trainer.log({"loss": 1.0})
+    logged = trainer.state.log_history[-1]
+    assert logged["loss_at"] == pytest.approx(float(first["at"]), abs=1e-6)  # not halved
+    assert logged["loss_vat"] == pytest.approx((float(first["vat"]) + float(second["vat"])) / 2, abs=1e-6)
+
+
 def test_vat_on_unlabeled_ignores_labeled_rows(tmp_path, batch):
     model = tiny_bert().train()
     trainer = make_trainer(tmp_path, model, VATArguments(eps=0.5, vat_on="unlabeled"))

@@ -131,3 +131,26 @@ def test_parse_batch_layouts_and_errors():
         vat_module(bn_mlp(), 3)
     with pytest.raises(ValueError, match="lr must be a number > 0, got 0"):
         vat_module(bn_mlp(), lr=0)
+
+
+def test_checkpoint_keeps_the_method_its_derived_eps_and_generator(tmp_path):
+    from torchvat.integrations.lightning import VATModule
+
+    x, y = moons()
+    module = vat_module(bn_mlp(), "vat+ent", beta=0.5, lr=1e-2)  # eps derived from the first batch
+    trainer = lightning_trainer(3)
+    trainer.fit(module, train_dataloaders=DataLoader(TensorDataset(x[:64], y[:64], x[:64]), batch_size=16))
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    eps = module.method.eps
+    assert eps is not None and eps > 0
+    loaded = VATModule.load_from_checkpoint(path, model=bn_mlp(1))
+    assert type(loaded.method) is type(module.method) and loaded.method.weights == module.method.weights
+    assert loaded.method.eps == eps  # not derived again from another batch
+    state = module._method_generator(torch.device("cpu")).get_state()
+    assert torch.equal(loaded._method_generator(torch.device("cpu")).get_state(), state)
+
+
+def test_a_hyperparameter_the_method_does_not_take_is_an_error():
+    with pytest.raises(ValueError, match=r"method 'vat' takes the hyperparameters .* got \['alhpa'\] besides"):
+        vat_module(bn_mlp(), "vat", alhpa=2.0)

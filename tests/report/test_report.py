@@ -91,3 +91,13 @@ def test_read_metrics_latest_record_wins(tmp_path):
     assert read_metrics(p) == [{"step": 1, "e": 0}, {"step": 2, "e": 3}]
     with pytest.raises(FileNotFoundError, match="metrics file not found"):
         read_metrics(tmp_path / "none.jsonl")
+
+
+def test_numpy_numbers_are_formatted_and_right_aligned_and_pipes_escaped():
+    import numpy as np
+
+    from torchvat.report.document import format_cell, markdown_table
+
+    assert format_cell(np.float32(0.123456)) == "0.1235" and format_cell(np.int64(7)) == "7"
+    table = markdown_table(["rate|s", "error"], [["vat", np.float32(0.5)], ["at", np.float64(0.25)]])
+    assert table.splitlines()[:2] == ["| rate\\|s | error |", "|---|---:|"]

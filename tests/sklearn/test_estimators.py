@@ -236,6 +236,22 @@ def test_partial_fit_continues_training(moons):
         clf.partial_fit(X, np.where(y_semi == 1, 2, y_semi))
 
 
+def test_partial_fit_drops_the_unlabeled_marker_from_classes(moons):
+    X, _, y_semi = moons
+    clf = VATClassifier(**{**FAST, "batch_size": 8, "unlabeled_batch_size": 64})
+    clf.partial_fit(X, y_semi, classes=np.unique(y_semi))  # np.unique of semi-supervised y holds -1
+    assert clf.classes_.tolist() == [0, 1]
+    assert clf.predict_proba(X).shape == (X.shape[0], 2) and set(clf.predict(X).tolist()) <= {0, 1}
+    clf.partial_fit(X, y_semi, classes=np.unique(y_semi))  # the same classes again: accepted
+
+
+def test_partial_fit_with_early_stopping_trains_on_every_labeled_row(moons):
+    X, _, y_semi = moons
+    clf = VATClassifier(**{**FAST, "early_stopping": True, "validation_fraction": 0.5})
+    clf.partial_fit(X, y_semi, classes=[0, 1])
+    assert clf.n_iter_ >= 1 and not hasattr(clf, "validation_scores_")  # no rows held out, no evaluation
+
+
 def test_warm_start_continues_from_the_fitted_module(moons):
     X, _, y_semi = moons
     clf = VATClassifier(**{**FAST, "warm_start": True}).fit(X, y_semi)

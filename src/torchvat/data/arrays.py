@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,12 +64,29 @@ def _inputs_tensor(x: Any, arg: str, allow_nonfinite: bool) -> Tensor:
     return t
 
 
+MISSING_LABEL_TEXTS = frozenset({"", "-1", "nan", "na", "n/a", "<na>", "null", "none"})
+"""Label texts (compared stripped and lower-cased) that mark an unlabeled row, besides numbers equal to -1:
+the empty cell, ``-1``, and the missing-value spellings of pandas, R and Python (``NaN``, ``NA``,
+``N/A``, ``<NA>``, ``null``, ``None``)."""
+
+
+def is_missing_label_text(s: str) -> bool:
+    """Whether label text ``s`` marks an unlabeled row (see :data:`MISSING_LABEL_TEXTS`; ``"-1.0"`` too)."""
+    t = s.strip().lower()
+    if t in MISSING_LABEL_TEXTS:
+        return True
+    try:
+        return float(t) == UNLABELED
+    except ValueError:
+        return False
+
+
 def _is_missing(v: Any) -> bool:
     """Whether a single label value marks an unlabeled row."""
     if v is None or type(v).__name__ == "NAType":  # pandas.NA, without importing pandas
         return True
     if isinstance(v, str):
-        return v.strip() in ("", "-1")
+        return is_missing_label_text(v)
     if isinstance(v, numbers.Real) and not isinstance(v, bool):
         return math.isnan(float(v)) or float(v) == UNLABELED
     return False
@@ -84,6 +101,16 @@ def _as_int(v: Any) -> int | None:
     if isinstance(v, numbers.Real) and float(v).is_integer():
         return int(v)
     return None
+
+
+def _name_order(names: Sequence[str]) -> Callable[[str], Any]:
+    """Sort key of class names: by value when every name is a number (``"2" < "10"``), else as text."""
+    try:
+        for n in set(names):
+            float(n)
+    except ValueError:
+        return str
+    return float
 
 
 def encode_labels(
@@ -155,7 +182,7 @@ def encode_labels(
         )
     names = [str(v).strip() for v in present]
     if classes is None:
-        classes = sorted(set(names))
+        classes = sorted(set(names), key=_name_order(names))
     lookup = {str(c): i for i, c in enumerate(classes)}
     unknown = sorted(set(names) - lookup.keys())
     if unknown:
@@ -163,6 +190,41 @@ def encode_labels(
     codes = np.full(len(values), UNLABELED, dtype=np.int64)
     codes[~missing] = np.asarray([lookup[s] for s in names], dtype=np.int64)
     return codes, [str(c) for c in classes]
+
+
+def stratified_holdout(y: Tensor, fraction: float, seed: int) -> Tensor:
+    """A boolean mask over labeled rows ``y`` holding out ``fraction`` of them, class by class.
+
+    ``max(1, round(fraction * len(y)))`` rows are held out, shared among the classes in proportion to
+    their counts (largest remainders first), and every class keeps at least one training row: a plain
+    random split can hold out every labeled row of a rare class. The rows of each class are drawn at
+    random with ``seed``.
+
+    Raises:
+        ValueError: If no row can be held out because every class has a single labeled row.
+    """
+    counts = torch.bincount(y).tolist()
+    present = [c for c, n in enumerate(counts) if n > 0]
+    cap = {c: counts[c] - 1 for c in present}
+    if sum(cap.values()) == 0:
+        raise ValueError(
+            f"val_fraction={fraction} cannot hold out any labeled row: each of the {len(present)} "
+            "classes has a single labeled row, which training needs"
+        )
+    n_val = min(max(1, round(fraction * y.shape[0])), sum(cap.values()))
+    quota = {c: fraction * counts[c] for c in present}
+    take = {c: min(math.floor(quota[c]), cap[c]) for c in present}
+    by_remainder = sorted(present, key=lambda c: (-(quota[c] - math.floor(quota[c])), c))
+    while sum(take.values()) < n_val:
+        for c in by_remainder:
+            if take[c] < cap[c] and sum(take.values()) < n_val:
+                take[c] += 1
+    gen = torch.Generator().manual_seed(int(seed))
+    held = torch.zeros(y.shape[0], dtype=torch.bool)
+    for c in present:
+        rows = torch.nonzero(y == c).flatten()
+        held[rows[torch.randperm(rows.shape[0], generator=gen)[: take[c]]]] = True
+    return held
 
 
 def from_arrays(
@@ -193,7 +255,9 @@ def from_arrays(
         n_classes: Number of classes; inferred from the labels when ``None``.
         classes: Class names in index order (fixes the mapping of string labels).
         val_fraction: Fraction of the labeled rows held out as a validation set, in
-            ``[0, 1)``; held-out rows are not used for training at all.
+            ``[0, 1)``; held-out rows are not used for training at all. The split is
+            stratified: each class gives its share and keeps at least one training row
+            (:func:`stratified_holdout`).
         seed: Seed of the validation split.
         unlabeled_includes_labeled: Whether ``x_unlabeled`` also holds the labeled inputs.
         allow_nonfinite: Accept NaN/Inf in the inputs.
@@ -244,6 +308,7 @@ def from_arrays(
             raise ValueError(f"y_test must be fully labeled, got {int((t_codes == UNLABELED).sum())} unlabeled rows")
         t_test = torch.from_numpy(t_codes)
     all_codes = codes[labeled] if t_test is None else np.concatenate([codes[labeled], t_codes])
+    inferred = n_classes is None and names is None
     if n_classes is None:
         if names is not None:
             n_classes = len(names)
@@ -256,6 +321,16 @@ def from_arrays(
         raise ValueError(
             f"labels must be in [0, {n_classes}) or -1 for unlabeled rows, got invalid labels {bad[:10].tolist()}"
         )
+    if inferred:
+        never = np.setdiff1d(np.arange(n_classes), codes[labeled])
+        if never.size:
+            warnings.warn(
+                f"class indices {never[:10].tolist()} of the {n_classes} classes have no labeled training row "
+                "(integer labels are class indices 0..n_classes-1: labels 1..K give a class 0 that is never "
+                "labeled); relabel y or pass string class names",
+                UserWarning,
+                stacklevel=2,
+            )
     if labeled.all():
         warnings.warn(
             "y contains no unlabeled rows (no unlabeled samples, y == -1); training is fully supervised",
@@ -269,14 +344,8 @@ def from_arrays(
     y_all = torch.from_numpy(codes)
     x_val = y_val = None
     if val_fraction > 0:
-        n_lab = lab_idx.shape[0]
-        n_val = max(1, round(val_fraction * n_lab))
-        if n_val >= n_lab:
-            raise ValueError(f"val_fraction={val_fraction} leaves no labeled training rows out of {n_lab} labeled rows")
-        gen = torch.Generator().manual_seed(int(seed))
-        perm = torch.randperm(n_lab, generator=gen)
-        val_idx = lab_idx[perm[:n_val].sort().values]
-        lab_idx = lab_idx[perm[n_val:].sort().values]
+        held = stratified_holdout(y_all[lab_idx], val_fraction, seed)
+        val_idx, lab_idx = lab_idx[held], lab_idx[~held]
         x_val, y_val = x[val_idx], y_all[val_idx]
     if unlabeled_includes_labeled:
         x_unlabeled = x[torch.cat([lab_idx, unl_idx]).sort().values]

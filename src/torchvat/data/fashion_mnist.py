@@ -72,7 +72,8 @@ def find_fashion_mnist(root: str | os.PathLike[str] | None = None) -> Path:
 
     The search order is: ``root`` when given (and only it), then the directory in the
     ``TORCHVAT_DATA`` environment variable, then Debian's package location
-    ``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``).
+    ``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``), then
+    ``~/.cache/torchvat/data``, where a torchvision download goes without ``TORCHVAT_DATA``.
     In each place the directory itself, ``fashion-mnist/`` and torchvision's
     ``FashionMNIST/raw/`` are tried.
 
@@ -94,6 +95,7 @@ def find_fashion_mnist(root: str | os.PathLike[str] | None = None) -> Path:
         if env:
             places.append(Path(env).expanduser())
         places.append(DEBIAN_FASHION_MNIST_DIR)
+        places.append(Path("~/.cache/torchvat/data").expanduser())  # where download=True puts them by default
     searched: list[Path] = []
     for place in places:
         for cand in _candidates(place):

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from torchvat.data.arrays import UNLABELED, from_arrays
+from torchvat.data.arrays import UNLABELED, from_arrays, is_missing_label_text
 from torchvat.data.container import SemiSupervisedData
 
 __all__ = ["IMAGE_EXTENSIONS", "load_csv", "load_image_folder", "load_npz"]
@@ -86,8 +86,13 @@ def load_npz(
     )
 
 
-def _read_csv(path: Path, label_column: str, delimiter: str) -> tuple[np.ndarray, np.ndarray]:
-    """Parse a CSV file into float features and raw labels (integers or names)."""
+def _read_csv(
+    path: Path, label_column: str, delimiter: str, allow_nonfinite: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Parse a CSV file into float features and raw labels (integers or names).
+
+    With ``allow_nonfinite``, an empty feature cell reads as NaN (a missing value).
+    """
     with open(path, newline="") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
@@ -109,23 +114,23 @@ def _read_csv(path: Path, label_column: str, delimiter: str) -> tuple[np.ndarray
         raw_labels.append(row[li].strip())
         for j, c in enumerate(feature_cols):
             try:
-                features[r, j] = float(row[c])
+                features[r, j] = float("nan") if allow_nonfinite and not row[c].strip() else float(row[c])
             except ValueError:
                 raise ValueError(
                     f"{path}, line {r + 2}, column {header[c]!r}: expected a number, got {row[c]!r}"
                 ) from None
-    present = [s for s in raw_labels if s not in ("", str(UNLABELED))]
+    missing = [is_missing_label_text(s) for s in raw_labels]
+    present = [s for s, m in zip(raw_labels, missing, strict=True) if not m]
     try:
         ints = [int(float(s)) if float(s).is_integer() else None for s in present]
     except ValueError:
         ints = [None]
     if all(i is not None for i in ints):
         labels = np.array(
-            [UNLABELED if s in ("", str(UNLABELED)) else int(float(s)) for s in raw_labels],
-            dtype=np.int64,
+            [UNLABELED if m else int(float(s)) for s, m in zip(raw_labels, missing, strict=True)], dtype=np.int64
         )
     else:
-        labels = np.array([None if s == "" else s for s in raw_labels], dtype=object)
+        labels = np.array([None if m else s for s, m in zip(raw_labels, missing, strict=True)], dtype=object)
     return features, labels
 
 
@@ -145,7 +150,8 @@ def load_csv(
 ) -> SemiSupervisedData:
     r"""Load a CSV table with a header row, one label column and numeric feature columns.
 
-    An empty label or ``-1`` marks an unlabeled row. Labels that are all integers are
+    An empty label, ``-1`` or a missing-value spelling (``NaN``, ``NA``, ``N/A``, ``<NA>``, ``null``,
+    ``None``; any case) marks an unlabeled row. Labels that are all integers (``1`` or ``1.0``) are
     class indices; otherwise they are class names (sorted into indices unless
     ``classes`` is given). Every other column must be numeric.
 
@@ -159,7 +165,7 @@ def load_csv(
         val_fraction: Fraction of the labeled rows held out for validation.
         seed: Seed of the validation split.
         unlabeled_includes_labeled: Whether the unlabeled set holds the labeled inputs.
-        allow_nonfinite: Accept NaN/Inf features.
+        allow_nonfinite: Accept NaN/Inf features; an empty feature cell then reads as NaN.
         name: Dataset name; the file's stem when ``None``.
 
     Returns:
@@ -179,11 +185,11 @@ def load_csv(
         (['cat', 'dog'], 1)
     """
     p = _existing(path, "path")
-    x, y = _read_csv(p, label_column, delimiter)
+    x, y = _read_csv(p, label_column, delimiter, allow_nonfinite)
     x_test: Any = None
     y_test: Any = None
     if test_path is not None:
-        x_test, y_test = _read_csv(_existing(test_path, "test_path"), label_column, delimiter)
+        x_test, y_test = _read_csv(_existing(test_path, "test_path"), label_column, delimiter, allow_nonfinite)
         if y.dtype == object and y_test.dtype != object:
             y_test = y_test.astype(str).astype(object)
     return from_arrays(
@@ -213,18 +219,53 @@ def _class_dirs(directory: Path, exclude: set[str]) -> list[Path]:
     return sorted(d for d in directory.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in exclude)
 
 
+#: PIL modes of more than 8 bits per pixel, and the value that maps to 1.0
+_HIGH_DEPTH_SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+
+
+def _high_depth_array(img: Any, f: Path, size: tuple[int, int] | None, mode: str) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float image as float32 in [0, 1] (``[H, W]``, or ``[H, W, 3]`` for RGB).
+
+    PIL's ``convert("L")`` clips such images to 0..255 instead of rescaling them, so they are scaled
+    here: 16-bit and integer images by 65535, float images taken as they are (they must hold [0, 1]).
+    """
+    from PIL import Image
+
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"mode={mode!r} cannot hold {f} (PIL mode {img.mode!r}, more than 8 bits): use 'L' or 'RGB'")
+    arr = np.asarray(img, dtype=np.float32)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    top = _HIGH_DEPTH_SCALE[img.mode]
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo >= 0.0 and hi <= top):
+        kind = "a floating-point" if img.mode == "F" else "an integer"
+        raise ValueError(
+            f"{f} is {kind} image (PIL mode {img.mode!r}) with values in [{lo}, {hi}]: expected [0, {top:g}]"
+        )
+    arr = arr / np.float32(top)
+    if size is not None and arr.shape != size:
+        arr = np.asarray(Image.fromarray(arr, mode="F").resize((size[1], size[0]), Image.Resampling.BILINEAR))
+    return np.repeat(arr[..., None], 3, axis=2) if mode == "RGB" else arr
+
+
 def _read_images(files: list[Path], size: tuple[int, int] | None, mode: str) -> np.ndarray:
-    """Read images as uint8 ``[N, C, H, W]``, resized to ``size`` (height, width)."""
+    """Read images as float32 ``[N, C, H, W]`` in [0, 1], resized to ``size`` (height, width).
+
+    8-bit images are converted to ``mode`` and divided by 255; 16-bit, 32-bit integer and float
+    grayscale images keep their depth (see :func:`_high_depth_array`).
+    """
     from PIL import Image
 
     out = []
     first: tuple[int, int] | None = None
     for f in files:
         with Image.open(f) as img:
-            img = img.convert(mode)
-            if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
+            if img.mode in _HIGH_DEPTH_SCALE:
+                arr = _high_depth_array(img, f, size, mode)
+            else:
+                img = img.convert(mode)
+                if size is not None and img.size != (size[1], size[0]):
+                    img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                arr = np.asarray(img, dtype=np.float32) / np.float32(255.0)
         if first is None:
             first = arr.shape[:2]
         elif arr.shape[:2] != first:
@@ -233,7 +274,7 @@ def _read_images(files: list[Path], size: tuple[int, int] | None, mode: str) -> 
                 "(height, width); pass size= to resize them"
             )
         out.append(arr[None, ...] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-    return np.stack(out) if out else np.empty((0, 0, 0, 0), dtype=np.uint8)
+    return np.stack(out) if out else np.empty((0, 0, 0, 0), dtype=np.float32)
 
 
 def _detect_mode(files: list[Path]) -> str:
@@ -241,7 +282,7 @@ def _detect_mode(files: list[Path]) -> str:
 
     for f in files:
         with Image.open(f) as img:
-            if img.mode not in ("L", "1", "I", "I;16", "F"):
+            if img.mode not in ("L", "1", *_HIGH_DEPTH_SCALE):
                 return "RGB"
     return "L"
 
@@ -262,8 +303,11 @@ def load_image_folder(
 
     ``root/<class name>/*.png`` are labeled images (classes sorted by folder name) and
     ``root/<unlabeled_dir>/*`` unlabeled ones. ``test_dir`` (absolute, or relative to
-    ``root``) has class sub-folders named like the training ones. Images are read with
-    PIL, converted to ``mode`` and scaled to ``[0, 1]``: inputs are ``[C, H, W]``.
+    ``root``; a test folder inside ``root`` is not a class) has class sub-folders named like the
+    training ones. Images are read with PIL, converted to ``mode`` and scaled to ``[0, 1]``:
+    inputs are ``[C, H, W]``. 8-bit images are divided by 255; 16-bit and 32-bit integer
+    grayscale images (microscopy, medical scans) by 65535, and float images (PIL mode ``"F"``)
+    must already hold values in ``[0, 1]``.
 
     Args:
         root: Directory with the class sub-folders.
@@ -271,7 +315,7 @@ def load_image_folder(
             or ``None`` for none.
         test_dir: Directory of the test images, or ``None``.
         size: Resize every image to ``(height, width)`` (an int for squares); when
-            ``None`` all images must have the same size.
+            ``None`` all images, test images included, must have the same size.
         mode: PIL mode (``"L"`` or ``"RGB"``); ``None`` picks ``"L"`` when all training
             images are grayscale, else ``"RGB"``.
         val_fraction: Fraction of the labeled images held out for validation.
@@ -284,11 +328,18 @@ def load_image_folder(
 
     Raises:
         FileNotFoundError: If ``root`` or ``test_dir`` does not exist.
-        ValueError: If there are no class folders, the test set names unknown classes, or
-            image sizes differ without ``size``.
+        ValueError: If there are no class folders, a class folder has no images, the test set
+            names unknown classes, image sizes differ without ``size``, or a 16-bit/float image
+            holds values outside its range.
     """
     root_p = _existing(root, "root", directory=True)
     exclude = {unlabeled_dir} if unlabeled_dir else set()
+    test_p: Path | None = None
+    if test_dir is not None:
+        test_p = Path(test_dir).expanduser()
+        test_p = _existing(test_p if test_p.is_absolute() else root_p / test_p, "test_dir", directory=True)
+        if test_p.resolve().parent == root_p.resolve():  # a test folder inside root is not a class
+            exclude.add(test_p.name)
     class_dirs = _class_dirs(root_p, exclude)
     if not class_dirs:
         raise ValueError(f"root {root_p} has no class sub-folders")
@@ -297,15 +348,18 @@ def load_image_folder(
     labels: list[int] = []
     for c, d in enumerate(class_dirs):
         found = _image_files(d)
+        if not found:
+            raise ValueError(
+                f"class folder {d} has no images (expected files ending in {', '.join(IMAGE_EXTENSIONS)}); "
+                "remove it or add its images"
+            )
         files += found
         labels += [c] * len(found)
     unl_path = root_p / unlabeled_dir if unlabeled_dir else None
     unl_files = _image_files(unl_path) if unl_path is not None and unl_path.is_dir() else []
     test_files: list[Path] = []
     test_labels: list[int] = []
-    if test_dir is not None:
-        test_p = Path(test_dir).expanduser()
-        test_p = _existing(test_p if test_p.is_absolute() else root_p / test_p, "test_dir", directory=True)
+    if test_p is not None:
         for d in _class_dirs(test_p, set()):
             if d.name not in classes:
                 raise ValueError(f"test_dir class folder {d.name!r} is not a training class {classes}")
@@ -317,14 +371,17 @@ def load_image_folder(
     if mode is None:
         mode = _detect_mode(files + unl_files)
     all_train = _read_images(files + unl_files, size, mode)
-    if size is None and all_train.size:
-        size = (all_train.shape[2], all_train.shape[3])
     x_test = _read_images(test_files, size, mode) if test_files else None
+    if x_test is not None and x_test.shape[2:] != all_train.shape[2:]:
+        raise ValueError(
+            f"test images are {tuple(x_test.shape[2:])} (height, width) but training images "
+            f"{tuple(all_train.shape[2:])}; pass size= to resize them all"
+        )
     y = np.array(labels + [UNLABELED] * len(unl_files), dtype=np.int64)
     return from_arrays(
-        all_train.astype(np.float32) / 255.0,
+        all_train,
         y,
-        X_test=None if x_test is None else x_test.astype(np.float32) / 255.0,
+        X_test=x_test,
         y_test=None if x_test is None else np.array(test_labels, dtype=np.int64),
         n_classes=len(classes),
         classes=classes,

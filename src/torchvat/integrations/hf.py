@@ -583,7 +583,7 @@ def _build_vat_trainer() -> type:
             self.model_accepts_loss_kwargs = False
             self.last_loss_terms: dict[str, Tensor] = {}
             self._term_sums: dict[str, Tensor] = {}
-            self._term_count = 0
+            self._term_counts: dict[str, int] = {}  # per term: a batch without labeled rows has no "ce"
 
         @property
         def label_key(self) -> str:
@@ -691,15 +691,15 @@ def _build_vat_trainer() -> type:
             if model.training:
                 for k, v in self.last_loss_terms.items():
                     self._term_sums[k] = self._term_sums.get(k, 0.0) + v.float()
-                self._term_count += 1
+                    self._term_counts[k] = self._term_counts.get(k, 0) + 1
             return (loss, outputs) if return_outputs else loss
 
         def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-            """Add the mean of each loss term since the last training log, then log as ``Trainer`` does."""
-            if "loss" in logs and self._term_count > 0:
+            """Add the mean of each loss term over the batches that had it since the last training log."""
+            if "loss" in logs and self._term_counts:
                 for k, v in self._term_sums.items():
-                    logs[f"loss_{k}"] = round(float(v) / self._term_count, 6)
-                self._term_sums, self._term_count = {}, 0
+                    logs[f"loss_{k}"] = round(float(v) / self._term_counts[k], 6)
+                self._term_sums, self._term_counts = {}, {}
             super().log(logs, *args, **kwargs)
 
     VATTrainer.__module__ = __name__

@@ -124,7 +124,11 @@ def _build_class() -> type:
             seed: Seed of the method's own generator (VAT's random starts).
             sync_dist: Passed to ``self.log`` (average the logged values over processes).
             **hparams: The method's hyperparameters (``eps``, ``xi``, ``alpha``, ``beta``,
-                ``n_power``, ``norm``, ``probe``, ``regularize``). Without ``eps`` it is derived
+                ``n_power``, ``norm``, ``probe``, ``regularize``); one the method does not take is
+                an error. The method's name and these are saved as Lightning hyperparameters, and
+                checkpoints hold the ``eps`` in use and the method's generator, so
+                ``load_from_checkpoint(path, model=...)`` and ``fit(ckpt_path=...)`` continue with
+                them. Without ``eps`` it is derived
                 with :func:`torchvat.suggest_eps` (``rule="radius"``) from the first training batch
                 (averaged over the processes when distributed, and logged). The trainer's rule,
                 the distance from unlabeled to labeled points, needs the whole labeled set (a
@@ -155,7 +159,7 @@ def _build_class() -> type:
                     raise ValueError(f"pass hyperparameters to the Method instance, got extra {sorted(hparams)}")
                 self.method = method
             elif isinstance(method, str):
-                self.method = get_method(method, **hparams)
+                self.method = get_method(method, strict=True, **hparams)
             else:
                 raise TypeError(f"method must be a name or a torchvat.train.Method, got {type(method).__name__}")
             self.model = model
@@ -164,7 +168,9 @@ def _build_class() -> type:
             self.seed = int(seed)
             self.sync_dist = bool(sync_dist)
             self._generator: torch.Generator | None = None
-            self.save_hyperparameters(ignore=["model", "optimizer", "method"])
+            self._generator_state: Tensor | None = None  # restored from a checkpoint, applied on first use
+            # a method given by name is a hyperparameter (load_from_checkpoint rebuilds it); an instance is not
+            self.save_hyperparameters(ignore=["model", "optimizer"] + ([] if isinstance(method, str) else ["method"]))
 
         def forward(self, x: Tensor) -> Tensor:
             """The wrapped model's output."""
@@ -174,7 +180,25 @@ def _build_class() -> type:
             if self._generator is None or self._generator.device != device:
                 self._generator = torch.Generator(device=device)
                 self._generator.manual_seed(self.seed + 7919 * self.global_rank)
+                if self._generator_state is not None:
+                    self._generator.set_state(self._generator_state)
+                    self._generator_state = None
             return self._generator
+
+        def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+            """Store the method's ``eps`` (derived from the first batch when not given) and its generator."""
+            generator = self._generator.get_state() if self._generator is not None else self._generator_state
+            checkpoint["torchvat"] = {"eps": getattr(self.method, "eps", None), "generator": generator}
+
+        def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+            """Restore the ``eps`` and generator of :meth:`on_save_checkpoint` (a resumed run derives no new eps)."""
+            state = checkpoint.get("torchvat")
+            if state is None:
+                return
+            if state.get("eps") is not None and hasattr(self.method, "eps"):
+                self.method.eps = state["eps"]
+            if state.get("generator") is not None:
+                self._generator, self._generator_state = None, state["generator"]
 
         def _ensure_eps(self, batch: Batch) -> None:
             regularized = any(k not in self.method.supervised_terms for k in self.method.weights)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,8 +27,8 @@ def format_cell(value: Any, digits: int = 4) -> str:
     """
     if value is None:
         return ""
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):  # numpy floats too
+        return f"{float(value):.{digits}g}"
     return str(value)
 
 
@@ -76,7 +77,7 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -100,7 +101,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     """
     cells = _cells(headers, rows)
     align = ["---:" if rows and all(_is_number(r[j]) for r in rows) else "---" for j in range(len(headers))]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
+    lines = ["| " + " | ".join(str(h).replace("|", "\\|") for h in headers) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in cells]
     return "\n".join(lines)
 

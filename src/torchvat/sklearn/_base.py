@@ -275,7 +275,7 @@ class BaseVATEstimator(BaseEstimator):
             )
         x_labeled, x_unlabeled = X[labeled], X[unlabeled]
         x_val = y_val = None
-        if self.early_stopping:
+        if self.early_stopping and not incremental:  # as scikit-learn's MLP: partial_fit does not stop early
             x_labeled, x_val, targets, y_val = self._validation_split(x_labeled, targets)
 
         if first:

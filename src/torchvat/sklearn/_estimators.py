@@ -11,7 +11,7 @@ from sklearn.utils import assert_all_finite
 from sklearn.utils.multiclass import check_classification_targets
 from torch import nn
 
-from torchvat.sklearn._base import BaseVATEstimator
+from torchvat.sklearn._base import BaseVATEstimator, unlabeled_mask
 from torchvat.sklearn._regression import REGRESSION_METHODS, RegressionTrainer, make_regression_method
 from torchvat.train import Method, get_method
 
@@ -21,8 +21,8 @@ CLASSIFIER_METHODS = ("at", "at+vat", "rpt", "supervised", "vat", "vat+ent")
 
 _COMMON_ARGS = """
         hidden_layer_sizes: Widths of the hidden layers of the default network, an
-            :class:`torchvat.models.MLP` with batch normalization and ReLU (ignored when
-            ``module`` is given).
+            :class:`torchvat.models.MLP` with ReLU activations and no batch normalization
+            (ignored when ``module`` is given).
         module: ``None`` for the MLP, or a callable ``module(n_features, n_outputs)``
             returning any ``torch.nn.Module`` that maps ``[B, n_features]`` float32 inputs to
             ``[B, n_outputs]`` outputs.
@@ -51,7 +51,9 @@ _COMMON_ARGS = """
         verbose: Show a progress bar and log a summary.
         early_stopping: Hold out ``validation_fraction`` of the labeled rows, evaluate them
             regularly and stop when the validation error has not improved by ``tol`` for
-            ``n_iter_no_change`` evaluations; the best weights are kept.
+            ``n_iter_no_change`` evaluations; the best weights are kept. ``partial_fit``
+            does not stop early (as scikit-learn's ``MLPClassifier``): it trains on every
+            labeled row it is given.
         validation_fraction: Fraction of the labeled rows held out for early stopping.
         n_iter_no_change: Evaluations without improvement before stopping.
         tol: Minimum improvement of the validation error.
@@ -173,7 +175,8 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
         Args:
             X: Array-like ``[n_samples, n_features]``.
             y: Labels; rows equal to ``unlabeled_label`` are unlabeled.
-            classes: Every class label; required on the first call.
+            classes: Every class label; required on the first call. ``unlabeled_label`` is
+                dropped from it, so ``np.unique(y)`` of semi-supervised ``y`` can be passed.
 
         Returns:
             The estimator.
@@ -194,13 +197,19 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
         if first:
             if classes is None and incremental:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
-            labels = np.unique(y) if classes is None else np.unique(np.asarray(classes))
+            if classes is None:
+                labels = np.unique(y)
+            else:  # np.unique(y) of semi-supervised y, the usual idiom, includes the unlabeled marker
+                labels = np.asarray(classes)
+                labels = np.unique(labels[~unlabeled_mask(labels, self.unlabeled_label)])
             if labels.shape[0] < 2:
                 raise ValueError(
                     f"{type(self).__name__} needs labeled rows of at least 2 classes, got 1 class: {labels.tolist()}"
                 )
             self.classes_ = labels
-        elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
+        elif classes is not None and not np.array_equal(
+            np.unique(np.asarray(classes)[~unlabeled_mask(np.asarray(classes), self.unlabeled_label)]), self.classes_
+        ):
             raise ValueError(
                 f"classes={list(classes)!r} is not the same as on the first call, {self.classes_.tolist()}"
             )

@@ -633,21 +633,24 @@ def available_methods() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-def get_method(name: str, **hparams: Any) -> Method:
+def get_method(name: str, *, strict: bool = False, **hparams: Any) -> Method:
     """Build a registered method.
 
     Hyperparameters the factory does not accept are ignored, so one set of options can
-    configure every method.
+    configure every method; with ``strict=True`` they are an error (for hyperparameters a user
+    typed for this one method, where a misspelt or unused one must not pass silently).
 
     Args:
         name: A name from :func:`available_methods`.
+        strict: Refuse hyperparameters the method does not take.
         **hparams: Hyperparameters (``eps``, ``xi``, ``alpha``, ...).
 
     Returns:
         The method.
 
     Raises:
-        ValueError: If ``name`` is not registered (the message lists the known names).
+        ValueError: If ``name`` is not registered (the message lists the known names), or, with
+            ``strict``, a hyperparameter is not one of the method's.
         TypeError: If the factory does not return a :class:`Method`.
 
     Example:
@@ -663,6 +666,12 @@ def get_method(name: str, **hparams: Any) -> Method:
         params = None
     if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params):
         accepted = {p.name for p in params}
+        unused = sorted(set(hparams) - accepted)
+        if strict and unused:
+            raise ValueError(
+                f"method {name!r} takes the hyperparameters {sorted(accepted)}, got {unused} besides; "
+                "remove them or choose the method that uses them"
+            )
         hparams = {k: v for k, v in hparams.items() if k in accepted}
     method = factory(**hparams)
     if not isinstance(method, Method):
