@@ -110,3 +110,59 @@ def test_dropout_masks_replayed():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         adversarial_loss(nn.Linear(3, 2), torch.randn(2, 3), torch.tensor([0, 1]), **kwargs)
+
+
+class _TinyTextModel(nn.Module):
+    """Hugging Face style: takes ``input_ids`` or ``inputs_embeds``, returns a mapping with logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.head = nn.Embedding(20, 6), nn.Linear(6, 3)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.emb
+
+    def forward(self, input_ids=None, inputs_embeds=None, attention_mask=None):
+        h = self.emb(input_ids) if inputs_embeds is None else inputs_embeds
+        m = attention_mask.unsqueeze(-1).float()
+        return {"logits": self.head((h * m).sum(1) / m.sum(1))}
+
+
+def test_logits_from_a_pass_without_x_are_not_a_zero_gradient():
+    # the clean pass took token ids; x holds embeddings computed apart (they require grad through
+    # the embedding weights, but the logits do not depend on them): a pass of its own is needed
+    torch.manual_seed(0)
+    model = _TinyTextModel()
+    ids, am = torch.randint(0, 20, (4, 5)), torch.ones(4, 5, dtype=torch.long)
+    y = torch.tensor([0, 1, 2, 0])
+    out = model(input_ids=ids, attention_mask=am)
+    x = {"inputs_embeds": model.get_input_embeddings()(ids), "attention_mask": am}
+    assert x["inputs_embeds"].requires_grad
+    kwargs = {"input_key": "inputs_embeds", "eps": 1.0}
+    r_with = adversarial_perturbation(model, x, y, logits=out, **kwargs)
+    r_without = adversarial_perturbation(model, x, y, **kwargs)
+    torch.testing.assert_close(r_with.flatten(1).norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(r_with, r_without)
+    adv = adversarial_loss(model, x, y, logits=out, **kwargs)
+    assert adv > F.cross_entropy(out["logits"], y)
+    torch.testing.assert_close(adv, adversarial_loss(model, x, y, **kwargs))
+    (F.cross_entropy(out["logits"], y) + adv).backward()  # the caller's graph is still usable
+
+
+def test_one_dimensional_input_and_output():
+    torch.manual_seed(0)
+    lin = nn.Linear(1, 3)
+    x, y = torch.randn(4), torch.tensor([0, 1, 2, 0])  # x: [B]
+    for norm in ("l2", "linf"):
+        r = adversarial_perturbation(lambda v: lin(v.unsqueeze(1)), x, y, eps=0.1, norm=norm)
+        assert r.shape == (4,) and torch.allclose(r.abs(), torch.full((4,), 0.1)), norm
+    # a binary classifier with one logit per sample, [B], and a per-sample BCE
+    binary = nn.Linear(4, 1)
+
+    def bce(o, t):
+        return F.binary_cross_entropy_with_logits(o, t, reduction="none")
+
+    xb, yb = torch.randn(5, 4), torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
+    for norm in ("l2", "linf"):
+        loss = adversarial_loss(lambda v: binary(v).squeeze(-1), xb, yb, eps=0.5, norm=norm, loss_fn=bce)
+        assert loss > bce(binary(xb).squeeze(-1), yb).mean(), norm

@@ -66,3 +66,37 @@ def test_stable_at_extreme_logits():
     big = torch.tensor([[100.0, -100.0, 0.0]])
     for fn in (categorical_kl, bernoulli_kl):
         assert torch.isfinite(fn(big, -big)).all() and torch.isfinite(fn(-big, big)).all()
+
+
+@pytest.mark.parametrize("fn", [bernoulli_kl, gaussian_divergence])
+def test_one_value_per_sample_outputs(fn):
+    a, b = torch.randn(5), torch.randn(5)  # [B]: a binary classifier's logit, a scalar regression
+    torch.testing.assert_close(fn(a, b), fn(a.unsqueeze(1), b.unsqueeze(1)))
+    with pytest.raises(ValueError, match=r"needs clean of shape \[B, \.\.\.\], got shape \(\)"):
+        fn(torch.tensor(0.0), torch.tensor(1.0))
+
+
+def test_categorical_needs_a_class_dimension():
+    with pytest.raises(ValueError, match=r"categorical_kl .*needs clean of shape \[B, C, \.\.\.\], got shape \(5,\)"):
+        categorical_kl(torch.randn(5), torch.randn(5))
+    with pytest.raises(ValueError, match=r"needs perturbed of shape \[B, C, \.\.\.\], got shape \(5,\)"):
+        categorical_kl(torch.randn(5, 1), torch.randn(5))
+    with pytest.raises(ValueError, match=r"needs clean of shape \[B, C, \.\.\.\], got shape \(5,\)"):
+        fisher_product("categorical", None, torch.randn(5), torch.randn(5))
+    torch.testing.assert_close(fisher_product("bernoulli", None, torch.zeros(5), torch.ones(5)), torch.full((5,), 0.25))
+
+
+def test_entropy_of_one_logit_per_sample():
+    z = torch.randn(5)
+    torch.testing.assert_close(
+        entropy_loss(z, likelihood="bernoulli", reduction="none"),
+        entropy_loss(z.unsqueeze(1), likelihood="bernoulli", reduction="none"),
+    )
+    with pytest.raises(
+        ValueError, match=r"logits must have shape \[B, C, \.\.\.\] for likelihood='categorical', got shape \(5,\)"
+    ):
+        entropy_loss(z)
+    with pytest.raises(
+        ValueError, match=r"logits must have shape \[B, \.\.\.\] for likelihood='bernoulli', got shape \(\)"
+    ):
+        entropy_loss(torch.tensor(0.0), likelihood="bernoulli")

@@ -1,7 +1,10 @@
 """The BatchNorm guard, RNG snapshots, the data-derived eps and the public API."""
 
+import functools
 import math
+import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -155,3 +158,130 @@ def test_every_public_name_works(name):
         assert obj(x) > 0
     else:
         pytest.fail(f"public name {name} has no smoke test")
+
+
+# ---------------------------------------------------------------- running statistics, however the model is passed
+
+
+def _fresh_stats_of(bn):
+    return (
+        torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+        and torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+        and int(bn.num_batches_tracked) == 0
+    )
+
+
+@pytest.mark.parametrize("probe", ["finite_difference", "exact"])
+def test_uninitialized_lazy_batchnorm_initializes_and_keeps_fresh_statistics(probe):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.LazyBatchNorm1d(), nn.ReLU(), nn.Linear(8, 3)).train()
+    x = torch.randn(6, 4) + 3
+    lds = torchvat.vat_loss(model, x, eps=0.5, probe=probe)
+    assert torch.isfinite(lds)
+    bn = model[1]
+    assert type(bn) is nn.BatchNorm1d  # initialized: it became its plain class
+    assert bn.track_running_stats and _fresh_stats_of(bn)  # as a fresh layer: no pass was counted
+    model(x)  # the model works afterwards, and updates its statistics as usual
+    assert int(bn.num_batches_tracked) == 1
+    # the guard on its own: a lazy layer initialized inside it is left with fresh statistics too
+    lazy = nn.LazyBatchNorm1d().train()
+    with frozen_batchnorm_stats(lazy):
+        out = lazy(x)
+    assert torch.allclose(out.mean(0), torch.zeros(4), atol=1e-5)  # batch statistics inside
+    assert _fresh_stats_of(lazy)
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).train()
+
+
+def _instancenorm_net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv1d(2, 3, 1), nn.InstanceNorm1d(3, track_running_stats=True), nn.Flatten(), nn.Linear(15, 3)
+    ).train()
+
+
+def _scripted_bn_net():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in recent PyTorch
+        return torch.jit.script(_bn_net())
+
+
+_MODELS = {
+    "bound forward": (_bn_net, lambda net: net.forward),
+    "partial": (_bn_net, functools.partial),
+    "partial of bound forward": (_bn_net, lambda net: functools.partial(net.forward)),
+    "torchscript": (_scripted_bn_net, lambda net: net),
+    "instancenorm": (_instancenorm_net, lambda net: net),
+}
+
+
+@pytest.mark.parametrize("loss", ["vat_finite_difference", "vat_exact", "adversarial"])
+@pytest.mark.parametrize("case", list(_MODELS))
+def test_running_statistics_kept_however_the_model_is_passed(case, loss):
+    make, wrap = _MODELS[case]
+    net = make()
+    x = torch.randn(6, 2, 5) + 3 if case == "instancenorm" else torch.randn(6, 4) + 3
+    y = torch.randint(0, 3, (6,))
+    before = {n: b.clone() for n, b in net.named_buffers()}
+    assert any("running_mean" in n for n in before)
+    model = wrap(net)
+    if loss == "adversarial":
+        out = torchvat.adversarial_loss(model, x, y, eps=1.0)
+    else:
+        out = torchvat.vat_loss(model, x, eps=1.0, n_power=2, probe=loss.removeprefix("vat_"))
+    assert torch.isfinite(out)
+    for n, b in net.named_buffers():
+        assert torch.equal(b, before[n]), n
+    net(x)  # outside the guard the statistics update again
+    assert any(not torch.equal(b, before[n]) for n, b in net.named_buffers())
+
+
+def test_guarded_module_unwraps_bound_methods_and_partials():
+    from torchvat.core.guards import guarded_module
+
+    net = nn.Linear(2, 2)
+    assert guarded_module(net) is net
+    assert guarded_module(net.forward) is net
+    assert guarded_module(functools.partial(net)) is net
+    assert guarded_module(functools.partial(functools.partial(net.forward))) is net
+    assert guarded_module(lambda v: net(v)) is None  # cannot be looked into
+    assert guarded_module(torch.relu) is None
+
+
+def test_plain_batchnorm_models_take_the_fast_path(monkeypatch):
+    from torchvat.core import guards
+
+    def fail(found):
+        raise AssertionError("plain BatchNorm layers need no snapshot")
+
+    monkeypatch.setattr(guards, "_sort_out", fail)
+    net = _bn_net()
+    with frozen_batchnorm_stats(net):
+        assert not net[1].track_running_stats
+    assert net[1].track_running_stats
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def test_numpy_scalars_are_numbers():
+    torch.manual_seed(0)
+    model, x = nn.Linear(4, 3), torch.randn(5, 4)
+    gen = torch.Generator
+    ref = torchvat.vat_loss(model, x, eps=0.5, n_power=2, generator=gen().manual_seed(0))
+    got = torchvat.vat_loss(model, x, eps=np.float32(0.5), n_power=np.int64(2), generator=gen().manual_seed(0))
+    torch.testing.assert_close(got, ref)
+    assert torch.isfinite(torchvat.vat_loss(model, x, xi=np.float32(1e-3)))
+    assert torch.isfinite(torchvat.adversarial_loss(model, x, torch.zeros(5, dtype=torch.long), eps=np.float32(0.1)))
+    with pytest.raises(TypeError, match=r"eps must be a number, got bool \(True\)"):
+        torchvat.vat_loss(model, x, eps=True)
+    with pytest.raises(TypeError, match=r"eps must be a number, got bool_?"):
+        torchvat.vat_loss(model, x, eps=np.bool_(True))
+    for bad in (True, np.bool_(True), 1.0, np.float32(1.0)):
+        with pytest.raises(ValueError, match=r"n_power must be an integer >= 0, got"):
+            torchvat.vat_loss(model, x, n_power=bad)
+    with pytest.raises(ValueError, match=r"n_power must be an integer >= 0, got np.int64\(-1\)"):
+        torchvat.vat_loss(model, x, n_power=np.int64(-1))

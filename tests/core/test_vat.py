@@ -2,6 +2,7 @@
 
 import copy
 import math
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -9,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchvat import RNGSnapshot, VATLoss, vat_loss, virtual_adversarial_perturbation
-from torchvat.core import categorical_kl
-from torchvat.core.perturbation import float32_compute_eps, resolve_probe
+from torchvat import RNGSnapshot, VATLoss, adversarial_perturbation, vat_loss, virtual_adversarial_perturbation
+from torchvat.core import categorical_kl, l2_normalize, probe_scale
+from torchvat.core.perturbation import _ExactHvp, float32_compute_eps, resolve_probe
 
 from .conftest import BNDropNet
 
@@ -203,6 +204,7 @@ def test_exact_probe_falls_back_to_double_backward_with_the_same_direction(with_
         r = virtual_adversarial_perturbation(
             model, x, logits=logits, eps=1.0, probe="exact", generator=torch.Generator().manual_seed(1)
         )
+    assert _ExactHvp.forward_ad_failed_for(model)  # remembered once the fallback succeeded
     expected = virtual_adversarial_perturbation(
         inner, x, eps=1.0, probe="exact", generator=torch.Generator().manual_seed(1)
     )
@@ -557,7 +559,8 @@ def test_rpt_is_n_power_zero():
             ValueError,
             r"logits must have the batch size of x \(4\) in dimension 0, got shape \(3, 3\)",
         ),
-        ({"eps": torch.ones(3)}, ValueError, r"per-sample eps/xi tensor must have shape \[4\]"),
+        ({"eps": torch.ones(3)}, ValueError, r"a per-sample eps tensor must have shape \[4\].*got \(3,\)"),
+        ({"xi": torch.ones(3)}, ValueError, r"a per-sample xi tensor must have shape \[4\].*got \(3,\)"),
         (
             {"divergence": lambda a, b: (a - b).sum()},
             ValueError,
@@ -675,3 +678,153 @@ def test_models_that_cannot_be_looked_into_count_as_convolutional():
     traced = torch.fx.symbolic_trace(lambda x: torch.nn.functional.conv2d(x, torch.ones(1, 1, 1, 1)))
     assert _has_convolutions(traced)
     assert _has_convolutions(nn.Sequential(nn.LazyConv2d(4, 3)))
+
+
+# ---------------------------------------------------------------- the exact probe's fallback is for AD gaps only
+
+
+@pytest.fixture
+def forward_ad_memory():
+    """Forget the models the exact probe remembered as lacking forward-mode AD."""
+    yield _ExactHvp.no_forward_ad
+    _ExactHvp.no_forward_ad.clear()
+
+
+@pytest.mark.parametrize("with_logits", [False, True])
+def test_exact_probe_raises_the_models_own_error(forward_ad_memory, with_logits):
+    bad = nn.Linear(5, 3)  # a user bug: the input has 4 features
+    x = torch.randn(4, 4)
+    logits = torch.zeros(4, 3) if with_logits else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no misleading "forward-mode AD failed"
+        with pytest.raises(RuntimeError, match=r"mat1 and mat2 shapes cannot be multiplied") as info:
+            vat_loss(bad, x, logits=logits, eps=1.0, probe="exact")
+    assert isinstance(info.value.__cause__, RuntimeError)  # the double-backward attempt's error, chained
+    assert bad not in forward_ad_memory
+
+
+def test_exact_probe_raises_the_forward_mode_error_when_the_fallback_fails_too(forward_ad_memory):
+    class FailsTwice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(5, 3)
+            self.calls = 0
+
+        def forward(self, v):
+            self.calls += 1
+            if self.calls > 1:
+                raise ValueError("second pass")
+            return self.fc(_IdentityWithoutJvp.apply(v))
+
+    model = FailsTwice()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(RuntimeError, match=r"forward AD|forward-mode|jvp") as info:
+            virtual_adversarial_perturbation(model, torch.randn(4, 5), logits=torch.zeros(4, 3), probe="exact")
+    assert isinstance(info.value.__cause__, ValueError) and "second pass" in str(info.value.__cause__)
+    assert model.calls == 2 and model not in forward_ad_memory
+
+
+def test_exact_probe_never_catches_out_of_memory(forward_ad_memory):
+    class OutOfMemory(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, v):
+            self.calls += 1
+            raise torch.OutOfMemoryError("out of memory (simulated)")
+
+    model = OutOfMemory()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(torch.OutOfMemoryError, match="simulated"):
+            vat_loss(model, torch.randn(4, 5), logits=torch.zeros(4, 3), probe="exact")
+    assert model.calls == 1 and model not in forward_ad_memory  # no second attempt
+
+
+# ---------------------------------------------------------------- one-dimensional inputs and outputs
+
+
+@pytest.mark.parametrize("probe", ["finite_difference", "exact"])
+def test_one_dimensional_input(probe):
+    torch.manual_seed(0)
+    lin = nn.Linear(1, 3)
+    x = torch.randn(5)  # [B]: one feature per sample
+
+    def model(v):
+        return lin(v.unsqueeze(1))
+
+    r = virtual_adversarial_perturbation(model, x, eps=0.3, probe=probe)
+    assert r.shape == (5,) and torch.allclose(r.abs(), torch.full((5,), 0.3))
+    assert torch.isfinite(vat_loss(model, x, eps=0.3, probe=probe))
+    assert torch.equal(l2_normalize(torch.tensor([-2.0, 0.0, 3.0])), torch.tensor([-1.0, 0.0, 1.0]))
+    assert probe_scale(x, "auto", 1.0).shape == (5,)
+
+
+@pytest.mark.parametrize("probe", ["finite_difference", "exact"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_one_dimensional_output(likelihood, probe):
+    # a binary classifier (or a scalar regression) returning one value per sample: [B]
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 1)
+    x = torch.randn(6, 4)
+
+    def model(v):
+        return lin(v).squeeze(-1)
+
+    def model_2d(v):
+        return lin(v)
+
+    gen = torch.Generator
+    kwargs = {"eps": 0.5, "likelihood": likelihood, "probe": probe, "reduction": "none"}
+    lds = vat_loss(model, x, generator=gen().manual_seed(0), **kwargs)
+    torch.testing.assert_close(lds, vat_loss(model_2d, x, generator=gen().manual_seed(0), **kwargs))
+    assert lds.shape == (6,) and bool((lds > 0).all())
+
+
+@pytest.mark.parametrize("probe", ["finite_difference", "exact"])
+def test_one_dimensional_output_is_not_categorical(probe):
+    lin = nn.Linear(4, 1)
+    with pytest.raises(ValueError, match=r"shape \[B, C, \.\.\.\], got shape \(6,\).*likelihood='bernoulli'"):
+        vat_loss(lambda v: lin(v).squeeze(-1), torch.randn(6, 4), eps=0.5, probe=probe)
+
+
+# ---------------------------------------------------------------- lesser contracts
+
+
+@pytest.mark.parametrize("probe", ["finite_difference", "exact"])
+def test_wrong_batch_size_of_the_model_output_is_named_as_such(probe):
+    lin = nn.Linear(5, 3)
+    with pytest.raises(
+        ValueError, match=r"^the model's output must have the batch size of x \(4\) in dimension 0, got shape \(3, 3\)$"
+    ):
+        vat_loss(lambda v: lin(v)[:3], torch.randn(4, 5), eps=1.0, probe=probe)
+
+
+def test_eps_tensor_requiring_grad_gives_a_detached_perturbation():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    x, y = torch.randn(3, 4), torch.tensor([0, 1, 2])
+    eps = torch.tensor([0.5, 1.0, 2.0], requires_grad=True)
+    for probe in ("finite_difference", "exact"):
+        r = virtual_adversarial_perturbation(model, x, eps=eps, probe=probe)
+        assert not r.requires_grad and torch.allclose(r.norm(dim=1), eps.detach())
+    r = adversarial_perturbation(model, x, y, eps=eps)
+    assert not r.requires_grad and torch.allclose(r.norm(dim=1), eps.detach())
+    xi = torch.tensor(1e-3, requires_grad=True)
+    assert not virtual_adversarial_perturbation(model, x, eps=eps, xi=xi).requires_grad
+
+
+def test_float64_input_counts_as_float64_under_autocast():
+    from torchvat.core.perturbation import _compute_dtype
+
+    x64, x32 = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _compute_dtype(x64) == torch.float64  # autocast leaves float64 alone
+        assert _compute_dtype(x32) == torch.bfloat16
+        assert resolve_probe("auto", x64) == "finite_difference"
+        assert resolve_probe("auto", x32) == "exact"
+        step = probe_scale(x64, "auto", 10.0)
+    expected = math.sqrt(torch.finfo(torch.float64).eps) * x64.norm(dim=1).clamp_min(1.0)
+    torch.testing.assert_close(step.view(3), expected)

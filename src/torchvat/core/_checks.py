@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -12,6 +14,8 @@ from torch import Tensor
 Reduction = Literal["none", "mean", "sum"]
 REDUCTIONS = ("none", "mean", "sum")
 NORMS = ("l2", "linf")
+#: appended to the errors for a categorical output without a class dimension
+CLASS_DIM_HINT = " (softmax over dim 1 needs a class dimension; for one logit per sample use likelihood='bernoulli')"
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -21,7 +25,11 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 
 
 def check_nonnegative(name: str, value: float | Tensor, *, positive: bool = False) -> None:
-    """Raise unless ``value`` (a number or a tensor of numbers) is finite and >= 0 (> 0 if ``positive``)."""
+    """Raise unless ``value`` (a number or a tensor of numbers) is finite and >= 0 (> 0 if ``positive``).
+
+    A number is any real number but a ``bool``: Python's ``int`` and ``float``, NumPy scalars
+    (``np.float32(0.5)``), ``fractions.Fraction``.
+    """
     if isinstance(value, Tensor):
         if not value.is_floating_point() and value.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"{name} must be a float or a floating-point tensor, got dtype {value.dtype}")
@@ -30,7 +38,7 @@ def check_nonnegative(name: str, value: float | Tensor, *, positive: bool = Fals
             bound = "> 0" if positive else ">= 0"
             raise ValueError(f"{name} must be finite and {bound} everywhere, got {value.flatten()[:8].tolist()}")
         return
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         bound = "> 0" if positive else ">= 0"
@@ -38,8 +46,12 @@ def check_nonnegative(name: str, value: float | Tensor, *, positive: bool = Fals
 
 
 def check_n_power(n_power: int) -> None:
-    """``n_power`` is a non-negative integer."""
-    if isinstance(n_power, bool) or not isinstance(n_power, int) or n_power < 0:
+    """``n_power`` is a non-negative integer: an ``int`` or an integer scalar such as ``np.int64(2)``, not a bool."""
+    try:
+        valid = not isinstance(n_power, bool) and operator.index(n_power) >= 0
+    except TypeError:
+        valid = False
+    if not valid:
         raise ValueError(f"n_power must be an integer >= 0, got {n_power!r}")
 
 
@@ -53,16 +65,24 @@ def reduce(per_sample: Tensor, reduction: str) -> Tensor:
     return per_sample
 
 
-def per_sample_scale(value: float | Tensor, like: Tensor) -> float | Tensor:
-    """Broadcast a scalar or per-sample [B] value against ``like`` ([B, ...])."""
+def per_sample_scale(value: float | Tensor, like: Tensor, name: str = "eps") -> float | Tensor:
+    """Broadcast a scalar or per-sample [B] value against ``like`` ([B, ...]).
+
+    A tensor is detached: a size is a constant of the search, never a path for gradients.
+
+    Args:
+        value: a number, a 0-dim tensor or a per-sample tensor [B].
+        like: the input the value scales, [B, ...].
+        name: the argument ``value`` was given as (``"eps"`` or ``"xi"``), for the error message.
+    """
     if isinstance(value, Tensor) and value.ndim > 0:
         if value.ndim != 1 or value.shape[0] != like.shape[0]:
             raise ValueError(
-                f"a per-sample eps/xi tensor must have shape [{like.shape[0]}] (the batch size), "
+                f"a per-sample {name} tensor must have shape [{like.shape[0]}] (the batch size of x), "
                 f"got {tuple(value.shape)}"
             )
-        return value.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.ndim - 1)))
-    return float(value)
+        return value.detach().to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.ndim - 1)))
+    return float(value.detach() if isinstance(value, Tensor) else value)
 
 
 def extract_output(output: Any, output_fn: Callable[[Any], Tensor] | None) -> Tensor:

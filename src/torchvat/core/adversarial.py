@@ -3,7 +3,6 @@ r"""Adversarial training (Goodfellow, Shlens & Szegedy, ICLR 2015)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextlib import ExitStack
 from typing import Any
 
 from torch import Tensor, nn
@@ -18,7 +17,7 @@ from torchvat.core._checks import (
     extract_output,
     reduce,
 )
-from torchvat.core.guards import RNGSnapshot, frozen_batchnorm_stats
+from torchvat.core.guards import RNGSnapshot, running_stats_guard
 from torchvat.core.perturbation import (
     Norm,
     adversarial_perturbation,
@@ -54,8 +53,11 @@ def adversarial_loss(
     Adversarial training minimizes :math:`\ell(f(x), y) + \alpha L_{\mathrm{adv}}(x, y)`: clean
     example and adversarial example against the label. See :func:`adversarial_perturbation` for the
     arguments; ``reduction`` is ``"none" | "mean" | "sum"``. The perturbation is a constant; the
-    gradient reaches the parameters through the perturbed pass. Parameter ``.grad``, BatchNorm running
-    statistics and ``model.training`` are left as found.
+    gradient reaches the parameters through the perturbed pass. Parameter ``.grad``, BatchNorm and
+    InstanceNorm running statistics and ``model.training`` are left as found when ``model`` is a
+    module, a bound method of one (``model.forward``) or a ``functools.partial`` of either; a
+    lambda or other function cannot be looked into, and its layers' running statistics are updated
+    by the gradient and perturbed passes: pass the module itself.
 
     Shape:
         - x: [B, *]; y: [B] class indices (or what ``loss_fn`` accepts).
@@ -92,11 +94,8 @@ def adversarial_loss(
         mask=mask,
         rng=rng,
     )
-    with ExitStack() as stack:
-        if isinstance(model, nn.Module):
-            stack.enter_context(frozen_batchnorm_stats(model))
-        with rng.replay():
-            pred = extract_output(inp.call(model, inp.tensor + r), output_fn)
+    with running_stats_guard(model), rng.replay():
+        pred = extract_output(inp.call(model, inp.tensor + r), output_fn)
     return reduce(per_sample_loss(loss_fn, pred, y), reduction)
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from torchvat.core._checks import check_choice
+from torchvat.core._checks import CLASS_DIM_HINT, check_choice
 
 LIKELIHOODS = ("categorical", "bernoulli", "gaussian")
 Divergence = Callable[[Tensor, Tensor], Tensor]
@@ -25,6 +25,21 @@ Divergence = Callable[[Tensor, Tensor], Tensor]
 
 def _upcast(t: Tensor) -> Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def _per_sample_sum(t: Tensor) -> Tensor:
+    """Sum over every non-batch dimension: [B, ...] -> [B] (a [B] tensor is returned as is)."""
+    return t.reshape(t.shape[0], -1).sum(1)
+
+
+def _check_ndim(name: str, min_ndim: int, layout: str, hint: str = "", **tensors: Tensor) -> None:
+    """Raise ``ValueError`` unless each of ``tensors`` (keyword: its argument name) has ``min_ndim`` dimensions."""
+    for arg, t in tensors.items():
+        if t.ndim < min_ndim:
+            raise ValueError(f"{name} needs {arg} of shape {layout}, got shape {tuple(t.shape)}{hint}")
+
+
+_CATEGORICAL = "categorical_kl (likelihood='categorical')"
 
 
 def categorical_kl(clean: Tensor, perturbed: Tensor) -> Tensor:
@@ -40,14 +55,18 @@ def categorical_kl(clean: Tensor, perturbed: Tensor) -> Tensor:
     Returns:
         Tensor of shape [B], KL(p || q) summed over every non-batch dimension.
 
+    Raises:
+        ValueError: if ``clean`` or ``perturbed`` has fewer than 2 dimensions (no class dimension).
+
     Example:
         >>> z = torch.tensor([[0.0, 0.0]])
         >>> round(categorical_kl(z, torch.tensor([[0.0, 1.0]])).item(), 4)
         0.1201
     """
+    _check_ndim(_CATEGORICAL, 2, "[B, C, ...]", CLASS_DIM_HINT, clean=clean, perturbed=perturbed)
     logp = F.log_softmax(_upcast(clean), dim=1)
     logq = F.log_softmax(_upcast(perturbed), dim=1)
-    return (logp.exp() * (logp - logq)).flatten(1).sum(1)
+    return _per_sample_sum(logp.exp() * (logp - logq))
 
 
 def bernoulli_kl(clean: Tensor, perturbed: Tensor) -> Tensor:
@@ -57,16 +76,18 @@ def bernoulli_kl(clean: Tensor, perturbed: Tensor) -> Tensor:
         D(a, b) = \sum_j \sigma(a_j)\log\frac{\sigma(a_j)}{\sigma(b_j)}
                   + \sigma(-a_j)\log\frac{\sigma(-a_j)}{\sigma(-b_j)}
 
-    Serves binary and multi-label classification. Shapes: [B, ...] -> [B].
+    Serves binary and multi-label classification. Shapes: [B, ...] -> [B]; a binary classifier's
+    [B] output (one logit per sample) is accepted.
 
     Example:
         >>> round(bernoulli_kl(torch.tensor([[0.0]]), torch.tensor([[2.0]])).item(), 4)
         0.4338
     """
+    _check_ndim("bernoulli_kl", 1, "[B, ...]", clean=clean, perturbed=perturbed)
     a, b = _upcast(clean), _upcast(perturbed)
     p = torch.sigmoid(a)
     kl = p * (F.logsigmoid(a) - F.logsigmoid(b)) + (1 - p) * (F.logsigmoid(-a) - F.logsigmoid(-b))
-    return kl.flatten(1).sum(1)
+    return _per_sample_sum(kl)
 
 
 def gaussian_divergence(clean: Tensor, perturbed: Tensor) -> Tensor:
@@ -74,16 +95,18 @@ def gaussian_divergence(clean: Tensor, perturbed: Tensor) -> Tensor:
 
     .. math:: D(\mu, \hat\mu) = \tfrac12 \lVert \hat\mu - \mu \rVert^2
 
-    Shapes: [B, ...] -> [B].
+    Shapes: [B, ...] -> [B]; a [B] output (one value per sample) is accepted.
 
     Example:
         >>> gaussian_divergence(torch.tensor([[1.0, 2.0]]), torch.tensor([[2.0, 0.0]])).item()
         2.5
     """
-    return 0.5 * (_upcast(perturbed) - _upcast(clean)).pow(2).flatten(1).sum(1)
+    _check_ndim("gaussian_divergence", 1, "[B, ...]", clean=clean, perturbed=perturbed)
+    return 0.5 * _per_sample_sum((_upcast(perturbed) - _upcast(clean)).pow(2))
 
 
 def _categorical_fisher(clean: Tensor, v: Tensor) -> Tensor:
+    _check_ndim(_CATEGORICAL, 2, "[B, C, ...]", CLASS_DIM_HINT, clean=clean)
     p = torch.softmax(_upcast(clean), dim=1)
     v = _upcast(v)
     return p * v - p * (p * v).sum(1, keepdim=True)

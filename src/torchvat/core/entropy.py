@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torchvat.core._checks import REDUCTIONS, Reduction, check_choice, reduce
+from torchvat.core._checks import CLASS_DIM_HINT, REDUCTIONS, Reduction, check_choice, reduce
 
 __all__ = ["EntropyLoss", "entropy_loss"]
 
@@ -21,12 +21,17 @@ def entropy_loss(logits: Tensor, *, likelihood: str = "categorical", reduction: 
     :math:`p`.
 
     Args:
-        logits: [B, C, *] for ``"categorical"`` (softmax over dim 1), [B, *] for ``"bernoulli"``.
+        logits: [B, C, *] for ``"categorical"`` (softmax over dim 1), [B, *] for ``"bernoulli"``
+            (a binary classifier's [B] output included).
         likelihood: ``"categorical"`` or ``"bernoulli"`` (sum of per-output binary entropies).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"`` over the batch.
 
     Shape:
         output: [] for ``"mean"``/``"sum"``, [B] for ``"none"`` (summed over non-batch dimensions).
+
+    Raises:
+        TypeError: if ``logits`` is not a floating-point tensor.
+        ValueError: if ``logits`` has fewer dimensions than the likelihood's layout.
 
     Example:
         >>> round(entropy_loss(torch.zeros(1, 4)).item(), 4)  # log 4
@@ -37,21 +42,28 @@ def entropy_loss(logits: Tensor, *, likelihood: str = "categorical", reduction: 
     """
     check_choice("likelihood", likelihood, _ENTROPY_LIKELIHOODS)
     check_choice("reduction", reduction, REDUCTIONS)
-    if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.ndim < 2:
+    categorical = likelihood == "categorical"
+    layout = "[B, C, ...]" if categorical else "[B, ...]"
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
         got = (
             f"{logits.dtype} tensor of shape {tuple(logits.shape)}"
             if isinstance(logits, Tensor)
             else type(logits).__name__
         )
-        raise TypeError(f"logits must be a floating-point tensor of shape [B, C, ...], got {got}")
+        raise TypeError(f"logits must be a floating-point tensor of shape {layout}, got {got}")
+    if logits.ndim < (2 if categorical else 1):
+        raise ValueError(
+            f"logits must have shape {layout} for likelihood={likelihood!r}, got shape {tuple(logits.shape)}"
+            f"{CLASS_DIM_HINT if categorical else ''}"
+        )
     z = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    if likelihood == "categorical":
+    if categorical:
         logp = F.log_softmax(z, dim=1)
         h = -(logp.exp() * logp)
     else:
         p = torch.sigmoid(z)
         h = -(p * F.logsigmoid(z) + (1 - p) * F.logsigmoid(-z))
-    return reduce(h.flatten(1).sum(1), reduction)
+    return reduce(h.reshape(h.shape[0], -1).sum(1), reduction)
 
 
 class EntropyLoss(nn.Module):

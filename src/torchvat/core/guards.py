@@ -1,32 +1,52 @@
 """Guards that keep a model exactly as a perturbation search found it.
 
 * :func:`frozen_batchnorm_stats` stops BatchNorm layers from updating their running statistics
-  during perturbed passes, while they keep normalizing with batch statistics in train mode.
+  during perturbed passes, while they keep normalizing with batch statistics in train mode; the
+  running statistics of InstanceNorm layers and TorchScript modules are put back on exit.
+* :func:`running_stats_guard` applies it to whatever a loss was given as the model: a module, a
+  bound method of one (``model.forward``) or a ``functools.partial`` of either.
 * :class:`RNGSnapshot` replays the random number generator state of the clean pass, so that the
   probe and perturbed passes draw the same dropout masks as the clean pass.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import types
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
+from torch.nn.modules.instancenorm import _InstanceNorm
+from torch.nn.modules.lazy import LazyModuleMixin
 
-__all__ = ["RNGSnapshot", "frozen_batchnorm_stats"]
+__all__ = ["RNGSnapshot", "frozen_batchnorm_stats", "guarded_module", "running_stats_guard"]
+
+_RUNNING_BUFFERS = frozenset(("running_mean", "running_var", "num_batches_tracked"))
+_SNAPSHOT_TYPES = (_InstanceNorm, torch.jit.ScriptModule)
 
 
 @contextmanager
 def frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
-    """Stop every BatchNorm layer in ``module`` from updating its running statistics.
+    """Stop every normalization layer in ``module`` from changing its running statistics.
 
     Inside the context, BatchNorm layers (all ``_BatchNorm`` subclasses: ``BatchNorm1d/2d/3d``,
     their lazy versions and ``SyncBatchNorm``) that are in train mode still normalize with the
     statistics of the current batch, exactly as in a normal training pass, but leave
     ``running_mean``, ``running_var`` and ``num_batches_tracked`` untouched. Layers in eval mode
     are not affected (they never update). Everything is restored on exit, also after an exception.
+
+    Layers whose updates cannot be switched off are put back on exit instead: InstanceNorm layers
+    with ``track_running_stats=True`` (``F.instance_norm`` updates the buffers it is given) and
+    every TorchScript submodule in train mode (a compiled ``BatchNorm`` among them) get their
+    ``running_mean``, ``running_var`` and ``num_batches_tracked`` copied back. A lazy layer that is
+    still uninitialized on entry is left to initialize itself on its first pass (switching its
+    updates off would break that); if it was initialized inside the context, its running
+    statistics are reset on exit to those of a fresh layer (zeros, ones, 0), as if no pass had
+    been counted. Only those layers cost anything beyond the walk over ``module.modules()``.
 
     Perturbed inputs are not samples of the data distribution: letting them into the running
     statistics shifts the statistics the model is evaluated with, a common defect of VAT code.
@@ -41,7 +61,20 @@ def frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
         >>> bn.running_mean.tolist(), int(bn.num_batches_tracked)
         ([0.0, 0.0, 0.0], 0)
     """
-    changed = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
+    # One walk. ``m._buffers`` is tested before the isinstance: an empty dict rules out most modules
+    # at the cost of an attribute read (an isinstance on ScriptModule goes through its metaclass).
+    # Models with plain BatchNorm layers only take the two comprehensions and nothing else.
+    found = [
+        m
+        for m in module.modules()
+        if (isinstance(m, _BatchNorm) and m.training and m.track_running_stats)
+        or (m._buffers and isinstance(m, _SNAPSHOT_TYPES))
+    ]
+    changed = [m for m in found if isinstance(m, _BatchNorm) and not isinstance(m, LazyModuleMixin)]
+    fresh: list[nn.Module] = []
+    saved: list[tuple[Tensor, Tensor]] = []  # (buffer, its value on entry)
+    if len(changed) < len(found):  # lazy, InstanceNorm or TorchScript layers: sorted out one by one
+        changed, fresh, saved = _sort_out(found)
     for m in changed:
         m.track_running_stats = False
     try:
@@ -49,6 +82,79 @@ def frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
     finally:
         for m in changed:
             m.track_running_stats = True
+        if saved:
+            with torch.no_grad():
+                for buffer, value in saved:
+                    buffer.copy_(value)
+        for m in fresh:
+            if not _uninitialized(m) and isinstance(m, _NormBase):
+                m.reset_running_stats()
+
+
+def _sort_out(
+    found: list[nn.Module],
+) -> tuple[list[nn.Module], list[nn.Module], list[tuple[Tensor, Tensor]]]:
+    """Split the layers :func:`frozen_batchnorm_stats` found by how their statistics are kept.
+
+    Returns the BatchNorm layers whose updates are switched off, the lazy layers still
+    uninitialized (reset on exit if initialized meanwhile), and ``(buffer, copy)`` pairs of the
+    running buffers to copy back on exit (InstanceNorm and TorchScript layers in train mode).
+    """
+    changed: list[nn.Module] = []
+    fresh: list[nn.Module] = []
+    saved: list[tuple[Tensor, Tensor]] = []
+    for m in found:
+        if not m.training or not getattr(m, "track_running_stats", True):
+            continue  # a layer in eval mode, or without running statistics, never updates them
+        if _uninitialized(m):
+            fresh.append(m)  # switching its updates off would break its initialization
+        elif isinstance(m, _BatchNorm):
+            changed.append(m)
+        else:
+            saved += [(b, b.clone()) for n, b in m.named_buffers(recurse=False) if n in _RUNNING_BUFFERS]
+    return changed, fresh, saved
+
+
+def _uninitialized(m: nn.Module) -> bool:
+    """Whether ``m`` is a lazy module still waiting for its first pass.
+
+    Once initialized, a lazy layer usually becomes its plain class, no longer a ``LazyModuleMixin``.
+    """
+    return isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()
+
+
+def guarded_module(model: object) -> nn.Module | None:
+    """The module whose running statistics a call of ``model`` updates, if it can be told.
+
+    ``model`` itself if it is an ``nn.Module`` (a TorchScript module included), the module a bound
+    method belongs to (``net.forward``), or that found in a ``functools.partial``'s function
+    (recursively); ``None`` for any other callable (a lambda, a function), which cannot be looked
+    into.
+
+    Example:
+        >>> net = nn.Linear(2, 2)
+        >>> guarded_module(functools.partial(net.forward)) is net, guarded_module(lambda v: net(v))
+        (True, None)
+    """
+    while not isinstance(model, nn.Module):
+        if isinstance(model, functools.partial):
+            model = model.func
+        elif isinstance(model, types.MethodType) and isinstance(model.__self__, nn.Module):
+            return model.__self__
+        else:
+            return None
+    return model
+
+
+def running_stats_guard(model: object) -> AbstractContextManager[None]:
+    """:func:`frozen_batchnorm_stats` for the module behind ``model`` (see :func:`guarded_module`).
+
+    Every loss and perturbation search enters its passes through this guard. For a callable that
+    cannot be looked into it does nothing: the running statistics of the layers it calls are not
+    protected.
+    """
+    module = guarded_module(model)
+    return contextlib.nullcontext() if module is None else frozen_batchnorm_stats(module)
 
 
 class RNGSnapshot:

@@ -26,7 +26,6 @@ import math
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -50,7 +49,7 @@ from torchvat.core.divergence import (
     fisher_product,
     resolve_divergence,
 )
-from torchvat.core.guards import RNGSnapshot, frozen_batchnorm_stats
+from torchvat.core.guards import RNGSnapshot, running_stats_guard
 
 Norm = Literal["l2", "linf"]
 Probe = Literal["auto", "finite_difference", "exact"]
@@ -58,6 +57,7 @@ PROBES = ("auto", "finite_difference", "exact")
 _LOW_PRECISION_EPS = 1e-4  # machine epsilon above which "auto" uses the exact product (bf16, fp16, TF32)
 _TF32_EPS = 2.0**-10  # TF32 keeps 10 explicit mantissa bits
 _TINY = 1e-30
+_MODEL_OUTPUT = "the model's output"  # names a prediction of this call's own passes in errors
 
 
 def l2_normalize(v: Tensor) -> Tensor:
@@ -75,7 +75,7 @@ def l2_normalize(v: Tensor) -> Tensor:
 
 def _l2_normalize_with_max(v: Tensor) -> tuple[Tensor, Tensor]:
     """:func:`l2_normalize` and the per-sample maximum magnitude of ``v`` ([B, 1], float32 at least)."""
-    flat = v.flatten(1).to(torch.promote_types(v.dtype, torch.float32))
+    flat = v.reshape(v.shape[0], -1).to(torch.promote_types(v.dtype, torch.float32))  # [B] -> [B, 1]
     # max |v| without a |v| temporary (the L-inf vector_norm is ~8x slower on CPU)
     vmax = torch.maximum(flat.amax(1, keepdim=True), flat.amin(1, keepdim=True).neg())
     flat = flat / vmax.clamp_min(_TINY)
@@ -91,10 +91,18 @@ def project_direction(d: Tensor, norm: str) -> Tensor:
 
 
 def _compute_dtype(t: Tensor) -> torch.dtype:
-    """The least precise dtype the model will compute ``t`` in (autocast included)."""
+    """The least precise dtype the model will compute ``t`` in (autocast included).
+
+    Autocast casts floating-point tensors other than float64 (which it leaves alone): a float64
+    input counts as float64 under autocast too.
+    """
     dtype = t.dtype
     device_type = t.device.type
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+    if (
+        dtype != torch.float64
+        and torch.amp.is_autocast_available(device_type)
+        and torch.is_autocast_enabled(device_type)
+    ):
         cast = torch.get_autocast_dtype(device_type)
         if torch.finfo(cast).eps > torch.finfo(dtype).eps:
             dtype = cast
@@ -163,10 +171,11 @@ def _fp32_precision(*chain: object) -> str:
 def probe_scale(t: Tensor, xi: float | Tensor | str, eps: float | Tensor) -> float | Tensor:
     r"""The finite-difference step (L2 norm of the probe) for each sample.
 
-    ``xi="auto"`` gives :math:`\xi_i = \sqrt{u}\,\max(\lVert x_i \rVert_2, 1)`, with :math:`u` the unit
-    roundoff of the dtype the model computes in (float32: :math:`3.5\times10^{-4}`; bfloat16 under
-    autocast: :math:`8.8\times10^{-2}`), capped at ``eps``. The probe then changes each input element
-    by far more than its rounding error, yet stays in the region where the divergence is quadratic.
+    ``xi="auto"`` gives :math:`\xi_i = \sqrt{u}\,\max(\lVert x_i \rVert_2, 1)`, with :math:`u` the machine
+    epsilon (``torch.finfo(dtype).eps``) of the dtype the model computes in, capped at ``eps``:
+    :math:`\sqrt{u}` is :math:`3.5\times10^{-4}` for float32 and :math:`8.8\times10^{-2}` for bfloat16
+    (under autocast). The probe then changes each input element by far more than its rounding error,
+    yet stays in the region where the divergence is quadratic.
     A number is used as the absolute step, as in the paper (``xi=1e-6``), which in float32 mostly
     measures rounding noise.
     """
@@ -174,13 +183,13 @@ def probe_scale(t: Tensor, xi: float | Tensor | str, eps: float | Tensor) -> flo
         if xi != "auto":
             raise ValueError(f"xi must be a number >= 0 or 'auto', got {xi!r}")
         c = math.sqrt(torch.finfo(_compute_dtype(t)).eps)
-        size = torch.linalg.vector_norm(t.detach().flatten(1).float(), dim=1).clamp_min(1.0)
+        size = torch.linalg.vector_norm(t.detach().reshape(t.shape[0], -1).float(), dim=1).clamp_min(1.0)
         step = (c * size).to(t.dtype).view(-1, *([1] * (t.ndim - 1)))
-        eps_b = per_sample_scale(eps, t)
+        eps_b = per_sample_scale(eps, t, "eps")
         if isinstance(eps_b, Tensor):
             return torch.minimum(step, eps_b.clamp_min(_TINY))
         return step.clamp_max(eps_b) if eps_b > 0 else step
-    return per_sample_scale(xi, t)
+    return per_sample_scale(xi, t, "xi")
 
 
 def _random_unit(t: Tensor, mask: Tensor | None, generator: torch.Generator | None) -> Tensor:
@@ -270,32 +279,71 @@ class _ExactHvp:
 
         Every pass replays ``rng``: the double-backward pass after a forward-mode pass that failed
         midway draws the same dropout masks as the clean pass.
+
+        Only the forward-mode pass itself is tried: if it raises ``NotImplementedError`` or
+        ``RuntimeError`` (an operation without a forward-mode formula, or one that mixes dtypes
+        under autocast), the double-backward product is computed instead, and only once that
+        succeeded is the model remembered and a warning given. When the double-backward pass fails
+        too, the error is the model's own (a shape mismatch, say): the forward-mode pass's error is
+        raised, chained to the fallback's, and the model is not remembered. Out-of-memory errors
+        are never caught.
         """
         xr = x0.detach().requires_grad_(True)
+        forward_error: NotImplementedError | RuntimeError | None = None
         if not _ExactHvp.forward_ad_failed_for(model):
             try:
                 with rng.replay(), fwAD.dual_level(), _tangent_dtype_fix(x0):
                     pred = extract_output(inp.call(model, fwAD.make_dual(xr, d)), output_fn)
                     primal, jd = fwAD.unpack_dual(pred)
-                target = _checked_target(primal, inp) if target is None else target
+            except torch.OutOfMemoryError:
+                raise
+            except (NotImplementedError, RuntimeError) as err:
+                forward_error = err
+            else:
+                target = _checked_target(primal, inp, _MODEL_OUTPUT) if target is None else target
                 if jd is None:
                     return torch.zeros_like(x0), target
                 av = fisher_product(likelihood, divergence, target, jd).to(primal.dtype)
                 return _grad_or_zero(primal, xr, grad_outputs=av), target
-            except (NotImplementedError, RuntimeError) as err:
-                # an operation without a forward-mode formula, or one that mixes dtypes under autocast
-                _ExactHvp.remember_failure(model)
-                warnings.warn(
-                    f"probe='exact': forward-mode AD failed on this model ({str(err).splitlines()[0]}); "
-                    "using the double-backward Jacobian-vector product for it instead",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
+        if forward_error is None:
+            return _ExactHvp.double_backward_hvp(model, inp, xr, d, target, likelihood, divergence, output_fn, rng)
+        try:
+            result = _ExactHvp.double_backward_hvp(model, inp, xr, d, target, likelihood, divergence, output_fn, rng)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as fallback_error:
+            # both ways failed: the model itself is at fault, and its first error is the one to see
+            raise forward_error from fallback_error
+        _ExactHvp.remember_failure(model)
+        warnings.warn(
+            f"probe='exact': forward-mode AD failed on this model ({str(forward_error).splitlines()[0]}); "
+            "using the double-backward Jacobian-vector product for it instead",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return result
+
+    @staticmethod
+    def double_backward_hvp(
+        model: Callable[..., Any],
+        inp: ModelInput,
+        xr: Tensor,
+        d: Tensor,
+        target: Tensor | None,
+        likelihood: str,
+        divergence: Divergence | None,
+        output_fn: Callable[[Any], Tensor] | None,
+        rng: RNGSnapshot,
+    ) -> tuple[Tensor, Tensor]:
+        r""":meth:`hvp` without forward-mode AD: :math:`J d` as the gradient of :math:`u^\top J` in ``u``.
+
+        ``xr`` is the detached input, requiring grad.
+        """
         with rng.replay():
             pred = extract_output(inp.call(model, xr), output_fn)
-        target = _checked_target(pred, inp) if target is None else target
+        target = _checked_target(pred, inp, _MODEL_OUTPUT) if target is None else target
         if not pred.requires_grad:
-            return torch.zeros_like(x0), target
+            return torch.zeros_like(xr), target
         u = torch.zeros_like(pred, requires_grad=True)
         (jt_u,) = torch.autograd.grad(pred, xr, grad_outputs=u, create_graph=True)
         jd = _grad_or_zero(jt_u, u, grad_outputs=d)
@@ -415,12 +463,22 @@ def check_common(eps: float | Tensor, xi: float | Tensor | str, n_power: int, no
     check_choice("probe", probe, PROBES)
 
 
-def _checked_target(target: Tensor, inp: ModelInput) -> Tensor:
-    if target.ndim < 1 or target.shape[0] != inp.tensor.shape[0]:
+def _check_batch_size(output: Tensor, inp: ModelInput, source: str) -> None:
+    """Raise ``ValueError`` unless ``output`` has the batch size of the input in dimension 0.
+
+    ``source`` names ``output`` in the message: ``"logits"`` for the caller's clean output,
+    :data:`_MODEL_OUTPUT` for a pass of this call (after ``output_fn``, if any).
+    """
+    if output.ndim < 1 or output.shape[0] != inp.tensor.shape[0]:
         raise ValueError(
-            f"logits must have the batch size of x ({inp.tensor.shape[0]}) in dimension 0, "
-            f"got shape {tuple(target.shape)}"
+            f"{source} must have the batch size of x ({inp.tensor.shape[0]}) in dimension 0, "
+            f"got shape {tuple(output.shape)}"
         )
+
+
+def _checked_target(target: Tensor, inp: ModelInput, source: str) -> Tensor:
+    """``target`` detached, after :func:`_check_batch_size`."""
+    _check_batch_size(target, inp, source)
     return target.detach()
 
 
@@ -435,9 +493,8 @@ def clean_target(
     if logits is None:
         with rng.replay(), torch.no_grad():
             target = extract_output(inp.call(model, inp.tensor.detach()), output_fn)
-    else:
-        target = extract_output(logits, output_fn)
-    return _checked_target(target, inp)
+        return _checked_target(target, inp, _MODEL_OUTPUT)
+    return _checked_target(extract_output(logits, output_fn), inp, "logits")
 
 
 def virtual_adversarial_perturbation(
@@ -461,8 +518,11 @@ def virtual_adversarial_perturbation(
     r"""The virtual adversarial perturbation :math:`r_{\mathrm{vadv}}` of Miyato et al. (TPAMI 2018).
 
     Power iteration on the Hessian of the divergence at :math:`r = 0`; see :func:`torchvat.vat_loss`
-    for every argument. The model is left exactly as found (parameter gradients, BatchNorm running
-    statistics, training mode, RNG state apart from the random start).
+    for every argument. The model is left exactly as found (parameter gradients, BatchNorm and
+    InstanceNorm running statistics, training mode, RNG state apart from the random start) when it
+    is a module, a bound method of one (``model.forward``) or a ``functools.partial`` of either.
+    Any other callable (a lambda, a function calling the model) cannot be looked into: the running
+    statistics of the layers it runs are updated by every pass of the search; pass the module itself.
 
     Returns:
         Detached tensor with the shape of the perturbed input, with ``||r_i|| = eps`` per sample in
@@ -478,9 +538,7 @@ def virtual_adversarial_perturbation(
     inp = ModelInput(x, input_key)
     m = broadcast_mask(mask, inp.tensor)
     rng = rng if rng is not None else RNGSnapshot.capture(inp.tensor.device)
-    with ExitStack() as stack:
-        if isinstance(model, nn.Module):
-            stack.enter_context(frozen_batchnorm_stats(model))
+    with running_stats_guard(model):
         probe = resolve_probe(probe, inp.tensor, model)  # type: ignore[assignment]
         reuse = _reuses_probe_pass(logits, eps, n_power, probe)
         target = None if reuse else clean_target(model, inp, logits, output_fn, rng)
@@ -542,12 +600,18 @@ def adversarial_perturbation(
         g = \nabla_x \ell\big(f(x), y\big)
 
     Args:
-        model: the model (any callable).
+        model: the model (any callable). BatchNorm and InstanceNorm running statistics are left as
+            found when it is a module, a bound method of one (``model.forward``) or a
+            ``functools.partial`` of either; any other callable (a lambda, a function calling the
+            model) cannot be looked into, and the gradient pass updates the statistics of the layers
+            it runs: pass the module itself.
         x: input tensor [B, ...] or a mapping of tensors (see ``input_key``).
         y: targets accepted by ``loss_fn``.
         logits: the clean output, if the caller has it. When ``x`` (the perturbed tensor)
             requires grad and ``logits`` were computed from it, the input gradient is taken through
-            that graph (``retain_graph=True``), saving a forward pass; otherwise a forward pass is made.
+            that graph (``retain_graph=True``), saving a forward pass. Otherwise, also when
+            ``logits`` come from a pass that did not take this ``x`` (say ``model(input_ids=...)``
+            while ``x`` holds embeddings computed apart), a forward pass of its own is made.
         eps: perturbation size, a number or a per-sample tensor [B].
         norm: ``"l2"`` or ``"linf"``.
         loss_fn: ``loss_fn(output, y)`` returning per-sample losses; cross entropy by default.
@@ -571,20 +635,22 @@ def adversarial_perturbation(
     m = broadcast_mask(mask, inp.tensor)
     loss_fn = loss_fn or default_loss_fn
     t = inp.tensor
-    if logits is not None and t.requires_grad and getattr(extract_output(logits, output_fn), "requires_grad", False):
+    g = None
+    if logits is not None and t.requires_grad:
         pred = extract_output(logits, output_fn)
-        if pred.shape[0] != t.shape[0]:
-            raise ValueError(f"logits must have the batch size of x ({t.shape[0]}), got shape {tuple(pred.shape)}")
-        g = _grad_or_zero(per_sample_loss(loss_fn, pred, y).sum(), t, retain_graph=True)
-    else:
+        if pred.requires_grad:
+            _check_batch_size(pred, inp, "logits")
+            with torch.enable_grad():
+                loss = per_sample_loss(loss_fn, pred, y).sum()
+            if loss.requires_grad:
+                # None when x is not in the graph of logits: they were computed from other inputs
+                (g,) = torch.autograd.grad(loss, t, retain_graph=True, allow_unused=True)
+    if g is None:
         rng = rng if rng is not None else RNGSnapshot.capture(t.device)
         xr = t.detach().requires_grad_(True)
-        with ExitStack() as stack:
-            if isinstance(model, nn.Module):
-                stack.enter_context(frozen_batchnorm_stats(model))
-            with rng.replay(), torch.enable_grad():
-                pred = extract_output(inp.call(model, xr), output_fn)
-                g = _grad_or_zero(per_sample_loss(loss_fn, pred, y).sum(), xr)
+        with running_stats_guard(model), rng.replay(), torch.enable_grad():
+            pred = extract_output(inp.call(model, xr), output_fn)
+            g = _grad_or_zero(per_sample_loss(loss_fn, pred, y).sum(), xr)
     if m is not None:
         g = g * m
-    return per_sample_scale(eps, t) * project_direction(g.detach(), norm).to(t.dtype)
+    return per_sample_scale(eps, t, "eps") * project_direction(g.detach(), norm).to(t.dtype)

@@ -3,7 +3,6 @@ r"""Virtual adversarial training: the local distributional smoothness (LDS) loss
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ from torchvat.core._checks import (
     reduce,
 )
 from torchvat.core.divergence import Divergence, checked_divergence, resolve_divergence
-from torchvat.core.guards import RNGSnapshot, frozen_batchnorm_stats
+from torchvat.core.guards import RNGSnapshot, running_stats_guard
 from torchvat.core.perturbation import (
     Norm,
     Probe,
@@ -67,11 +66,16 @@ def vat_loss(
     backward passes with respect to the input only; the caller's ``backward()`` then goes through
     the perturbed pass alone. Without ``logits``, one no-grad forward pass more, except with the
     exact probe, whose first (forward-mode) pass yields the clean output as its primal. Parameter
-    ``.grad``, BatchNorm running statistics and ``model.training`` are left exactly as found, also
-    if the call raises.
+    ``.grad``, BatchNorm and InstanceNorm running statistics and ``model.training`` are left exactly
+    as found, also if the call raises.
 
     Args:
-        model: the model; called as ``model(x)``, or ``model(**x)`` when ``x`` is a mapping.
+        model: the model; called as ``model(x)``, or ``model(**x)`` when ``x`` is a mapping. Its
+            running statistics are protected when it is a module (TorchScript included), a bound
+            method of one (``model.forward``) or a ``functools.partial`` of either. Any other
+            callable (a lambda, a function calling the model) cannot be looked into: every pass of
+            the call then updates the running statistics of the layers it runs. Pass the module
+            itself.
         x: input [B, ...] (floating point), or a mapping of tensors with ``input_key`` naming the
             entry to perturb (e.g. ``"inputs_embeds"`` for text); the other entries pass through.
         logits: the clean model output on ``x`` if the caller already computed it; it is detached.
@@ -130,9 +134,7 @@ def vat_loss(
     inp = ModelInput(x, input_key)
     m = broadcast_mask(mask, inp.tensor)
     rng = rng if rng is not None else RNGSnapshot.capture(inp.tensor.device)
-    with ExitStack() as stack:
-        if isinstance(model, nn.Module):
-            stack.enter_context(frozen_batchnorm_stats(model))
+    with running_stats_guard(model):
         probe = resolve_probe(probe, inp.tensor, model)  # type: ignore[assignment]
         reuse = _reuses_probe_pass(logits, eps, n_power, probe)
         target = None if reuse else clean_target(model, inp, logits, output_fn, rng)
