@@ -170,3 +170,43 @@ def test_compile_flag_takes_an_optional_mode(flags, expected):
 def test_compile_flag_rejects_an_unknown_mode(capsys):
     assert main(["train", "--dataset", "moons", "--compile", "fastest"]) == 2
     assert "invalid choice: 'fastest'" in capsys.readouterr().err
+
+
+def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path, capsys):
+    out, args = _moons(tmp_path, "--method", "vat", "--eps", "0.3")
+    assert main(args) == 0
+    config = (out / "config.toml").read_text()
+    run = (out / "run.json").read_text()
+    assert main(["train", "--resume", "--out", str(out), "--optimizer", "sgd", "--no-progress"]) == 2
+    assert "optimizer='adam', but this trainer has optimizer='sgd'" in capsys.readouterr().err
+    assert (out / "config.toml").read_text() == config and (out / "run.json").read_text() == run
+    # and the run still resumes with its own settings
+    assert main(["train", "--resume", "--out", str(out), "--iters", "40", "--no-progress"]) == 0
+
+
+def test_resume_with_a_new_learning_rate_uses_and_records_it(tmp_path):
+    out, args = _moons(tmp_path, "--method", "vat", "--eps", "0.3", "--schedule", "constant")
+    assert main(args) == 0
+    assert main(["train", "--resume", "--out", str(out), "--iters", "40", "--lr", "0.05", "--no-progress"]) == 0
+    assert tomllib.loads((out / "config.toml").read_text())["train"]["lr"] == 0.05
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [0.05]
+
+
+def test_no_progress_flag_turns_the_bar_off(tmp_path, monkeypatch):
+    import sys
+
+    from torchvat.train.callbacks import ProgressBar
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    seen = []
+    original = ProgressBar.on_train_begin
+
+    def spy(self, **kwargs):
+        seen.append(kwargs["trainer"].config.progress)
+        original(self, **kwargs)
+
+    monkeypatch.setattr(ProgressBar, "on_train_begin", spy)
+    _, args = _moons(tmp_path)  # FAST holds --no-progress
+    assert main(args) == 0
+    assert seen == [False]

@@ -18,7 +18,7 @@ from torchvat.core import (
     l2_normalize,
     perturbation,
 )
-from torchvat.train import Callback, Trainer
+from torchvat.train import Callback, NonFiniteLossError, Supervised, Trainer
 from torchvat.train.distributed import destroy_distributed, wrap_model
 
 
@@ -53,6 +53,21 @@ def make_model(*, batch_norm: bool = False, dropout: float = 0.0, seed: int = 0)
     return nn.Sequential(*layers)
 
 
+class NaNAt(Supervised):
+    """Supervised training whose loss is NaN at one iteration, on every process."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.calls, self.at = 0, at
+
+    def loss_terms(self, model, batch, clean):
+        self.calls += 1
+        terms = super().loss_terms(model, batch, clean)
+        if self.calls == self.at:
+            terms["ce"] = terms["ce"] * float("nan")
+        return terms
+
+
 class Record(Callback):
     """Remember which hooks ran and every logged training line."""
 
@@ -73,6 +88,9 @@ def main() -> None:
         perturbation._random_unit = deterministic_start
     model_options = options.pop("model", {})
     resume = options.pop("resume", None)
+    nan_at = options.pop("nan_at", None)
+    if nan_at is not None:
+        options["method"] = NaNAt(nan_at)
     trainer = Trainer(make_model(**model_options), **make_data(), progress=False, **options)
     rank = trainer.rank
     calls = {"n": 0}
@@ -87,7 +105,11 @@ def main() -> None:
         trainer.ddp.register_comm_hook(None, counting_allreduce)
     record = Record()
     trainer.callbacks.append(record)
-    result = trainer.fit(resume=resume)
+    nonfinite = None
+    try:
+        result = trainer.fit(resume=resume)
+    except NonFiniteLossError as err:
+        nonfinite, result = {"iteration": err.iteration, "step": trainer.step}, None
     try:  # SyncBatchNorm is CUDA-only: asking for it on CPU must fail clearly
         wrap_model(make_model(batch_norm=True), torch.device("cpu"), sync_batchnorm=True)
         sync_bn_error = ""
@@ -102,10 +124,11 @@ def main() -> None:
             "params": {k: v.detach().clone() for k, v in trainer.model.named_parameters()},
             "buffers": {k: v.detach().clone() for k, v in trainer.model.named_buffers()},
             "allreduce_calls": calls["n"],
-            "history": result.history,
+            "history": trainer.history if result is None else result.history,
             "logs": record.logs,
-            "paths": dict(result.paths),
-            "steps": result.steps,
+            "paths": dict(trainer.paths if result is None else result.paths),
+            "steps": trainer.step if result is None else result.steps,
+            "nonfinite": nonfinite,
             "labeled_state": trainer.labeled_sampler.state_dict(),
             "sync_bn_error": sync_bn_error,
         },

@@ -138,6 +138,14 @@ def test_one_process_checkpoint_resumes_in_two(run_job, tmp_path):
     assert "sync_batchnorm=True needs CUDA devices" in ranks[0]["sync_bn_error"]
 
 
+def test_a_nonfinite_iteration_read_at_a_checkpoint_stops_every_process(run_job, tmp_path):
+    """Only rank 0 writes checkpoints, but every process reads its non-finite record there and stops alike."""
+    options = {**TINY, "method": "supervised", "nan_at": 2, "iterations": 10, "log_every": 50, "eval_every": 50}
+    ranks = run_job("nan-at-checkpoint", tmp_path, {**options, "checkpoint_every": 3, "out_dir": str(tmp_path / "run")})
+    assert [r["nonfinite"] for r in ranks] == [{"iteration": 2, "step": 1}] * 2
+    assert torch.equal(ranks[0]["params"]["0.weight"], ranks[1]["params"]["0.weight"])
+
+
 def test_helpers_outside_a_job(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)

@@ -112,3 +112,73 @@ def test_load_state_dict_rejects_other_method(moons, mlp, tiny):
     state = Trainer(mlp(), moons, method="vat", **tiny()).state_dict()
     with pytest.raises(ValueError, match="checkpoint was written by method 'vat', but this trainer runs 'at'"):
         Trainer(mlp(), moons, method="at", **tiny()).load_state_dict(state)
+
+
+def test_resume_with_augmentation_is_bitwise_identical(tiny, same_state, tmp_path):
+    """The augmentation's generator is part of the state: a resumed run draws the shifts and flips it would have."""
+    from torch import nn
+
+    from torchvat.data import RandomTranslateFlip
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 8, 8, generator=g)
+    y = (x[:, 0, :4].mean(dim=(1, 2)) > x[:, 0, 4:].mean(dim=(1, 2))).long()
+    data = {"x_labeled": x[:16], "y_labeled": y[:16], "x_unlabeled": x, "x_test": x[16:], "y_test": y[16:]}
+
+    def model(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 2))
+
+    options = tiny(iterations=10, eval_every=5, log_every=5)
+    full = model(0)
+    expected = Trainer(full, **data, method="vat", augment=RandomTranslateFlip(max_shift=2, seed=5), **options).fit()
+    first = Trainer(
+        model(0),
+        **data,
+        method="vat",
+        augment=RandomTranslateFlip(max_shift=2, seed=5),
+        callbacks=[StopAt(4)],
+        **options,
+    )
+    first.fit()
+    path = save_checkpoint(first.state_dict(), tmp_path / "state.pt")
+    resumed_model = model(9)
+    resumed = Trainer(resumed_model, **data, method="vat", augment=RandomTranslateFlip(max_shift=2, seed=5), **options)
+    result = resumed.fit(resume=str(path))
+    same_state(full, resumed_model)
+    assert result.history == expected.history
+
+
+def test_resume_uses_the_hyperparameters_given_now_and_refuses_another_optimizer(moons, mlp, tiny, tmp_path):
+    options = tiny(iterations=4, schedule="constant", lr=1e-3, eps=0.3)
+    first = Trainer(mlp(0), moons, method="vat", **options)
+    first.fit()
+    path = save_checkpoint(first.state_dict(), tmp_path / "state.pt")
+
+    changed = {**options, "iterations": 6, "lr": 0.1, "weight_decay": 0.5, "eps": 2.0}
+    resumed = Trainer(mlp(1), moons, method="vat", **changed)
+    resumed.load_state_dict(load_checkpoint(path))
+    assert resumed.step == 4
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == [0.1]
+    assert [g["weight_decay"] for g in resumed.optimizer.param_groups] == [0.5]
+    assert resumed.eps == 2.0 and resumed.method.eps == 2.0
+
+    same = Trainer(mlp(1), moons, method="vat", **{**options, "eps": None})  # eps None: the saved run's
+    same.load_state_dict(load_checkpoint(path))
+    assert same.eps == 0.3 and [g["lr"] for g in same.optimizer.param_groups] == [1e-3]
+
+    sgd = Trainer(mlp(1), moons, method="vat", **{**options, "optimizer": "sgd"})
+    with pytest.raises(
+        ValueError, match="checkpoint was written with optimizer='adam', but this trainer has optimizer='sgd'"
+    ):
+        sgd.load_state_dict(load_checkpoint(path))
+    wider = Trainer(mlp(1), moons, method="vat", **{**options, "batch_size": 4})
+    with pytest.raises(ValueError, match="batch_size=8, but this trainer has batch_size=4"):
+        wider.load_state_dict(load_checkpoint(path))
+
+
+def test_an_early_stop_on_a_checkpoint_iteration_keeps_the_older_previous_file(moons, mlp, tiny, tmp_path):
+    options = tiny(iterations=12, eval_every=50, checkpoint_every=3, out_dir=str(tmp_path))
+    Trainer(mlp(0), moons, method="vat", callbacks=[StopAt(6)], **options).fit()
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 6
+    assert load_checkpoint(tmp_path / "last.prev.pt")["step"] == 3  # not a second copy of step 6

@@ -194,3 +194,19 @@ def test_perturbation_search_consumes_no_global_rng(name, moons, mlp, tiny):
     for key in bn["supervised"]:
         assert torch.equal(bn["supervised"][key], bn[name][key]), key
     assert int(bn[name]["1.num_batches_tracked"]) == 1
+
+
+def test_extra_options_must_be_hyperparameters_of_the_method():
+    from sklearn.datasets import make_moons
+
+    from torchvat.train import Trainer, check_method_options, method_hyperparameters
+
+    assert {"eps", "n_power", "alpha"} <= method_hyperparameters("vat")
+    check_method_options("vat", {"n_power": 2})  # accepted
+    x, y = make_moons(64, random_state=0)
+    x, y = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+    data = {"x_labeled": x[:8], "y_labeled": y[:8], "x_unlabeled": x}
+    with pytest.raises(ValueError, match=r"method 'vat' takes the hyperparameters \[.*\], got \['n_powr'\] besides"):
+        Trainer(nn.Linear(2, 2), **data, method="vat", eps=0.3, extra={"n_powr": 5}, progress=False)
+    with pytest.raises(ValueError, match=r"extra must not repeat the config's own fields \['alpha'\]"):
+        Trainer(nn.Linear(2, 2), **data, method="vat", eps=0.3, extra={"alpha": 2.0}, progress=False)

@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 import torchvat
 from torchvat.data import (
     ZCA,
+    RandomTranslateFlip,
     SemiSupervisedData,
     Standardizer,
-    augment_translate_flip,
     available_datasets,
     fit_transform_data,
     load_csv,
@@ -45,7 +45,7 @@ from torchvat.data import (
 )
 from torchvat.models import build_model, default_model_name
 from torchvat.train import TrainConfig, Trainer, TrainResult, is_main_process, seed_everything
-from torchvat.train.checkpoint import check_output_dir
+from torchvat.train.checkpoint import check_output_dir, load_checkpoint, write_text_atomic
 from torchvat.train.distributed import rank, rank_seed
 
 __all__ = [
@@ -391,7 +391,7 @@ def load_run_data(spec: DataSpec, seed: int) -> SemiSupervisedData:
     return data
 
 
-def build_augment(spec: DataSpec, seed: int) -> Callable[[Tensor], Tensor] | None:
+def build_augment(spec: DataSpec, seed: int) -> RandomTranslateFlip | None:
     """The batch augmentation of a data section, seeded (``None`` for ``"none"``).
 
     Args:
@@ -399,17 +399,12 @@ def build_augment(spec: DataSpec, seed: int) -> Callable[[Tensor], Tensor] | Non
         seed: Seed of the augmentation's generator.
 
     Returns:
-        A function from an image batch to an augmented batch, or ``None``.
+        A :class:`~torchvat.data.RandomTranslateFlip` (its generator's state is saved in checkpoints),
+        or ``None``.
     """
     if spec.augment == "none":
         return None
-    generator = torch.Generator().manual_seed(seed)
-    flip = spec.augment == "translate-flip"
-
-    def augment(x: Tensor) -> Tensor:
-        return augment_translate_flip(x, max_shift=spec.max_shift, flip=flip, generator=generator)
-
-    return augment
+    return RandomTranslateFlip(max_shift=spec.max_shift, flip=spec.augment == "translate-flip", seed=seed)
 
 
 def build_run_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> tuple[nn.Module, str]:
@@ -464,7 +459,8 @@ def train_run(
         config: The run configuration (``train.out_dir`` is replaced by ``out_dir``).
         out_dir: The run's folder (created).
         resume: A checkpoint to continue from.
-        progress: Whether to show the trainer's progress bar.
+        progress: Whether to show the trainer's progress bar (never when ``config.train.progress``
+            is off, e.g. by ``--no-progress``).
         data: Already loaded data (skips loading; ``config.data`` must describe it).
         on_ready: Called with the trainer and the resolved configuration before training
             (e.g. to print the chosen eps).
@@ -480,9 +476,11 @@ def train_run(
         data = load_run_data(config.data, seed)
     seed_everything(seed)
     model, model_name = build_run_model(config.model, data.input_shape, data.n_classes)
-    train_cfg = config.train.replace(out_dir=str(out), progress=progress)
+    train_cfg = config.train.replace(out_dir=str(out), progress=progress and config.train.progress)
     augment_seed = seed if rank() == 0 else rank_seed(seed, rank(), 4)  # own augmentations per process
     trainer = Trainer(model, data, config=train_cfg, augment=build_augment(config.data, augment_seed))
+    if resume is not None:  # before the run folder's files are rewritten: a refused resume changes none
+        trainer.load_state_dict(load_checkpoint(resume))
     resolved_data = dataclasses.replace(config.data, seed=config.data.seed if config.data.seed is not None else seed)
     eps = trainer.eps if trainer.eps is not None else config.train.eps
     resolved = RunConfig(
@@ -504,12 +502,12 @@ def train_run(
         "config": CONFIG_FILE,
     }
     if is_main_process():  # distributed: rank 0 writes the run folder
-        (out / CONFIG_FILE).write_text(resolved.to_toml(), encoding="utf-8")
-        (out / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(out / CONFIG_FILE, resolved.to_toml())
+        write_text_atomic(out / RUN_FILE, json.dumps(run_info, indent=2) + "\n")
     if on_ready is not None:
         on_ready(trainer, resolved)
     start = time.perf_counter()
-    result = trainer.fit(resume=resume)
+    result = trainer.fit()  # from the loaded state when resuming
     seconds = time.perf_counter() - start
     return RunOutcome(result=result, trainer=trainer, data=data, config=resolved, out_dir=out, seconds=seconds)
 
@@ -554,8 +552,6 @@ def load_run(
         FileNotFoundError: If the checkpoint or its ``run.json`` is missing.
         UsageError: If ``run.json`` is unreadable.
     """
-    from torchvat.train import load_checkpoint
-
     ckpt = find_checkpoint(path)
     info_path = ckpt.parent / RUN_FILE
     if not info_path.is_file():

@@ -5,7 +5,7 @@ tensors in memory.
 """
 
 from torchvat.data.arrays import UNLABELED, encode_labels, from_arrays
-from torchvat.data.augment import augment_translate_flip, translate_flip
+from torchvat.data.augment import RandomTranslateFlip, augment_translate_flip, translate_flip
 from torchvat.data.container import SemiSupervisedData
 from torchvat.data.digits import load_digits_data
 from torchvat.data.fashion_mnist import (
@@ -37,6 +37,7 @@ __all__ = [
     "ZCA",
     "InfiniteBatchSampler",
     "InfiniteTensorLoader",
+    "RandomTranslateFlip",
     "SemiSupervisedData",
     "Standardizer",
     "augment_translate_flip",

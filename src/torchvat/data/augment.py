@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["augment_translate_flip", "translate_flip"]
+__all__ = ["RandomTranslateFlip", "augment_translate_flip", "translate_flip"]
 
 _PADDING_MODES = ("reflect", "zeros", "replicate")
 
@@ -139,3 +139,60 @@ def augment_translate_flip(
     if flip:
         flips = (torch.rand(n, generator=generator, device=device) < 0.5).to(x.device)
     return _gather(x, shifts, flips, max_shift, padding_mode)
+
+
+class RandomTranslateFlip:
+    """:func:`augment_translate_flip` with a generator of its own, whose state checkpoints keep.
+
+    A training run's augmentation draws from its own generator so that it does not depend on
+    the model's random draws; that generator is part of the run's state:
+    :class:`torchvat.train.Trainer` saves :meth:`state_dict` in its checkpoints and restores it on
+    resume (and calls :meth:`manual_seed` on the processes other than rank 0 of a distributed run),
+    so a resumed run draws the augmentations the uninterrupted run would have drawn.
+
+    Args:
+        max_shift: Largest shift in pixels (per axis).
+        flip: Mirror each image with probability 1/2.
+        padding_mode: ``"reflect"``, ``"zeros"`` or ``"replicate"``.
+        seed: Seed of the generator.
+
+    Example:
+        >>> aug = RandomTranslateFlip(max_shift=2, flip=False, seed=0)
+        >>> state = aug.state_dict()
+        >>> x = torch.rand(4, 1, 8, 8)
+        >>> a = aug(x)
+        >>> aug.load_state_dict(state)
+        >>> torch.equal(aug(x), a)
+        True
+    """
+
+    def __init__(self, max_shift: int = 2, flip: bool = True, padding_mode: str = "reflect", seed: int = 0) -> None:
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
+            raise ValueError(f"max_shift must be an integer >= 0, got {max_shift!r}")
+        self.max_shift = max_shift
+        self.flip = bool(flip)
+        self.padding_mode = padding_mode
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Augment an image batch ``[N, C, H, W]`` (see :func:`augment_translate_flip`)."""
+        return augment_translate_flip(
+            x, max_shift=self.max_shift, flip=self.flip, padding_mode=self.padding_mode, generator=self.generator
+        )
+
+    def manual_seed(self, seed: int) -> None:
+        """Reseed the generator."""
+        self.generator.manual_seed(int(seed))
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The generator's state."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore a state from :meth:`state_dict`."""
+        self.generator.set_state(state["generator"])
+
+    def __repr__(self) -> str:
+        return f"RandomTranslateFlip(max_shift={self.max_shift}, flip={self.flip}, padding_mode={self.padding_mode!r})"

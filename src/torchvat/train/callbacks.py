@@ -282,6 +282,7 @@ class Checkpoint(Callback):
         self.every = every
         self.save_best = save_best
         self.keep_previous = keep_previous
+        self._last_step: int | None = None  # the step of the last.pt written by this run
 
     def _dir(self, trainer: Trainer) -> Path:
         if self.directory is not None:
@@ -291,10 +292,16 @@ class Checkpoint(Callback):
         return Path(trainer.config.out_dir)
 
     def _save(self, trainer: Trainer, name: str) -> None:
+        # every process reads its non-finite record here, not only the one that writes: in a
+        # distributed run they then stop (or skip) on the same iteration (their records agree,
+        # the gradients being all-reduced), instead of rank 0 leaving the others in a collective
+        trainer.check_nonfinite()
         if is_main_process():
             keep = self.keep_previous if name == "last.pt" else 0
             path = save_checkpoint(trainer.state_dict(), self._dir(trainer) / name, keep_previous=keep)
             trainer.paths[name.removesuffix(".pt")] = str(path)
+        if name == "last.pt":
+            self._last_step = trainer.step
 
     def on_train_begin(self, **kwargs: Any) -> None:
         """Check the directory (writable, free space) and delete stale temporary files."""
@@ -320,8 +327,14 @@ class Checkpoint(Callback):
             self._save(trainer, "last.pt")
 
     def on_train_end(self, **kwargs: Any) -> None:
-        """Write ``last.pt`` with the final state (also after an early stop or an interruption)."""
-        self._save(kwargs["trainer"], "last.pt")
+        """Write ``last.pt`` with the final state (also after an early stop or an interruption).
+
+        Not again when the run ended on the iteration whose ``last.pt`` was just written: a second
+        write would rotate that same state into ``last.prev.pt`` and lose the older one.
+        """
+        trainer: Trainer = kwargs["trainer"]
+        if self._last_step != trainer.step:
+            self._save(trainer, "last.pt")
 
 
 class TensorBoardLogger(Callback):

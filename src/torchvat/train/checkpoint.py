@@ -333,6 +333,37 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str], *, keep
     return path
 
 
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a small text file (a run's config, its description) so that it is whole or unchanged.
+
+    The text goes to a temporary file in the same directory, is ``fsync``-ed and moved over
+    ``path`` with ``os.replace``; a crash or an error leaves the previous file as it was.
+
+    Args:
+        path: The file.
+        text: Its new content (UTF-8).
+
+    Returns:
+        The path.
+
+    Raises:
+        OSError: If the directory is not writable (the previous file is unchanged).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def _write_error(err: OSError, path: Path) -> OSError:
     reason = err.strerror or str(err)
     new = type(err)(f"cannot write checkpoint {str(path)!r}: {reason}; the previous file there (if any) is unchanged")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -36,7 +36,9 @@ __all__ = [
     "VATEntMin",
     "VirtualAdversarialTraining",
     "available_methods",
+    "check_method_options",
     "get_method",
+    "method_hyperparameters",
     "register_method",
     "unregister_method",
 ]
@@ -633,6 +635,38 @@ def available_methods() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
+def method_hyperparameters(name: str) -> frozenset[str] | None:
+    """The keyword arguments the factory of method ``name`` takes (``None``: any, ``**kwargs``).
+
+    Raises:
+        ValueError: If ``name`` is not registered (the message lists the known names).
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"method must be one of {', '.join(map(repr, available_methods()))}, got {name!r}")
+    try:
+        params = inspect.signature(_REGISTRY[name]).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: take everything
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params)
+
+
+def check_method_options(name: str, options: Mapping[str, Any]) -> None:
+    """Refuse options that method ``name`` does not take (a misspelt or misplaced hyperparameter).
+
+    Raises:
+        ValueError: Naming the unknown options and the method's hyperparameters.
+    """
+    accepted = method_hyperparameters(name)
+    unused = [] if accepted is None else sorted(set(options) - accepted)
+    if unused:
+        raise ValueError(
+            f"method {name!r} takes the hyperparameters {sorted(accepted or ())}, got {unused} besides; "
+            "remove them or choose the method that uses them"
+        )
+
+
 def get_method(name: str, *, strict: bool = False, **hparams: Any) -> Method:
     """Build a registered method.
 
@@ -657,23 +691,12 @@ def get_method(name: str, *, strict: bool = False, **hparams: Any) -> Method:
         >>> get_method("vat+ent", eps=1.0, alpha=1.0, beta=0.0).weights
         {'ce': 1.0, 'vat': 1.0}
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"method must be one of {', '.join(map(repr, available_methods()))}, got {name!r}")
-    factory = _REGISTRY[name]
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):  # builtins without a signature: pass everything
-        params = None
-    if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params):
-        accepted = {p.name for p in params}
-        unused = sorted(set(hparams) - accepted)
-        if strict and unused:
-            raise ValueError(
-                f"method {name!r} takes the hyperparameters {sorted(accepted)}, got {unused} besides; "
-                "remove them or choose the method that uses them"
-            )
+    accepted = method_hyperparameters(name)
+    if accepted is not None:
+        if strict:
+            check_method_options(name, hparams)
         hparams = {k: v for k, v in hparams.items() if k in accepted}
-    method = factory(**hparams)
+    method = _REGISTRY[name](**hparams)
     if not isinstance(method, Method):
         raise TypeError(
             f"the factory of method {name!r} must return a torchvat.train.Method, got {type(method).__name__}"

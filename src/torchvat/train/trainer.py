@@ -55,7 +55,7 @@ from torchvat.train.finite import (
     grad_finite_flags,
     supports_found_inf,
 )
-from torchvat.train.methods import Batch, CleanPass, Method, get_method
+from torchvat.train.methods import Batch, CleanPass, Method, check_method_options, get_method
 from torchvat.train.optim import IterationSchedule, build_optimizer, warmup_factor
 
 __all__ = [
@@ -373,6 +373,9 @@ class Trainer:
         callbacks: Extra callbacks, called after the built-in ones (progress bar, and with
             ``out_dir`` the metrics file and checkpoints, and TensorBoard if enabled).
         augment: A function applied to each labeled and unlabeled input batch on the device.
+            If it has ``state_dict``/``load_state_dict`` (as
+            :class:`~torchvat.data.RandomTranslateFlip`), its state is saved in checkpoints and
+            restored on resume; with ``manual_seed``, processes other than rank 0 reseed it on resume.
         **options: :class:`TrainConfig` fields overriding ``config``.
 
     Raises:
@@ -448,6 +451,10 @@ class Trainer:
         if isinstance(method, Method):
             self.method = method
         else:
+            clash = sorted(set(cfg.extra) & set(_HPARAMS))
+            if clash:
+                raise ValueError(f"extra must not repeat the config's own fields {clash}; set them directly")
+            check_method_options(cfg.method, cfg.extra)  # typed for this method: a misspelt one is an error
             hparams = {k: getattr(cfg, k) for k in _HPARAMS}
             self.method = get_method(cfg.method, **hparams, **cfg.extra)
         self.eps: float | None = getattr(self.method, "eps", None)
@@ -1160,8 +1167,9 @@ class Trainer:
         """Everything needed to continue training exactly where it is.
 
         Model, optimizer, schedule, CPU/Python/NumPy/device random states, the method's
-        generator, the samplers' positions, the step, metric history and accumulators, and
-        the config, as tensors and plain containers (loadable with ``weights_only=True``).
+        generator, the augmentation's state (when it has a ``state_dict``), the samplers'
+        positions, the step, metric history and accumulators, and the config, as tensors and
+        plain containers (loadable with ``weights_only=True``).
 
         Iterations skipped on the device are reported first (:meth:`check_nonfinite`), so a
         saved state never hides a pending failure.
@@ -1182,6 +1190,7 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "rng": get_rng_state(self.device),
             "generator": self.generator.get_state(),
+            "augment": self.augment.state_dict() if hasattr(self.augment, "state_dict") else None,
             "samplers": {
                 "labeled": self.labeled_sampler.state_dict(),
                 "unlabeled": None if self.unlabeled_sampler is None else self.unlabeled_sampler.state_dict(),
@@ -1219,19 +1228,35 @@ class Trainer:
         ``(seed, rank, step)``, so a resumed distributed run is a valid continuation but not
         bit-identical to an uninterrupted one on those processes.
 
+        The state (weights, optimizer moments, step, random streams) is the checkpoint's; the
+        hyperparameters are this trainer's config: a learning rate, weight decay, momentum, eps,
+        alpha, schedule length, ... that differ from the saved run's take effect from the next
+        iteration (``lr`` scales the schedule's base rates). An ``eps`` of ``None`` keeps the
+        saved run's derived value.
+
         Args:
             state: The saved state.
 
         Raises:
-            ValueError: If the state belongs to another method or data size.
+            ValueError: If the state belongs to another method, data size, optimizer or batch
+                size (naming the saved and the current value).
         """
         if state.get("method") != self.method.name:
             raise ValueError(
                 f"checkpoint was written by method {state.get('method')!r}, but this trainer runs {self.method.name!r}"
             )
+        saved_config = state.get("config") or {}
+        for name in ("optimizer", "batch_size", "unlabeled_batch_size"):  # the saved state needs them
+            if name in saved_config and saved_config[name] != getattr(self.config, name):
+                raise ValueError(
+                    f"checkpoint was written with {name}={saved_config[name]!r}, but this trainer has "
+                    f"{name}={getattr(self.config, name)!r}; a resumed run keeps the saved {name} "
+                    "(its optimizer state and data streams depend on it): use the saved value or start a new run"
+                )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        self._apply_changed_hyperparameters(saved_config)
         saved_world = int(state.get("world_size", 1))
         self.labeled_sampler.load_state_dict(self._sampler_state(state["samplers"]["labeled"], saved_world))
         saved_u = state["samplers"]["unlabeled"]
@@ -1246,9 +1271,14 @@ class Trainer:
         self.generator.set_state(state["generator"])
         set_rng_state(state["rng"], self.device)
         self.step = int(state["step"])
+        saved_augment = state.get("augment")
+        if saved_augment is not None and hasattr(self.augment, "load_state_dict"):
+            self.augment.load_state_dict(saved_augment)
         if self.rank > 0:  # the file holds rank 0's random state: derive this process's own
             self.generator.manual_seed(rank_seed(self.config.seed, self.rank, 2, self.step))
             seed_everything(rank_seed(self.config.seed, self.rank, _GLOBAL_STREAM, self.step))
+            if hasattr(self.augment, "manual_seed"):
+                self.augment.manual_seed(rank_seed(self.config.seed, self.rank, 4, self.step))
         self.history = [dict(r) for r in state["history"]]
         self.best = dict(state["best"])
         self._log_acc.load_state_dict(state["accumulators"]["log"], self.device)
@@ -1258,9 +1288,31 @@ class Trainer:
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self._nonfinite.reset()
         self.last_step_ok = None
-        if state.get("eps") is not None and hasattr(self.method, "eps"):
+        # the saved run's eps (derived from its data, or given), unless another one is given now
+        eps_changed = self.config.eps is not None and self.config.eps != saved_config.get("eps")
+        if not eps_changed and state.get("eps") is not None and hasattr(self.method, "eps"):
             self.eps = float(state["eps"])
             self.method.eps = self.eps
+
+    def _apply_changed_hyperparameters(self, saved_config: Mapping[str, Any]) -> None:
+        """Apply the config's ``lr``, ``weight_decay``, ``momentum``, ``nesterov`` after a loaded optimizer state.
+
+        The loaded parameter groups hold the saved run's values; those that differ in the config
+        are replaced. Every hyperparameter of a resumed run is the config's; its state is the
+        checkpoint's.
+        """
+        cfg = self.config
+        saved_lr = saved_config.get("lr")
+        if saved_lr is not None and saved_lr != cfg.lr and saved_lr > 0:
+            self.schedule.base_lrs = [base * cfg.lr / saved_lr for base in self.schedule.base_lrs]
+            self.schedule.apply(self.schedule.step)
+        for group in self.optimizer.param_groups:
+            if saved_config.get("weight_decay", cfg.weight_decay) != cfg.weight_decay:
+                group["weight_decay"] = cfg.weight_decay
+            if cfg.optimizer == "sgd":
+                if saved_config.get("momentum", cfg.momentum) != cfg.momentum:
+                    group["momentum"] = cfg.momentum
+                group["nesterov"] = cfg.nesterov and group["momentum"] > 0
 
 
 def _compiled(model: nn.Module, cfg: TrainConfig) -> nn.Module:
