@@ -56,3 +56,9 @@ def test_compare_rejects_unknown_method(tmp_path, capsys):
     assert main(["compare", "--methods", "vat,magic", "--iters", "5", "--out", str(tmp_path / "x")]) == 2
     assert "unknown method 'magic'" in capsys.readouterr().err
     assert main(["compare", "--seeds", "a,b"]) == 2
+
+
+def test_compare_refuses_the_single_method_and_seed_options(tmp_path, capsys):
+    for option, value in (("--method", "vat"), ("--seed", "3")):
+        assert main(["compare", "--dataset", "moons", option, value, "--out", str(tmp_path)]) == 2
+        assert f"use {option}s, not {option}" in capsys.readouterr().err

@@ -285,3 +285,12 @@ def test_numpy_scalars_are_numbers():
             torchvat.vat_loss(model, x, n_power=bad)
     with pytest.raises(ValueError, match=r"n_power must be an integer >= 0, got np.int64\(-1\)"):
         torchvat.vat_loss(model, x, n_power=np.int64(-1))
+
+
+def test_suggest_eps_checks_its_sample_sizes_and_names_what_it_got():
+    x = torch.randn(10, 3)
+    for name in ("max_queries", "max_references"):
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= 1, got 0"):
+            torchvat.suggest_eps(x, rule="nn", **{name: 0})
+    with pytest.raises(TypeError, match=r"got torch.int64 tensor of shape \(10, 3\)"):
+        torchvat.suggest_eps(torch.zeros(10, 3, dtype=torch.long))

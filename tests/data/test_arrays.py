@@ -177,3 +177,13 @@ def test_validation_split_refuses_when_every_class_has_one_labeled_row():
     X = np.zeros((6, 2), dtype=np.float32)
     with pytest.raises(ValueError, match=r"val_fraction=0\.5 cannot hold out any labeled row: each of the 2 classes"):
         from_arrays(X, np.array([0, 1, -1, -1, -1, -1]), val_fraction=0.5)
+
+
+def test_numeric_test_labels_with_named_training_labels_are_refused():
+    X = np.zeros((4, 2), dtype=np.float32)
+    with pytest.raises(TypeError, match=r"y_test holds numbers but y holds class names \['cat', 'dog'\]"):
+        from_arrays(X, ["cat", "dog", -1, -1], X_test=X[:2], y_test=[1, 0])
+    data = from_arrays(X, ["cat", "dog", -1, -1], X_test=X[:2], y_test=["dog", "cat"])
+    assert data.y_test.tolist() == [1, 0]
+    data = from_arrays(X, ["cat", "dog", -1, -1], X_test=X[:2], y_test=[1, 0], classes=["cat", "dog"])
+    assert data.y_test.tolist() == [1, 0]  # with classes given, numbers are indices into it

@@ -309,3 +309,8 @@ def test_channels_last_trains_the_same_numbers_in_the_other_memory_format():
     for (name, a), b in zip(fast.model.state_dict().items(), plain.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
     assert fast_final["test_error"] == pytest.approx(plain_final["test_error"], abs=1 / 40 + 1e-9)
+
+
+def test_config_takes_a_path_like_out_dir_and_a_torch_device(tmp_path):
+    cfg = TrainConfig(out_dir=tmp_path / "run", device=torch.device("cpu"))
+    assert cfg.out_dir == str(tmp_path / "run") and cfg.device == "cpu"

@@ -203,6 +203,11 @@ def compare_command(args: argparse.Namespace) -> int:
     if args.list_recipes:
         print(train_cli.list_recipes())
         return 0
+    for single, plural in (("method", "methods"), ("seed", "seeds")):  # train's options, replaced here
+        if getattr(args, f"t_{single}", None) is not None:
+            raise UsageError(
+                f"compare runs every --{plural} (here {getattr(args, plural)!r}); use --{plural}, not --{single}"
+            )
     methods = _split(args.methods, "--methods", str)
     seeds = _split(args.seeds, "--seeds", int)
     if any(s < 0 for s in seeds):

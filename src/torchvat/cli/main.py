@@ -50,6 +50,16 @@ def _show_warning(message: Any, category: type[Warning], *args: Any, **kwargs: A
     sys.stderr.write(f"torchvat: warning: {message}\n")
 
 
+class _PrefixFormatter(logging.Formatter):
+    """``torchvat: message``, without doubling the prefix of the library's own messages."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text if text.startswith("torchvat:") else f"torchvat: {text}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return the exit code.
 
@@ -68,7 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = bool(getattr(args, "debug", False))
-    logging.basicConfig(level=logging.WARNING, format="torchvat: %(message)s")
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig: only when nothing configured logging before
+        handler = logging.StreamHandler()
+        handler.setFormatter(_PrefixFormatter())
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
     with warnings.catch_warnings():
         if not debug:
             warnings.showwarning = _show_warning

@@ -8,6 +8,8 @@ neighbourhood of a point, where the label cannot change. :func:`suggest_eps` mea
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -55,7 +57,8 @@ def suggest_eps(
     :math:`s = 0.05`), for embeddings and other data whose mean carries no meaning.
 
     Distances are computed for up to ``max_queries`` points (against up to ``max_references``
-    points for ``"nn"``) drawn at random (seeded), so the cost is bounded on large datasets.
+    points for ``"nn"``) drawn at random (seeded), so the cost is bounded on large datasets. The
+    median is ``torch.median``'s, the lower of the two middle values for an even count.
 
     Args:
         x: training inputs [N, ...] (for ``"labeled"``: the unlabeled ones), N >= 2.
@@ -81,8 +84,12 @@ def suggest_eps(
     check_choice("rule", rule, EPS_RULES)
     if scale is not None:
         check_nonnegative("scale", scale, positive=True)
+    for name, value in (("max_queries", max_queries), ("max_references", max_references)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
-        raise TypeError(f"x must be a floating-point tensor [N, ...], got {type(x).__name__}")
+        got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f"x must be a floating-point tensor [N, ...], got {got}")
     flat = _rows(x)
     n = flat.shape[0]
     if n < 2:

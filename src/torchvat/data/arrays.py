@@ -293,6 +293,11 @@ def from_arrays(
     x_test = t_test = None
     if X_test is not None:
         x_test = _inputs_tensor(X_test, "X_test", allow_nonfinite)
+        if classes is None and names is not None and np.asarray(y_test).dtype.kind in "iuf":
+            raise TypeError(
+                f"y_test holds numbers but y holds class names {names[:10]}; give y_test as names too "
+                "(or pass classes= to read numbers as indices into it)"
+            )
         t_codes, names_t = encode_labels(y_test, classes=names, arg="y_test")
         if names is None and names_t is not None:
             raise TypeError("y_test holds class names but y holds class indices")

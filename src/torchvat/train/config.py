@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,6 +179,11 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # the types the rest of the API takes for these: a path-like folder, a torch.device
+        if isinstance(self.out_dir, os.PathLike):
+            self.out_dir = os.fspath(self.out_dir)
+        if type(self.device).__name__ == "device" and type(self.device).__module__ == "torch":
+            self.device = str(self.device)
         self.validate()
 
     def validate(self) -> None:

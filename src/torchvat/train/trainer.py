@@ -987,7 +987,11 @@ class Trainer:
             raise failure
         if self.interrupted is not None:
             saved = result.paths.get("last")
-            where = f"the state is saved in {saved}; resume with Trainer.fit(resume=...)" if saved else "no out_dir"
+            where = (
+                f"the state is saved in {saved}; resume with Trainer.fit(resume=PATH) or torchvat train --resume PATH"
+                if saved
+                else "no out_dir"
+            )
             logger.warning(
                 "torchvat: %s received: training stopped after iteration %d of %d; %s",
                 self.interrupted,
