@@ -210,3 +210,22 @@ def test_no_progress_flag_turns_the_bar_off(tmp_path, monkeypatch):
     _, args = _moons(tmp_path)  # FAST holds --no-progress
     assert main(args) == 0
     assert seen == [False]
+
+
+def test_the_summary_says_on_which_split_the_best_record_was_chosen(tmp_path, capsys):
+    _, args = _moons(tmp_path)
+    assert main(args) == 0
+    assert "best (chosen on test: optimistic)" in capsys.readouterr().out
+    out = tmp_path / "digits"
+    args = ["train", "--dataset", "digits", "--labels", "50", "--data-option", "n_val=50", "--out", str(out), *FAST]
+    assert main(args) == 0
+    assert "best (chosen on val)" in capsys.readouterr().out
+    assert main([*args[: -len(FAST)], "--data-option", "n_vall=50", *FAST]) == 2
+    assert "dataset 'digits' takes the options [" in capsys.readouterr().err
+
+
+def test_a_run_that_fails_before_training_leaves_no_empty_folder(tmp_path):
+    out = tmp_path / "never"
+    args = ["train", "--dataset", "moons", "--model-option", "no_such_option=1", "--out", str(out), *FAST]
+    assert main(args) == 2
+    assert not out.exists()

@@ -470,17 +470,23 @@ def train_run(
     """
     import time
 
+    created = not Path(out_dir).exists()
     out = check_output_dir(out_dir)  # created and writable, before the data are loaded
     seed = config.train.seed
-    if data is None:
-        data = load_run_data(config.data, seed)
-    seed_everything(seed)
-    model, model_name = build_run_model(config.model, data.input_shape, data.n_classes)
-    train_cfg = config.train.replace(out_dir=str(out), progress=progress and config.train.progress)
-    augment_seed = seed if rank() == 0 else rank_seed(seed, rank(), 4)  # own augmentations per process
-    trainer = Trainer(model, data, config=train_cfg, augment=build_augment(config.data, augment_seed))
-    if resume is not None:  # before the run folder's files are rewritten: a refused resume changes none
-        trainer.load_state_dict(load_checkpoint(resume))
+    try:
+        if data is None:
+            data = load_run_data(config.data, seed)
+        seed_everything(seed)
+        model, model_name = build_run_model(config.model, data.input_shape, data.n_classes)
+        train_cfg = config.train.replace(out_dir=str(out), progress=progress and config.train.progress)
+        augment_seed = seed if rank() == 0 else rank_seed(seed, rank(), 4)  # own augmentations per process
+        trainer = Trainer(model, data, config=train_cfg, augment=build_augment(config.data, augment_seed))
+        if resume is not None:  # before the run folder's files are rewritten: a refused resume changes none
+            trainer.load_state_dict(load_checkpoint(resume))
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):  # leave no empty run folder behind
+            out.rmdir()
+        raise
     resolved_data = dataclasses.replace(config.data, seed=config.data.seed if config.data.seed is not None else seed)
     eps = trainer.eps if trainer.eps is not None else config.train.eps
     resolved = RunConfig(

@@ -377,7 +377,10 @@ def write_train_report(outcome: RunOutcome, *, recipe: str | None = None) -> Pat
 def _summary_rows(outcome: RunOutcome) -> tuple[list[str], list[list[Any]]]:
     res = outcome.result
     rows: list[list[Any]] = []
-    for label, record in (("final", res.final), ("best", res.best)):
+    # "best" is chosen on the validation split when there is one; chosen on the test split, its
+    # test error is an optimistic estimate, and the label says so
+    chosen_on = "best (chosen on val)" if "val_error" in res.best else "best (chosen on test: optimistic)"
+    for label, record in (("final", res.final), (chosen_on, res.best)):
         if not record:
             continue
         for split in ("val", "test"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,7 @@ from torchvat.data.fashion_mnist import find_fashion_mnist, load_fashion_mnist
 from torchvat.data.synthetic import make_circles_data, make_moons_data
 from torchvat.data.torchvision_sets import DEFAULT_N_LABELS, load_torchvision
 
-__all__ = ["available_datasets", "load_dataset"]
+__all__ = ["available_datasets", "dataset_options", "load_dataset"]
 
 
 def _moons(root: Any, n_labels: int | None, seed: int, download: bool, **kw: Any) -> Any:
@@ -57,6 +58,28 @@ _LOADERS: dict[str, Callable[..., SemiSupervisedData]] = {
     "svhn": _vision("svhn"),
 }
 _ALIASES = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "two-moons": "moons"}
+#: the function whose keyword options each dataset takes (besides n_labels, seed, root, download)
+_OPTIONS_OF: dict[str, Callable[..., Any]] = {
+    "moons": make_moons_data,
+    "circles": make_circles_data,
+    "digits": load_digits_data,
+    "fashion-mnist": load_fashion_mnist,
+}
+
+
+def dataset_options(name: str) -> list[str]:
+    """The keyword options :func:`load_dataset` passes on to dataset ``name``'s loader.
+
+    Example:
+        >>> dataset_options("moons")
+        ['n_samples', 'noise', 'n_test', 'unlabeled_includes_labeled']
+    """
+    key = _ALIASES.get(name.strip().lower().replace("_", "-"), name.strip().lower().replace("_", "-"))
+    if key not in _LOADERS:
+        raise ValueError(f"name must be one of {available_datasets()}, got {name!r}")
+    fn = _OPTIONS_OF.get(key, load_torchvision)
+    skip = {"n_labels", "seed", "root", "download", "name", "directory"}
+    return [p for p in inspect.signature(fn).parameters if p not in skip]
 
 
 def available_datasets() -> list[str]:
@@ -114,4 +137,7 @@ def load_dataset(
     key = _ALIASES.get(key, key)
     if key not in _LOADERS:
         raise ValueError(f"name must be one of {available_datasets()}, got {name!r}")
+    unknown = sorted(set(kwargs) - set(dataset_options(key)))
+    if unknown:
+        raise ValueError(f"dataset {key!r} takes the options {dataset_options(key)}, got {unknown} besides")
     return _LOADERS[key](root, n_labels, seed, download, **kwargs)
