@@ -88,6 +88,10 @@ def vat_loss(
         norm: ``"l2"`` (per sample, over all non-batch dimensions) or ``"linf"`` (sign of the direction).
         likelihood: ``"categorical"`` (softmax over dim 1, KL), ``"bernoulli"`` (sigmoid, per-output KL
             summed: binary and multi-label) or ``"gaussian"`` (half squared error, regression).
+            Outputs with positions (``[B, C, H, W]`` segmentation, ``[B, C, T]`` sequences) get one
+            divergence per sample, summed over the positions, where a cross entropy is usually
+            averaged over them: scale ``alpha`` down by the number of positions (or pass a
+            ``divergence`` that averages) to keep the paper's balance.
         divergence: ``callable(clean, perturbed) -> Tensor[B]``; replaces ``likelihood``.
         probe: how :math:`H d` is computed: ``"finite_difference"`` (the paper's), ``"exact"`` (the
             Gauss-Newton product :math:`J^\top A J d`, exact at :math:`r=0`, accurate in low precision,
