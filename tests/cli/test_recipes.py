@@ -36,6 +36,21 @@ def test_paper_numbers():
     assert cifar.data["preprocess"] == "zca" and cifar.data["augment"] == "translate-flip"
     assert cifar.train["iterations"] == 200000 and cifar.train["batch_size"] == 32
     assert "14.87" in cifar.source and "5.77" in svhn.source
+    # as the authors' code (takerum/vat_tf): full ZCA whitening, SVHN labels not balanced per class
+    assert cifar.data["zca_eps"] == 0.0 and svhn.data["options"] == {"balanced": False}
+
+
+def test_augmentation_pads_with_the_centre_of_the_input_space():
+    import torch
+
+    from torchvat.cli._run import DataSpec, build_augment
+
+    x = torch.ones(2, 1, 6, 6)
+    for preprocess, fill in (("none", 0.5), ("zca", 0.0), ("standardize", 0.0)):
+        aug = build_augment(DataSpec(dataset="digits", augment="translate", preprocess=preprocess), seed=0)
+        assert aug.padding_mode == "constant" and aug.fill == fill
+        out = torch.cat([aug(x) for _ in range(8)])
+        assert set(out.unique().tolist()) <= {1.0, fill} and (out == fill).any()
 
 
 def test_unknown_recipe():

@@ -63,3 +63,20 @@ def test_fit_transform_data_fits_on_training_inputs_only():
     zca = ZCA()
     white = fit_transform_data(data, zca)
     assert torch.allclose(white.x_labeled, zca.transform(data.x_labeled))
+
+
+def test_zca_with_eps_zero_whitens_fully_and_maps_constant_directions_to_zero():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(400, 5, generator=g, dtype=torch.float64) @ torch.rand(5, 5, generator=g, dtype=torch.float64)
+    z = ZCA(eps=0.0).fit(x).transform(x)
+    torch.testing.assert_close(torch.cov(z.T, correction=0), torch.eye(5, dtype=torch.float64), atol=1e-8, rtol=0)
+    partial = ZCA(eps=1e-2).fit(x).transform(x)
+    assert float(partial.norm(dim=1).median()) < float(z.norm(dim=1).median())  # eps sets the scale
+    x[:, 2] = 0.7  # a constant pixel: no variance to whiten
+    zca = ZCA(eps=0.0).fit(x)
+    z = zca.transform(x)
+    assert bool(torch.isfinite(z).all())
+    cov = torch.cov(z.T, correction=0)
+    assert torch.linalg.matrix_rank(cov) == 4
+    torch.testing.assert_close(torch.linalg.eigvalsh(cov)[1:], torch.ones(4, dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(zca.inverse_transform(z), x, atol=1e-8, rtol=0)

@@ -404,7 +404,16 @@ def build_augment(spec: DataSpec, seed: int) -> RandomTranslateFlip | None:
     """
     if spec.augment == "none":
         return None
-    return RandomTranslateFlip(max_shift=spec.max_shift, flip=spec.augment == "translate-flip", seed=seed)
+    # padding with the centre of the input space, as the VAT authors' code (see torchvat.data.augment):
+    # the mean (0) of whitened or standardized inputs, mid-gray for pixels in [0, 1]
+    fill = 0.0 if spec.preprocess in ("zca", "standardize") else 0.5
+    return RandomTranslateFlip(
+        max_shift=spec.max_shift,
+        flip=spec.augment == "translate-flip",
+        padding_mode="constant",
+        fill=fill,
+        seed=seed,
+    )
 
 
 def build_run_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> tuple[nn.Module, str]:

@@ -1,4 +1,11 @@
-"""Batched image augmentation of the VAT papers' CIFAR-10/SVHN runs, on the data's device."""
+"""Batched image augmentation of the VAT papers' CIFAR-10/SVHN runs, on the data's device.
+
+The authors' code (github.com/takerum/vat_tf, ``dataset_utils.transform``) pads the images by 2
+pixels with zeros of its centred input space (the mean of ZCA-whitened CIFAR-10, mid-gray for
+SVHN's ``(x - 127.5) / 255``), crops a random 32x32 window and flips at random. The CLI and the
+recipes pad alike: zeros after whitening or standardization, ``0.5`` for pixels in ``[0, 1]``
+(``padding_mode="constant"``); ``"reflect"`` is the padding of Oliver et al. (2018).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from torch import Tensor
 
 __all__ = ["RandomTranslateFlip", "augment_translate_flip", "translate_flip"]
 
-_PADDING_MODES = ("reflect", "zeros", "replicate")
+_PADDING_MODES = ("reflect", "zeros", "constant", "replicate")
 
 
 def _check_images(x: Tensor) -> None:
@@ -25,6 +32,7 @@ def translate_flip(
     *,
     max_shift: int = 2,
     padding_mode: str = "reflect",
+    fill: float = 0.0,
 ) -> Tensor:
     """Shift each image by its own offset and mirror the chosen ones, in one gather.
 
@@ -38,7 +46,9 @@ def translate_flip(
             ``[-max_shift, max_shift]``; positive moves the content down/right.
         flips: Boolean ``[N]``: mirror the image horizontally; ``None`` for no flips.
         max_shift: Padding width, the largest allowed ``|shift|``.
-        padding_mode: ``"reflect"``, ``"zeros"`` or ``"replicate"`` for pixels shifted in.
+        padding_mode: ``"reflect"``, ``"zeros"``, ``"constant"`` (the value ``fill``) or
+            ``"replicate"`` for pixels shifted in.
+        fill: The value of ``"constant"`` padding.
 
     Returns:
         Augmented images, same shape, dtype and device as ``x``.
@@ -64,7 +74,7 @@ def translate_flip(
         raise ValueError(f"shifts must lie in [-{max_shift}, {max_shift}], got {shifts.tolist()}")
     if flips is not None and flips.shape != (n,):
         raise ValueError(f"flips must have shape {(n,)}, got {tuple(flips.shape)}")
-    return _gather(x, shifts, flips, max_shift, padding_mode)
+    return _gather(x, shifts, flips, max_shift, padding_mode, fill)
 
 
 def _check_padding(x: Tensor, max_shift: int, padding_mode: str) -> None:
@@ -77,12 +87,14 @@ def _check_padding(x: Tensor, max_shift: int, padding_mode: str) -> None:
         raise ValueError(f"max_shift must be smaller than the image size {(h, w)} for reflect padding, got {max_shift}")
 
 
-def _gather(x: Tensor, shifts: Tensor, flips: Tensor | None, max_shift: int, padding_mode: str) -> Tensor:
+def _gather(
+    x: Tensor, shifts: Tensor, flips: Tensor | None, max_shift: int, padding_mode: str, fill: float = 0.0
+) -> Tensor:
     """Pad once, then read every output pixel with a single advanced-indexing gather."""
     n, c, h, w = x.shape
     m = max_shift
-    if padding_mode == "zeros":
-        padded = F.pad(x, (m, m, m, m))
+    if padding_mode in ("zeros", "constant"):
+        padded = F.pad(x, (m, m, m, m), value=fill if padding_mode == "constant" else 0.0)
     else:
         padded = F.pad(x, (m, m, m, m), mode=padding_mode)
     rows = torch.arange(h, device=x.device)
@@ -104,6 +116,7 @@ def augment_translate_flip(
     flip: bool = True,
     padding_mode: str = "reflect",
     generator: torch.Generator | None = None,
+    fill: float = 0.0,
 ) -> Tensor:
     """Random translation by up to ``max_shift`` pixels and random horizontal flip.
 
@@ -116,9 +129,10 @@ def augment_translate_flip(
         max_shift: Largest shift in pixels, drawn uniformly in
             ``[-max_shift, max_shift]`` per axis and image.
         flip: Mirror each image with probability 1/2.
-        padding_mode: ``"reflect"``, ``"zeros"`` or ``"replicate"``.
+        padding_mode: ``"reflect"``, ``"zeros"``, ``"constant"`` (the value ``fill``) or ``"replicate"``.
         generator: Random generator (on any device; the draw happens on its device),
             for reproducible augmentation.
+        fill: The value of ``"constant"`` padding.
 
     Returns:
         Augmented images, same shape, dtype and device as ``x``.
@@ -138,7 +152,7 @@ def augment_translate_flip(
     flips = None
     if flip:
         flips = (torch.rand(n, generator=generator, device=device) < 0.5).to(x.device)
-    return _gather(x, shifts, flips, max_shift, padding_mode)
+    return _gather(x, shifts, flips, max_shift, padding_mode, fill)
 
 
 class RandomTranslateFlip:
@@ -153,8 +167,9 @@ class RandomTranslateFlip:
     Args:
         max_shift: Largest shift in pixels (per axis).
         flip: Mirror each image with probability 1/2.
-        padding_mode: ``"reflect"``, ``"zeros"`` or ``"replicate"``.
+        padding_mode: ``"reflect"``, ``"zeros"``, ``"constant"`` (the value ``fill``) or ``"replicate"``.
         seed: Seed of the generator.
+        fill: The value of ``"constant"`` padding.
 
     Example:
         >>> aug = RandomTranslateFlip(max_shift=2, flip=False, seed=0)
@@ -166,7 +181,9 @@ class RandomTranslateFlip:
         True
     """
 
-    def __init__(self, max_shift: int = 2, flip: bool = True, padding_mode: str = "reflect", seed: int = 0) -> None:
+    def __init__(
+        self, max_shift: int = 2, flip: bool = True, padding_mode: str = "reflect", seed: int = 0, fill: float = 0.0
+    ) -> None:
         if padding_mode not in _PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
         if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
@@ -174,12 +191,18 @@ class RandomTranslateFlip:
         self.max_shift = max_shift
         self.flip = bool(flip)
         self.padding_mode = padding_mode
+        self.fill = float(fill)
         self.generator = torch.Generator().manual_seed(int(seed))
 
     def __call__(self, x: Tensor) -> Tensor:
         """Augment an image batch ``[N, C, H, W]`` (see :func:`augment_translate_flip`)."""
         return augment_translate_flip(
-            x, max_shift=self.max_shift, flip=self.flip, padding_mode=self.padding_mode, generator=self.generator
+            x,
+            max_shift=self.max_shift,
+            flip=self.flip,
+            padding_mode=self.padding_mode,
+            generator=self.generator,
+            fill=self.fill,
         )
 
     def manual_seed(self, seed: int) -> None:
@@ -195,4 +218,7 @@ class RandomTranslateFlip:
         self.generator.set_state(state["generator"])
 
     def __repr__(self) -> str:
-        return f"RandomTranslateFlip(max_shift={self.max_shift}, flip={self.flip}, padding_mode={self.padding_mode!r})"
+        return (
+            f"RandomTranslateFlip(max_shift={self.max_shift}, flip={self.flip}, "
+            f"padding_mode={self.padding_mode!r}, fill={self.fill})"
+        )

@@ -90,7 +90,7 @@ class _Fitted:
 
 
 class ZCA(_Fitted):
-    r"""ZCA whitening, fitted on training inputs (as in the VAT code for CIFAR-10).
+    r"""ZCA whitening, fitted on training inputs.
 
     With the centred training inputs :math:`X` (``[N, D]``) and the eigendecomposition
     :math:`\Sigma = X^\top X / N = U \,\mathrm{diag}(s)\, U^\top`, inputs are mapped to
@@ -98,10 +98,17 @@ class ZCA(_Fitted):
     .. math::
         z = (x - \mu)\, U \,\mathrm{diag}\!\left(1/\sqrt{s + \epsilon}\right) U^\top.
 
-    The regularizer ``eps`` keeps near-zero eigenvalues from blowing up noise.
+    The regularizer ``eps`` keeps near-zero eigenvalues from blowing up noise; it shrinks the
+    directions of variance below ``eps``, so it also sets the scale of the whitened inputs (and
+    of a perturbation size ``eps`` chosen for them). ``eps=0`` whitens fully, every direction to
+    unit variance, as the VAT authors' CIFAR-10 code does (its ``1e-6`` is added after the square
+    root, where it changes nothing): the paper's ``eps = 8`` for CIFAR-10 is relative to that scale
+    (a whitened image's norm is then about :math:`\sqrt{D} \approx 55`). Directions of zero
+    variance (numerically: below ``1e-12`` times the largest) are mapped to 0 when ``eps=0``.
 
     Args:
-        eps: Added to the eigenvalues before the inverse square root.
+        eps: Added to the eigenvalues before the inverse square root (pixel variances of images
+            in ``[0, 1]`` are about 0.06; the default ``1e-2`` whitens partially).
 
     Example:
         >>> import torch
@@ -137,7 +144,12 @@ class ZCA(_Fitted):
         sigma = centred.T @ centred / flat.shape[0]
         s, u = torch.linalg.eigh(sigma)
         s = s.clamp_min(0.0)
-        components = (u * (1.0 / torch.sqrt(s + self.eps))) @ u.T
+        if self.eps > 0:
+            scale = 1.0 / torch.sqrt(s + self.eps)
+        else:  # full whitening; a direction without variance has nothing to whiten
+            null = s <= 1e-12 * s.max().clamp_min(torch.finfo(s.dtype).tiny)
+            scale = torch.where(null, torch.zeros_like(s), 1.0 / torch.sqrt(s.clamp_min(torch.finfo(s.dtype).tiny)))
+        components = (u * scale) @ u.T
         self.mean = mean.to(x.dtype)
         self.components = components.to(x.dtype)
         self.input_shape = tuple(x.shape[1:])
@@ -160,7 +172,7 @@ class ZCA(_Fitted):
         return ((flat - mean) @ comp).reshape(x.shape)
 
     def inverse_transform(self, z: Tensor) -> Tensor:
-        """Undo :meth:`transform` (exact up to rounding).
+        """Undo :meth:`transform` (exact up to rounding, except along directions of zero variance).
 
         Args:
             z: Whitened inputs.
@@ -172,7 +184,7 @@ class ZCA(_Fitted):
         assert self.mean is not None and self.components is not None
         flat = _flat(z, self.input_shape, "z")
         comp = self.components.to(device=z.device, dtype=torch.float64)
-        restored = torch.linalg.solve(comp, flat.to(torch.float64).T).T
+        restored = flat.to(torch.float64) @ torch.linalg.pinv(comp, hermitian=True)  # directions mapped to 0 stay 0
         return (restored.to(z.dtype) + self.mean.to(z.device, z.dtype)).reshape(z.shape)
 
 

@@ -12,7 +12,8 @@ from torchvat.models._checks import check_bool, check_positive_int, check_probab
 
 __all__ = ["MLP", "MNIST_HIDDEN_SIZES", "SMALL_HIDDEN_SIZES"]
 
-#: Hidden widths of the MNIST network of Miyato et al. (ICLR 2016, TPAMI 2018).
+#: Hidden widths of the MNIST network of Miyato et al. (TPAMI 2018; the supervised MNIST network of
+#: ICLR 2016, whose semi-supervised one was 1200-1200).
 MNIST_HIDDEN_SIZES: tuple[int, ...] = (1200, 600, 300, 150)
 
 #: Hidden widths of the network used on the 2-D synthetic data sets of the VAT papers.
@@ -31,10 +32,11 @@ def _make_activation(name: str) -> nn.Module:
 class MLP(nn.Module):
     r"""Multilayer perceptron with batch normalization, as used on MNIST by the VAT papers.
 
-    Miyato et al., "Distributional Smoothing with Virtual Adversarial Training"
-    (ICLR 2016) and "Virtual Adversarial Training: A Regularization Method for
-    Supervised and Semi-Supervised Learning" (TPAMI 2018) train on MNIST a network
-    ``784 -> 1200 -> 600 -> 300 -> 150 -> 10`` with ReLU and batch normalization.
+    Miyato et al., "Virtual Adversarial Training: A Regularization Method for Supervised
+    and Semi-Supervised Learning" (TPAMI 2018), and the supervised MNIST experiments of
+    "Distributional Smoothing with Virtual Adversarial Training" (ICLR 2016), train on MNIST a
+    network ``784 -> 1200 -> 600 -> 300 -> 150 -> 10`` with ReLU and batch normalization (the
+    authors' ICLR code also normalizes the logits: ``top_bn=True``).
 
     Architecture (defaults)::
 
