@@ -129,3 +129,13 @@ def test_forward_rejects_wrong_input():
         model(torch.randn(2, 3, 28, 28))
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         model(torch.randn(2, 784))
+
+
+def test_batchnorm_follows_the_authors_settings():
+    from torch import nn
+
+    from torchvat.models import ConvLarge, ConvSmall
+
+    for model in (ConvLarge(top_bn=True), ConvSmall(top_bn=True)):
+        norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)]
+        assert norms and all(m.momentum == 0.01 and m.eps == 1e-6 for m in norms)

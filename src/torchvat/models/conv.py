@@ -14,6 +14,9 @@ from torchvat.models._checks import (
 __all__ = ["ConvLarge", "ConvSmall"]
 
 _LEAKY_SLOPE = 0.1
+# BatchNorm as in the authors' layers.py (github.com/takerum/vat_tf): running averages with decay
+# 0.99 (PyTorch momentum 0.01) and 1e-6 added to the variance
+_BN = {"momentum": 0.01, "eps": 1e-6}
 # Two 2x2 max-pools then a 3x3 "valid" convolution: H // 4 must be at least 3.
 _MIN_SIZE = 12
 
@@ -21,7 +24,7 @@ _MIN_SIZE = 12
 def _conv_bn_act(in_channels: int, out_channels: int, kernel_size: int, padding: int) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False),
-        nn.BatchNorm2d(out_channels),
+        nn.BatchNorm2d(out_channels, **_BN),
         nn.LeakyReLU(_LEAKY_SLOPE),
     )
 
@@ -66,7 +69,7 @@ class _VATConvNet(nn.Module):
             nn.Flatten(1),
         )
         self.classifier = nn.Linear(w5, n_classes)
-        self.top_bn = nn.BatchNorm1d(n_classes) if top_bn else None
+        self.top_bn = nn.BatchNorm1d(n_classes, **_BN) if top_bn else None
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -106,7 +109,8 @@ class ConvLarge(_VATConvNet):
     on SVHN and CIFAR-10, after Laine & Aila's temporal-ensembling network).
 
     Architecture (every convolution is followed by ``BatchNorm2d`` and a leaky
-    ReLU of slope 0.1; "same" padding unless stated)::
+    ReLU of slope 0.1; "same" padding unless stated; batch normalization with the
+    authors' running-average momentum 0.01 and eps 1e-6)::
 
         3x3 conv 128 -> 3x3 conv 128 -> 3x3 conv 128
         2x2 max-pool, stride 2 -> dropout(p)
