@@ -62,3 +62,8 @@ def test_compare_refuses_the_single_method_and_seed_options(tmp_path, capsys):
     for option, value in (("--method", "vat"), ("--seed", "3")):
         assert main(["compare", "--dataset", "moons", option, value, "--out", str(tmp_path)]) == 2
         assert f"use {option}s, not {option}" in capsys.readouterr().err
+
+
+def test_compare_refuses_resume_before_looking_for_a_checkpoint(tmp_path, capsys):
+    assert main(["compare", "--dataset", "moons", "--resume", "--out", str(tmp_path / "none")]) == 2
+    assert "compare cannot --resume" in capsys.readouterr().err

@@ -229,3 +229,23 @@ def test_a_run_that_fails_before_training_leaves_no_empty_folder(tmp_path):
     args = ["train", "--dataset", "moons", "--model-option", "no_such_option=1", "--out", str(out), *FAST]
     assert main(args) == 2
     assert not out.exists()
+
+
+def test_mostly_labeled_own_data_trains_and_says_how_to_evaluate(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    y[90:] = -1  # three quarters labeled: the derived eps once was 0 (an error)
+    np.savez(tmp_path / "m.npz", X=x, y=y)
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(tmp_path / "m.npz"), "--method", "vat", "--out", str(out), *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "no held-out data: nothing evaluated. To evaluate, hold out labeled rows with" in printed
+    assert json.loads((out / "run.json").read_text())["eps"] > 0
+    assert "No held-out data" in (out / "report.md").read_text()
+
+
+def test_skipped_iterations_are_counted_in_the_summary(tmp_path, capsys):
+    _, args = _moons(tmp_path, "--lr", "1e38", "--nonfinite", "skip")
+    assert main(args) == 1  # the final metrics are not finite
+    assert "iterations skipped for a non-finite loss or gradient" in capsys.readouterr().out

@@ -119,7 +119,7 @@ def test_suggest_eps_labeled_rule_follows_the_distance_to_the_labels():
             r"labeled contains NaN or Inf",
         ),
         (torch.randn(4, 2), {"rule": "labeled", "labeled": [[0.0, 1.0]]}, TypeError, r"labeled must be a floating"),
-        (torch.ones(4, 2), {"rule": "labeled", "labeled": torch.ones(2, 2)}, ValueError, r"x and labeled coincide"),
+        (torch.ones(4, 2), {"rule": "labeled", "labeled": torch.ones(2, 2)}, ValueError, r"all samples in x are"),
     ],
 )
 def test_suggest_eps_errors(x, kwargs, exc, match):
@@ -294,3 +294,13 @@ def test_suggest_eps_checks_its_sample_sizes_and_names_what_it_got():
             torchvat.suggest_eps(x, rule="nn", **{name: 0})
     with pytest.raises(TypeError, match=r"got torch.int64 tensor of shape \(10, 3\)"):
         torchvat.suggest_eps(torch.zeros(10, 3, dtype=torch.long))
+
+
+def test_labeled_rule_when_most_or_all_points_are_labeled_ones():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 2, generator=g)
+    mostly = suggest_eps(x, rule="labeled", labeled=x[:300])  # 3/4 of x are labeled points: distance 0
+    assert mostly > 0
+    d = torch.cdist(x[300:].double(), x[:300].double()).min(dim=1).values
+    assert mostly == pytest.approx(0.75 * float(d.median()), rel=1e-6)  # the other quarter's distances
+    assert suggest_eps(x, rule="labeled", labeled=x) == suggest_eps(x, rule="labeled")  # fully labeled

@@ -46,10 +46,10 @@ def _text(path):
 @pytest.mark.parametrize(
     ("damage", "match"),
     [
-        (_truncate, "is unreadable .truncated, corrupted or not a torch checkpoint."),
+        (_truncate, r"is unreadable: the file is \d+ bytes, not the zip archive torch.save writes"),
         (_flip_tensor_bytes, "is corrupted: its contents do not match the checksum"),
-        (_empty, "is unreadable"),
-        (_text, "is unreadable"),
+        (_empty, "is unreadable: the file is empty"),
+        (_text, r"is unreadable: the file is 9 bytes, not the zip archive"),
     ],
 )
 def test_damaged_checkpoint_is_refused_naming_the_file(damage, match, tmp_path):

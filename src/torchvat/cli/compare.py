@@ -203,6 +203,8 @@ def compare_command(args: argparse.Namespace) -> int:
     if args.list_recipes:
         print(train_cli.list_recipes())
         return 0
+    if args.resume is not None:  # before any path is looked at
+        raise UsageError("compare cannot --resume; rerun it")
     for single, plural in (("method", "methods"), ("seed", "seeds")):  # train's options, replaced here
         if getattr(args, f"t_{single}", None) is not None:
             raise UsageError(

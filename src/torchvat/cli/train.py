@@ -85,8 +85,14 @@ def _optional_int(text: str) -> int | str:
 _DESCRIPTION = (
     "Train a classifier with a supervised or semi-supervised method. Options come from, in "
     "increasing priority: the defaults, --recipe, --config, and the flags. The run folder gets "
-    "config.toml (repeat the run with --config), run.json, metrics.jsonl, last.pt/best.pt and a "
-    "report (report.md, curves.png)."
+    "config.toml (repeat the run with --config), run.json, metrics.jsonl, last.pt, best.pt (when "
+    "there is held-out data) and a report (report.md, curves.png)."
+)
+
+#: how to get held-out data, printed when a run had none
+NO_HELD_OUT_HINT = (
+    "To evaluate, hold out labeled rows with --data-option val_fraction=0.2 (your own files) or "
+    "--data-option n_val=N (built-in datasets), or add X_test and y_test to the .npz."
 )
 
 
@@ -357,7 +363,11 @@ def write_train_report(outcome: RunOutcome, *, recipe: str | None = None) -> Pat
         f"model `{outcome.config.model.name}`, {res.steps} iterations in {outcome.seconds:.1f} s."
         + ("" if res.eps is None else f" eps = {res.eps:.4g}.")
     )
-    report.table(*_summary_rows(outcome))
+    headers, rows = _summary_rows(outcome)
+    if rows:
+        report.table(headers, rows)
+    else:
+        report.text(f"No held-out data: nothing was evaluated. {NO_HELD_OUT_HINT}")
     if recipe is not None:
         r = load_recipe(recipe)
         if r.reported:
@@ -443,7 +453,10 @@ def run_train(
         return outcome
     report = write_train_report(outcome, recipe=recipe)
     headers, rows = _summary_rows(outcome)
-    say(text_table(headers, rows) if rows else "no held-out data: nothing evaluated")
+    say(text_table(headers, rows) if rows else f"no held-out data: nothing evaluated. {NO_HELD_OUT_HINT}")
+    skipped = outcome.result.skipped_steps
+    if skipped:
+        say(f"{skipped} of {outcome.result.steps} iterations skipped for a non-finite loss or gradient")
     say(f"{outcome.result.steps} iterations in {outcome.seconds:.1f} s; report: {report}")
     return outcome
 

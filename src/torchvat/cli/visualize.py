@@ -103,9 +103,12 @@ def run_visualize(
         raise UsageError(f"--attack must be one of {', '.join(PERTURBATIONS)}, got {attack!r}")
     model, data, info = load_run(checkpoint, device=device)
     if len(data.input_shape) != 3 or data.input_shape[0] not in (1, 3):
+        digits = (
+            " (for 8x8 digits train with --data-option as_images=true)" if info.get("dataset_name") == "digits" else ""
+        )
         raise UsageError(
-            f"visualize needs image inputs [C, H, W] with 1 or 3 channels, got input shape {data.input_shape} "
-            "(for 8x8 digits train with --data-option as_images=true)"
+            f"visualize needs image inputs [C, H, W] with 1 or 3 channels, got input shape {data.input_shape}; "
+            f"for other inputs use torchvat evaluate{digits}"
         )
     x_all = data.x_test if data.x_test is not None else data.x_labeled
     y_all = data.y_test if data.y_test is not None else data.y_labeled

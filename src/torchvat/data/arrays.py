@@ -338,7 +338,8 @@ def from_arrays(
             )
     if labeled.all():
         warnings.warn(
-            "y contains no unlabeled rows (no unlabeled samples, y == -1); training is fully supervised",
+            "y contains no unlabeled rows (no unlabeled samples, y == -1): semi-supervised methods "
+            "regularize the labeled rows only",
             UserWarning,
             stacklevel=2,
         )

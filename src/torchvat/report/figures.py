@@ -216,7 +216,7 @@ def plot_learning_curves(
         lsteps = [r["step"] for r in hist if "train_loss" in r]
         losses = [r["train_loss"] for r in hist if "train_loss" in r]
         if lsteps:
-            ax_loss.plot(lsteps, losses, color=color, lw=2, label=name)
+            ax_loss.plot(lsteps, losses, color=color, lw=2, marker="o" if len(lsteps) < 15 else None, ms=4, label=name)
     ax_err.set_xlabel("iteration")
     ax_err.set_ylabel(f"{metric.replace('_', ' ')} (%)")
     ax_err.set_title(f"Held-out {metric.split('_')[0]} error")
@@ -228,7 +228,10 @@ def plot_learning_curves(
         positive = [r["train_loss"] for h in histories.values() for r in h if r.get("train_loss", 0) > 0]
         if positive and max(positive) / max(min(positive), 1e-12) > 100:
             ax_loss.set_yscale("log")
-    ax_err.legend(frameon=False)
+    if ax_err.get_legend_handles_labels()[0]:
+        ax_err.legend(frameon=False)
+    else:
+        ax_err.text(0.5, 0.5, "no held-out data", ha="center", va="center", transform=ax_err.transAxes, color="0.4")
     if title:
         fig.suptitle(title, fontsize=13)
     return _save(fig, path)

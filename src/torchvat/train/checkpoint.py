@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import time
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -381,12 +382,22 @@ def _describe_load_error(path: Path, err: BaseException) -> str:
             f"tensors and plain containers ({reasons[0].split(' Please use')[0][:200]}); "
             "torchvat loads checkpoints with torch.load(weights_only=True) only"
         )
-    # torch's weights-only errors start with a generic line; the specific reason follows
-    detail = next((line for line in lines if "WeightsUnpickler error" in line or "miniz" in line.lower()), None)
-    detail = detail or (lines[0] if lines else type(err).__name__)
+    if path.is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        size = path.stat().st_size
+        what = "empty" if size == 0 else f"{size} bytes, not the zip archive torch.save writes"
+        return (
+            f"checkpoint {str(path)!r} is unreadable: the file is {what} "
+            "(a copy or a download cut short, or another kind of file)"
+        )
+    # torch's weights-only errors start with generic lines (one asks to file an issue with torch);
+    # the specific reason follows them
+    generic = ("Weights only load failed", "Please file an issue", "In PyTorch 2.6", "Check the documentation")
+    specific = [line for line in lines if not line.startswith(generic)]
+    detail = specific[0] if specific else (lines[0] if lines else type(err).__name__)
+    detail = detail.split("Please file an issue")[0].rstrip(" :")
     return (
         f"checkpoint {str(path)!r} is unreadable (truncated, corrupted or not a torch checkpoint): "
-        f"{type(err).__name__}: {detail[:200]}"
+        f"{type(err).__name__}: {detail[:400]}"
     )
 
 
