@@ -58,3 +58,10 @@ def test_python_dash_m(tmp_path):
         [sys.executable, "-m", "torchvat", "--version"], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0 and proc.stdout.strip() == f"torchvat {torchvat.__version__}"
+
+
+def test_train_help_shows_values_not_python_markup(capsys):
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--norm {l2,linf}" in text and "--optimizer {adam,sgd}" in text and "--device DEVICE" in text
+    assert ":func:" not in text and "T_NORM" not in text and "None derives" not in text

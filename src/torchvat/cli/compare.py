@@ -52,7 +52,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     Returns:
         The subcommand's parser.
     """
-    p = train_cli.add_parser(subparsers, name="compare", description=__doc__, help_text="methods x seeds, mean +- std")
+    p = train_cli.add_parser(
+        subparsers,
+        name="compare",
+        description=(__doc__ or "").replace("``", ""),
+        help_text="methods x seeds, mean +- std",
+    )
     p.add_argument(
         "--methods",
         default="supervised,at,vat",

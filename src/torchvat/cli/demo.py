@@ -1,4 +1,4 @@
-"""``torchvat demo``: the seed's three modes on two moons with 8 labels, in well under a minute.
+"""``torchvat demo``: the three training modes on two moons with 8 labels, in well under a minute.
 
 Normal (supervised) training, adversarial training and virtual adversarial training are
 trained one after another on the two-moons set of the VAT paper with 8 labeled points and
@@ -22,7 +22,7 @@ from torchvat.train import TrainConfig
 
 __all__ = ["DEMO_METHODS", "DemoResult", "add_parser", "demo_command", "run_demo"]
 
-#: The seed's three modes and how the report names them.
+#: The three training modes and how the report names them.
 DEMO_METHODS: dict[str, str] = {
     "supervised": "normal training",
     "at": "adversarial training",
@@ -61,7 +61,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "demo",
         help="normal vs adversarial vs virtual adversarial training on two moons (no download, < 1 min)",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", ""),
     )
     add_common_options(p)
     p.add_argument("--out", metavar="DIR", help="report folder (default: runs/demo-YYYYmmdd-HHMMSS)")

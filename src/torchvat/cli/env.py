@@ -89,7 +89,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     Returns:
         The subcommand's parser.
     """
-    p = subparsers.add_parser("env", help="print versions and devices (for bug reports)", description=__doc__)
+    p = subparsers.add_parser(
+        "env", help="print versions and devices (for bug reports)", description=(__doc__ or "").replace("``", "")
+    )
     add_common_options(p)
     p.set_defaults(command=env_command)
     return p

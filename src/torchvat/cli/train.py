@@ -35,7 +35,7 @@ from torchvat.recipes import available_recipes, load_recipe
 from torchvat.report import Report, plot_learning_curves, text_table
 from torchvat.train import TrainConfig, Trainer, available_methods, is_main_process
 from torchvat.train.checkpoint import load_latest_checkpoint
-from torchvat.train.config import COMPILE_MODES, NONFINITE
+from torchvat.train.config import COMPILE_MODES, NONFINITE, NORMS, OPTIMIZERS, PROBES, REGULARIZE, SCHEDULES
 from torchvat.train.distributed import broadcast_object, destroy_distributed, init_distributed
 
 __all__ = [
@@ -54,6 +54,10 @@ _RENAMED = {"iterations": "--iters", "out_dir": "--out"}
 _SKIPPED = {"extra"}  # --extra KEY=VALUE
 
 
+#: TrainConfig fields with a fixed set of values (shown as {a,b} in the help, checked by argparse)
+_CHOICES = {"norm": NORMS, "probe": PROBES, "regularize": REGULARIZE, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+
+
 def _field_help() -> dict[str, str]:
     """Per-field help text taken from TrainConfig's docstring ``Args:`` section."""
     doc = inspect.getdoc(TrainConfig) or ""
@@ -67,7 +71,15 @@ def _field_help() -> dict[str, str]:
             helps[current] = m.group(2)
         elif current and line.startswith("        "):
             helps[current] += " " + line.strip()
-    return {k: v.replace("``", "").replace("%", "%%") for k, v in helps.items()}
+    return {k: _plain(v) for k, v in helps.items()}
+
+
+def _plain(text: str) -> str:
+    """Docstring text as help text: no reST roles or literals, and the CLI's spelling of Python values."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "")
+    for python, cli in (("None derives", "auto derives"), ("(None: ", "(none: "), ("None or ", "none or ")):
+        text = text.replace(python, cli)
+    return text.replace("%", "%%")
 
 
 def _optional_float_or_auto(text: str) -> float | str:
@@ -160,6 +172,8 @@ def add_parser(
             t.add_argument(flag, dest=dest, choices=available_methods(), help=text)
         elif f.name == "nonfinite":
             t.add_argument(flag, dest=dest, choices=NONFINITE, help=text)
+        elif f.name in _CHOICES:
+            t.add_argument(flag, dest=dest, choices=_CHOICES[f.name], help=text)
         elif f.name in ("eps", "xi"):
             t.add_argument(flag, dest=dest, type=_optional_float_or_auto, metavar="X|auto", help=text)
         elif f.name == "amp":
@@ -169,6 +183,8 @@ def add_parser(
             t.add_argument("--no-compile", dest=dest, action="store_false", default=None, help="do not compile")
         elif f.name == "checkpoint_every":
             t.add_argument(flag, dest=dest, type=_optional_int, metavar="N|none", help=text)
+        elif f.name == "device":
+            t.add_argument(flag, dest=dest, metavar="DEVICE", help=text)
         elif f.name == "out_dir":
             t.add_argument(flag, dest=dest, metavar="DIR", help="the run folder (default: a new folder under runs/)")
         elif isinstance(default, bool):

@@ -55,7 +55,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         The subcommand's parser.
     """
     p = subparsers.add_parser(
-        "visualize", help="input / perturbation / perturbed input grid for image models", description=__doc__
+        "visualize",
+        help="input / perturbation / perturbed input grid for image models",
+        description=(__doc__ or "").replace("``", ""),
     )
     add_common_options(p)
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file written by torchvat train, or its run folder")

@@ -982,7 +982,7 @@ class Trainer:
             failure.args = (
                 f"{failure}; training stopped (nonfinite='stop'): the update was not applied"
                 + (f", and the weights before it are saved in {saved}" if saved else "")
-                + "; lower the learning rate or eps, or set nonfinite='skip' to skip such iterations",
+                + "; lower the learning rate or eps, or set nonfinite='skip' (--nonfinite skip) to skip them",
             )
             raise failure
         if self.interrupted is not None:
