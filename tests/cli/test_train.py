@@ -249,3 +249,17 @@ def test_skipped_iterations_are_counted_in_the_summary(tmp_path, capsys):
     _, args = _moons(tmp_path, "--lr", "1e38", "--nonfinite", "skip")
     assert main(args) == 1  # the final metrics are not finite
     assert "iterations skipped for a non-finite loss or gradient" in capsys.readouterr().out
+
+
+def test_resume_says_where_it_continues_and_refuses_to_go_backwards(tmp_path, capsys):
+    out, args = _moons(tmp_path, "--method", "vat", "--eps", "0.3")
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--iters", "40", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "resumed at iteration 30" in printed and "eps = 0.3 (in use at iteration 30)" in printed
+    assert "10 iterations (iterations 31-40) in" in printed
+    config = (out / "config.toml").read_text()
+    assert main(["train", "--resume", "--out", str(out), "--iters", "20", "--no-progress"]) == 2
+    assert "is at iteration 40 and --iters is 20: nothing to train" in capsys.readouterr().err
+    assert (out / "config.toml").read_text() == config

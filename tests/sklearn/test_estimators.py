@@ -331,3 +331,26 @@ def test_regressor_early_stopping(sine):
     assert len(reg.validation_scores_) >= 1
     assert min(reg.validation_scores_) >= 0  # mean squared errors on standardized targets
     assert 0 < reg.best_iteration_ <= reg.n_iter_ <= 200
+
+
+def test_score_leaves_the_unlabeled_rows_out(moons):
+    X, y, y_semi = moons
+    clf = VATClassifier(**FAST).fit(X, y_semi)
+    labeled = y_semi != -1
+    assert clf.score(X, y_semi) == pytest.approx(float((clf.predict(X[labeled]) == y_semi[labeled]).mean()))
+    assert clf.score(X, y) == pytest.approx(float((clf.predict(X) == y).mean()))  # fully labeled: all rows
+    with pytest.raises(ValueError, match="y has no labeled rows to score"):
+        clf.score(X, np.full_like(y, -1))
+
+
+def test_grid_search_scores_semi_supervised_labels(moons):
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    X, y, _ = moons
+    y_semi = y.copy()
+    y_semi[::2] = -1  # half unlabeled, spread over every fold
+    search = GridSearchCV(
+        VATClassifier(**{**FAST, "max_iter": 20}), {"alpha": [0.0, 1.0]}, cv=StratifiedKFold(2), error_score="raise"
+    )
+    search.fit(X, y_semi)
+    assert search.best_score_ > 0.5  # counting the unlabeled rows as errors kept it below 0.5

@@ -182,3 +182,20 @@ def test_an_early_stop_on_a_checkpoint_iteration_keeps_the_older_previous_file(m
     Trainer(mlp(0), moons, method="vat", callbacks=[StopAt(6)], **options).fit()
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 6
     assert load_checkpoint(tmp_path / "last.prev.pt")["step"] == 3  # not a second copy of step 6
+
+
+def test_checkpoints_and_run_files_get_the_mode_of_ordinary_files(tmp_path):
+    import os
+    import stat
+
+    from torchvat.train.checkpoint import write_text_atomic
+
+    umask = os.umask(0o022)
+    try:
+        ckpt = save_checkpoint({"w": torch.ones(2)}, tmp_path / "c.pt")
+        text = write_text_atomic(tmp_path / "config.toml", "a = 1\n")
+    finally:
+        os.umask(umask)
+    for path in (ckpt, text):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path  # mkstemp alone gives 0600
+    assert text.read_text() == "a = 1\n"

@@ -492,6 +492,11 @@ def train_run(
         trainer = Trainer(model, data, config=train_cfg, augment=build_augment(config.data, augment_seed))
         if resume is not None:  # before the run folder's files are rewritten: a refused resume changes none
             trainer.load_state_dict(load_checkpoint(resume))
+            if trainer.step >= train_cfg.iterations:
+                raise UsageError(
+                    f"the checkpoint {resume} is at iteration {trainer.step} and --iters is "
+                    f"{train_cfg.iterations}: nothing to train; pass --iters above {trainer.step}"
+                )
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):  # leave no empty run folder behind
             out.rmdir()

@@ -352,6 +352,8 @@ def list_recipes() -> str:
 def _describe_eps(trainer: Trainer, config: RunConfig, given: float | None) -> str:
     if trainer.eps is None:
         return f"method {trainer.method.name}: no perturbation (eps unused)"
+    if trainer.step:  # resumed: the value in use, given or derived by the run that wrote the checkpoint
+        return f"eps = {trainer.eps:.6g} (in use at iteration {trainer.step})"
     if given is not None:
         how = "given"
     elif trainer.x_unlabeled is not None:
@@ -448,10 +450,14 @@ def run_train(
         if not quiet:
             print(text, flush=True)
 
+    start = {"step": 0}
+
     def ready(trainer: Trainer, resolved: RunConfig) -> None:
         where = f"on {trainer.device}, model {resolved.model.name}, run folder {out_dir}"
-        say(f"torchvat train: {trainer.method.name} {where}")
-        say(_describe_eps(trainer, resolved, config.train.eps))
+        start["step"] = trainer.step
+        resumed = f", resumed at iteration {trainer.step}" if trainer.step else ""
+        say(f"torchvat train: {trainer.method.name} {where}{resumed}")
+        say(_describe_eps(trainer, resolved, None if trainer.step else config.train.eps))
 
     try:
         outcome = train_run(config, out_dir, resume=resume, progress=not quiet, on_ready=ready)
@@ -473,7 +479,9 @@ def run_train(
     skipped = outcome.result.skipped_steps
     if skipped:
         say(f"{skipped} of {outcome.result.steps} iterations skipped for a non-finite loss or gradient")
-    say(f"{outcome.result.steps} iterations in {outcome.seconds:.1f} s; report: {report}")
+    ran = outcome.result.steps - start["step"]
+    done = f"{ran} iterations" + (f" (iterations {start['step'] + 1}-{outcome.result.steps})" if start["step"] else "")
+    say(f"{done} in {outcome.seconds:.1f} s; report: {report}")
     return outcome
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
-from sklearn.utils import assert_all_finite
+from sklearn.utils import _safe_indexing, assert_all_finite
 from sklearn.utils.multiclass import check_classification_targets
 from torch import nn
 
@@ -311,6 +311,18 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
         scores = self._forward(X)
         return self.classes_[scores.argmax(axis=1)]
 
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy on the labeled rows of ``(X, y)``.
+
+        Rows whose label is ``unlabeled_label`` are left out, so the semi-supervised ``y`` that
+        ``fit`` takes can be scored as it is (``GridSearchCV``, ``cross_val_score``); counted, every
+        unlabeled row would be an error.
+
+        Raises:
+            ValueError: If ``y`` has no labeled rows.
+        """
+        return super().score(*_labeled_rows(X, y, sample_weight, self.unlabeled_label))
+
 
 class VATRegressor(RegressorMixin, BaseVATEstimator):
     __doc__ = f"""Semi-supervised neural-network regressor trained with VAT (Gaussian likelihood).
@@ -456,3 +468,23 @@ class VATRegressor(RegressorMixin, BaseVATEstimator):
             sklearn.exceptions.NotFittedError: Before ``fit``.
         """
         return self._forward(X)[:, 0] * self._y_scale + self._y_mean
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Coefficient of determination on the labeled rows of ``(X, y)`` (``unlabeled_label`` rows left out).
+
+        Raises:
+            ValueError: If ``y`` has no labeled rows.
+        """
+        return super().score(*_labeled_rows(X, y, sample_weight, self.unlabeled_label))
+
+
+def _labeled_rows(X: Any, y: Any, sample_weight: Any, unlabeled_label: Any) -> tuple[Any, np.ndarray, Any]:
+    """``(X, y, sample_weight)`` without the rows marked ``unlabeled_label``."""
+    y = np.asarray(y)
+    keep = np.flatnonzero(~unlabeled_mask(y, unlabeled_label))
+    if keep.size == 0:
+        raise ValueError(f"y has no labeled rows to score: all {y.shape[0]} carry unlabeled_label={unlabeled_label!r}")
+    if keep.size == y.shape[0]:
+        return X, y, sample_weight
+    weights = None if sample_weight is None else _safe_indexing(sample_weight, keep)
+    return _safe_indexing(X, keep), y[keep], weights

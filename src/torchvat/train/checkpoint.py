@@ -313,6 +313,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str], *, keep
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _default_mode(fd)
     except OSError as err:
         raise _write_error(err, path) from err
     try:
@@ -334,6 +335,14 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str], *, keep
     return path
 
 
+def _default_mode(fd: int) -> None:
+    """Give a ``mkstemp`` file (created 0600) the mode an ordinary new file gets: 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.suppress(OSError):  # a file system without modes
+        os.fchmod(fd, 0o666 & ~umask)
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write a small text file (a run's config, its description) so that it is whole or unchanged.
 
@@ -352,6 +361,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _default_mode(fd)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
