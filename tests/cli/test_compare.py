@@ -49,7 +49,10 @@ def test_compare_methods_and_seeds(tmp_path, capsys, png_size):
     assert abs(float(summary["vat"]["mean_test_error"]) - sum(errs) / 2) < 1e-9
     w, h = png_size(out / "compare.png")
     assert h == round(4.2 * DPI) and w >= round(4.5 * DPI)
-    assert "compare.png" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "compare.png" in report
+    shared = report.split("## Shared configuration", 1)[1]
+    assert "method =" not in shared and "seed =" not in shared  # per run, not shared
 
 
 def test_compare_rejects_unknown_method(tmp_path, capsys):

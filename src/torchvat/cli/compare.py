@@ -19,7 +19,7 @@ from typing import Any
 
 from torchvat.cli import train as train_cli
 from torchvat.cli._common import threads
-from torchvat.cli._run import RunConfig, UsageError, load_run_data, new_run_dir, train_run
+from torchvat.cli._run import RunConfig, UsageError, dump_toml, load_run_data, new_run_dir, train_run
 from torchvat.report import Report, plot_comparison, text_table
 from torchvat.train import available_methods
 
@@ -114,6 +114,7 @@ def run_compare(
     metric = None
     for seed in seeds:
         data = load_run_data(config.data, seed)
+        n_labeled = data.n_labeled
         for method in methods:
             run_cfg = dataclasses.replace(config, train=config.train.replace(method=method, seed=seed))
             start = time.perf_counter()
@@ -166,7 +167,7 @@ def run_compare(
                 ]
             )
     label = config.data.label
-    n_labels = "default" if config.data.n_labels is None else config.data.n_labels
+    n_labels = n_labeled if config.data.n_labels is None else config.data.n_labels
     chart = plot_comparison(
         errors,
         out_dir / "compare.png",
@@ -183,7 +184,10 @@ def run_compare(
         "compare.png", f"Mean {metric.replace('_', ' ')} per method; error bars: standard deviation over seeds"
     )
     report.heading("Shared configuration")
-    report.code(config.to_toml(), "toml")
+    shared = config.to_dict()
+    for per_run in ("method", "seed"):  # set by --methods and --seeds; each run's config.toml has its own
+        shared["train"].pop(per_run, None)
+    report.code(dump_toml(shared), "toml")
     paths = {"results": out_dir / "results.csv", "summary": out_dir / "summary.csv", "chart": chart}
     paths["report"] = report.write(out_dir)
     table = text_table(
