@@ -17,7 +17,7 @@ kernel with ``gamma=20`` spreads nothing on standardized data of more than a few
 Usage::
 
     python benchmarks/sklearn_bench.py --threads 2            # full table, 5 seeds
-    python benchmarks/sklearn_bench.py --seeds 1 --quick       # smoke run
+    python benchmarks/sklearn_bench.py --seeds 1 --datasets wine  # smoke run
     python benchmarks/sklearn_bench.py --vat-params '{"alpha": 2.0}'   # try other defaults
 
 Prints two markdown tables: test accuracy (mean +- std over the seeds) and fit time.

@@ -79,6 +79,24 @@ def test_evaluate_direct(moons_run, png_size):
     assert png_size(res.paths["plot"]) == (7 * DPI, round(4.5 * DPI))
     rows = list(csv.DictReader(res.paths["csv"].open()))
     assert [float(r["eps"]) for r in rows] == [0.0, 0.3, 1.0]
+    again = run_evaluate(moons_run / "last.pt", eps=[1.0, 0.3], max_examples=200, quiet=True)
+    # seeded, and the same directions at each size whatever the grid: the same numbers again
+    for kind in ATTACKS:
+        assert again.curves[kind] == res.curves[kind][:0:-1]
+
+
+def test_linf_trained_runs_place_their_eps_on_the_l2_axis(tmp_path):
+    from torchvat.cli._run import l2_size, load_run
+
+    out = tmp_path / "linf"
+    args = ["train", "--dataset", "moons", "--labels", "8", "--data-option", "n_samples=100", "--method", "at"]
+    args += ["--norm", "linf", "--eps", "0.2", "--iters", "5", "--eval-every", "5", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    _, data, info = load_run(out)
+    assert info["norm"] == "linf" and data.input_shape == (2,)
+    assert l2_size(info["eps"], info["norm"], data.input_shape) == pytest.approx(0.2 * 2**0.5)
+    res = run_evaluate(out, max_examples=50, quiet=True)
+    assert max(res.eps) == pytest.approx(4 * 0.2 * 2**0.5, rel=1e-5)  # the default grid ends at 4x the training size
 
 
 def test_evaluate_main_default_grid(moons_run, capsys):

@@ -53,7 +53,7 @@ def test_signal_stops_cleanly_and_resume_is_exact(signum, moons, tmp_path, caplo
     assert signal.getsignal(signum) is before  # handlers restored
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 5  # final checkpoint written
     assert re.search(rf"{signal.Signals(signum).name} received: training stopped after iteration 5 of 12", caplog.text)
-    assert "resume with Trainer.fit(resume=...)" in caplog.text
+    assert "resume with Trainer.fit(resume=PATH)" in caplog.text
 
     resumed_model = make_mlp(9)
     resumed = Trainer(resumed_model, moons, method="vat", **options).fit(resume=tmp_path / "run" / "last.pt")

@@ -93,6 +93,16 @@ def test_read_metrics_latest_record_wins(tmp_path):
         read_metrics(tmp_path / "none.jsonl")
 
 
+def test_read_metrics_skips_a_torn_last_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"kind": "eval", "step": 10, "test_error": 0.2}\n{"kind": "eval", "step": 20, "test_err')
+    with pytest.warns(UserWarning, match="incomplete last line"):
+        assert read_metrics(path) == [{"step": 10, "test_error": 0.2}]
+    path.write_text('{"kind": "eval", "step": 10\n{"kind": "eval", "step": 20, "test_error": 0.1}\n')
+    with pytest.raises(ValueError, match="line 1: not JSON"):  # damage in the middle is an error
+        read_metrics(path)
+
+
 def test_numpy_numbers_are_formatted_and_right_aligned_and_pipes_escaped():
     import numpy as np
 

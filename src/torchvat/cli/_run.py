@@ -595,5 +595,11 @@ def load_run(
         "checkpoint": str(ckpt),
         "step": int(state.get("step", 0)),
         "eps": state.get("eps", info.get("eps")),
+        "norm": (state.get("config") or {}).get("norm", "l2"),
     }
     return model, data, info
+
+
+def l2_size(eps: float, norm: str, input_shape: tuple[int, ...]) -> float:
+    """The L2 length of a training perturbation of size ``eps`` in ``norm`` (an L-inf box corner: eps * sqrt(d))."""
+    return eps * math.sqrt(math.prod(input_shape)) if norm == "linf" else eps

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from torchvat.cli._common import add_common_options, positive_int, threads
-from torchvat.cli._run import UsageError, load_run
+from torchvat.cli._run import UsageError, l2_size, load_run
 from torchvat.core import adversarial_perturbation, suggest_eps, virtual_adversarial_perturbation
 from torchvat.report import Report, plot_robustness, text_table
 
@@ -98,7 +98,7 @@ def _perturb(
         return adversarial_perturbation(model, x, y, eps=eps, norm="l2")
     if kind == "FGSM (L-inf)":
         return adversarial_perturbation(model, x, y, eps=eps / math.sqrt(x[0].numel()), norm="linf")
-    return virtual_adversarial_perturbation(model, x, eps=eps, n_power=n_power)
+    return virtual_adversarial_perturbation(model, x, eps=eps, n_power=n_power, generator=gen)
 
 
 @torch.no_grad()
@@ -137,18 +137,21 @@ def robustness_curves(
         >>> [c[0] for c in curves.values()]
         [1.0, 1.0, 1.0, 1.0]
     """
+    was_training = model.training
     model.eval()
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator()
     curves: dict[str, list[float]] = {}
     for kind in ATTACKS:
         accs = []
         for e in eps:
+            gen.manual_seed(seed)  # the same random directions at every size: a curve that does not depend on the grid
             correct = 0
             for s in range(0, x.shape[0], batch_size):
                 xb, yb = x[s : s + batch_size], y[s : s + batch_size]
                 correct += _correct(model, xb + _perturb(kind, model, xb, yb, e, n_power, gen), yb)
             accs.append(correct / x.shape[0])
         curves[kind] = accs
+    model.train(was_training)
     return curves
 
 
@@ -201,6 +204,8 @@ def run_evaluate(
     x = getattr(data, f"x_{split}")[:max_examples].to(device)
     y = getattr(data, f"y_{split}")[:max_examples].to(device)
     train_eps = info.get("eps")
+    if train_eps:  # on the L2 axis: a run trained with norm="linf" moved each input by eps * sqrt(d)
+        train_eps = l2_size(float(train_eps), info.get("norm", "l2"), data.input_shape)
     if eps is None:
         base = float(train_eps) if train_eps else suggest_eps(data.train_inputs())
         eps = [round(base * g, 6) for g in _GRID]

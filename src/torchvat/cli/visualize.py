@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from torchvat.cli._common import add_common_options, nonnegative_float, positive_int, threads
-from torchvat.cli._run import UsageError, load_run
+from torchvat.cli._run import UsageError, l2_size, load_run
 from torchvat.core import adversarial_perturbation, suggest_eps, virtual_adversarial_perturbation
 from torchvat.report import plot_perturbation_grid
 
@@ -65,7 +65,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--attack", choices=PERTURBATIONS, default="adversarial", help="perturbation (default: adversarial)")
     p.add_argument("--eps", type=nonnegative_float, help="L2 size (default: 2x the training eps)")
     p.add_argument("--n", type=positive_int, default=6, help="examples shown (default: 6)")
-    p.add_argument("--start", type=int, default=0, help="index of the first test example (default: 0)")
+    p.add_argument(
+        "--start", type=int, default=0, help="index of the first held-out (test, else validation) example (default: 0)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the virtual adversarial search's start (default: 0)")
     p.add_argument("--device", default="cpu", help="device (default: cpu)")
     p.set_defaults(command=visualize_command)
     return p
@@ -81,6 +84,7 @@ def run_visualize(
     start: int = 0,
     device: str = "cpu",
     quiet: bool = False,
+    seed: int = 0,
 ) -> VisualizeResult:
     """Draw the perturbation grid of a trained image model.
 
@@ -91,9 +95,10 @@ def run_visualize(
         eps: L2 size of the perturbation (FGSM: L-inf size ``eps / sqrt(d)``); default twice
             the training eps.
         n: Number of examples.
-        start: First held-out example shown.
+        start: First held-out example shown (test set, else validation set, else labeled rows).
         device: Device.
         quiet: Print nothing.
+        seed: Seed of the random start of the virtual adversarial search (two power iterations).
 
     Returns:
         The path and how many predictions flipped.
@@ -112,21 +117,23 @@ def run_visualize(
             f"visualize needs image inputs [C, H, W] with 1 or 3 channels, got input shape {data.input_shape}; "
             f"for other inputs use torchvat evaluate{digits}"
         )
-    x_all = data.x_test if data.x_test is not None else data.x_labeled
-    y_all = data.y_test if data.y_test is not None else data.y_labeled
+    split = "test" if data.x_test is not None else "val" if data.x_val is not None else "labeled"
+    x_all, y_all = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
     if not 0 <= start < x_all.shape[0]:
         raise UsageError(f"--start must be in [0, {x_all.shape[0]}), got {start}")
     x = x_all[start : start + n].to(device)
     y = y_all[start : start + n].to(device)
     if eps is None:
-        train_eps = info.get("eps")
-        eps = 2.0 * float(train_eps) if train_eps else 2.0 * suggest_eps(data.train_inputs())
+        train_eps = info.get("eps")  # an L-inf training eps becomes the L2 length of its box corner
+        base = l2_size(float(train_eps), info.get("norm", "l2"), data.input_shape) if train_eps else None
+        eps = 2.0 * (base if base is not None else suggest_eps(data.train_inputs()))
     if attack == "adversarial":
         r = adversarial_perturbation(model, x, y, eps=eps, norm="l2")
     elif attack == "fgsm":
         r = adversarial_perturbation(model, x, y, eps=eps / math.sqrt(x[0].numel()), norm="linf")
     else:
-        r = virtual_adversarial_perturbation(model, x, eps=eps, n_power=2)
+        gen = torch.Generator().manual_seed(seed)
+        r = virtual_adversarial_perturbation(model, x, eps=eps, n_power=2, generator=gen)
     with torch.no_grad():
         p0 = torch.softmax(model(x), 1)
         p1 = torch.softmax(model(x + r), 1)
@@ -144,7 +151,7 @@ def run_visualize(
         labels=y.tolist(),
         class_names=data.classes,
         title=f"{info.get('method', '?')} on {info.get('dataset_name', '?')}: "
-        f"{names[attack]} perturbation, eps = {eps:.3g}",
+        f"{names[attack]} perturbation, eps = {eps:.3g} ({split} examples)",
     )
     flipped = int((c0 != c1).sum())
     if not quiet:
@@ -164,6 +171,13 @@ def visualize_command(args: argparse.Namespace) -> int:
     """
     with threads(args.threads):
         run_visualize(
-            args.checkpoint, args.out, attack=args.attack, eps=args.eps, n=args.n, start=args.start, device=args.device
+            args.checkpoint,
+            args.out,
+            attack=args.attack,
+            eps=args.eps,
+            n=args.n,
+            start=args.start,
+            device=args.device,
+            seed=args.seed,
         )
     return 0

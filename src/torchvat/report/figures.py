@@ -289,7 +289,11 @@ def plot_comparison(
         ax.annotate(f"{m:.2f}", (x, m + s), xytext=(0, 4), textcoords="offset points", ha="center", fontsize=10)
     ax.set_xticks(xs, names)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, max(m + s for m, s in zip(means, stds, strict=True)) * 1.2 + 1e-9)
+    # every seed's dot on the chart, the outliers included
+    values = scale * np.concatenate([np.asarray(v, dtype=float) for v in results.values()])
+    top = max(max(m + s for m, s in zip(means, stds, strict=True)), float(values.max()))
+    bottom = min(0.0, float(values.min()))
+    ax.set_ylim(bottom, top * 1.15 + 1e-9)
     ax.grid(axis="x", visible=False)
     if title:
         ax.set_title(title)
@@ -348,7 +352,7 @@ def plot_robustness(
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 101)
-    ax.legend(frameon=False, loc="lower left")
+    fig.legend(loc="outside right upper", frameon=False)  # beside the axes: it hides no curve
     if title:
         ax.set_title(title)
     return _save(fig, path)
