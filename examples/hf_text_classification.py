@@ -27,6 +27,11 @@ to the norm of the embedded sequences, which grows with the sequence length and 
 models. The script prints the median norm of the embedded training sequences; ``--eps auto`` uses
 :func:`torchvat.suggest_eps` with ``rule="norm"`` (5% of that median), a starting point for a
 small sweep (e.g. 0.5x, 1x, 2x, 4x it) on held-out labeled data.
+
+AT (``--method at`` or ``vat+at``) uses the same ``eps`` and a fixed weight of 1.0 (``--alpha``
+weights the VAT term only). Decoder-only models (GPT-2, Llama, ...) pool their last token, which
+the VAT passes on the word embeddings find only with left padding: save the tokenizer with a pad
+token and ``padding_side="left"`` (``VATTrainer`` raises a ``ValueError`` for right padding).
 """
 
 from __future__ import annotations
@@ -72,14 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data = p.add_argument_group("model and data")
     data.add_argument(
-        "--model", required=True, help="local directory holding a model and tokenizer saved with save_pretrained"
+        "--model",
+        required=True,
+        help="local directory holding a model and tokenizer saved with save_pretrained; a decoder-only model "
+        "(GPT-2, Llama, ...) needs a tokenizer with a pad token and padding_side='left' saved in it",
     )
     data.add_argument("--train-csv", required=True, help="training CSV; rows with an empty or -1 label are unlabeled")
     data.add_argument("--test-csv", default=None, help="optional test CSV (every row labeled) for the final accuracy")
     data.add_argument("--text-column", default="text", help="name of the text column")
     data.add_argument("--label-column", default="label", help="name of the label column")
     vat = p.add_argument_group("regularization")
-    vat.add_argument("--method", choices=("vat", "at", "vat+at"), default="vat", help="regularizer(s) to add")
+    vat.add_argument(
+        "--method",
+        choices=("vat", "at", "vat+at"),
+        default="vat",
+        help="regularizer(s) to add (AT: fixed weight 1.0, size --eps)",
+    )
     vat.add_argument(
         "--eps",
         type=_eps_value,

@@ -13,8 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+import transformers
 from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
 
+import torchvat.core.vat
 from torchvat import RNGSnapshot, vat_loss
 from torchvat.core import categorical_kl
 from torchvat.integrations.hf import (
@@ -174,6 +176,98 @@ def test_perturbed_pass_at_zero_perturbation_matches_input_ids_path(model, batch
     assert r.shape == clean.shape
 
 
+def tiny_hf(kind: str, seed: int = 0, **overrides) -> nn.Module:
+    """A tiny randomly initialized ``*ForSequenceClassification`` (3 classes) of another model family."""
+    torch.manual_seed(seed)
+    common = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_labels=3)
+    if kind == "roberta":
+        cfg = transformers.RobertaConfig(**common, intermediate_size=37, pad_token_id=1)
+        return transformers.RobertaForSequenceClassification(cfg)
+    if kind == "mpnet":  # position ids from a module-level function, not an embeddings method
+        cfg = transformers.MPNetConfig(**common, intermediate_size=37, pad_token_id=1)
+        return transformers.MPNetForSequenceClassification(cfg)
+    if kind == "gpt2":
+        cfg = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, num_labels=3, pad_token_id=0)
+        return transformers.GPT2ForSequenceClassification(cfg)
+    if kind == "albert":
+        cfg = transformers.AlbertConfig(**common, embedding_size=16, intermediate_size=37, **overrides)
+        return transformers.AlbertForSequenceClassification(cfg)
+    if kind == "bart":
+        cfg = transformers.BartConfig(
+            vocab_size=VOCAB, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+            decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, num_labels=3,
+        )  # fmt: skip
+        return transformers.BartForSequenceClassification(cfg)
+    raise ValueError(kind)
+
+
+def padded(pad: int, side: str) -> dict[str, torch.Tensor]:
+    """Three rows of 7 tokens, two of them padded (by 3 and 5 pad tokens) on ``side``."""
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(5, VOCAB, (3, 7), generator=g)
+    real = torch.ones(3, 7, dtype=torch.bool)
+    for row, n in ((1, 3), (2, 5)):
+        real[row, :n] = False
+        if side == "right":
+            real[row] = real[row].flip(0)
+    return {"input_ids": torch.where(real, ids, pad), "attention_mask": real.long()}
+
+
+def assert_same_logits_as_input_ids(model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
+    """Clean logits from input_ids equal torchvat's inputs_embeds path at zero perturbation, exactly."""
+    with torch.no_grad():
+        reference = model(**batch).logits
+        ours = model(**embedding_batch(model, batch)).logits
+        # the perturbed pass of the VAT loss at r = 0, against the input_ids logits as target
+        lds = hf_vat_loss(model, batch, logits=reference, eps=0.0, reduction="none")
+    torch.testing.assert_close(ours, reference, rtol=0, atol=0)
+    assert lds.abs().max() == 0
+
+
+@pytest.mark.parametrize("kind", ["roberta", "mpnet"])
+def test_position_ids_counted_from_input_ids_make_left_padding_exact(kind):
+    """RoBERTa/MPNet number positions by counting non-pad tokens of input_ids; inputs_embeds alone would not."""
+    model = tiny_hf(kind).eval()
+    batch = padded(pad=1, side="left")
+    out = embedding_batch(model, batch)
+    assert torch.equal(out["position_ids"][1], torch.tensor([1, 1, 1, 2, 3, 4, 5]))  # pads keep padding_idx
+    assert_same_logits_as_input_ids(model, batch)
+    assert_same_logits_as_input_ids(model, padded(pad=1, side="right"))
+    # a batch's own position_ids are kept
+    given = torch.arange(7).expand(3, 7) + 2
+    assert torch.equal(embedding_batch(model, {**batch, "position_ids": given})["position_ids"], given)
+
+
+def test_last_token_pooling_classifier_needs_left_padding():
+    """GPT-2 pools the last non-pad token of input_ids, but the last position of inputs_embeds."""
+    model = tiny_hf("gpt2").eval()
+    assert_same_logits_as_input_ids(model, padded(pad=0, side="left"))
+    right = padded(pad=0, side="right")
+    with torch.no_grad():  # the defect: the two paths pool different tokens of the right-padded rows
+        differ = (model(**right).logits - model(inputs_embeds=word_embeddings(model, right["input_ids"])).logits).abs()
+    assert differ[1:].amax() > 1e-3
+    message = r"pad_token_id=0 in every row for GPT2ForSequenceClassification.*got rows \[1, 2\].*pad on the left"
+    for fn in (embedding_batch, hf_vat_loss, hf_virtual_adversarial_perturbation):
+        with pytest.raises(ValueError, match=message):
+            fn(model, right)
+    # a row ending with the pad token although it is a real token (pad token = an appended EOS)
+    eos_end = padded(pad=0, side="left")
+    eos_end["input_ids"][0, -1] = 0
+    with pytest.raises(ValueError, match=r"got rows \[0\] ending with it"):
+        embedding_batch(model, eos_end)
+
+
+def test_encoder_decoder_classifier_without_inputs_embeds_is_named():
+    model = tiny_hf("bart").eval()
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 2]])}
+    with pytest.raises(NotImplementedError):  # what the model itself does with inputs_embeds
+        model(inputs_embeds=word_embeddings(model, batch["input_ids"]))
+    with pytest.raises(TypeError, match="model must accept inputs_embeds, got BartForSequenceClassification"):
+        embedding_batch(model, batch)
+    with pytest.raises(TypeError, match="BartForSequenceClassification"):
+        hf_vat_loss(model, batch)
+
+
 # ---------------------------------------------------------------------------------------------
 # Masking, norms and guards
 
@@ -245,6 +339,29 @@ def test_search_leaves_parameter_grads_and_mode_untouched(batch):
     for name, p in model.named_parameters():
         assert torch.equal(p.grad, grads[name]), name
     assert model.training
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_exact_probe_runs_through_default_sdpa_attention(autocast):
+    """Without padding in eval mode, SDPA dispatches to a fused CPU kernel with no forward-mode derivative."""
+    model = tiny_hf("albert").eval()
+    assert model.config._attn_implementation == "sdpa"
+    eager = tiny_hf("albert", attn_implementation="eager").eval()  # the same weights, plain attention
+    batch = {"input_ids": torch.randint(5, VOCAB, (3, 7), generator=torch.Generator().manual_seed(0))}
+    results = []
+    for m in (model, eager):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            lds = hf_vat_loss(
+                m, batch, eps=1.0, probe="exact", reduction="none", generator=torch.Generator().manual_seed(1)
+            )
+            r = hf_virtual_adversarial_perturbation(m, batch, eps=1.0, generator=torch.Generator().manual_seed(1))
+        results.append((lds, r))
+    (lds, r), (lds_eager, r_eager) = results
+    assert torch.isfinite(lds).all() and (lds > 0).all()
+    torch.testing.assert_close(r.flatten(1).norm(dim=1), torch.ones(3))
+    if not autocast:  # the math backend computes what eager attention computes
+        torch.testing.assert_close(lds, lds_eager, rtol=1e-3, atol=1e-7)
+        torch.testing.assert_close(r, r_eager, rtol=1e-3, atol=1e-5)
 
 
 def test_gradients_reach_the_embedding_matrix_through_the_perturbed_pass(batch):
@@ -328,6 +445,13 @@ def test_supervised_cross_entropy_averages_over_labeled_rows():
         supervised_cross_entropy(z, y.float())
     with pytest.raises(ValueError, match="labels must have shape \\[5\\]"):
         supervised_cross_entropy(z, y[:4])
+
+
+def test_supervised_term_of_an_unlabeled_batch_is_positive_zero():
+    z = -torch.rand(4, 3) - 1.0  # a negative sum: sum * 0.0 would be -0.0
+    for labels in (torch.full((4,), IGNORE_INDEX), None):
+        zero = supervised_cross_entropy(z, labels)
+        assert zero.item() == 0 and not torch.signbit(zero)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,6 +541,85 @@ def test_eval_mode_and_num_items_in_batch(tmp_path, batch):
     c = trainer.compute_loss(model, batch)
     assert set(trainer.last_loss_terms) == {"supervised"}
     torch.testing.assert_close(c, F.cross_entropy(model(**embedding_batch(model, batch)).logits, batch["labels"]))
+
+
+def test_bf16_trainer_runs_the_search_under_autocast(tmp_path, monkeypatch):
+    """The probe resolves in the precision the passes run in (accelerate autocasts inside model.forward)."""
+    seen = []
+    resolve = torchvat.core.vat.resolve_probe
+
+    def spy(probe, t, model=None):
+        seen.append((resolve(probe, t, model), torch.is_autocast_enabled("cpu")))
+        return seen[-1][0]
+
+    monkeypatch.setattr(torchvat.core.vat, "resolve_probe", spy)
+    model = tiny_bert(dropout=0.1)
+    trainer = make_trainer(tmp_path, model, VATArguments(method="vat+at", eps=1.0), dataset=_dataset(), bf16=True)
+    trainer.train()
+    assert seen == [("exact", True)]
+    assert trainer.state.global_step == 1
+    assert set(trainer.last_loss_terms) == {"supervised", "vat", "at"}
+    assert all(torch.isfinite(v) for v in trainer.last_loss_terms.values())
+    seen.clear()
+    trainer.model.train()
+    trainer.compute_loss_terms(trainer.model, make_batch())  # called directly, as in a subclass
+    assert seen == [("exact", True)]
+
+
+def test_return_dict_false_predictions_keep_the_logits(tmp_path):
+    """prediction_step keeps outputs[1:] of a tuple output: the loss must come first."""
+    model = tiny_bert()
+    model.config.return_dict = False
+    data = _dataset(8, unlabeled_from=8)
+    trainer = make_trainer(tmp_path, model, VATArguments(), per_device_eval_batch_size=4)
+    trainer.compute_metrics = lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())}
+    pred = trainer.predict(data)
+    assert pred.predictions.shape == (8, 2)
+    model.eval()
+    with torch.no_grad():
+        logits = model(**{k: torch.stack([r[k] for r in data]) for k in ("input_ids", "attention_mask")})[0]
+    torch.testing.assert_close(torch.as_tensor(pred.predictions), logits, rtol=1e-5, atol=1e-6)
+    assert "test_accuracy" in pred.metrics and "test_loss" in pred.metrics
+    loss, outputs = trainer.compute_loss(model, make_batch(), return_outputs=True)
+    assert isinstance(outputs, tuple) and len(outputs) == 2 and outputs[0] == loss
+
+
+def _checkpointing_args(**options) -> dict:
+    """TrainingArguments enabling gradient checkpointing (activation_checkpointing in newer transformers)."""
+    name = "activation" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient"
+    return {f"{name}_checkpointing": True, f"{name}_checkpointing_kwargs": options or None}
+
+
+def test_gradient_checkpointing_needs_non_reentrant_and_finite_difference(tmp_path, batch):
+    with pytest.raises(ValueError, match="probe must be 'finite_difference' with gradient_checkpointing.*got 'auto'"):
+        make_trainer(tmp_path, tiny_bert(), VATArguments(), **_checkpointing_args(use_reentrant=False))
+    with pytest.raises(ValueError, match="must be non-reentrant with VATTrainer, got use_reentrant=True"):
+        make_trainer(
+            tmp_path, tiny_bert(), VATArguments(probe="finite_difference"), **_checkpointing_args(use_reentrant=True)
+        )
+    # enabled on the model after construction: found at the first training step
+    model = tiny_bert().train()
+    trainer = make_trainer(tmp_path, model, VATArguments(method="vat+at", probe="finite_difference"))
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    with pytest.raises(ValueError, match="must be non-reentrant"):
+        trainer.compute_loss(model, batch)
+    model.eval()
+    trainer.compute_loss(model, batch)  # evaluation has no search: allowed
+
+    # non-reentrant with finite differences: the same terms as without checkpointing, and training runs
+    model = tiny_bert().train()
+    args = _checkpointing_args(use_reentrant=False)
+    vat_args = VATArguments(method="vat+at", eps=0.5, probe="finite_difference")
+    torch.manual_seed(0)
+    reference, _ = make_trainer(tmp_path, model, vat_args).compute_loss_terms(model, batch)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainer = make_trainer(tmp_path, model, vat_args, dataset=_dataset(), **args)
+    torch.manual_seed(0)
+    terms, _ = trainer.compute_loss_terms(model, batch)
+    for k in reference:
+        torch.testing.assert_close(terms[k], reference[k], msg=k)
+    trainer.train()
+    assert trainer.state.global_step == 1 and set(trainer.last_loss_terms) == {"supervised", "vat", "at"}
 
 
 def _dataset(n: int = 16, unlabeled_from: int = 8) -> list[dict[str, torch.Tensor]]:

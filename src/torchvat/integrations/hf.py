@@ -3,8 +3,7 @@ r"""VAT and adversarial training on the word embeddings of Hugging Face ``transf
 Miyato, Dai & Goodfellow (2017) apply adversarial and virtual adversarial training to text by
 perturbing the embedded sequence: the perturbation :math:`r` has the shape [B, T, H] of the word
 embeddings, its L2 norm is taken over the whole sequence (all non-batch dimensions), and padding
-positions are never perturbed (the ``attention_mask`` is the perturbation mask). Any model whose
-``forward`` accepts ``inputs_embeds`` works.
+positions are never perturbed (the ``attention_mask`` is the perturbation mask).
 
 **Word embeddings only.** The perturbed tensor is the output of the model's input embedding layer,
 ``model.get_input_embeddings()(input_ids)``, fed back as ``inputs_embeds``; the model then adds
@@ -12,7 +11,45 @@ position and token-type embeddings (and applies its embedding LayerNorm and drop
 the ``input_ids`` path. Feeding back the output of the whole embedding *module* (e.g.
 ``model.bert.embeddings(input_ids)``, already holding position and token-type embeddings) would add
 them twice, a defect of public VAT-for-BERT code; with a zero perturbation the logits here equal
-those of ``model(input_ids=...)`` exactly.
+those of ``model(input_ids=...)`` exactly, for the model families below.
+
+**Which models.** The model's ``forward`` must accept ``inputs_embeds``, and the ``inputs_embeds``
+path equals the ``input_ids`` path only where the model uses ``input_ids`` for nothing but the
+embedding lookup, or for what :func:`embedding_batch` reproduces (checked at zero perturbation,
+``transformers`` 5.24):
+
+- BERT-style encoders (BERT, ALBERT, DistilBERT, ELECTRA, ...): exact as they are.
+- Encoders whose position ids count the non-padding tokens of ``input_ids`` (RoBERTa,
+  XLM-RoBERTa, CamemBERT, MPNet, ...: their embedding module has a ``padding_idx`` and
+  a ``create_position_ids_from_input_ids`` method, or a function of that name in its module).
+  From ``inputs_embeds`` they would number the positions from the first one, pads included;
+  :func:`embedding_batch` passes the ``position_ids`` the model computes from ``input_ids``
+  instead, so left and right padding are both exact.
+- Last-token-pooling classifiers (``*ForSequenceClassification`` of GPT-2, Llama, Mistral, Qwen,
+  OPT, ... with a ``pad_token_id``): from ``input_ids`` they pool the last token that is not
+  ``pad_token_id``, from ``inputs_embeds`` the last position. They are exact when every row ends
+  with a real token: pad on the left (``tokenizer.padding_side = "left"``).
+  :func:`embedding_batch` raises a ``ValueError`` naming the model for a row of ``input_ids``
+  ending with ``pad_token_id`` (right padding, or a pad token equal to a sequence's last token,
+  e.g. an appended EOS token).
+- Encoder-decoder classifiers (``*ForSequenceClassification`` of BART, mBART, PLBart, T5, mT5,
+  ...) pool their EOS tokens found in ``input_ids`` and raise ``NotImplementedError`` on
+  ``inputs_embeds``: :func:`embedding_batch` raises a ``TypeError`` naming the model.
+
+Other models reading ``input_ids`` beyond the lookup (e.g. ESM's token dropout, which rescales the
+embeddings by the share of mask tokens) are not exact. To check a model, compare
+``model(**batch).logits`` with ``model(**embedding_batch(model, batch)).logits`` in eval mode.
+
+**Exact probe and attention kernels.** The exact probe (``probe="exact"``, and ``"auto"`` in
+bf16/fp16 or under autocast to them) takes a forward-mode derivative (or a double backward)
+through the attention, which PyTorch's fused scaled-dot-product-attention kernels do not provide
+(e.g. ``_scaled_dot_product_flash_attention_for_cpu``, chosen for the default ``"sdpa"``
+attention without padding or in eval mode). When the probe resolves to exact, :func:`hf_vat_loss`
+and :func:`hf_virtual_adversarial_perturbation` therefore run under
+``torch.nn.attention.sdpa_kernel([SDPBackend.MATH])``, the differentiable composite backend
+(slower, and it holds the [B, heads, T, T] attention weights). Attention outside PyTorch's
+``scaled_dot_product_attention`` (``attn_implementation="flash_attention_2"``, ...) is not
+covered: use ``"sdpa"`` or ``"eager"`` with the exact probe.
 
 **Embedding normalization.** Miyato et al. normalize the word embeddings by their frequency-weighted
 mean and variance, so the model cannot shrink the perturbation's effect by growing the embedding
@@ -52,14 +89,18 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from torchvat.core import (
     RNGSnapshot,
@@ -70,7 +111,7 @@ from torchvat.core import (
 )
 from torchvat.core._checks import Reduction, check_choice, check_nonnegative, extract_output
 from torchvat.core.divergence import Divergence
-from torchvat.core.perturbation import Norm, Probe, check_common
+from torchvat.core.perturbation import Norm, Probe, check_common, resolve_probe
 
 __all__ = [
     "IGNORE_INDEX",
@@ -136,12 +177,25 @@ def embedding_batch(model: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
     through. A batch that already holds ``inputs_embeds`` (and no ``input_ids``) is returned as a
     copy without ``labels``.
 
+    What the model would still have read from ``input_ids`` (see the module docstring): when its
+    embedding module computes position ids from ``input_ids`` (RoBERTa, MPNet, ...) and ``batch``
+    has no ``position_ids``, the ``position_ids`` it would compute are added; for a
+    last-token-pooling classifier (GPT-2, Llama, ...), rows of ``input_ids`` must end with a real
+    token (left padding).
+
     Args:
-        model: a model with ``get_input_embeddings()`` (only used when ``batch`` holds ``input_ids``).
+        model: a model with ``get_input_embeddings()`` (only used when ``batch`` holds ``input_ids``),
+            or a module wrapping one (the ``transformers`` model in it is the one checked).
         batch: the keyword arguments of the model's ``forward``.
 
     Returns:
         A new dict, ready for ``model(**out)``.
+
+    Raises:
+        TypeError: the model does not accept ``inputs_embeds`` (encoder-decoder classifiers such as
+            ``BartForSequenceClassification``).
+        ValueError: a row of ``input_ids`` ends with ``pad_token_id`` and the model pools the last
+            non-pad token (``GPT2ForSequenceClassification`` with right padding, ...).
 
     Example:
         >>> from transformers import BertConfig, BertModel
@@ -157,6 +211,9 @@ def embedding_batch(model: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
         )
     out = {k: v for k, v in batch.items() if k != "labels"}
     has_ids = out.get("input_ids") is not None
+    hf_model = _transformers_model(model)
+    if hf_model is not None:
+        _check_accepts_inputs_embeds(hf_model)
     if out.get(_EMBEDS) is not None:
         if has_ids:
             raise ValueError("batch must hold either input_ids or inputs_embeds, got both")
@@ -164,8 +221,109 @@ def embedding_batch(model: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
         return out
     if not has_ids:
         raise ValueError(f"batch must hold input_ids or inputs_embeds, got keys {sorted(map(str, batch.keys()))}")
-    out[_EMBEDS] = word_embeddings(model, out.pop("input_ids"))
+    input_ids = out.pop("input_ids")
+    out[_EMBEDS] = word_embeddings(model, input_ids)
+    if hf_model is not None:
+        _check_last_tokens(hf_model, input_ids)
+    if out.get("position_ids") is None:
+        position_ids = _position_ids_from_input_ids(model, input_ids)
+        if position_ids is not None:
+            out["position_ids"] = position_ids
     return out
+
+
+def _transformers_model(model: Any) -> Any:
+    """The ``transformers`` model in ``model``, or ``None``.
+
+    That is ``model`` itself, or the first submodule defined in ``transformers`` with a ``config``
+    (inside a DDP, PEFT or other wrapper).
+    """
+    for m in model.modules() if isinstance(model, nn.Module) else (model,):
+        if getattr(m, "config", None) is not None and type(m).__module__.startswith("transformers"):
+            return m
+    return None
+
+
+@functools.cache
+def _forward_source(cls: type) -> str:
+    """The source of ``cls.forward`` ("" when unavailable): what the model does with ``input_ids``."""
+    try:
+        return inspect.getsource(cls.forward)
+    except (AttributeError, OSError, TypeError):
+        return ""
+
+
+def _check_accepts_inputs_embeds(hf_model: Any) -> None:
+    """Raise for an encoder-decoder classifier whose ``forward`` rejects ``inputs_embeds`` (BART, T5, ...)."""
+    source = _forward_source(type(hf_model))
+    if "input embeddings is currently not supported" in source and getattr(
+        hf_model.config, "is_encoder_decoder", False
+    ):
+        raise TypeError(
+            f"model must accept inputs_embeds, got {type(hf_model).__name__}, whose forward raises "
+            "NotImplementedError for them (it pools the EOS tokens it finds in input_ids); torchvat "
+            "perturbs the word embeddings: use an encoder (BERT, RoBERTa, ...) or a decoder-only "
+            "classifier (GPT-2, Llama, ... with left padding)"
+        )
+
+
+def _check_last_tokens(hf_model: Any, input_ids: Tensor) -> None:
+    """Raise when ``hf_model`` pools the last non-pad token of ``input_ids`` and a row ends with the pad token.
+
+    Such a classifier (``GPT2ForSequenceClassification``, the ``transformers`` generic one of Llama,
+    Mistral, ...) pools the last position when given ``inputs_embeds``: the same token exactly when
+    the last token of each row is not ``pad_token_id``.
+    """
+    config = hf_model.config
+    text_config = config.get_text_config() if callable(getattr(config, "get_text_config", None)) else config
+    pad = getattr(text_config, "pad_token_id", None)
+    source = _forward_source(type(hf_model))
+    pools_last = "pad_token_id" in source and ("last_non_pad_token" in source or "sequence_lengths" in source)
+    if pad is None or not pools_last or input_ids.ndim == 0:
+        return  # without pad_token_id both paths pool the last position
+    ends = (input_ids[..., -1] == pad).flatten()
+    if bool(ends.any()):
+        rows = ends.nonzero().flatten().tolist()
+        raise ValueError(
+            f"input_ids must end with a token other than pad_token_id={pad} in every row for "
+            f"{type(hf_model).__name__}, which pools the last non-pad token of input_ids but the last "
+            f"position of inputs_embeds; got rows {rows[:8]}{' ...' if len(rows) > 8 else ''} ending with "
+            "it: pad on the left (tokenizer.padding_side = 'left'), with a pad token that does not end "
+            "sequences (not an appended EOS token)"
+        )
+
+
+def _position_ids_from_input_ids(model: Any, input_ids: Tensor) -> Tensor | None:
+    """The position ids the model's embedding module computes from ``input_ids``, or ``None`` if it does not.
+
+    That module is the parent of ``model.get_input_embeddings()``; RoBERTa-style ones have a
+    ``padding_idx`` and a ``create_position_ids_from_input_ids`` method (MPNet, ESM, Longformer, ...:
+    a function of that name in the module's Python module), used here as the model uses it.
+    """
+    if not isinstance(model, nn.Module):
+        return None
+    layer = model.get_input_embeddings()
+    parent = next((m for m in model.modules() if any(c is layer for c in m.children())), None)
+    if parent is None:
+        return None
+    padding_idx = getattr(parent, "padding_idx", None)
+    create = getattr(parent, "create_position_ids_from_input_ids", None)
+    if create is None:
+        create = getattr(sys.modules.get(type(parent).__module__), "create_position_ids_from_input_ids", None)
+    if not callable(create) or not isinstance(padding_idx, int):
+        return None
+    return create(input_ids, padding_idx)
+
+
+def _probe_attention(model: Any, inputs: Mapping[str, Any], probe: str) -> contextlib.AbstractContextManager:
+    """The math SDPA backend when the probe resolves to exact, else a null context.
+
+    The fused SDPA kernels have no forward-mode derivative and no double backward.
+    """
+    embeds = inputs.get(_EMBEDS)
+    if isinstance(embeds, Tensor) and embeds.is_floating_point() and resolve_probe(probe, embeds, model) == "exact":
+        return sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext()
 
 
 def _perturbation_mask(batch: Mapping[str, Any], mask: Tensor | None) -> Tensor | None:
@@ -227,23 +385,24 @@ def hf_virtual_adversarial_perturbation(
         (2.0, 0.0)
     """
     inputs = embedding_batch(model, batch)
-    return virtual_adversarial_perturbation(
-        model,
-        inputs,
-        logits=logits,
-        eps=eps,
-        xi=xi,
-        n_power=n_power,
-        norm=norm,
-        likelihood=likelihood,
-        divergence=divergence,
-        probe=probe,
-        input_key=_EMBEDS,
-        output_fn=output_fn,
-        mask=_perturbation_mask(batch, mask),
-        generator=generator,
-        rng=rng,
-    )
+    with _probe_attention(model, inputs, probe):
+        return virtual_adversarial_perturbation(
+            model,
+            inputs,
+            logits=logits,
+            eps=eps,
+            xi=xi,
+            n_power=n_power,
+            norm=norm,
+            likelihood=likelihood,
+            divergence=divergence,
+            probe=probe,
+            input_key=_EMBEDS,
+            output_fn=output_fn,
+            mask=_perturbation_mask(batch, mask),
+            generator=generator,
+            rng=rng,
+        )
 
 
 def hf_vat_loss(
@@ -295,7 +454,8 @@ def hf_vat_loss(
         likelihood: ``"categorical"`` | ``"bernoulli"`` | ``"gaussian"`` (see :func:`torchvat.vat_loss`).
         divergence: ``callable(clean, perturbed) -> Tensor[B]`` replacing ``likelihood``;
             :func:`symmetric_categorical_kl` with ``norm="linf"`` gives the SMART-style regularizer.
-        probe: ``"auto"`` | ``"finite_difference"`` | ``"exact"`` (see :func:`torchvat.vat_loss`).
+        probe: ``"auto"`` | ``"finite_difference"`` | ``"exact"`` (see :func:`torchvat.vat_loss`); when it
+            resolves to exact, the whole computation runs on the math SDPA backend (module docstring).
         output_fn: maps the model output to the prediction; default its ``.logits``.
         generator: generator for the random start of the power iteration.
         rng: an :class:`~torchvat.RNGSnapshot` captured before the caller's clean pass (dropout replay).
@@ -328,24 +488,25 @@ def hf_vat_loss(
         Classification. ICLR 2017 (arXiv:1605.07725).
     """
     inputs = embedding_batch(model, batch)
-    return vat_loss(
-        model,
-        inputs,
-        logits=logits,
-        eps=eps,
-        xi=xi,
-        n_power=n_power,
-        norm=norm,
-        likelihood=likelihood,
-        divergence=divergence,
-        probe=probe,
-        input_key=_EMBEDS,
-        output_fn=output_fn,
-        mask=_perturbation_mask(batch, mask),
-        reduction=reduction,
-        generator=generator,
-        rng=rng,
-    )
+    with _probe_attention(model, inputs, probe):
+        return vat_loss(
+            model,
+            inputs,
+            logits=logits,
+            eps=eps,
+            xi=xi,
+            n_power=n_power,
+            norm=norm,
+            likelihood=likelihood,
+            divergence=divergence,
+            probe=probe,
+            input_key=_EMBEDS,
+            output_fn=output_fn,
+            mask=_perturbation_mask(batch, mask),
+            reduction=reduction,
+            generator=generator,
+            rng=rng,
+        )
 
 
 def hf_adversarial_loss(
@@ -482,8 +643,8 @@ class VATArguments:
 
 
 def _zero(like: Tensor) -> Tensor:
-    """A zero scalar that keeps ``like``'s graph (backward through it gives zero gradients)."""
-    return like.sum() * 0.0
+    """A (positive) zero scalar that keeps ``like``'s graph (backward through it gives zero gradients)."""
+    return like.sum() * 0.0 + 0.0  # -0.0 + 0.0 == +0.0: a negative sum would give -0.0
 
 
 def supervised_cross_entropy(logits: Tensor, labels: Tensor | None) -> Tensor:
@@ -497,7 +658,7 @@ def supervised_cross_entropy(logits: Tensor, labels: Tensor | None) -> Tensor:
         >>> z = torch.tensor([[0.0, 0.0], [5.0, 0.0]])
         >>> round(supervised_cross_entropy(z, torch.tensor([1, -100])).item(), 4)
         0.6931
-        >>> supervised_cross_entropy(z, torch.tensor([-100, -100])).item()
+        >>> supervised_cross_entropy(-z, torch.tensor([-100, -100])).item()
         0.0
     """
     if labels is None:
@@ -522,6 +683,54 @@ def _check_labels(labels: Any, logits: Tensor) -> None:
     if labels.shape != logits.shape[:1]:
         raise ValueError(
             f"labels must have shape [{logits.shape[0]}] (one class index per row), got {tuple(labels.shape)}"
+        )
+
+
+def _checkpointing(model: Any) -> tuple[bool, bool]:
+    """Whether gradient (activation) checkpointing is on in ``model``, and whether any of it is reentrant.
+
+    ``transformers`` sets ``gradient_checkpointing`` on the checkpointed modules and their
+    ``_gradient_checkpointing_func`` to ``functools.partial(checkpoint, **kwargs)``; without an explicit
+    ``use_reentrant=False`` there, ``torch.utils.checkpoint`` defaults to reentrant.
+    """
+    on = reentrant = False
+    for m in model.modules() if isinstance(model, nn.Module) else ():
+        if getattr(m, "gradient_checkpointing", False) is True:
+            on = True
+            options = getattr(getattr(m, "_gradient_checkpointing_func", None), "keywords", None) or {}
+            reentrant = reentrant or options.get("use_reentrant", True) is not False
+    return on, reentrant
+
+
+def _requested_checkpointing(args: Any) -> tuple[bool, bool]:
+    """Whether ``TrainingArguments`` ask for gradient checkpointing, and explicitly for the reentrant kind.
+
+    ``activation_checkpointing*`` in newer ``transformers``, ``gradient_checkpointing*`` before (an
+    unset ``use_reentrant`` is only known once the model is checkpointed: :func:`_checkpointing`).
+    """
+    on = getattr(args, "activation_checkpointing", None) or getattr(args, "gradient_checkpointing", False)
+    options = getattr(args, "activation_checkpointing_kwargs", None) or getattr(
+        args, "gradient_checkpointing_kwargs", None
+    )
+    return bool(on), isinstance(options, Mapping) and options.get("use_reentrant") is True
+
+
+def _check_checkpointing(vat_args: VATArguments, reentrant: bool) -> None:
+    """Raise unless gradient checkpointing is non-reentrant and VAT (if on) uses the finite-difference probe."""
+    if reentrant:
+        raise ValueError(
+            "gradient_checkpointing (activation_checkpointing) must be non-reentrant with VATTrainer, got "
+            "use_reentrant=True (or unset, torch.utils.checkpoint's default): the perturbation searches take "
+            "input gradients with torch.autograd.grad, which reentrant checkpointing does not support; pass "
+            "gradient_checkpointing_kwargs={'use_reentrant': False} (activation_checkpointing_kwargs in newer "
+            "transformers), or turn checkpointing off"
+        )
+    if vat_args.uses_vat and vat_args.probe != "finite_difference":
+        raise ValueError(
+            "VATArguments.probe must be 'finite_difference' with gradient_checkpointing (activation_checkpointing), "
+            f"got {vat_args.probe!r}: the exact probe ('auto' picks it in bf16/fp16) takes a forward-mode "
+            "derivative or a double backward, which fails under torch.utils.checkpoint; or turn checkpointing off "
+            "(a smaller per_device_train_batch_size with gradient_accumulation_steps also saves memory)"
         )
 
 
@@ -563,6 +772,15 @@ def _build_vat_trainer() -> type:
         ``loss_vat`` and ``loss_at`` (means since the last log). Multi-process (DDP) training is not
         tested: the search makes several forward passes per backward pass.
 
+        Mixed precision (``bf16``/``fp16``): the whole loss (searches included) runs under the
+        accelerator's autocast, so the probe resolves as for the model's own passes (``"auto"``:
+        exact). With ``return_dict=False`` models the returned outputs are ``(loss, *outputs)``, as
+        ``Trainer.prediction_step`` expects. Gradient (activation) checkpointing works only
+        non-reentrant (``gradient_checkpointing_kwargs={"use_reentrant": False}``) and, with VAT, with
+        ``probe="finite_difference"`` (the exact probe's forward-mode derivative or double backward
+        fails under ``torch.utils.checkpoint``); a ``ValueError`` says so on construction or at the
+        first training step.
+
         Args:
             *args: passed to ``transformers.Trainer``.
             vat_args: the hyperparameters (:class:`VATArguments`); default ``VATArguments()``.
@@ -579,6 +797,10 @@ def _build_vat_trainer() -> type:
                 raise TypeError(f"vat_args must be a VATArguments or None, got {type(vat_args).__name__}")
             self.vat_args = vat_args
             super().__init__(*args, **kwargs)
+            requested, reentrant = _requested_checkpointing(self.args)
+            on, model_reentrant = _checkpointing(self.model)
+            if requested or on:
+                _check_checkpointing(vat_args, reentrant or model_reentrant)
             # the training step must divide the per-batch mean by the accumulation steps (all versions)
             self.model_accepts_loss_kwargs = False
             self.last_loss_terms: dict[str, Tensor] = {}
@@ -610,7 +832,20 @@ def _build_vat_trainer() -> type:
             Returns:
                 ``({"supervised": ..., "vat": ..., "at": ...}, outputs)``; ``"vat"``/``"at"`` only
                 when computed (training mode, positive weight, rows to apply them to).
+
+            Everything runs under the accelerator's autocast (``bf16``/``fp16``), as the model's
+            own passes do, so that the probe and ``xi`` resolve for the precision they run in.
             """
+            accelerator = getattr(self, "accelerator", None)
+            with accelerator.autocast() if accelerator is not None else contextlib.nullcontext():
+                return self._loss_terms(model, inputs)
+
+        def _loss_terms(self, model: Any, inputs: Mapping[str, Any]) -> tuple[dict[str, Tensor], Any]:
+            """:meth:`compute_loss_terms` without the autocast context."""
+            if model.training:
+                on, reentrant = _checkpointing(model)
+                if on:
+                    _check_checkpointing(self.vat_args, reentrant)
             inputs = dict(inputs)
             labels = inputs.pop(self.label_key, None)
             batch = embedding_batch(self.accelerator.unwrap_model(model), inputs)
@@ -682,7 +917,9 @@ def _build_vat_trainer() -> type:
             """Supervised loss plus the weighted VAT/AT terms (see the class docstring).
 
             ``num_items_in_batch`` (newer ``transformers``) and other keyword arguments are accepted
-            and ignored: the loss is a per-batch mean.
+            and ignored: the loss is a per-batch mean. With ``return_outputs``, a model output that is
+            not a mapping (``return_dict=False``: ``(logits, ...)``) is returned as
+            ``(loss.detach(), logits, ...)``, the layout ``Trainer.prediction_step`` reads.
             """
             del num_items_in_batch, kwargs
             terms, outputs = self.compute_loss_terms(model, inputs)
@@ -692,7 +929,13 @@ def _build_vat_trainer() -> type:
                 for k, v in self.last_loss_terms.items():
                     self._term_sums[k] = self._term_sums.get(k, 0.0) + v.float()
                     self._term_counts[k] = self._term_counts.get(k, 0) + 1
-            return (loss, outputs) if return_outputs else loss
+            if not return_outputs:
+                return loss
+            if not isinstance(outputs, Mapping):
+                # return_dict=False: a tuple (logits, ...) without the loss (no labels were passed);
+                # Trainer.prediction_step takes outputs[1:] as the predictions, as after a model's own loss
+                outputs = (loss.detach(), *(outputs if isinstance(outputs, tuple | list) else (outputs,)))
+            return loss, outputs
 
         def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
             """Add the mean of each loss term over the batches that had it since the last training log."""
