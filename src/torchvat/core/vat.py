@@ -107,7 +107,10 @@ def vat_loss(
         generator: generator for the random start (reproducible directions).
         rng: an :class:`RNGSnapshot` captured before the caller's clean pass; the probe and perturbed
             passes replay it, so dropout draws the same masks as in the clean pass. Without it the
-            state at the call is replayed for every pass the call makes.
+            state at the call is replayed for every pass the call makes. It holds the generator of
+            the input's device (and the CPU's): under ``nn.DataParallel`` the replicas on other GPUs
+            draw new masks in every pass; use DistributedDataParallel, where each process replays
+            its own.
 
     Shape:
         - x: [B, *] (or a mapping whose ``input_key`` entry is [B, *]).
