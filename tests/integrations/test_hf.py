@@ -12,8 +12,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 import transformers
+from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
 
 import torchvat.core.vat
@@ -255,6 +255,19 @@ def test_last_token_pooling_classifier_needs_left_padding():
     eos_end["input_ids"][0, -1] = 0
     with pytest.raises(ValueError, match=r"got rows \[0\] ending with it"):
         embedding_batch(model, eos_end)
+
+
+def test_trainer_on_a_last_token_pooling_classifier(tmp_path):
+    """Left padding: VATTrainer's supervised term is the model's own loss; right padding: the clear error."""
+    model = tiny_hf("gpt2").eval()  # eval mode: no dropout, and the supervised term alone
+    trainer = make_trainer(tmp_path, model, VATArguments(eps=1.0))
+    labels = torch.tensor([0, 2, 1])
+    left = {**padded(pad=0, side="left"), "labels": labels}
+    terms, _ = trainer.compute_loss_terms(model, left)
+    with torch.no_grad():
+        torch.testing.assert_close(terms["supervised"], model(**left).loss, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"GPT2ForSequenceClassification.*pad on the left"):
+        trainer.compute_loss_terms(model, {**padded(pad=0, side="right"), "labels": labels})
 
 
 def test_encoder_decoder_classifier_without_inputs_embeds_is_named():
@@ -590,8 +603,16 @@ def _checkpointing_args(**options) -> dict:
     return {f"{name}_checkpointing": True, f"{name}_checkpointing_kwargs": options or None}
 
 
+def enable_checkpointing(model: nn.Module, use_reentrant: bool) -> None:
+    options = {"use_reentrant": use_reentrant}
+    if hasattr(model, "activation_checkpointing_enable"):  # newer transformers
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+
+
 def test_gradient_checkpointing_needs_non_reentrant_and_finite_difference(tmp_path, batch):
-    with pytest.raises(ValueError, match="probe must be 'finite_difference' with gradient_checkpointing.*got 'auto'"):
+    with pytest.raises(ValueError, match=r"probe must be 'finite_difference' with gradient_checkpointing.*got 'auto'"):
         make_trainer(tmp_path, tiny_bert(), VATArguments(), **_checkpointing_args(use_reentrant=False))
     with pytest.raises(ValueError, match="must be non-reentrant with VATTrainer, got use_reentrant=True"):
         make_trainer(
@@ -600,7 +621,7 @@ def test_gradient_checkpointing_needs_non_reentrant_and_finite_difference(tmp_pa
     # enabled on the model after construction: found at the first training step
     model = tiny_bert().train()
     trainer = make_trainer(tmp_path, model, VATArguments(method="vat+at", probe="finite_difference"))
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    enable_checkpointing(model, use_reentrant=True)
     with pytest.raises(ValueError, match="must be non-reentrant"):
         trainer.compute_loss(model, batch)
     model.eval()
@@ -612,7 +633,7 @@ def test_gradient_checkpointing_needs_non_reentrant_and_finite_difference(tmp_pa
     vat_args = VATArguments(method="vat+at", eps=0.5, probe="finite_difference")
     torch.manual_seed(0)
     reference, _ = make_trainer(tmp_path, model, vat_args).compute_loss_terms(model, batch)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_checkpointing(model, use_reentrant=False)
     trainer = make_trainer(tmp_path, model, vat_args, dataset=_dataset(), **args)
     torch.manual_seed(0)
     terms, _ = trainer.compute_loss_terms(model, batch)

@@ -18,7 +18,7 @@ path equals the ``input_ids`` path only where the model uses ``input_ids`` for n
 embedding lookup, or for what :func:`embedding_batch` reproduces (checked at zero perturbation,
 ``transformers`` 5.24):
 
-- BERT-style encoders (BERT, ALBERT, DistilBERT, ELECTRA, ...): exact as they are.
+- BERT-style encoders (BERT, ALBERT, DistilBERT, ELECTRA, DeBERTa-v2, ...): exact as they are.
 - Encoders whose position ids count the non-padding tokens of ``input_ids`` (RoBERTa,
   XLM-RoBERTa, CamemBERT, MPNet, ...: their embedding module has a ``padding_idx`` and
   a ``create_position_ids_from_input_ids`` method, or a function of that name in its module).
@@ -774,12 +774,12 @@ def _build_vat_trainer() -> type:
 
         Mixed precision (``bf16``/``fp16``): the whole loss (searches included) runs under the
         accelerator's autocast, so the probe resolves as for the model's own passes (``"auto"``:
-        exact). With ``return_dict=False`` models the returned outputs are ``(loss, *outputs)``, as
-        ``Trainer.prediction_step`` expects. Gradient (activation) checkpointing works only
-        non-reentrant (``gradient_checkpointing_kwargs={"use_reentrant": False}``) and, with VAT, with
-        ``probe="finite_difference"`` (the exact probe's forward-mode derivative or double backward
-        fails under ``torch.utils.checkpoint``); a ``ValueError`` says so on construction or at the
-        first training step.
+        exact). With ``return_dict=False`` models the returned outputs are
+        ``(loss.detach(), *outputs)``, as ``Trainer.prediction_step`` expects. Gradient (activation)
+        checkpointing works only non-reentrant (``gradient_checkpointing_kwargs={"use_reentrant":
+        False}``) and, with VAT, with ``probe="finite_difference"`` (the exact probe's forward-mode
+        derivative or double backward fails under ``torch.utils.checkpoint``); a ``ValueError`` says
+        so on construction or at the first training step.
 
         Args:
             *args: passed to ``transformers.Trainer``.
