@@ -134,7 +134,7 @@ def main() -> None:
         },
         out / f"rank{rank}.pt",
     )
-    destroy_distributed()
+    destroy_distributed(wait=True)  # no process tears its gloo connections down while another still works
 
 
 if __name__ == "__main__":
