@@ -688,6 +688,16 @@ def test_one_training_step_changes_weights(tmp_path, vat_args):
         assert metrics["eval_loss"] == pytest.approx(expected_loss.item(), rel=1e-4)
 
 
+def test_saved_model_keeps_its_vat_arguments(tmp_path):
+    vat_args = VATArguments(method="vat+at", eps=0.7, alpha=0.5, vat_on="unlabeled")
+    trainer = make_trainer(tmp_path, tiny_bert(), vat_args, dataset=_dataset())
+    trainer.save_model(str(tmp_path / "saved"))
+    assert VATArguments.load(tmp_path / "saved") == vat_args
+    assert (tmp_path / "saved" / "config.json").is_file()  # the model itself, as transformers saves it
+    with pytest.raises(FileNotFoundError, match=r"torchvat_vat_args\.json not found"):
+        VATArguments.load(tmp_path)
+
+
 def test_alpha_zero_trainer_equals_plain_supervised_step(tmp_path):
     """With the regularizers off, a VATTrainer step is a supervised step on the labeled rows."""
     data = _dataset(8, unlabeled_from=5)  # one batch: 5 labeled rows, 3 unlabeled

@@ -90,11 +90,15 @@ References:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
+import json
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -115,6 +119,7 @@ from torchvat.core.perturbation import Norm, Probe, check_common, resolve_probe
 
 __all__ = [
     "IGNORE_INDEX",
+    "VAT_ARGS_FILE",
     "VATArguments",
     "VATTrainer",  # noqa: F822 -- defined on first access by the module's __getattr__
     "embedding_batch",
@@ -581,6 +586,10 @@ def hf_adversarial_loss(
     )
 
 
+#: the file :class:`VATTrainer` writes the :class:`VATArguments` to, beside a saved model
+VAT_ARGS_FILE = "torchvat_vat_args.json"
+
+
 @dataclass
 class VATArguments:
     """Hyperparameters of :class:`VATTrainer` (checked on construction).
@@ -640,6 +649,39 @@ class VATArguments:
     def uses_at(self) -> bool:
         """Whether the AT term is computed."""
         return self.method in ("at", "vat+at") and self.at_alpha > 0
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the arguments as :data:`VAT_ARGS_FILE` (JSON) in ``directory``.
+
+        :class:`VATTrainer` does so beside every saved model and checkpoint.
+
+        Returns:
+            The file.
+        """
+        path = Path(directory) / VAT_ARGS_FILE
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> VATArguments:
+        """Read the arguments :meth:`save` wrote in ``directory`` (a saved model or a checkpoint folder).
+
+        Raises:
+            FileNotFoundError: If ``directory`` holds no ``VAT_ARGS_FILE``.
+
+        Example:
+            >>> import tempfile
+            >>> with tempfile.TemporaryDirectory() as d:
+            ...     _ = VATArguments(method="vat+at", eps=2.0).save(d)
+            ...     VATArguments.load(d).eps
+            2.0
+        """
+        path = Path(directory) / VAT_ARGS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{VAT_ARGS_FILE} not found in {directory} (it is written by VATTrainer.save_model)"
+            )
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
 def _zero(like: Tensor) -> Tensor:
@@ -806,6 +848,12 @@ def _build_vat_trainer() -> type:
             self.last_loss_terms: dict[str, Tensor] = {}
             self._term_sums: dict[str, Tensor] = {}
             self._term_counts: dict[str, int] = {}  # per term: a batch without labeled rows has no "ce"
+
+        def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+            """Save the model as ``Trainer.save_model`` does, and the :class:`VATArguments` beside it."""
+            super().save_model(output_dir, _internal_call=_internal_call)
+            if self.args.should_save:
+                self.vat_args.save(output_dir if output_dir is not None else self.args.output_dir)
 
         @property
         def label_key(self) -> str:
