@@ -797,3 +797,11 @@ def test_vat_beats_supervised_with_few_labels():
     # measured (torch 2.14.1, CPU): supervised 0.939 / 0.905 / 0.882, VAT 0.998 / 1.000 / 0.999
     assert mean_vat > mean_sup + 0.05, (supervised, vat)
     assert min(vat) > 0.95, vat
+
+
+def test_options_of_the_trainers_own_loss_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"label_smoothing_factor=0\.1 is not applied"):
+        make_trainer(tmp_path, tiny_bert(), label_smoothing_factor=0.1)
+    targs = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    with pytest.raises(ValueError, match="instead of passing compute_loss_func"):
+        VATTrainer(model=tiny_bert(), args=targs, compute_loss_func=lambda *a, **k: 0.0)

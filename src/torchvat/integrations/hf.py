@@ -839,6 +839,17 @@ def _build_vat_trainer() -> type:
                 raise TypeError(f"vat_args must be a VATArguments or None, got {type(vat_args).__name__}")
             self.vat_args = vat_args
             super().__init__(*args, **kwargs)
+            # the supervised term is supervised_loss's: options of Trainer's own loss would be ignored
+            if getattr(self, "compute_loss_func", None) is not None:
+                raise ValueError(
+                    "VATTrainer computes its supervised term with supervised_loss; override that method "
+                    "instead of passing compute_loss_func"
+                )
+            if getattr(self.args, "label_smoothing_factor", 0.0):
+                raise ValueError(
+                    f"label_smoothing_factor={self.args.label_smoothing_factor} is not applied by VATTrainer's "
+                    "supervised term (mean cross entropy over labeled rows); set it to 0 or override supervised_loss"
+                )
             requested, reentrant = _requested_checkpointing(self.args)
             on, model_reentrant = _checkpointing(self.model)
             if requested or on:
