@@ -129,3 +129,23 @@ def test_visualize_main_vat_and_non_images(digits_run, moons_run, capsys):
     assert (digits_run / "perturbations.png").is_file()
     assert main(["visualize", str(moons_run)]) == 2
     assert "needs image inputs" in capsys.readouterr().err
+
+
+def test_visualize_shows_whitened_inputs_as_pixels(tmp_path, monkeypatch):
+    import torchvat.cli.visualize as vis
+
+    out = tmp_path / "zca"
+    args = ["train", "--dataset", "digits", "--labels", "50", "--data-option", "as_images=true", "--preprocess"]
+    args += ["zca", "--method", "supervised", "--iters", "5", "--eval-every", "5", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    shown = {}
+
+    def capture(x, r, path, **kwargs):
+        shown.update(x=x, r=r, title=kwargs["title"])
+        return path
+
+    monkeypatch.setattr(vis, "plot_perturbation_grid", capture)
+    res = run_visualize(out, out=tmp_path / "grid.png", eps=1.0, quiet=True)
+    assert "shown as pixels (inverse ZCA)" in shown["title"]
+    assert float(shown["x"].min()) > -1e-3 and float(shown["x"].max()) < 1 + 1e-3  # digits pixels lie in [0, 1]
+    assert res.eps == 1.0 and shown["r"].shape == shown["x"].shape

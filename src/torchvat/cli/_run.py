@@ -355,11 +355,21 @@ def load_run_data(spec: DataSpec, seed: int) -> SemiSupervisedData:
         seed: The seed to use when ``spec.seed`` is ``None``.
 
     Returns:
-        The semi-supervised problem, preprocessed.
+        The semi-supervised problem, preprocessed (:func:`load_run_data_and_transform` also returns
+        the fitted preprocessing).
 
     Raises:
         UsageError: For an unknown dataset or an unsupported file type.
         FileNotFoundError: For a missing file (the message has the path).
+    """
+    return load_run_data_and_transform(spec, seed)[0]
+
+
+def load_run_data_and_transform(spec: DataSpec, seed: int) -> tuple[SemiSupervisedData, ZCA | Standardizer | None]:
+    """:func:`load_run_data`, and the preprocessing fitted on the training inputs (``None`` for none).
+
+    The preprocessing's ``inverse_transform`` maps model inputs back to the data's own space (pixels),
+    e.g. to show perturbed images.
     """
     spec.validate()
     s = spec.seed if spec.seed is not None else seed
@@ -382,13 +392,16 @@ def load_run_data(spec: DataSpec, seed: int) -> SemiSupervisedData:
         data = load_dataset(
             str(spec.dataset), root=spec.root, n_labels=spec.n_labels, seed=s, download=spec.download, **options
         )
+    transform: ZCA | Standardizer | None = None
     if spec.preprocess == "standardize":
-        data = fit_transform_data(data, Standardizer())
+        transform = Standardizer()
     elif spec.preprocess == "zca":
-        data = fit_transform_data(data, ZCA(eps=spec.zca_eps))
+        transform = ZCA(eps=spec.zca_eps)
+    if transform is not None:
+        data = fit_transform_data(data, transform)
     if spec.augment != "none" and len(data.input_shape) != 3:
         raise UsageError(f"--augment {spec.augment} needs image inputs [C, H, W], got input shape {data.input_shape}")
-    return data
+    return data, transform
 
 
 def build_augment(spec: DataSpec, seed: int) -> RandomTranslateFlip | None:
@@ -566,7 +579,8 @@ def load_run(
 
     Returns:
         The model (eval mode, weights loaded), the data (prepared as in training) and the
-        run description (``run.json`` plus ``checkpoint``, ``step``, ``eps``).
+        run description (``run.json`` plus ``checkpoint``, ``step``, ``eps``, ``norm`` and ``transform``, the
+        fitted preprocessing or ``None``).
 
     Raises:
         FileNotFoundError: If the checkpoint or its ``run.json`` is missing.
@@ -586,7 +600,7 @@ def load_run(
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise UsageError(f"{info_path} is not a valid run description: {err}") from err
     state = load_checkpoint(ckpt, map_location="cpu")
-    data = load_run_data(spec, int(info.get("seed", 0)))
+    data, transform = load_run_data_and_transform(spec, int(info.get("seed", 0)))
     model, _ = build_run_model(model_spec, data.input_shape, data.n_classes)
     model.load_state_dict(state["model"])
     model.to(device).eval()
@@ -596,6 +610,7 @@ def load_run(
         "step": int(state.get("step", 0)),
         "eps": state.get("eps", info.get("eps")),
         "norm": (state.get("config") or {}).get("norm", "l2"),
+        "transform": transform,  # the fitted preprocessing (None for none): its inverse gives the data's own space
     }
     return model, data, info
 

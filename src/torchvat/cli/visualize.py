@@ -140,9 +140,16 @@ def run_visualize(
     c0, c1 = p0.argmax(1), p1.argmax(1)
     path = Path(out) if out is not None else Path(info["checkpoint"]).parent / "perturbations.png"
     names = {"adversarial": "L2 adversarial", "fgsm": "FGSM (L-inf)", "vat": "virtual adversarial"}
+    shown_x, shown_r, space = x, r, ""
+    transform = info.get("transform")
+    if transform is not None:  # whitened or standardized inputs: show the images as pixels
+        with torch.no_grad():
+            shown_x = transform.inverse_transform(x.cpu().double()).float()
+            shown_r = transform.inverse_transform((x + r).cpu().double()).float() - shown_x
+        space = f", shown as pixels (inverse {type(transform).__name__})"
     plot_perturbation_grid(
-        x,
-        r,
+        shown_x,
+        shown_r,
         path,
         pred_before=c0.tolist(),
         prob_before=p0.gather(1, c0[:, None])[:, 0].tolist(),
@@ -151,7 +158,7 @@ def run_visualize(
         labels=y.tolist(),
         class_names=data.classes,
         title=f"{info.get('method', '?')} on {info.get('dataset_name', '?')}: "
-        f"{names[attack]} perturbation, eps = {eps:.3g} ({split} examples)",
+        f"{names[attack]} perturbation, eps = {eps:.3g} ({split} examples{space})",
     )
     flipped = int((c0 != c1).sum())
     if not quiet:
