@@ -579,6 +579,23 @@ def test_bf16_trainer_runs_the_search_under_autocast(tmp_path, monkeypatch):
     assert seen == [("exact", True)]
 
 
+def test_clean_pass_runs_on_the_attention_backend_of_the_exact_probe(tmp_path):
+    """A fused SDPA kernel draws attention dropout inside the kernel: the clean pass must not use one when
+    the search passes run on the math backend, or the replayed masks differ (CUDA)."""
+    model = tiny_bert(dropout=0.1)
+    fused = []
+    model.register_forward_pre_hook(lambda m, a: fused.append(torch.backends.cuda.flash_sdp_enabled()))
+    trainer = make_trainer(tmp_path, model, VATArguments(method="vat", eps=1.0), dataset=_dataset(), bf16=True)
+    trainer.model.train()
+    trainer.compute_loss_terms(trainer.model, make_batch())
+    assert fused and not any(fused)  # the clean pass and every search pass: math backend only
+    fused.clear()
+    fp32 = make_trainer(tmp_path, model, VATArguments(method="vat", eps=1.0, probe="finite_difference"))
+    fp32.model.train()
+    fp32.compute_loss_terms(fp32.model, make_batch())
+    assert fused and all(fused)  # finite differences: the default backends everywhere
+
+
 def test_return_dict_false_predictions_keep_the_logits(tmp_path):
     """prediction_step keeps outputs[1:] of a tuple output: the loss must come first."""
     model = tiny_bert()

@@ -451,7 +451,10 @@ def hf_vat_loss(
         batch: model inputs holding ``input_ids`` or ``inputs_embeds``, optionally ``attention_mask``,
             ``token_type_ids``, ... (e.g. a collator's output).
         logits: the clean model output (any form with ``.logits``), if already computed on
-            ``inputs_embeds``; detached.
+            ``inputs_embeds``; detached. With the exact probe (``"auto"`` under bf16/fp16 autocast)
+            the search runs on the math SDPA backend: compute these logits under
+            ``torch.nn.attention.sdpa_kernel([SDPBackend.MATH])`` too, or a fused kernel's in-kernel
+            attention dropout (CUDA) gives the clean pass other masks than the replayed ones.
         eps: L2 (or L-inf) size of the perturbation of each embedded sequence.
         xi: finite-difference step of the probe, ``"auto"`` or a number (see :func:`torchvat.vat_loss`).
         n_power: power-iteration steps (0: random perturbation training).
@@ -910,7 +913,14 @@ def _build_vat_trainer() -> type:
             batch = embedding_batch(self.accelerator.unwrap_model(model), inputs)
             embeds = batch[_EMBEDS]
             rng = RNGSnapshot.capture(embeds.device)
-            outputs = model(**batch)
+            # the clean pass on the attention backend of the search's passes: a fused SDPA kernel
+            # draws its dropout mask inside the kernel, so replaying the random state under the math
+            # backend would not give the clean pass's masks (CUDA), and the two round differently
+            backend = contextlib.nullcontext()
+            if model.training and self.vat_args.uses_vat:
+                backend = _probe_attention(model, batch, self.vat_args.probe)
+            with backend:
+                outputs = model(**batch)
             logits = extract_output(outputs, None)
             if logits.ndim != 2:
                 raise ValueError(
