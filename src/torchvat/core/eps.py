@@ -44,8 +44,8 @@ def suggest_eps(
     nearest labeled point :math:`\ell_j`: the distance over which VAT must carry the labels. It
     grows when there are fewer labels and, like the radius, does not shrink as unlabeled points
     fill the space. With ``labeled=None`` the points of ``x`` are the labeled ones (each one's
-    nearest other point is used). When half of the points of ``x`` or more are labeled points
-    themselves (``x`` holds the labeled rows, and most rows are labeled), those are left out of the
+    nearest other point is used). Points of ``x`` that are labeled points themselves (``x`` holding
+    the labeled rows too, as the trainer's unlabeled set does by default) are left out of the
     median, and when all are (fully labeled data), the rule is that of ``labeled=None``.
     Measured with torchvat's trainer (BENCHMARKS.md), the test error
     at this eps is within 10% of the best of an eps sweep on two moons (8 labels: eps 0.20-0.27),
@@ -114,9 +114,10 @@ def suggest_eps(
             raise ValueError("labeled contains NaN or Inf; cannot suggest eps")
         ref = ref[torch.randperm(ref.shape[0], generator=g)[:max_references].to(ref.device)].to(flat.device)
         query = flat[torch.randperm(n, generator=g)[:max_queries].to(flat.device)]
+        # points of x that are labeled points (x holds the labeled rows too, as the trainer's
+        # unlabeled set does by default) say nothing of the distance to carry the labels over
         dist = _nearest_distances(query, ref, queries_lead_references=False)
-        if float(dist.median()) <= 0:  # half of x or more are labeled points: leave those out
-            dist = dist[dist > 0]
+        dist = dist[dist > 0]
         if dist.numel():
             return float(s * dist.median())
         # every point of x is a labeled one (fully labeled data): the distance between the points,
