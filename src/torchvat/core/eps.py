@@ -49,7 +49,7 @@ def suggest_eps(
     median, and when all are (fully labeled data), the rule is that of ``labeled=None``.
     Measured with torchvat's trainer (BENCHMARKS.md), the test error
     at this eps is within 10% of the best of an eps sweep on two moons (8 labels: eps 0.20-0.27),
-    scikit-learn digits (100 labels: 1.07), and Fashion-MNIST with 100 labels (4.2; the radius rule's
+    scikit-learn digits (100 labels: 1.09), and Fashion-MNIST with 100 labels (4.2; the radius rule's
     2.05 collapsed on one seed of three) and 1000 labels (3.4).
 
     ``rule="nn"``: :math:`\epsilon = s \cdot \mathrm{median}_i \min_{j \ne i} \lVert x_i - x_j \rVert_2`
