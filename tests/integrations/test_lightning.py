@@ -154,3 +154,11 @@ def test_checkpoint_keeps_the_method_its_derived_eps_and_generator(tmp_path):
 def test_a_hyperparameter_the_method_does_not_take_is_an_error():
     with pytest.raises(ValueError, match=r"method 'vat' takes the hyperparameters .* got \['alhpa'\] besides"):
         vat_module(bn_mlp(), "vat", alhpa=2.0)
+
+
+def test_a_generator_state_of_another_device_type_reseeds_instead_of_failing():
+    module = vat_module(bn_mlp(), "vat", eps=0.3)
+    module._generator_state = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state, read on CPU
+    g = module._method_generator(torch.device("cpu"))
+    assert g.device.type == "cpu" and module._generator_state is None
+    torch.rand(3, generator=g)  # usable

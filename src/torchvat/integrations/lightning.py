@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from torchvat.core import suggest_eps
-from torchvat.train.distributed import all_reduce_mean, broadcast_buffers, is_distributed
+from torchvat.train.distributed import all_reduce_mean, broadcast_buffers, is_distributed, rank_seed
 from torchvat.train.methods import Batch, Method, get_method
 from torchvat.train.trainer import compute_method_loss
 
@@ -180,9 +180,14 @@ def _build_class() -> type:
             if self._generator is None or self._generator.device != device:
                 self._generator = torch.Generator(device=device)
                 self._generator.manual_seed(self.seed + 7919 * self.global_rank)
-                if self._generator_state is not None:
-                    self._generator.set_state(self._generator_state)
-                    self._generator_state = None
+                if self._generator_state is not None:  # resumed: the saved stream (rank 0's)
+                    state, self._generator_state = self._generator_state, None
+                    try:
+                        if self.global_rank > 0:  # every other process draws its own starts, as in a fresh run
+                            raise RuntimeError("another process's state")
+                        self._generator.set_state(state)
+                    except RuntimeError:  # or a state of another device type (a GPU run resumed on CPU)
+                        self._generator.manual_seed(rank_seed(self.seed, self.global_rank, 2, self.global_step))
             return self._generator
 
         def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
