@@ -187,3 +187,12 @@ def test_numeric_test_labels_with_named_training_labels_are_refused():
     assert data.y_test.tolist() == [1, 0]
     data = from_arrays(X, ["cat", "dog", -1, -1], X_test=X[:2], y_test=[1, 0], classes=["cat", "dog"])
     assert data.y_test.tolist() == [1, 0]  # with classes given, numbers are indices into it
+
+
+def test_a_class_named_like_a_missing_value_is_kept_when_classes_names_it():
+    X = np.zeros((6, 2), dtype=np.float32)
+    y = ["cat", "NA", "dog", "NA", -1, -1]
+    with pytest.warns(UserWarning, match=r"the labels \['NA'\] were read as unlabeled rows"):
+        assert from_arrays(X, y, unlabeled_includes_labeled=False).classes == ["cat", "dog"]
+    data = from_arrays(X, y, classes=["NA", "cat", "dog"], unlabeled_includes_labeled=False)  # North America
+    assert data.classes == ["NA", "cat", "dog"] and sorted(data.y_labeled.tolist()) == [0, 0, 1, 2]

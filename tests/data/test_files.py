@@ -112,13 +112,15 @@ def test_csv_missing_value_spellings_mark_unlabeled_rows(tmp_path):
     # Python's csv module and numpy write float labels as 0.0 / nan; R writes NA
     path = tmp_path / "floats.csv"
     path.write_text("a,b,label\n0.1,0.2,0.0\n0.3,0.4,nan\n0.5,0.6,1.0\n0.7,0.8,NA\n0.9,1.0,<NA>\n1.1,1.2,-1.0\n")
-    data = load_csv(path, unlabeled_includes_labeled=False)
+    with pytest.warns(UserWarning, match=r"the labels \['<NA>', 'NA', 'nan'\] were read as unlabeled rows"):
+        data = load_csv(path, unlabeled_includes_labeled=False)
     assert data.n_classes == 2 and data.classes is None
     assert data.y_labeled.tolist() == [0, 1]
     assert data.n_unlabeled == 4
     names = tmp_path / "names.csv"
     names.write_text("a,label\n1,cat\n2,NaN\n3,dog\n4,null\n5,None\n")
-    data = load_csv(names, unlabeled_includes_labeled=False)
+    with pytest.warns(UserWarning, match="were read as unlabeled rows"):
+        data = load_csv(names, unlabeled_includes_labeled=False)
     assert data.classes == ["cat", "dog"] and data.n_unlabeled == 3
 
 

@@ -81,6 +81,28 @@ def is_missing_label_text(s: str) -> bool:
         return False
 
 
+def warn_missing_spellings(texts: Sequence[str], arg: str) -> None:
+    """Warn when label texts other than ``""`` and ``-1`` were read as unlabeled (``"NA"``, ``"None"``, ...).
+
+    A class really named so would otherwise vanish into the unlabeled rows without a word.
+    """
+    spelled = sorted({t.strip() for t in texts if t.strip() and not _is_number(t.strip())})
+    if spelled:
+        warnings.warn(
+            f"{arg}: the labels {spelled[:10]} were read as unlabeled rows (missing-value spellings); "
+            "if they are class names, pass classes= with them",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return not math.isnan(float(text))
+    except ValueError:
+        return False
+
+
 def _is_missing(v: Any) -> bool:
     """Whether a single label value marks an unlabeled row."""
     if v is None or type(v).__name__ == "NAType":  # pandas.NA, without importing pandas
@@ -164,7 +186,9 @@ def encode_labels(
         return codes, None if classes is None else list(classes)
     # Object or string arrays: per-element inspection.
     values = arr.tolist()
-    missing = np.array([_is_missing(v) for v in values], dtype=bool)
+    named = set() if classes is None else {str(c) for c in classes}
+    missing = np.array([_is_missing(v) and not (isinstance(v, str) and v.strip() in named) for v in values], dtype=bool)
+    warn_missing_spellings([v for v, m in zip(values, missing, strict=True) if m and isinstance(v, str)], arg)
     present = [v for v, m in zip(values, missing, strict=True) if not m]
     ints = [_as_int(v) for v in present]
     if present and all(i is not None for i in ints):

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from torchvat.data.arrays import UNLABELED, from_arrays, is_missing_label_text
+from torchvat.data.arrays import UNLABELED, from_arrays, is_missing_label_text, warn_missing_spellings
 from torchvat.data.container import SemiSupervisedData
 
 __all__ = ["IMAGE_EXTENSIONS", "load_csv", "load_image_folder", "load_npz"]
@@ -120,6 +120,8 @@ def _read_csv(
                     f"{path}, line {r + 2}, column {header[c]!r}: expected a number, got {row[c]!r}"
                 ) from None
     missing = [is_missing_label_text(s) for s in raw_labels]
+    where = f"{path}, column {label_column!r}"
+    warn_missing_spellings([s for s, m in zip(raw_labels, missing, strict=True) if m], where)
     present = [s for s, m in zip(raw_labels, missing, strict=True) if not m]
     try:
         ints = [int(float(s)) if float(s).is_integer() else None for s in present]
