@@ -1,6 +1,7 @@
 """The VAT loss and the virtual adversarial perturbation."""
 
 import copy
+import functools
 import math
 import warnings
 from types import SimpleNamespace
@@ -678,6 +679,9 @@ def test_models_that_cannot_be_looked_into_count_as_convolutional():
     traced = torch.fx.symbolic_trace(lambda x: torch.nn.functional.conv2d(x, torch.ones(1, 1, 1, 1)))
     assert _has_convolutions(traced)
     assert _has_convolutions(nn.Sequential(nn.LazyConv2d(4, 3)))
+    mlp = nn.Linear(2, 2)  # a bound method or a partial is looked into as its module
+    assert not _has_convolutions(mlp.forward) and not _has_convolutions(functools.partial(mlp))
+    assert _has_convolutions(conv.forward) and _has_convolutions(lambda x: mlp(x))  # a lambda: cannot tell
 
 
 # ---------------------------------------------------------------- the exact probe's fallback is for AD gaps only

@@ -199,3 +199,18 @@ def test_checkpoints_and_run_files_get_the_mode_of_ordinary_files(tmp_path):
     for path in (ckpt, text):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path  # mkstemp alone gives 0600
     assert text.read_text() == "a = 1\n"
+
+
+def test_resume_that_turns_momentum_on_gives_fused_sgd_zero_buffers(moons, mlp, tiny, tmp_path):
+    options = tiny(iterations=3, optimizer="sgd", momentum=0.0, lr=0.1)
+    first = Trainer(mlp(0), moons, method="vat", **options)
+    first.fit()
+    path = save_checkpoint(first.state_dict(), tmp_path / "s.pt")
+    resumed = Trainer(mlp(1), moons, method="vat", **{**options, "momentum": 0.9, "iterations": 5})
+    resumed.load_state_dict(load_checkpoint(path))
+    group = resumed.optimizer.param_groups[0]
+    assert group["momentum"] == 0.9
+    if group.get("fused"):  # a skipped first fused step leaves its buffers as they are: zeros, not torch.empty
+        for p in group["params"]:
+            assert torch.equal(resumed.optimizer.state[p]["momentum_buffer"], torch.zeros_like(p))
+    assert resumed.fit().steps == 5

@@ -49,7 +49,7 @@ from torchvat.core.divergence import (
     fisher_product,
     resolve_divergence,
 )
-from torchvat.core.guards import RNGSnapshot, running_stats_guard
+from torchvat.core.guards import RNGSnapshot, guarded_module, running_stats_guard
 
 Norm = Literal["l2", "linf"]
 Probe = Literal["auto", "finite_difference", "exact"]
@@ -438,9 +438,11 @@ def resolve_probe(probe: str, t: Tensor, model: object = None) -> str:
 def _has_convolutions(model: object) -> bool:
     """Whether ``model`` may run convolutions: conv layers, or a graph with a convolution call.
 
-    A model that cannot be looked into (a plain callable, a TorchScript module) counts as
-    convolutional; a module calling ``F.conv2d`` on parameters of its own is not detected.
+    A bound method or ``functools.partial`` of a module is looked into as that module. A model that
+    cannot be looked into (a plain callable, a TorchScript module) counts as convolutional; a
+    module calling ``F.conv2d`` on parameters of its own is not detected.
     """
+    model = guarded_module(model) or model
     if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
         return True
     for m in model.modules():

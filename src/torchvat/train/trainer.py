@@ -1317,6 +1317,11 @@ class Trainer:
                 if saved_config.get("momentum", cfg.momentum) != cfg.momentum:
                     group["momentum"] = cfg.momentum
                 group["nesterov"] = cfg.nesterov and group["momentum"] > 0
+                if group["momentum"] > 0 and group.get("fused"):  # zero buffers, as build_optimizer makes
+                    for p in group["params"]:
+                        state = self.optimizer.state[p]
+                        if "momentum_buffer" not in state:
+                            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
 def _compiled(model: nn.Module, cfg: TrainConfig) -> nn.Module:
