@@ -223,9 +223,7 @@ def compare_command(args: argparse.Namespace) -> int:
     seeds = _split(args.seeds, "--seeds", int)
     if any(s < 0 for s in seeds):
         raise UsageError(f"--seeds must be integers >= 0, got {args.seeds!r}")
-    config, out, resume = train_cli.resolve_config(args, default_prefix="compare")
-    if resume is not None:
-        raise UsageError("compare cannot --resume; rerun it")
+    config, out, _ = train_cli.resolve_config(args, default_prefix="compare")  # --resume is refused above
     with threads(args.threads):
         run_compare(config, methods, seeds, out, quiet=False)
     return 0

@@ -457,7 +457,7 @@ def run_train(
         start["step"] = trainer.step
         resumed = f", resumed at iteration {trainer.step}" if trainer.step else ""
         say(f"torchvat train: {trainer.method.name} {where}{resumed}")
-        say(_describe_eps(trainer, resolved, None if trainer.step else config.train.eps))
+        say(_describe_eps(trainer, resolved, config.train.eps))
 
     try:
         outcome = train_run(config, out_dir, resume=resume, progress=not quiet, on_ready=ready)

@@ -28,6 +28,7 @@ needed; ``import torchvat.integrations.lightning`` never needs it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -180,13 +181,14 @@ def _build_class() -> type:
             if self._generator is None or self._generator.device != device:
                 self._generator = torch.Generator(device=device)
                 self._generator.manual_seed(self.seed + 7919 * self.global_rank)
-                if self._generator_state is not None:  # resumed: the saved stream (rank 0's)
+                if self._generator_state is not None:  # resumed: the saved stream is rank 0's
                     state, self._generator_state = self._generator_state, None
-                    try:
-                        if self.global_rank > 0:  # every other process draws its own starts, as in a fresh run
-                            raise RuntimeError("another process's state")
-                        self._generator.set_state(state)
-                    except RuntimeError:  # or a state of another device type (a GPU run resumed on CPU)
+                    restored = False
+                    if self.global_rank == 0:  # other processes draw their own starts, as in a fresh run
+                        with contextlib.suppress(RuntimeError):  # a state of another device type (GPU -> CPU)
+                            self._generator.set_state(state)
+                            restored = True
+                    if not restored:
                         self._generator.manual_seed(rank_seed(self.seed, self.global_rank, 2, self.global_step))
             return self._generator
 

@@ -16,12 +16,9 @@ overrides the hooks it needs and accepts ``**kwargs`` so new arguments never bre
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -32,6 +29,7 @@ from torchvat.train.checkpoint import (
     estimate_checkpoint_nbytes,
     remove_stale_temporaries,
     save_checkpoint,
+    write_text_atomic,
 )
 
 if TYPE_CHECKING:
@@ -168,19 +166,8 @@ def _drop_lines_after(path: Path, step: int) -> None:
         if not line.endswith("\n") or not isinstance(record, dict) or record.get("step", 0) > step:
             continue
         keep.append(line)
-    if len(keep) == len(lines):
-        return
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(keep)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    if len(keep) != len(lines):
+        write_text_atomic(path, "".join(keep))
 
 
 class JSONLogger(Callback):
