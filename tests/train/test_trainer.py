@@ -268,7 +268,12 @@ def test_balanced_unlabeled_predictions_do_not_warn(moons, mlp, tiny):
     assert all(r["train_unlabeled_classes"] > 1.5 for r in trainer.history)
 
 
-def test_channels_last_trains_the_same_numbers_in_the_other_memory_format():
+# The memory format changes the convolutions' summation order, so the two runs agree up to float32 rounding.
+# A finite-difference probe at the automatic xi divides that rounding by xi (the KL at xi*d is a difference of
+# nearby logits), and Adam turns the resulting 1e-4 relative change of r_adv into 2e-5 weight changes, over the
+# tolerance on some CPUs (AMD EPYC, oneDNN); at xi = 1 or with the exact probe the runs agree to 1e-8.
+@pytest.mark.parametrize("probe_options", [{"xi": 1.0}, {"probe": "exact"}], ids=["fd-xi1", "exact"])
+def test_channels_last_trains_the_same_numbers_in_the_other_memory_format(probe_options):
     def run(channels_last: bool) -> tuple[Trainer, dict]:
         torch.manual_seed(0)
         model = nn.Sequential(
@@ -296,6 +301,7 @@ def test_channels_last_trains_the_same_numbers_in_the_other_memory_format():
             unlabeled_batch_size=12,
             progress=False,
             channels_last=channels_last,
+            **probe_options,
         )
         return trainer, trainer.fit().final
 
@@ -307,7 +313,7 @@ def test_channels_last_trains_the_same_numbers_in_the_other_memory_format():
     assert batch.x_unlabeled.is_contiguous(memory_format=torch.channels_last)
     assert not plain.next_batch().x_labeled.is_contiguous(memory_format=torch.channels_last)
     for (name, a), b in zip(fast.model.state_dict().items(), plain.model.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
     assert fast_final["test_error"] == pytest.approx(plain_final["test_error"], abs=1 / 40 + 1e-9)
 
 
