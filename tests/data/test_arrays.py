@@ -196,3 +196,34 @@ def test_a_class_named_like_a_missing_value_is_kept_when_classes_names_it():
         assert from_arrays(X, y, unlabeled_includes_labeled=False).classes == ["cat", "dog"]
     data = from_arrays(X, y, classes=["NA", "cat", "dog"], unlabeled_includes_labeled=False)  # North America
     assert data.classes == ["NA", "cat", "dog"] and sorted(data.y_labeled.tolist()) == [0, 0, 1, 2]
+
+
+_OUTSIDE = r"values outside the int64 range \[-9223372036854775808, 9223372036854775807\]: "
+
+
+@pytest.mark.parametrize(
+    ("y", "match"),
+    [
+        (np.array([0.0, 1.0, np.inf, -1.0]), r"non-integers \[inf\]"),
+        (np.array([0.0, 1.0, -np.inf, -1.0]), r"non-integers \[-inf\]"),
+        ([0, 1, float("inf"), -1], r"non-integers \[inf\]"),
+        (np.array([0.0, 1.0, 1e30, -1.0]), _OUTSIDE + r"\[1000000000000000019884624838656\]"),
+        (np.array([0.0, 1.0, 2.0**63, -1.0]), _OUTSIDE + r"\[9223372036854775808\]"),
+        ([0, 1, 1e30, -1], _OUTSIDE + r"\[1000000000000000019884624838656\]"),
+        ([0, 1, 2**70, -1], _OUTSIDE + r"\[1180591620717411303424\]"),
+        (np.array([0, 1, 2**64 - 1, 0], dtype=np.uint64), _OUTSIDE + r"\[18446744073709551615\]"),
+    ],
+)
+def test_infinite_and_huge_labels_are_named_not_wrapped(y, match):
+    with pytest.raises(ValueError, match=r"y must hold integer class indices, got " + match):
+        from_arrays(np.zeros((4, 2)), y)
+
+
+def test_numeric_class_names_of_equal_value_sort_as_text():
+    from torchvat.data.arrays import _name_order
+
+    key = _name_order(["1", "1.0", "2.5"])
+    # sorted() is stable: a key of the value alone would keep the set's (hash) order of "1" and "1.0"
+    assert sorted(["1.0", "1", "2.5"], key=key) == sorted(["1", "2.5", "1.0"], key=key) == ["1", "1.0", "2.5"]
+    codes, names = encode_labels(np.array(["1.0", "10", "1", "2.5", "1"]))
+    assert names == ["1", "1.0", "2.5", "10"] and codes.tolist() == [1, 3, 0, 2, 0]

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -177,3 +179,92 @@ def test_image_folder_refuses_an_empty_class_and_test_images_of_another_size(tmp
     _png(tmp_path.parent / (tmp_path.name + "-test") / "dog" / "t.png", 10, size=(6, 6))
     with pytest.raises(ValueError, match=r"test images are \(6, 6\) .* training images \(4, 4\); pass size="):
         load_image_folder(tmp_path, test_dir=tmp_path.parent / (tmp_path.name + "-test"))
+
+
+def test_csv_test_file_columns_are_matched_to_the_training_columns_by_name(tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text("height,weight,label\n180,80,0\n160,50,1\n170,65,-1\n")
+    test = tmp_path / "test.csv"
+    test.write_text("weight,label,height\n75,0,185\n")  # another tool's column order
+    data = load_csv(train, test_path=test)
+    assert data.x_labeled[0].tolist() == [180.0, 80.0] and data.x_test.tolist() == [[185.0, 75.0]]
+    test.write_text("foo,bar,label\n1,2,0\n")
+    with pytest.raises(
+        ValueError,
+        match=r"test_path .*test\.csv must have the feature columns of .*train\.csv \['height', 'weight'\], "
+        r"got \['foo', 'bar'\]: missing \['height', 'weight'\], extra \['foo', 'bar'\]",
+    ):
+        load_csv(train, test_path=test)
+    test.write_text("height,weight,age,label\n185,75,30,0\n")
+    with pytest.raises(ValueError, match=r"missing \[\], extra \['age'\]"):
+        load_csv(train, test_path=test)
+    # repeated names cannot align columns: they stay positional, and the counts must agree
+    train.write_text("x,x,label\n1,2,0\n3,4,1\n5,6,-1\n")
+    test.write_text("x,x,label\n7,8,1\n")
+    assert load_csv(train, test_path=test).x_test.tolist() == [[7.0, 8.0]]
+    test.write_text("x,x,x,label\n7,8,9,1\n")
+    with pytest.raises(ValueError, match=r"must have the 2 feature columns of .*train\.csv, got 3: \['x', 'x', 'x'\]"):
+        load_csv(train, test_path=test)
+
+
+def test_csv_classes_keep_a_label_spelled_like_a_missing_value(tmp_path):
+    path = tmp_path / "regions.csv"
+    path.write_text("x,label\n1,EU\n2,NA\n3,EU\n4,NA\n5,\n")  # NA: North America
+    with pytest.warns(UserWarning, match=r"the labels \['NA'\] were read as unlabeled rows"):
+        assert load_csv(path).classes == ["EU"]
+    test = tmp_path / "test.csv"
+    test.write_text("x,label\n6,NA\n7,EU\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = load_csv(path, classes=["EU", "NA"], test_path=test, unlabeled_includes_labeled=False)
+    assert data.classes == ["EU", "NA"] and data.y_labeled.tolist() == [0, 1, 0, 1]
+    assert data.n_unlabeled == 1 and data.y_test.tolist() == [1, 0]
+
+
+def test_csv_with_a_byte_order_mark_keeps_its_first_column_name(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_text("label,a,b\ncat,1,2\n,3,4\ndog,5,6\n", encoding="utf-8-sig")  # Excel's "CSV UTF-8"
+    data = load_csv(path, unlabeled_includes_labeled=False)
+    assert data.classes == ["cat", "dog"] and data.x_labeled.tolist() == [[1.0, 2.0], [5.0, 6.0]]
+
+
+def test_csv_errors_name_the_line_of_the_file(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,label\n1,2,0\n\n\n3,4,1\n5,x,1\n")
+    with pytest.raises(ValueError, match=r"t\.csv, line 6, column 'b': expected a number, got 'x'"):
+        load_csv(path)
+    path.write_text('a,b,label\n1,2,"first\nline"\n\n3,4\n')
+    with pytest.raises(ValueError, match=r"t\.csv, line 5: expected 3 fields, got 2"):
+        load_csv(path)
+    path.write_text('a,b,label\n1,2,"a\nb"\n3,?,1\n')
+    with pytest.raises(ValueError, match=r"line 4, column 'b': expected a number, got '\?'"):
+        load_csv(path)
+
+
+def test_csv_integer_labels_outside_int64_are_named(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_text("a,label\n1,0\n2,1e30\n3,-1\n")
+    with pytest.raises(
+        ValueError, match=r"big\.csv, line 3, column 'label': expected an integer class index in \[.*\], got '1e30'"
+    ):
+        load_csv(path)
+
+
+def test_image_folder_refuses_a_test_dir_without_images_in_class_sub_folders(tmp_path):
+    root = tmp_path / "train"
+    for c in ("cat", "dog"):
+        _png(root / c / "1.png", 10)
+    _png(root / "unlabeled" / "u.png", 30)
+    loose = tmp_path / "loose"
+    for i in range(3):
+        _png(loose / f"{i}.png", 20)
+    with pytest.raises(
+        ValueError,
+        match=r"test_dir .*loose holds no images in class sub-folders: expected .*loose/<class name>/<image> "
+        r"with class names from \['cat', 'dog'\]; its 3 images lie directly in it",
+    ):
+        load_image_folder(root, test_dir=loose)
+    nested = tmp_path / "nested"
+    _png(nested / "cat" / "batch1" / "0.png", 20)
+    with pytest.raises(ValueError, match=r"test_dir .*nested holds no images in class sub-folders: .*'dog'\]$"):
+        load_image_folder(root, test_dir=nested)

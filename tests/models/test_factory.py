@@ -1,5 +1,7 @@
 import itertools
+import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -194,3 +196,25 @@ def test_default_model_choices(shape, name, cls):
 def test_default_model_for_flat_mnist_is_the_papers_mlp():
     model = default_model((784,), 10)
     assert model.hidden_sizes == (1200, 600, 300, 150)
+
+
+def test_numpy_integers_are_accepted_and_stored_as_ints():
+    y = np.array([0, 1, 2, 1])
+    n_classes = y.max() + 1  # np.int64(3)
+    model = build_model("mlp", input_shape=(np.int64(4),), n_classes=n_classes)
+    assert isinstance(model, MLP) and type(model.n_classes) is int and type(model.in_features) is int
+    assert model(torch.randn(2, 4)).shape == (2, 3)
+    assert isinstance(default_model(tuple(np.array([4])), n_classes), MLP)
+    conv = build_model("conv-small", input_shape=np.zeros((5, 1, 28, 28)).shape[1:], n_classes=np.int32(2))
+    assert type(conv.in_channels) is int and type(conv.n_classes) is int
+    assert default_model_name((np.int64(3), np.int64(32), np.int64(32))) == "conv-large"
+    assert scaled_hidden_sizes(np.int64(64)) == (256, 128, 64)
+    assert type(WideResNet(np.int64(10), np.int64(1), np.int64(3), np.int64(1)).n_classes) is int
+
+
+@pytest.mark.parametrize("n_classes", [np.True_, np.float64(3.0)])
+def test_numpy_bools_and_floats_are_still_refused(n_classes):
+    with pytest.raises(ValueError, match="n_classes must be a positive integer, got " + re.escape(repr(n_classes))):
+        build_model("mlp", input_shape=(2,), n_classes=n_classes)
+    with pytest.raises(ValueError, match=r"input_shape must be a non-empty tuple of positive ints.*got \(np\.True_,\)"):
+        build_model("mlp", input_shape=(np.True_,), n_classes=2)

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -118,3 +119,13 @@ def test_forward_rejects_wrong_input():
         model(torch.randn(2, 5))
     with pytest.raises(ValueError, match=r"\[B, \.\.\.\]"):
         model(torch.randn(4))
+
+
+def test_numpy_integer_arguments_become_ints():
+    model = MLP(in_features=np.int64(4), n_classes=np.int64(3), hidden_sizes=(np.int64(8),))
+    assert (type(model.in_features), type(model.n_classes), type(model.hidden_sizes[0])) == (int, int, int)
+    assert model(torch.randn(2, 4)).shape == (2, 3)
+    with pytest.raises(TypeError, match=r"in_features must be a positive integer, got np\.True_"):
+        MLP(in_features=np.True_)
+    with pytest.raises(ValueError, match=r"n_classes must be a positive integer, got 0"):
+        MLP(n_classes=np.int64(0))

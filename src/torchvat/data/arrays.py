@@ -126,13 +126,30 @@ def _as_int(v: Any) -> int | None:
 
 
 def _name_order(names: Sequence[str]) -> Callable[[str], Any]:
-    """Sort key of class names: by value when every name is a number (``"2" < "10"``), else as text."""
+    """Sort key of class names: by value when every name is a number (``"2" < "10"``), else as text.
+
+    Names of equal value (``"1"`` and ``"1.0"``) are ordered as text, so the order never depends on
+    the iteration order of a set.
+    """
     try:
         for n in set(names):
             float(n)
     except ValueError:
         return str
-    return float
+    return lambda s: (float(s), s)
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _check_int64_range(values: Sequence[int], arg: str) -> None:
+    """Raise if an integral class index does not fit into ``int64`` (it would wrap when cast)."""
+    big = sorted({v for v in values if not _INT64_MIN <= v <= _INT64_MAX})
+    if big:
+        raise ValueError(
+            f"{arg} must hold integer class indices, got values outside the int64 range "
+            f"[{_INT64_MIN}, {_INT64_MAX}]: {big[:10]}"
+        )
 
 
 def encode_labels(
@@ -172,17 +189,21 @@ def encode_labels(
     if arr.ndim != 1:
         raise ValueError(f"{arg} must be 1-D, got shape {arr.shape}")
     if arr.dtype.kind in "iu":
+        if arr.dtype == np.uint64 and arr.size:
+            _check_int64_range([int(arr.max())], arg)
         return arr.astype(np.int64), None if classes is None else list(classes)
     if arr.dtype.kind == "b":
         raise TypeError(f"{arg} must hold class indices or class names, got dtype bool")
     if arr.dtype.kind == "f":
         missing = np.isnan(arr) | (arr == UNLABELED)
         vals = arr[~missing]
-        frac = vals != np.round(vals)
+        frac = ~np.isfinite(vals) | (vals != np.round(vals))
         if frac.any():
             bad = np.unique(vals[frac])[:10].tolist()
             raise ValueError(f"{arg} must hold integer class indices, got non-integers {bad}")
-        codes = np.where(missing, UNLABELED, np.nan_to_num(arr)).astype(np.int64)
+        if vals.size:
+            _check_int64_range([int(vals.min()), int(vals.max())], arg)
+        codes = np.where(missing, UNLABELED, arr).astype(np.int64)
         return codes, None if classes is None else list(classes)
     # Object or string arrays: per-element inspection.
     values = arr.tolist()
@@ -192,6 +213,7 @@ def encode_labels(
     present = [v for v, m in zip(values, missing, strict=True) if not m]
     ints = [_as_int(v) for v in present]
     if present and all(i is not None for i in ints):
+        _check_int64_range(ints, arg)
         codes = np.full(len(values), UNLABELED, dtype=np.int64)
         codes[~missing] = np.asarray(ints, dtype=np.int64)
         return codes, None if classes is None else list(classes)

@@ -87,19 +87,36 @@ def load_npz(
 
 
 def _read_csv(
-    path: Path, label_column: str, delimiter: str, allow_nonfinite: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Parse a CSV file into float features and raw labels (integers or names).
+    path: Path,
+    label_column: str,
+    delimiter: str,
+    allow_nonfinite: bool = False,
+    classes: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Parse a CSV file into float features, raw labels (integers or names) and the feature column names.
 
-    With ``allow_nonfinite``, an empty feature cell reads as NaN (a missing value).
+    With ``allow_nonfinite``, an empty feature cell reads as NaN (a missing value). A label text
+    that is one of ``classes`` is a class even when it is spelled like a missing value (``"NA"``).
+    Errors name the line of the file where the offending record starts (blank lines and
+    line breaks inside quoted fields counted). A byte order mark (Excel's "CSV UTF-8") is dropped.
     """
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise ValueError(f"{path} is empty: expected a header row") from None
-        rows = [r for r in reader if r and any(c.strip() for c in r)]
+        rows: list[list[str]] = []
+        line_nos: list[int] = []
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            if row and any(c.strip() for c in row):
+                rows.append(row)
+                line_nos.append(start)
     if label_column not in header:
         raise ValueError(f"label_column={label_column!r} is not a column of {path}: {header}")
     li = header.index(label_column)
@@ -108,18 +125,19 @@ def _read_csv(
         raise ValueError(f"{path} has no feature columns besides {label_column!r}")
     features = np.empty((len(rows), len(feature_cols)), dtype=np.float32)
     raw_labels: list[str] = []
-    for r, row in enumerate(rows):
+    for r, (row, line) in enumerate(zip(rows, line_nos, strict=True)):
         if len(row) != len(header):
-            raise ValueError(f"{path}, line {r + 2}: expected {len(header)} fields, got {len(row)}")
+            raise ValueError(f"{path}, line {line}: expected {len(header)} fields, got {len(row)}")
         raw_labels.append(row[li].strip())
         for j, c in enumerate(feature_cols):
             try:
                 features[r, j] = float("nan") if allow_nonfinite and not row[c].strip() else float(row[c])
             except ValueError:
                 raise ValueError(
-                    f"{path}, line {r + 2}, column {header[c]!r}: expected a number, got {row[c]!r}"
+                    f"{path}, line {line}, column {header[c]!r}: expected a number, got {row[c]!r}"
                 ) from None
-    missing = [is_missing_label_text(s) for s in raw_labels]
+    named = set() if classes is None else {str(c).strip() for c in classes}
+    missing = [is_missing_label_text(s) and s not in named for s in raw_labels]
     where = f"{path}, column {label_column!r}"
     warn_missing_spellings([s for s, m in zip(raw_labels, missing, strict=True) if m], where)
     present = [s for s, m in zip(raw_labels, missing, strict=True) if not m]
@@ -128,12 +146,46 @@ def _read_csv(
     except ValueError:
         ints = [None]
     if all(i is not None for i in ints):
+        lo, hi = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+        for s, m, line in zip(raw_labels, missing, line_nos, strict=True):
+            if not m and not lo <= int(float(s)) <= hi:
+                raise ValueError(
+                    f"{path}, line {line}, column {label_column!r}: expected an integer class index "
+                    f"in [{lo}, {hi}], got {s!r}"
+                )
         labels = np.array(
             [UNLABELED if m else int(float(s)) for s, m in zip(raw_labels, missing, strict=True)], dtype=np.int64
         )
     else:
         labels = np.array([None if m else s for s, m in zip(raw_labels, missing, strict=True)], dtype=object)
-    return features, labels
+    return features, labels, [header[c] for c in feature_cols]
+
+
+def _align_test_columns(
+    x_test: np.ndarray, test_names: list[str], train_names: list[str], test_path: Path, path: Path
+) -> np.ndarray:
+    """Put the test file's feature columns into the training file's order, matching them by name.
+
+    When either header repeats a feature name (several unnamed columns, say), names cannot align
+    the columns: they stay in file order, and the files must have the same number of feature columns.
+    """
+    if test_names == train_names:
+        return x_test
+    if len(set(train_names)) < len(train_names) or len(set(test_names)) < len(test_names):
+        if len(test_names) != len(train_names):
+            raise ValueError(
+                f"test_path {test_path} must have the {len(train_names)} feature columns of {path}, "
+                f"got {len(test_names)}: {test_names}"
+            )
+        return x_test
+    missing = [n for n in train_names if n not in test_names]
+    extra = [n for n in test_names if n not in train_names]
+    if missing or extra:
+        raise ValueError(
+            f"test_path {test_path} must have the feature columns of {path} {train_names}, got {test_names}: "
+            f"missing {missing}, extra {extra}"
+        )
+    return x_test[:, [test_names.index(n) for n in train_names]]
 
 
 def load_csv(
@@ -153,14 +205,16 @@ def load_csv(
     r"""Load a CSV table with a header row, one label column and numeric feature columns.
 
     An empty label, ``-1`` or a missing-value spelling (``NaN``, ``NA``, ``N/A``, ``<NA>``, ``null``,
-    ``None``; any case) marks an unlabeled row. Labels that are all integers (``1`` or ``1.0``) are
+    ``None``; any case) marks an unlabeled row, unless ``classes`` names it (``classes=["EU", "NA"]``
+    keeps ``NA`` as a class). Labels that are all integers (``1`` or ``1.0``) are
     class indices; otherwise they are class names (sorted into indices unless
-    ``classes`` is given). Every other column must be numeric.
+    ``classes`` is given). Every other column must be numeric. The test file's feature columns
+    are matched to the training file's by name, so they may come in another order.
 
     Args:
         path: The training CSV file.
         label_column: Name of the label column.
-        test_path: Optional CSV file with the same columns, fully labeled, as test set.
+        test_path: Optional CSV file with the same columns (in any order), fully labeled, as test set.
         delimiter: Field separator.
         n_classes: Number of classes; inferred when ``None``.
         classes: Class names in index order (for name labels).
@@ -175,7 +229,8 @@ def load_csv(
 
     Raises:
         FileNotFoundError: If a file does not exist.
-        ValueError: If the label column is missing or a feature is not a number.
+        ValueError: If the label column is missing, a feature is not a number, or the test file's
+            feature columns are not those of the training file.
 
     Example:
         >>> import tempfile, os
@@ -187,11 +242,13 @@ def load_csv(
         (['cat', 'dog'], 1)
     """
     p = _existing(path, "path")
-    x, y = _read_csv(p, label_column, delimiter, allow_nonfinite)
+    x, y, names = _read_csv(p, label_column, delimiter, allow_nonfinite, classes)
     x_test: Any = None
     y_test: Any = None
     if test_path is not None:
-        x_test, y_test = _read_csv(_existing(test_path, "test_path"), label_column, delimiter, allow_nonfinite)
+        test_p = _existing(test_path, "test_path")
+        x_test, y_test, test_names = _read_csv(test_p, label_column, delimiter, allow_nonfinite, classes)
+        x_test = _align_test_columns(x_test, test_names, names, test_p, p)
         if y.dtype == object and y_test.dtype != object:
             y_test = y_test.astype(str).astype(object)
     return from_arrays(
@@ -330,9 +387,9 @@ def load_image_folder(
 
     Raises:
         FileNotFoundError: If ``root`` or ``test_dir`` does not exist.
-        ValueError: If there are no class folders, a class folder has no images, the test set
-            names unknown classes, image sizes differ without ``size``, or a 16-bit/float image
-            holds values outside its range.
+        ValueError: If there are no class folders, a class folder has no images, ``test_dir``
+            holds no images in class sub-folders, the test set names unknown classes, image sizes
+            differ without ``size``, or a 16-bit/float image holds values outside its range.
     """
     root_p = _existing(root, "root", directory=True)
     exclude = {unlabeled_dir} if unlabeled_dir else set()
@@ -368,6 +425,13 @@ def load_image_folder(
             found = _image_files(d)
             test_files += found
             test_labels += [classes.index(d.name)] * len(found)
+        if not test_files:
+            loose = len(_image_files(test_p))
+            hint = f"; its {loose} images lie directly in it" if loose else ""
+            raise ValueError(
+                f"test_dir {test_p} holds no images in class sub-folders: expected "
+                f"{test_p / '<class name>' / '<image>'} with class names from {classes}{hint}"
+            )
     if size is not None:
         size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if mode is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 from torch import Tensor
@@ -18,7 +19,9 @@ __all__ = [
 
 
 def check_positive_int(value: object, name: str) -> int:
-    """Return ``value`` if it is an ``int`` (not ``bool``) >= 1, else raise.
+    """Return ``value`` as an ``int`` if it is an integer (not ``bool``) >= 1, else raise.
+
+    Numpy integers (``y.max() + 1``, entries of ``array.shape``) count as integers.
 
     Args:
         value: The value to check.
@@ -31,11 +34,11 @@ def check_positive_int(value: object, name: str) -> int:
         TypeError: If ``value`` is not an integer.
         ValueError: If ``value`` is smaller than 1.
     """
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise TypeError(f"{name} must be a positive integer, got {value!r}")
-    if value < 1:
+    if int(value) < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")
-    return value
+    return int(value)
 
 
 def check_probability(value: object, name: str) -> float:
@@ -81,7 +84,7 @@ def check_input_shape(input_shape: object) -> tuple[int, ...]:
     """Validate the per-sample shape of a model input (batch dimension excluded).
 
     Args:
-        input_shape: A non-empty sequence of positive integers, e.g. ``(784,)``
+        input_shape: A non-empty sequence of positive integers (numpy integers too), e.g. ``(784,)``
             or ``(3, 32, 32)``.
 
     Returns:
@@ -96,12 +99,12 @@ def check_input_shape(input_shape: object) -> tuple[int, ...]:
             f"without the batch dimension), got {input_shape!r}"
         )
     shape = tuple(input_shape)
-    if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+    if not shape or any(not isinstance(d, numbers.Integral) or isinstance(d, bool) or int(d) < 1 for d in shape):
         raise ValueError(
             "input_shape must be a non-empty tuple of positive ints (per-sample shape, "
             f"without the batch dimension), got {input_shape!r}"
         )
-    return shape
+    return tuple(int(d) for d in shape)
 
 
 def flat_features(shape: tuple[int, ...]) -> int:

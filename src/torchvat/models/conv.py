@@ -43,8 +43,8 @@ class _VATConvNet(nn.Module):
         top_bn: bool,
     ) -> None:
         super().__init__()
-        check_positive_int(in_channels, "in_channels")
-        check_positive_int(n_classes, "n_classes")
+        in_channels = check_positive_int(in_channels, "in_channels")
+        n_classes = check_positive_int(n_classes, "n_classes")
         dropout = check_probability(dropout, "dropout")
         check_bool(top_bn, "top_bn")
         self.in_channels = in_channels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -51,7 +52,7 @@ def scaled_hidden_sizes(in_features: int) -> tuple[int, ...]:
         >>> scaled_hidden_sizes(64)
         (256, 128, 64)
     """
-    check_positive_int(in_features, "in_features")
+    in_features = check_positive_int(in_features, "in_features")
     first = min(1200, max(128, 4 * in_features))
     return tuple(first >> i for i in range(4) if first >> i >= 64)
 
@@ -141,9 +142,10 @@ def available_models() -> list[str]:
 
 
 def _check_n_classes(n_classes: object) -> int:
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
+    """``n_classes`` as an ``int``: any integer but a ``bool`` (``np.int64`` from ``y.max() + 1`` too), >= 1."""
+    if not isinstance(n_classes, numbers.Integral) or isinstance(n_classes, bool) or n_classes < 1:
         raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")
-    return n_classes
+    return int(n_classes)
 
 
 def build_model(name: str, *, input_shape: tuple[int, ...], n_classes: int, **kwargs: Any) -> nn.Module:

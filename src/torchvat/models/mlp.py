@@ -93,13 +93,11 @@ class MLP(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        check_positive_int(in_features, "in_features")
-        check_positive_int(n_classes, "n_classes")
+        in_features = check_positive_int(in_features, "in_features")
+        n_classes = check_positive_int(n_classes, "n_classes")
         if isinstance(hidden_sizes, str | bytes) or not isinstance(hidden_sizes, Sequence):
             raise TypeError(f"hidden_sizes must be a sequence of positive ints, got {hidden_sizes!r}")
-        sizes = tuple(hidden_sizes)
-        for i, h in enumerate(sizes):
-            check_positive_int(h, f"hidden_sizes[{i}]")
+        sizes = tuple(check_positive_int(h, f"hidden_sizes[{i}]") for i, h in enumerate(hidden_sizes))
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
         check_bool(batch_norm, "batch_norm")

@@ -54,9 +54,9 @@ class WideBasicBlock(nn.Module):
         activate_before_residual: bool = False,
     ) -> None:
         super().__init__()
-        check_positive_int(in_channels, "in_channels")
-        check_positive_int(out_channels, "out_channels")
-        check_positive_int(stride, "stride")
+        in_channels = check_positive_int(in_channels, "in_channels")
+        out_channels = check_positive_int(out_channels, "out_channels")
+        stride = check_positive_int(stride, "stride")
         dropout = check_probability(dropout, "dropout")
         self.bn1 = nn.BatchNorm2d(in_channels, momentum=bn_momentum)
         self.act1 = nn.LeakyReLU(_LEAKY_SLOPE)
@@ -145,12 +145,12 @@ class WideResNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        check_positive_int(depth, "depth")
+        depth = check_positive_int(depth, "depth")
         if depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
-        check_positive_int(widen_factor, "widen_factor")
-        check_positive_int(n_classes, "n_classes")
-        check_positive_int(in_channels, "in_channels")
+        widen_factor = check_positive_int(widen_factor, "widen_factor")
+        n_classes = check_positive_int(n_classes, "n_classes")
+        in_channels = check_positive_int(in_channels, "in_channels")
         if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, int | float):
             raise TypeError(f"bn_momentum must be a float in (0, 1], got {bn_momentum!r}")
         if not 0.0 < bn_momentum <= 1.0:
