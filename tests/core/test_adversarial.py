@@ -166,3 +166,23 @@ def test_one_dimensional_input_and_output():
     for norm in ("l2", "linf"):
         loss = adversarial_loss(lambda v: binary(v).squeeze(-1), xb, yb, eps=0.5, norm=norm, loss_fn=bce)
         assert loss > bce(binary(xb).squeeze(-1), yb).mean(), norm
+
+
+def test_inference_mode_is_refused_and_no_grad_works():
+    # torch.enable_grad() does nothing under inference_mode: r_adv would silently be 0, the loss the clean one
+    model, x, y = _model(), torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    r = adversarial_perturbation(model, x, y, eps=0.5)
+    message = (
+        r"^{} cannot take input gradients under torch\.inference_mode\(\): torch\.is_inference_mode_enabled\(\) "
+        r"must be False, got True .*use torch\.no_grad\(\) instead, or call it outside the inference_mode context$"
+    )
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError, match=message.format("adversarial_perturbation")):
+            adversarial_perturbation(model, x, y, eps=0.5)
+        with pytest.raises(RuntimeError, match=message.format("adversarial_loss")):
+            adversarial_loss(model, x, y, eps=0.5)
+        with pytest.raises(RuntimeError, match=message.format("adversarial_loss")):
+            AdversarialLoss(eps=0.5)(model, x, y)
+    with torch.no_grad():
+        torch.testing.assert_close(adversarial_perturbation(model, x, y, eps=0.5), r)
+        assert adversarial_loss(model, x, y, eps=0.5) > F.cross_entropy(model(x), y)

@@ -1,6 +1,7 @@
 """Entropy minimization and the divergences."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -80,7 +81,7 @@ def test_categorical_needs_a_class_dimension():
     with pytest.raises(ValueError, match=r"categorical_kl .*needs clean of shape \[B, C, \.\.\.\], got shape \(5,\)"):
         categorical_kl(torch.randn(5), torch.randn(5))
     with pytest.raises(ValueError, match=r"needs perturbed of shape \[B, C, \.\.\.\], got shape \(5,\)"):
-        categorical_kl(torch.randn(5, 1), torch.randn(5))
+        categorical_kl(torch.randn(5, 2), torch.randn(5))
     with pytest.raises(ValueError, match=r"needs clean of shape \[B, C, \.\.\.\], got shape \(5,\)"):
         fisher_product("categorical", None, torch.randn(5), torch.randn(5))
     torch.testing.assert_close(fisher_product("bernoulli", None, torch.zeros(5), torch.ones(5)), torch.full((5,), 0.25))
@@ -100,3 +101,41 @@ def test_entropy_of_one_logit_per_sample():
         ValueError, match=r"logits must have shape \[B, \.\.\.\] for likelihood='bernoulli', got shape \(\)"
     ):
         entropy_loss(torch.tensor(0.0), likelihood="bernoulli")
+
+
+_ONE_CLASS = (
+    r"needs {} of shape \[B, C, \.\.\.\], got shape {} \(softmax over dim 1 needs a class dimension of size 2 or "
+    r"more; for one logit per sample use likelihood='bernoulli'\)$"
+)
+
+
+@pytest.mark.parametrize("shape", [(5, 1), (5, 1, 2, 2)])
+def test_one_class_is_not_categorical(shape):
+    # softmax over one class is 1: the divergence and the entropy would be 0 for every input, silently
+    z, got = torch.randn(shape), re.escape(str(shape))
+    with pytest.raises(
+        ValueError, match=r"^categorical_kl \(likelihood='categorical'\) " + _ONE_CLASS.format("clean", got)
+    ):
+        categorical_kl(z, torch.randn(shape))
+    with pytest.raises(ValueError, match=_ONE_CLASS.format("perturbed", got)):
+        categorical_kl(torch.randn(5, 2, *shape[2:]), z)
+    with pytest.raises(ValueError, match=_ONE_CLASS.format("clean", got)):
+        fisher_product("categorical", None, z, torch.randn(shape))
+    with pytest.raises(
+        ValueError,
+        match=rf"^logits must have shape \[B, C, \.\.\.\] for likelihood='categorical', got shape {got} \(softmax over "
+        r"dim 1 needs a class dimension of size 2 or more; for one logit per sample use likelihood='bernoulli'\)$",
+    ):
+        entropy_loss(z)
+    assert entropy_loss(z, likelihood="bernoulli").item() > 0
+    assert bernoulli_kl(z, z + 1).min().item() > 0
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize(("shape", "likelihood"), [((0, 4), "categorical"), ((0,), "bernoulli"), ((0, 3), "bernoulli")])
+def test_entropy_of_an_empty_batch_is_refused_as_by_vat_loss(reduction, shape, likelihood):
+    got = re.escape(str(shape))
+    with pytest.raises(ValueError, match=rf"^logits must have a non-empty batch dimension, got shape {got}$"):
+        entropy_loss(torch.zeros(shape), likelihood=likelihood, reduction=reduction)
+    with pytest.raises(ValueError, match=rf"^logits must have a non-empty batch dimension, got shape {got}$"):
+        EntropyLoss(likelihood=likelihood, reduction=reduction)(torch.zeros(shape))

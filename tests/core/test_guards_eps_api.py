@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import torchvat
-from torchvat import RNGSnapshot, frozen_batchnorm_stats, suggest_eps
+from torchvat import RNGSnapshot, adversarial_loss, frozen_batchnorm_stats, suggest_eps, vat_loss
 
 
 @pytest.mark.parametrize("cls", [nn.BatchNorm1d, nn.SyncBatchNorm, nn.LazyBatchNorm1d])
@@ -304,3 +304,108 @@ def test_labeled_rule_when_most_or_all_points_are_labeled_ones():
     d = torch.cdist(x[300:].double(), x[:300].double()).min(dim=1).values
     assert mostly == pytest.approx(0.75 * float(d.median()), rel=1e-6)  # the other quarter's distances
     assert suggest_eps(x, rule="labeled", labeled=x) == suggest_eps(x, rule="labeled")  # fully labeled
+
+
+# ---------------------------------------------------------------- float64 data in suggest_eps
+
+
+def test_suggest_eps_keeps_float64():
+    # float64 points 1e-5 apart at an offset of 1000: in float32 they merge into a few values
+    x = 1000.0 + torch.arange(10, dtype=torch.float64).unsqueeze(1) * 1e-5
+    radius = 0.25 * (x - x.mean()).norm(dim=1).median().item()
+    assert suggest_eps(x) == pytest.approx(radius, rel=1e-9)
+    assert suggest_eps(x, rule="nn") == pytest.approx(0.5e-5, rel=1e-6)
+    assert suggest_eps(x, rule="labeled", labeled=x[:1] - 1e-5) == pytest.approx(0.75 * 5e-5, rel=1e-6)
+    # finite float64 beyond float32's range is no "NaN or Inf", and squared distances neither overflow nor underflow
+    pts, lab = torch.randn(30, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    for scale in (1e200, 1e-200):
+        for rule in ("radius", "nn", "norm"):
+            assert suggest_eps(pts * scale, rule=rule) == pytest.approx(scale * suggest_eps(pts, rule=rule), rel=1e-12)
+        assert suggest_eps(pts * scale, rule="labeled", labeled=lab * scale) == pytest.approx(
+            scale * suggest_eps(pts, rule="labeled", labeled=lab), rel=1e-12
+        )
+    assert suggest_eps(torch.tensor([[1e200], [2e200], [3e200]], dtype=torch.float64)) == pytest.approx(2.5e199)
+    # float32 and lower precisions are measured in float32 at least, as before
+    assert suggest_eps(torch.arange(10.0, dtype=torch.bfloat16).unsqueeze(1), rule="nn") == 0.5
+
+
+# ---------------------------------------------------------------- spectral normalization
+
+
+def _spectral_norm_linear(style):
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 4).double()
+    if style == "hook":
+        return nn.utils.spectral_norm(lin)
+    return nn.utils.parametrizations.spectral_norm(lin)
+
+
+def _normalized_weight(lin, style):
+    """The weight the last train-mode pass used, without running the power iteration again."""
+    if style == "hook":
+        return lin.weight.detach().clone()  # set by the hook in that pass
+    lin.eval()
+    weight = lin.weight.detach().clone()  # eval mode: W / (u^T W v) with the stored u, v
+    lin.train()
+    return weight
+
+
+@pytest.mark.parametrize("probe", ["finite_difference", "exact"])
+@pytest.mark.parametrize("style", ["hook", "parametrization"])
+def test_spectral_norm_vectors_are_kept_and_every_pass_uses_the_clean_weight(style, probe):
+    lin = _spectral_norm_linear(style).train()
+    x, y = torch.randn(8, 6, dtype=torch.float64), torch.randint(0, 4, (8,))
+    logits = lin(x)  # the caller's clean pass: its power iteration advances u and v once
+    state = {k: v.clone() for k, v in lin.state_dict().items()}
+    plain = nn.Linear(6, 4).double()
+    with torch.no_grad():
+        plain.weight.copy_(_normalized_weight(lin, style))
+        plain.bias.copy_(lin.bias)
+    torch.testing.assert_close(plain(x), logits, rtol=0, atol=0)
+    kwargs = {"probe": probe, "reduction": "none"}
+    lds = {}
+    for eps in (1e-2, 1e-3):
+        for with_logits in (False, True):
+            got = vat_loss(lin, x, logits=logits if with_logits else None, eps=eps, generator=_gen(), **kwargs)
+            ref = vat_loss(plain, x, logits=plain(x) if with_logits else None, eps=eps, generator=_gen(), **kwargs)
+            torch.testing.assert_close(got, ref, rtol=1e-9, atol=0)
+        lds[eps] = got
+    assert bool((lds[1e-3] < 2e-2 * lds[1e-2]).all())  # LDS ~ eps^2: the perturbed passes use the clean weight
+    torch.testing.assert_close(adversarial_loss(lin, x, y, eps=0.1), adversarial_loss(plain, x, y, eps=0.1))
+    for k, v in lin.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert lin.training and all(m.training for m in lin.modules())
+    # a later train-mode pass advances u again, and the graph of the LDS survives it
+    lds = vat_loss(lin, x, eps=1e-2, probe=probe)
+    (lds + lin(x).sum()).backward()
+    key = "weight_u" if style == "hook" else "parametrizations.weight.0._u"
+    assert not torch.equal(lin.state_dict()[key], state[key])
+    original = lin.weight_orig if style == "hook" else lin.parametrizations.weight.original
+    assert original.grad is not None
+
+
+def _gen():
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.mark.parametrize("style", ["hook", "parametrization"])
+def test_spectral_norm_in_nested_guards_and_eval_mode(style):
+    lin = _spectral_norm_linear(style).train()
+    x = torch.randn(8, 6, dtype=torch.float64)
+    lin(x)
+    state = {k: v.clone() for k, v in lin.state_dict().items()}
+    with frozen_batchnorm_stats(lin):
+        vat_loss(lin, x, eps=1.0)  # an inner guard leaves the outer one's freeze in place
+        lin(x)
+    for k, v in lin.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert all(m.training for m in lin.modules())
+    if style == "hook":
+        assert all("compute_weight" not in vars(h) for h in lin._forward_pre_hooks.values())
+    lin.eval()
+    vat_loss(lin, x, eps=1.0)
+    assert not any(m.training for m in lin.modules())
+    lin.train()
+    lin(x)
+    key = "weight_u" if style == "hook" else "parametrizations.weight.0._u"
+    assert not torch.equal(lin.state_dict()[key], state[key])  # the iteration runs again outside the guard

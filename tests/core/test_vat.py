@@ -3,6 +3,7 @@
 import copy
 import functools
 import math
+import re
 import warnings
 from types import SimpleNamespace
 
@@ -544,7 +545,9 @@ def test_rpt_is_n_power_zero():
         ({"eps": -1.0}, ValueError, r"eps must be a finite number >= 0, got -1.0"),
         ({"eps": float("nan")}, ValueError, r"eps must be a finite number"),
         ({"xi": -1e-6}, ValueError, r"xi must be a finite number > 0, got -1e-06"),
-        ({"xi": "big"}, ValueError, r"xi must be a number >= 0 or 'auto', got 'big'"),
+        ({"xi": "big"}, ValueError, r"^xi must be 'auto' or a finite number > 0, got 'big'$"),
+        ({"xi": 0.0}, ValueError, r"^xi must be a finite number > 0, got 0.0$"),
+        ({"xi": None}, TypeError, r"^xi must be 'auto' or a finite number > 0, got NoneType \(None\)$"),
         ({"n_power": -1}, ValueError, r"n_power must be an integer >= 0, got -1"),
         ({"n_power": 1.5}, ValueError, r"n_power must be an integer >= 0, got 1.5"),
         (
@@ -832,3 +835,65 @@ def test_float64_input_counts_as_float64_under_autocast():
         step = probe_scale(x64, "auto", 10.0)
     expected = math.sqrt(torch.finfo(torch.float64).eps) * x64.norm(dim=1).clamp_min(1.0)
     torch.testing.assert_close(step.view(3), expected)
+
+
+# ---------------------------------------------------------------- gradients, xi and outputs the search cannot use
+
+
+_INFERENCE_MODE = (
+    r"^{} cannot take input gradients under torch\.inference_mode\(\): torch\.is_inference_mode_enabled\(\) "
+    r"must be False, got True .*use torch\.no_grad\(\) instead, or call it outside the inference_mode context$"
+)
+
+
+@pytest.mark.parametrize("probe", ["finite_difference", "exact"])
+def test_inference_mode_is_refused_and_no_grad_works(probe):
+    # torch.enable_grad() does nothing under inference_mode: the direction would silently stay the random start
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4))
+    x = torch.randn(8, 6)
+    kwargs = {"eps": 1.0, "probe": probe}
+    r = virtual_adversarial_perturbation(model, x, generator=torch.Generator().manual_seed(1), **kwargs)
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError, match=_INFERENCE_MODE.format("virtual_adversarial_perturbation")):
+            virtual_adversarial_perturbation(model, x, **kwargs)
+        with pytest.raises(RuntimeError, match=_INFERENCE_MODE.format("vat_loss")):
+            vat_loss(model, x, **kwargs)
+        with pytest.raises(RuntimeError, match=_INFERENCE_MODE.format("vat_loss")):
+            VATLoss(**kwargs)(model, x)
+    with torch.no_grad():
+        r_no_grad = virtual_adversarial_perturbation(model, x, generator=torch.Generator().manual_seed(1), **kwargs)
+    torch.testing.assert_close(r_no_grad, r)
+
+
+def test_xi_is_checked_whatever_the_probe():
+    model, x = nn.Linear(4, 3), torch.randn(5, 4)
+    for probe in ("exact", "finite_difference", "auto"):
+        with pytest.raises(ValueError, match=r"^xi must be 'auto' or a finite number > 0, got '1e-6'$"):
+            vat_loss(model, x, xi="1e-6", probe=probe)
+        with pytest.raises(ValueError, match=r"^xi must be a finite number > 0, got 0$"):
+            virtual_adversarial_perturbation(model, x, xi=0, probe=probe)
+    with pytest.raises(ValueError, match=r"^xi must be 'auto' or a finite number > 0, got '1e-6'$"):
+        VATLoss(xi="1e-6")  # at construction, as the other hyperparameters
+    with pytest.raises(ValueError, match=r"^xi must be finite and > 0 everywhere, got \[0.0\]$"):
+        VATLoss(xi=torch.tensor([0.0]))
+    with pytest.raises(ValueError, match=r"^xi must be 'auto' or a finite number > 0, got 'Auto'$"):
+        probe_scale(x, "Auto", 1.0)
+
+
+@pytest.mark.parametrize("probe", ["finite_difference", "exact"])
+@pytest.mark.parametrize("shape", [(1,), (1, 3, 3)])
+def test_one_logit_per_sample_is_not_categorical(probe, shape):
+    # softmax over a single class is 1: the LDS would be 0 for every input, silently
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, math.prod(shape)), nn.Unflatten(1, shape))
+    x = torch.randn(6, 4)
+    got = re.escape(str((6, *shape)))
+    with pytest.raises(
+        ValueError,
+        match=rf"^categorical_kl \(likelihood='categorical'\) needs clean of shape \[B, C, \.\.\.\], got shape {got} "
+        r"\(softmax over dim 1 needs a class dimension of size 2 or more; for one logit per sample use "
+        r"likelihood='bernoulli'\)$",
+    ):
+        vat_loss(model, x, eps=1.0, probe=probe)
+    assert vat_loss(model, x, eps=1.0, probe=probe, likelihood="bernoulli").item() > 0

@@ -15,7 +15,10 @@ Reduction = Literal["none", "mean", "sum"]
 REDUCTIONS = ("none", "mean", "sum")
 NORMS = ("l2", "linf")
 #: appended to the errors for a categorical output without a class dimension
-CLASS_DIM_HINT = " (softmax over dim 1 needs a class dimension; for one logit per sample use likelihood='bernoulli')"
+CLASS_DIM_HINT = (
+    " (softmax over dim 1 needs a class dimension of size 2 or more; for one logit per sample use"
+    " likelihood='bernoulli')"
+)
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -43,6 +46,38 @@ def check_nonnegative(name: str, value: float | Tensor, *, positive: bool = Fals
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         bound = "> 0" if positive else ">= 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def check_xi(xi: float | Tensor | str) -> None:
+    """``xi`` is ``"auto"`` or a finite number > 0 (a number, or a tensor of them: one per sample).
+
+    Checked for every probe, also the exact one that does not use it, so that a typo such as
+    ``xi="1e-6"`` is an error wherever it is passed.
+    """
+    if isinstance(xi, str):
+        if xi != "auto":
+            raise ValueError(f"xi must be 'auto' or a finite number > 0, got {xi!r}")
+        return
+    if not isinstance(xi, Tensor) and (isinstance(xi, bool) or not isinstance(xi, numbers.Real)):
+        raise TypeError(f"xi must be 'auto' or a finite number > 0, got {type(xi).__name__} ({xi!r})")
+    check_nonnegative("xi", xi, positive=True)
+
+
+def check_grad_mode(caller: str) -> None:
+    """Raise ``RuntimeError`` under ``torch.inference_mode()``, where no input gradient can be taken.
+
+    ``torch.enable_grad()`` has no effect inside inference mode: every gradient of a perturbation
+    search would be silently zero (no adversarial direction; VAT would keep its random start).
+    ``torch.no_grad()`` is fine: the searches enable gradients for their own passes. One flag read,
+    no device work.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{caller} cannot take input gradients under torch.inference_mode(): "
+            "torch.is_inference_mode_enabled() must be False, got True (torch.enable_grad() has no "
+            "effect there, so the perturbation would come from a zero gradient); use torch.no_grad() "
+            "instead, or call it outside the inference_mode context"
+        )
 
 
 def check_n_power(n_power: int) -> None:

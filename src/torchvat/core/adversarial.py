@@ -13,6 +13,7 @@ from torchvat.core._checks import (
     ModelInput,
     Reduction,
     check_choice,
+    check_grad_mode,
     check_nonnegative,
     extract_output,
     reduce,
@@ -58,6 +59,8 @@ def adversarial_loss(
     module, a bound method of one (``model.forward``) or a ``functools.partial`` of either; a
     lambda or other function cannot be looked into, and its layers' running statistics are updated
     by the gradient and perturbed passes: pass the module itself.
+    Under ``torch.inference_mode()``, where no input gradient can be taken, it raises
+    ``RuntimeError`` (``torch.no_grad()`` is fine).
 
     Shape:
         - x: [B, *]; y: [B] class indices (or what ``loss_fn`` accepts).
@@ -75,6 +78,7 @@ def adversarial_loss(
         I. Goodfellow, J. Shlens, C. Szegedy. Explaining and Harnessing Adversarial Examples.
         ICLR 2015 (arXiv:1412.6572).
     """
+    check_grad_mode("adversarial_loss")
     check_nonnegative("eps", eps)
     check_choice("norm", norm, NORMS)
     check_choice("reduction", reduction, REDUCTIONS)

@@ -32,11 +32,24 @@ def _per_sample_sum(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1).sum(1)
 
 
-def _check_ndim(name: str, min_ndim: int, layout: str, hint: str = "", **tensors: Tensor) -> None:
+def _check_ndim(name: str, min_ndim: int, layout: str, **tensors: Tensor) -> None:
     """Raise ``ValueError`` unless each of ``tensors`` (keyword: its argument name) has ``min_ndim`` dimensions."""
     for arg, t in tensors.items():
         if t.ndim < min_ndim:
-            raise ValueError(f"{name} needs {arg} of shape {layout}, got shape {tuple(t.shape)}{hint}")
+            raise ValueError(f"{name} needs {arg} of shape {layout}, got shape {tuple(t.shape)}")
+
+
+def _check_classes(**tensors: Tensor) -> None:
+    """Raise ``ValueError`` unless each of ``tensors`` has a class dimension (dim 1) of size 2 or more.
+
+    Softmax over a single class is 1 whatever the logit: a [B, 1] (or [B, 1, H, W]) output would
+    give a divergence of 0 for every input, silently.
+    """
+    for arg, t in tensors.items():
+        if t.ndim < 2 or t.shape[1] < 2:
+            raise ValueError(
+                f"{_CATEGORICAL} needs {arg} of shape [B, C, ...], got shape {tuple(t.shape)}{CLASS_DIM_HINT}"
+            )
 
 
 _CATEGORICAL = "categorical_kl (likelihood='categorical')"
@@ -56,14 +69,15 @@ def categorical_kl(clean: Tensor, perturbed: Tensor) -> Tensor:
         Tensor of shape [B], KL(p || q) summed over every non-batch dimension.
 
     Raises:
-        ValueError: if ``clean`` or ``perturbed`` has fewer than 2 dimensions (no class dimension).
+        ValueError: if ``clean`` or ``perturbed`` has no class dimension of size 2 or more (a [B]
+            or [B, 1, ...] output: softmax over one class is 1, so the divergence would always be 0).
 
     Example:
         >>> z = torch.tensor([[0.0, 0.0]])
         >>> round(categorical_kl(z, torch.tensor([[0.0, 1.0]])).item(), 4)
         0.1201
     """
-    _check_ndim(_CATEGORICAL, 2, "[B, C, ...]", CLASS_DIM_HINT, clean=clean, perturbed=perturbed)
+    _check_classes(clean=clean, perturbed=perturbed)
     logp = F.log_softmax(_upcast(clean), dim=1)
     logq = F.log_softmax(_upcast(perturbed), dim=1)
     return _per_sample_sum(logp.exp() * (logp - logq))
@@ -106,7 +120,7 @@ def gaussian_divergence(clean: Tensor, perturbed: Tensor) -> Tensor:
 
 
 def _categorical_fisher(clean: Tensor, v: Tensor) -> Tensor:
-    _check_ndim(_CATEGORICAL, 2, "[B, C, ...]", CLASS_DIM_HINT, clean=clean)
+    _check_classes(clean=clean)
     p = torch.softmax(_upcast(clean), dim=1)
     v = _upcast(v)
     return p * v - p * (p * v).sum(1, keepdim=True)

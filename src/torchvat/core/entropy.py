@@ -31,7 +31,9 @@ def entropy_loss(logits: Tensor, *, likelihood: str = "categorical", reduction: 
 
     Raises:
         TypeError: if ``logits`` is not a floating-point tensor.
-        ValueError: if ``logits`` has fewer dimensions than the likelihood's layout.
+        ValueError: if ``logits`` has fewer dimensions than the likelihood's layout, a categorical
+            class dimension of size 1 (softmax over one class is 1: the entropy would always be 0),
+            or an empty batch (as :func:`torchvat.vat_loss`).
 
     Example:
         >>> round(entropy_loss(torch.zeros(1, 4)).item(), 4)  # log 4
@@ -51,11 +53,13 @@ def entropy_loss(logits: Tensor, *, likelihood: str = "categorical", reduction: 
             else type(logits).__name__
         )
         raise TypeError(f"logits must be a floating-point tensor of shape {layout}, got {got}")
-    if logits.ndim < (2 if categorical else 1):
+    if logits.ndim < (2 if categorical else 1) or (categorical and logits.shape[1] < 2):
         raise ValueError(
             f"logits must have shape {layout} for likelihood={likelihood!r}, got shape {tuple(logits.shape)}"
             f"{CLASS_DIM_HINT if categorical else ''}"
         )
+    if logits.shape[0] == 0:
+        raise ValueError(f"logits must have a non-empty batch dimension, got shape {tuple(logits.shape)}")
     z = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if categorical:
         logp = F.log_softmax(z, dim=1)

@@ -8,6 +8,7 @@ neighbourhood of a point, where the label cannot change. :func:`suggest_eps` mea
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -101,6 +102,7 @@ def suggest_eps(
         raise ValueError("x contains NaN or Inf; cannot suggest eps")
     g = torch.Generator().manual_seed(seed)
     s = scale if scale is not None else DEFAULT_SCALES[rule]
+    ref = None
     if rule == "labeled" and labeled is not None:
         if not isinstance(labeled, Tensor) or not labeled.is_floating_point() or labeled.ndim < 1:
             raise TypeError(f"labeled must be a floating-point tensor [M, ...] or None, got {type(labeled).__name__}")
@@ -112,6 +114,11 @@ def suggest_eps(
             )
         if not bool(torch.isfinite(ref).all()):
             raise ValueError("labeled contains NaN or Inf; cannot suggest eps")
+    unit = _unit(flat, ref)
+    flat = flat / unit
+    s = s * unit  # distances are measured on the data divided by ``unit``
+    if ref is not None:
+        ref = ref / unit
         ref = ref[torch.randperm(ref.shape[0], generator=g)[:max_references].to(ref.device)].to(flat.device)
         query = flat[torch.randperm(n, generator=g)[:max_queries].to(flat.device)]
         # points of x that are labeled points (x holds the labeled rows too, as the trainer's
@@ -143,8 +150,24 @@ def suggest_eps(
 
 
 def _rows(t: Tensor) -> Tensor:
-    """``t`` as float32 rows ``[N, D]`` (a 1-D tensor is N one-feature rows), detached."""
-    return t.detach().flatten(1).float() if t.ndim > 1 else t.detach().float().unsqueeze(1)
+    """``t`` as rows ``[N, D]`` (a 1-D tensor is N one-feature rows), detached, float32 at least.
+
+    float64 stays float64: cast to float32, points closer than float32's resolution at their
+    offset merge, and finite values beyond 3.4e38 become ``inf``.
+    """
+    rows = t.detach().flatten(1) if t.ndim > 1 else t.detach().unsqueeze(1)
+    return rows.to(torch.promote_types(rows.dtype, torch.float32))
+
+
+def _unit(*rows: Tensor | None) -> float:
+    """A power of two within a factor 2 of the largest magnitude in ``rows`` (1.0 for all zeros).
+
+    Distances are measured on the rows divided by it: squared, float64 values beyond 1e154
+    would overflow and below 1e-154 underflow. Dividing by a power of two is exact, so data of
+    ordinary magnitude gives the same eps bit for bit.
+    """
+    top = max((float(r.abs().max()) for r in rows if r is not None and r.numel()), default=0.0)
+    return math.ldexp(1.0, math.frexp(top)[1] - 1) if top > 0 else 1.0
 
 
 def _nearest_distances(query: Tensor, ref: Tensor, *, queries_lead_references: bool) -> Tensor:

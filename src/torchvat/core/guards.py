@@ -2,7 +2,8 @@
 
 * :func:`frozen_batchnorm_stats` stops BatchNorm layers from updating their running statistics
   during perturbed passes, while they keep normalizing with batch statistics in train mode; the
-  running statistics of InstanceNorm layers and TorchScript modules are put back on exit.
+  running statistics of InstanceNorm layers and TorchScript modules are put back on exit; spectral
+  normalization stops its power iteration, so every pass uses the weight of the last pass before.
 * :func:`running_stats_guard` applies it to whatever a loss was given as the model: a module, a
   bound method of one (``model.forward``) or a ``functools.partial`` of either.
 * :class:`RNGSnapshot` replays the random number generator state of the clean pass, so that the
@@ -14,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import torch
@@ -22,11 +23,14 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 from torch.nn.modules.instancenorm import _InstanceNorm
 from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.utils.parametrizations import _SpectralNorm
+from torch.nn.utils.spectral_norm import SpectralNorm
 
 __all__ = ["RNGSnapshot", "frozen_batchnorm_stats", "guarded_module", "running_stats_guard"]
 
 _RUNNING_BUFFERS = frozenset(("running_mean", "running_var", "num_batches_tracked"))
 _SNAPSHOT_TYPES = (_InstanceNorm, torch.jit.ScriptModule)
+_SORTED_TYPES = (*_SNAPSHOT_TYPES, _SpectralNorm)  # layers with buffers that need more than the fast path
 
 
 @contextmanager
@@ -38,6 +42,16 @@ def frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
     statistics of the current batch, exactly as in a normal training pass, but leave
     ``running_mean``, ``running_var`` and ``num_batches_tracked`` untouched. Layers in eval mode
     are not affected (they never update). Everything is restored on exit, also after an exception.
+
+    Spectral normalization in train mode stops its power iteration inside the context, so its
+    ``u`` and ``v`` vectors stay as found and every pass normalizes the weight exactly as the last
+    pass before the context did (a caller's clean pass, say): both
+    ``torch.nn.utils.parametrizations.spectral_norm`` (its ``_SpectralNorm`` module is switched to
+    eval mode; nothing else reads that flag) and the older hook ``torch.nn.utils.spectral_norm``
+    (its weight is computed without the iteration; the host module keeps its training mode).
+    Otherwise each perturbed pass would advance ``u`` and ``v``, change the model's state and
+    normalize with another weight than the clean pass, and the divergence would not vanish as
+    ``eps -> 0``.
 
     Layers whose updates cannot be switched off are put back on exit instead: InstanceNorm layers
     with ``track_running_stats=True`` (``F.instance_norm`` updates the buffers it is given) and
@@ -64,24 +78,35 @@ def frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
     # One walk. ``m._buffers`` is tested before the isinstance: an empty dict rules out most modules
     # at the cost of an attribute read (an isinstance on ScriptModule goes through its metaclass).
     # Models with plain BatchNorm layers only take the two comprehensions and nothing else.
+    # Spectral norm keeps u and v in buffers: of its _SpectralNorm module, or of the host of its hook.
     found = [
         m
         for m in module.modules()
         if (isinstance(m, _BatchNorm) and m.training and m.track_running_stats)
-        or (m._buffers and isinstance(m, _SNAPSHOT_TYPES))
+        or (m._buffers and (isinstance(m, _SORTED_TYPES) or (m._forward_pre_hooks and _has_spectral_norm_hook(m))))
     ]
     changed = [m for m in found if isinstance(m, _BatchNorm) and not isinstance(m, LazyModuleMixin)]
     fresh: list[nn.Module] = []
     saved: list[tuple[Tensor, Tensor]] = []  # (buffer, its value on entry)
-    if len(changed) < len(found):  # lazy, InstanceNorm or TorchScript layers: sorted out one by one
-        changed, fresh, saved = _sort_out(found)
+    stopped: list[nn.Module] = []  # _SpectralNorm modules switched to eval mode
+    hooks: list[SpectralNorm] = []  # spectral-norm hooks computing their weight without the iteration
+    if len(changed) < len(found):  # lazy, InstanceNorm, TorchScript or spectral-norm layers: one by one
+        changed, fresh, saved, stopped, hooks = _sort_out(found)
     for m in changed:
         m.track_running_stats = False
+    for m in stopped:
+        m.training = False
+    for hook in hooks:
+        hook.compute_weight = _weight_without_power_iteration(hook)  # type: ignore[method-assign]
     try:
         yield
     finally:
         for m in changed:
             m.track_running_stats = True
+        for m in stopped:
+            m.training = True
+        for hook in hooks:
+            del hook.compute_weight  # the class's method again
         if saved:
             with torch.no_grad():
                 for buffer, value in saved:
@@ -93,17 +118,31 @@ def frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
 
 def _sort_out(
     found: list[nn.Module],
-) -> tuple[list[nn.Module], list[nn.Module], list[tuple[Tensor, Tensor]]]:
-    """Split the layers :func:`frozen_batchnorm_stats` found by how their statistics are kept.
+) -> tuple[list[nn.Module], list[nn.Module], list[tuple[Tensor, Tensor]], list[nn.Module], list[SpectralNorm]]:
+    """Split the layers :func:`frozen_batchnorm_stats` found by how their state is kept.
 
     Returns the BatchNorm layers whose updates are switched off, the lazy layers still
-    uninitialized (reset on exit if initialized meanwhile), and ``(buffer, copy)`` pairs of the
-    running buffers to copy back on exit (InstanceNorm and TorchScript layers in train mode).
+    uninitialized (reset on exit if initialized meanwhile), ``(buffer, copy)`` pairs of the
+    running buffers to copy back on exit (InstanceNorm and TorchScript layers in train mode), the
+    ``_SpectralNorm`` parametrizations in train mode, and the spectral-norm hooks of modules in
+    train mode (a hook already stopped by an enclosing context is left to that context).
     """
     changed: list[nn.Module] = []
     fresh: list[nn.Module] = []
     saved: list[tuple[Tensor, Tensor]] = []
+    stopped: list[nn.Module] = []
+    hooks: list[SpectralNorm] = []
     for m in found:
+        if isinstance(m, _SpectralNorm):
+            if m.training:
+                stopped.append(m)
+            continue
+        if m.training and m._forward_pre_hooks:
+            hooks += [
+                h
+                for h in m._forward_pre_hooks.values()
+                if isinstance(h, SpectralNorm) and "compute_weight" not in vars(h) and h not in hooks
+            ]
         if not m.training or not getattr(m, "track_running_stats", True):
             continue  # a layer in eval mode, or without running statistics, never updates them
         if _uninitialized(m):
@@ -112,7 +151,32 @@ def _sort_out(
             changed.append(m)
         else:
             saved += [(b, b.clone()) for n, b in m.named_buffers(recurse=False) if n in _RUNNING_BUFFERS]
-    return changed, fresh, saved
+    return changed, fresh, saved, stopped, hooks
+
+
+def _has_spectral_norm_hook(m: nn.Module) -> bool:
+    """Whether ``m`` has a ``torch.nn.utils.spectral_norm`` forward pre-hook."""
+    return any(isinstance(h, SpectralNorm) for h in m._forward_pre_hooks.values())
+
+
+def _weight_without_power_iteration(hook: SpectralNorm) -> Callable[[nn.Module, bool], Tensor]:
+    r"""A ``compute_weight`` for ``hook`` that never runs the power iteration, whatever the host's mode.
+
+    The hook calls ``compute_weight(module, do_power_iteration=module.training)``; this one gives
+    :math:`W / (u^\top W v)` with the stored ``u`` and ``v``, the weight the hook's last
+    train-mode pass computed (after its own iteration), with the operations ``SpectralNorm`` uses.
+    ``u`` and ``v`` are cloned, as torch does after its iteration: a later train-mode pass updates
+    them in place, which must not break the backward pass of this one's graph.
+    """
+
+    def compute_weight(module: nn.Module, do_power_iteration: bool) -> Tensor:
+        weight = getattr(module, hook.name + "_orig")
+        u = getattr(module, hook.name + "_u").clone(memory_format=torch.contiguous_format)
+        v = getattr(module, hook.name + "_v").clone(memory_format=torch.contiguous_format)
+        sigma = torch.dot(u, torch.mv(hook.reshape_weight_to_matrix(weight), v))
+        return weight / sigma
+
+    return compute_weight
 
 
 def _uninitialized(m: nn.Module) -> bool:

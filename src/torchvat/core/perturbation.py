@@ -38,8 +38,10 @@ from torchvat.core._checks import (
     ModelInput,
     broadcast_mask,
     check_choice,
+    check_grad_mode,
     check_n_power,
     check_nonnegative,
+    check_xi,
     extract_output,
     per_sample_scale,
 )
@@ -181,7 +183,7 @@ def probe_scale(t: Tensor, xi: float | Tensor | str, eps: float | Tensor) -> flo
     """
     if isinstance(xi, str):
         if xi != "auto":
-            raise ValueError(f"xi must be a number >= 0 or 'auto', got {xi!r}")
+            raise ValueError(f"xi must be 'auto' or a finite number > 0, got {xi!r}")
         c = math.sqrt(torch.finfo(_compute_dtype(t)).eps)
         size = torch.linalg.vector_norm(t.detach().reshape(t.shape[0], -1).float(), dim=1).clamp_min(1.0)
         step = (c * size).to(t.dtype).view(-1, *([1] * (t.ndim - 1)))
@@ -456,10 +458,9 @@ def _has_convolutions(model: object) -> bool:
 
 
 def check_common(eps: float | Tensor, xi: float | Tensor | str, n_power: int, norm: str, probe: str) -> None:
-    """Validate the hyperparameters shared by the VAT functions."""
+    """Validate the hyperparameters shared by the VAT functions (``xi`` also where the probe ignores it)."""
     check_nonnegative("eps", eps)
-    if not isinstance(xi, str):
-        check_nonnegative("xi", xi, positive=True)
+    check_xi(xi)
     check_n_power(n_power)
     check_choice("norm", norm, NORMS)
     check_choice("probe", probe, PROBES)
@@ -536,6 +537,7 @@ def virtual_adversarial_perturbation(
         >>> r.shape, torch.allclose(r.norm(dim=1), torch.full((5,), 2.0))
         (torch.Size([5, 4]), True)
     """
+    check_grad_mode("virtual_adversarial_perturbation")
     check_common(eps, xi, n_power, norm, probe)
     inp = ModelInput(x, input_key)
     m = broadcast_mask(mask, inp.tensor)
@@ -631,6 +633,7 @@ def adversarial_perturbation(
         >>> r.abs().max().item()
         0.10000000149011612
     """
+    check_grad_mode("adversarial_perturbation")
     check_nonnegative("eps", eps)
     check_choice("norm", norm, NORMS)
     inp = ModelInput(x, input_key)

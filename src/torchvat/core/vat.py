@@ -14,6 +14,7 @@ from torchvat.core._checks import (
     Reduction,
     broadcast_mask,
     check_choice,
+    check_grad_mode,
     extract_output,
     reduce,
 )
@@ -66,8 +67,10 @@ def vat_loss(
     backward passes with respect to the input only; the caller's ``backward()`` then goes through
     the perturbed pass alone. Without ``logits``, one no-grad forward pass more, except with the
     exact probe, whose first (forward-mode) pass yields the clean output as its primal. Parameter
-    ``.grad``, BatchNorm and InstanceNorm running statistics and ``model.training`` are left exactly
-    as found, also if the call raises.
+    ``.grad``, BatchNorm and InstanceNorm running statistics, spectral-norm vectors and
+    ``model.training`` are left exactly as found, also if the call raises. The search takes input
+    gradients: it works under ``torch.no_grad()`` and raises ``RuntimeError`` under
+    ``torch.inference_mode()``, where no gradient can be taken.
 
     Args:
         model: the model; called as ``model(x)``, or ``model(**x)`` when ``x`` is a mapping. Its
@@ -135,6 +138,7 @@ def vat_loss(
         T. Miyato, S. Maeda, M. Koyama, S. Ishii. Virtual Adversarial Training: a Regularization
         Method for Supervised and Semi-Supervised Learning. IEEE TPAMI 41(8), 2019 (arXiv:1704.03976).
     """
+    check_grad_mode("vat_loss")
     check_common(eps, xi, n_power, norm, probe)
     check_choice("reduction", reduction, REDUCTIONS)
     div = resolve_divergence(likelihood, divergence)
