@@ -105,7 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=int, default=500, help="number of optimizer steps")
     train.add_argument("--batch-size", type=int, default=16, help="rows per batch (labeled and unlabeled mixed)")
     train.add_argument("--lr", type=float, default=2e-5, help="AdamW learning rate")
-    train.add_argument("--max-length", type=int, default=128, help="sequences are truncated to this many tokens")
+    train.add_argument(
+        "--max-length",
+        type=int,
+        default=128,
+        help="sequences are truncated to this many tokens; capped at the tokenizer's model_max_length and at the "
+        "model's max_position_embeddings (less padding_idx + 1 for RoBERTa-style position ids, which start there)",
+    )
     train.add_argument("--output-dir", default="runs/hf-text", help="Trainer output directory (and --save target)")
     train.add_argument("--seed", type=int, default=0, help="random seed (classifier head init, shuffling, VAT)")
     train.add_argument("--cpu", action="store_true", help="train on the CPU even if an accelerator is available")
@@ -246,6 +252,26 @@ def _load(parser: argparse.ArgumentParser, path: str, mapping: dict[str, int]) -
     return tokenizer, model
 
 
+def position_limit(model: Any) -> int | None:
+    """The longest sequence the model's position embeddings take, or ``None`` if its config sets no limit.
+
+    That is ``config.max_position_embeddings``, less ``padding_idx + 1`` for RoBERTa-style models
+    (RoBERTa, XLM-RoBERTa, MPNet, ...), whose position ids start after the padding index: their
+    embedding module (the parent of the word embeddings) has an integer ``padding_idx``, as does
+    its ``position_embeddings`` table.
+    """
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        return None
+    layer = model.get_input_embeddings()
+    parent = next((m for m in model.modules() if any(c is layer for c in m.children())), None)
+    padding_idx = getattr(parent, "padding_idx", None)
+    positions = getattr(parent, "position_embeddings", None)
+    if isinstance(padding_idx, int) and getattr(positions, "padding_idx", None) is not None:
+        limit -= padding_idx + 1
+    return max(limit, 1)
+
+
 def _loss_terms(trainer: Any) -> dict[str, float]:
     """The loss terms of the last training log (means since the log before), else of the last step."""
     for entry in reversed(trainer.state.log_history):
@@ -314,9 +340,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     set_seed(args.seed)
     tokenizer, model = _load(parser, args.model, mapping)
     max_length = args.max_length
-    limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit < max_length:
-        max_length = limit  # the tokenizer's (and so the model's) maximum sequence length
+    # a tokenizer saved without a limit has model_max_length 1e30: the model's position embeddings cap it too
+    for source, limit in (
+        ("the tokenizer's model_max_length", getattr(tokenizer, "model_max_length", None)),
+        ("the model's position embeddings", position_limit(model)),
+    ):
+        if isinstance(limit, int) and 0 < limit < max_length:
+            max_length = limit
+            print(f"--max-length {args.max_length} capped at {limit} tokens ({source})")
     collator = DataCollatorWithPadding(tokenizer)
     train_set = encode(tokenizer, train_rows.texts, train_y, max_length)
     test_set = encode(tokenizer, test_rows.texts, test_y, max_length) if test_rows is not None else None

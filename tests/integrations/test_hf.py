@@ -447,6 +447,12 @@ def test_vat_arguments_validation():
         VATArguments(n_power=-1)
 
 
+def test_vat_arguments_reject_a_string_xi_other_than_auto():
+    assert VATArguments(xi="auto").xi == "auto"
+    with pytest.raises(ValueError, match="xi must be 'auto' or a finite number > 0, got 'x'"):
+        VATArguments(xi="x")
+
+
 def test_supervised_cross_entropy_averages_over_labeled_rows():
     z = torch.randn(5, 3, requires_grad=True)
     y = torch.tensor([0, IGNORE_INDEX, 2, IGNORE_INDEX, 1])
@@ -522,8 +528,32 @@ def test_logged_term_means_count_only_the_batches_that_had_the_term(tmp_path, ba
     assert "at" in first and "at" not in second
     trainer.log({"loss": 1.0})
     logged = trainer.state.log_history[-1]
-    assert logged["loss_at"] == pytest.approx(float(first["at"]), abs=1e-6)  # not halved
-    assert logged["loss_vat"] == pytest.approx((float(first["vat"]) + float(second["vat"])) / 2, abs=1e-6)
+    assert logged["loss_at"] == pytest.approx(float(first["at"]), rel=1e-5)  # not halved
+    assert logged["loss_vat"] == pytest.approx((float(first["vat"]) + float(second["vat"])) / 2, rel=1e-5)
+    # the unlabeled batch's supervised term is a placeholder zero: it must not halve the mean either
+    assert second["supervised"].item() == 0
+    assert logged["loss_supervised"] == pytest.approx(float(first["supervised"]), rel=1e-5)
+
+
+def test_logged_terms_without_a_labeled_batch_leave_the_supervised_term_out(tmp_path, batch):
+    model = tiny_bert().train()
+    trainer = make_trainer(tmp_path, model, VATArguments(eps=0.5))
+    trainer.compute_loss(model, dict(batch, labels=torch.full((6,), IGNORE_INDEX)))
+    trainer.log({"loss": 1.0})
+    logged = trainer.state.log_history[-1]
+    assert "loss_supervised" not in logged and logged["loss_vat"] > 0
+
+
+def test_logged_terms_keep_six_significant_digits(tmp_path, batch):
+    model = tiny_bert().train()
+    trainer = make_trainer(tmp_path, model, VATArguments(eps=0.5))
+    trainer.compute_loss(model, batch)
+    trainer._term_sums = {"supervised": torch.tensor(0.6931472), "vat": torch.tensor(8.5529634e-07)}
+    trainer._term_counts = {"supervised": 1, "vat": 1}
+    trainer.log({"loss": 1.0})
+    logged = trainer.state.log_history[-1]
+    assert logged["loss_vat"] == pytest.approx(8.55296e-07, rel=1e-6)  # not rounded to 0.0
+    assert logged["loss_supervised"] == 0.693147
 
 
 def test_vat_on_unlabeled_ignores_labeled_rows(tmp_path, batch):

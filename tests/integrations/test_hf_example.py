@@ -224,3 +224,38 @@ def test_bad_eps(script, data, tmp_path, capsys):
     train, _ = data
     err = run_error(script, ["--model", str(tmp_path), "--train-csv", str(train), "--eps", "-1"], capsys)
     assert "--eps" in err and "'-1'" in err
+
+
+def test_a_text_longer_than_the_position_embeddings_is_truncated_to_them(script, model_dir, data, tmp_path, capsys):
+    train, _ = data
+    long_text = " ".join(["good"] * 80)  # 82 tokens with [CLS] and [SEP]; the model has 64 positions
+    rows = [*list(csv.reader(train.open(encoding="utf-8")))[1:], [long_text, "pos"]]
+    long_train = write_csv(tmp_path / "long.csv", [tuple(r) for r in rows])
+    assert AutoTokenizer.from_pretrained(model_dir, local_files_only=True).model_max_length > 128  # no limit saved
+    # fmt: off
+    summary = script.main([
+        "--model", str(model_dir), "--train-csv", str(long_train), "--max-steps", "1", "--batch-size", "17",
+        "--output-dir", str(tmp_path / "out"), "--cpu",
+    ])
+    # fmt: on
+    assert "--max-length 128 capped at 64 tokens (the model's position embeddings)" in capsys.readouterr().out
+    assert math.isfinite(summary["train_loss"])
+
+
+def test_position_limit_leaves_room_for_roberta_style_position_ids(script):
+    from transformers import GPT2Config, GPT2ForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+
+    common = {"vocab_size": 50, "num_hidden_layers": 1, "num_labels": 2}
+    bert = BertForSequenceClassification(
+        BertConfig(**common, hidden_size=8, num_attention_heads=2, intermediate_size=16, max_position_embeddings=40)
+    )
+    assert script.position_limit(bert) == 40
+    roberta = RobertaForSequenceClassification(
+        RobertaConfig(
+            **common, hidden_size=8, num_attention_heads=2, intermediate_size=16, max_position_embeddings=40,
+            pad_token_id=1,
+        )
+    )  # fmt: skip
+    assert script.position_limit(roberta) == 38  # position ids run from padding_idx + 1 = 2 to 39
+    gpt2 = GPT2ForSequenceClassification(GPT2Config(vocab_size=50, n_embd=8, n_layer=1, n_head=2, n_positions=24))
+    assert script.position_limit(gpt2) == 24

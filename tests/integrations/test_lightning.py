@@ -162,3 +162,36 @@ def test_a_generator_state_of_another_device_type_reseeds_instead_of_failing():
     g = module._method_generator(torch.device("cpu"))
     assert g.device.type == "cpu" and module._generator_state is None
     torch.rand(3, generator=g)  # usable
+
+
+@pytest.mark.parametrize("given", [0.1, None], ids=["given-eps", "derived-eps"])
+def test_an_eps_passed_to_load_from_checkpoint_overrides_the_saved_one(tmp_path, given):
+    from torchvat.integrations.lightning import VATModule
+
+    x, y = moons()
+    module = vat_module(bn_mlp(), "vat", lr=1e-2, **({} if given is None else {"eps": given}))
+    trainer = lightning_trainer(2)
+    trainer.fit(module, train_dataloaders=DataLoader(TensorDataset(x[:32], y[:32], x[:32]), batch_size=16))
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    saved = module.method.eps
+    assert saved is not None and saved != 0.5
+    loaded = VATModule.load_from_checkpoint(path, model=bn_mlp(1), eps=0.5)
+    assert loaded.hparams["eps"] == 0.5 and loaded.method.eps == 0.5
+    assert VATModule.load_from_checkpoint(path, model=bn_mlp(1)).method.eps == saved  # no override: the saved one
+
+
+def test_a_method_instance_keeps_its_own_eps_but_takes_a_derived_one_from_the_checkpoint(tmp_path):
+    from torchvat.integrations.lightning import VATModule
+
+    x, y = moons()
+    module = vat_module(bn_mlp(), VirtualAdversarialTraining(), lr=1e-2)  # eps derived from the first batch
+    trainer = lightning_trainer(2)
+    trainer.fit(module, train_dataloaders=DataLoader(TensorDataset(x[:32], y[:32], x[:32]), batch_size=16))
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    saved = module.method.eps
+    derived = VATModule.load_from_checkpoint(path, model=bn_mlp(1), method=VirtualAdversarialTraining())
+    assert derived.method.eps == saved
+    explicit = VATModule.load_from_checkpoint(path, model=bn_mlp(1), method=VirtualAdversarialTraining(eps=0.5))
+    assert explicit.method.eps == 0.5

@@ -354,3 +354,75 @@ def test_grid_search_scores_semi_supervised_labels(moons):
     )
     search.fit(X, y_semi)
     assert search.best_score_ > 0.5  # counting the unlabeled rows as errors kept it below 0.5
+
+
+# ------------------------------------------------------------- eps across warm starts
+def _record_trainer_eps(clf: VATClassifier) -> list:
+    """Make ``clf`` record the eps of the method each of its trainers trains with."""
+    from torchvat.train import Trainer
+
+    seen: list = []
+
+    class Recording(Trainer):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            seen.append(self.eps)
+
+    clf._trainer_class = Recording
+    return seen
+
+
+@pytest.mark.parametrize("incremental", [False, True], ids=["warm_start", "partial_fit"])
+def test_a_new_eps_from_set_params_is_used_by_the_next_warm_fit(moons, incremental):
+    X, _, y_semi = moons
+    clf = VATClassifier(**{**FAST, "max_iter": 5, "warm_start": True})
+    seen = _record_trainer_eps(clf)
+    fit = (lambda: clf.partial_fit(X, y_semi, classes=[0, 1])) if incremental else (lambda: clf.fit(X, y_semi))
+    fit()
+    derived = clf.eps_
+    assert derived == pytest.approx(suggest_eps(torch.tensor(X, dtype=torch.float32), rule="nn", scale=0.25))
+    clf.set_params(eps=0.5)
+    fit()
+    assert clf.eps_ == 0.5 and seen[-1] == 0.5
+    clf.set_params(eps=None)  # back to the derived one
+    fit()
+    assert clf.eps_ == derived and seen[-1] == derived
+
+
+def test_a_warm_switch_from_supervised_derives_eps_by_the_estimators_rule(moons):
+    X, _, y_semi = moons
+    clf = VATClassifier(**{**FAST, "max_iter": 5, "warm_start": True, "method": "supervised"}).fit(X, y_semi)
+    assert clf.eps_ is None
+    seen = _record_trainer_eps(clf)
+    clf.set_params(method="vat").fit(X, y_semi)
+    expected = suggest_eps(torch.tensor(X, dtype=torch.float32), rule="nn", scale=0.25)
+    assert clf.eps_ == pytest.approx(expected)
+    assert seen == [clf.eps_]  # the trainer trains with it, not with its own rule
+    clf.set_params(method="supervised").fit(X, y_semi)
+    assert clf.eps_ is None
+
+
+def test_partial_fit_keeps_the_eps_derived_on_its_first_call(moons):
+    X, _, y_semi = moons
+    clf = VATClassifier(**{**FAST, "batch_size": 8, "unlabeled_batch_size": 64})
+    seen = _record_trainer_eps(clf)
+    clf.partial_fit(X[:100], y_semi[:100], classes=[0, 1])
+    first = clf.eps_
+    clf.partial_fit(3 * X[100:], y_semi[100:])  # another chunk, on another scale: the same eps
+    assert clf.eps_ == first and seen == [first, first]
+    cold = VATClassifier(**FAST).fit(3 * X, y_semi)  # a cold fit derives it from its own rows
+    assert cold.eps_ == pytest.approx(suggest_eps(torch.tensor(3 * X, dtype=torch.float32), rule="nn", scale=0.25))
+
+
+def test_vat_ent_with_alpha_zero_still_uses_the_unlabeled_rows(moons):
+    X, y, y_semi = moons
+    params = {**FAST, "method": "vat+ent", "alpha": 0.0, "beta": 1.0, "batch_size": 8, "unlabeled_batch_size": 64}
+    clf = VATClassifier(**params).partial_fit(X, y_semi, classes=[0, 1])
+    assert clf.n_iter_ == 3  # ceil(192 unlabeled / 64): the entropy term draws unlabeled batches
+    with pytest.warns(UserWarning, match="y contains no unlabeled samples .* method 'vat\\+ent'"):
+        VATClassifier(**{**params, "max_iter": 3}).fit(X, y)
+    import warnings
+
+    with warnings.catch_warnings():  # with beta=0 too, nothing uses unlabeled rows
+        warnings.simplefilter("error")
+        VATClassifier(**{**params, "beta": 0.0, "max_iter": 3}).fit(X, y)

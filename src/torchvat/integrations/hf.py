@@ -814,7 +814,9 @@ def _build_vat_trainer() -> type:
         The returned loss is a per-batch mean: ``num_items_in_batch`` is ignored and the
         ``Trainer`` divides by the gradient accumulation steps. In evaluation (``model.training``
         false) the loss is the supervised term only. The terms are logged as ``loss_supervised``,
-        ``loss_vat`` and ``loss_at`` (means since the last log). Multi-process (DDP) training is not
+        ``loss_vat`` and ``loss_at``: each the mean since the last log over the batches that had it
+        (a batch without labeled rows adds nothing to ``loss_supervised`` and ``loss_at``), to 6
+        significant digits. Multi-process (DDP) training is not
         tested: the search makes several forward passes per backward pass.
 
         Mixed precision (``bf16``/``fp16``): the whole loss (searches included) runs under the
@@ -995,7 +997,14 @@ def _build_vat_trainer() -> type:
             loss = self.combine_loss_terms(terms)
             self.last_loss_terms = {k: v.detach() for k, v in terms.items()}
             if model.training:
+                labels = inputs.get(self.label_key)
+                if isinstance(labels, Tensor):
+                    labeled = bool((labels != IGNORE_INDEX).any())
+                else:
+                    labeled = labels is not None
                 for k, v in self.last_loss_terms.items():
+                    if k == "supervised" and not labeled:  # a placeholder zero, not a supervised loss
+                        continue
                     self._term_sums[k] = self._term_sums.get(k, 0.0) + v.float()
                     self._term_counts[k] = self._term_counts.get(k, 0) + 1
             if not return_outputs:
@@ -1007,10 +1016,15 @@ def _build_vat_trainer() -> type:
             return loss, outputs
 
         def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-            """Add the mean of each loss term over the batches that had it since the last training log."""
+            """Add the mean of each loss term over the batches that had it since the last training log.
+
+            ``loss_supervised`` and ``loss_at`` average the batches with labeled rows, ``loss_vat`` those
+            with rows to regularize; the means are rounded to 6 significant digits (so a small term
+            is not logged as 0).
+            """
             if "loss" in logs and self._term_counts:
                 for k, v in self._term_sums.items():
-                    logs[f"loss_{k}"] = round(float(v) / self._term_counts[k], 6)
+                    logs[f"loss_{k}"] = float(f"{float(v) / self._term_counts[k]:.6g}")
                 self._term_sums, self._term_counts = {}, {}
             super().log(logs, *args, **kwargs)
 

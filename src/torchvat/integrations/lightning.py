@@ -129,7 +129,8 @@ def _build_class() -> type:
                 an error. The method's name and these are saved as Lightning hyperparameters, and
                 checkpoints hold the ``eps`` in use and the method's generator, so
                 ``load_from_checkpoint(path, model=...)`` and ``fit(ckpt_path=...)`` continue with
-                them. Without ``eps`` it is derived
+                them (``load_from_checkpoint(path, model=..., eps=...)`` overrides the saved eps, as
+                any keyword overrides a saved hyperparameter). Without ``eps`` it is derived
                 with :func:`torchvat.suggest_eps` (``rule="radius"``) from the first training batch
                 (averaged over the processes when distributed, and logged). The trainer's rule,
                 the distance from unlabeled to labeled points, needs the whole labeled set (a
@@ -170,6 +171,7 @@ def _build_class() -> type:
             self.sync_dist = bool(sync_dist)
             self._generator: torch.Generator | None = None
             self._generator_state: Tensor | None = None  # restored from a checkpoint, applied on first use
+            self._eps_derived = False  # set by _ensure_eps
             # a method given by name is a hyperparameter (load_from_checkpoint rebuilds it); an instance is not
             self.save_hyperparameters(ignore=["model", "optimizer"] + ([] if isinstance(method, str) else ["method"]))
 
@@ -198,14 +200,30 @@ def _build_class() -> type:
             checkpoint["torchvat"] = {"eps": getattr(self.method, "eps", None), "generator": generator}
 
         def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-            """Restore the ``eps`` and generator of :meth:`on_save_checkpoint` (a resumed run derives no new eps)."""
+            """Restore the ``eps`` and generator of :meth:`on_save_checkpoint` (a resumed run derives no new eps).
+
+            The saved ``eps`` is restored only when this module's own is to be derived (the
+            ``eps`` hyperparameter is ``None``): an ``eps`` given to ``load_from_checkpoint(path,
+            eps=...)`` overrides the saved hyperparameter, as any other keyword does, and is kept.
+            """
             state = checkpoint.get("torchvat")
             if state is None:
                 return
-            if state.get("eps") is not None and hasattr(self.method, "eps"):
+            if state.get("eps") is not None and hasattr(self.method, "eps") and self._eps_is_derived():
                 self.method.eps = state["eps"]
             if state.get("generator") is not None:
                 self._generator, self._generator_state = None, state["generator"]
+
+        def _eps_is_derived(self) -> bool:
+            """Whether the method's ``eps`` comes from the data rather than from the user.
+
+            For a method given by name, the ``eps`` hyperparameter says it; a :class:`Method`
+            instance (not a hyperparameter) derives it when its ``eps`` is ``None``, or was
+            derived here.
+            """
+            if "method" in self.hparams:
+                return self.hparams.get("eps") is None
+            return getattr(self.method, "eps", None) is None or self._eps_derived
 
         def _ensure_eps(self, batch: Batch) -> None:
             regularized = any(k not in self.method.supervised_terms for k in self.method.weights)
@@ -216,6 +234,7 @@ def _build_class() -> type:
                 if is_distributed():  # each process saw its own first batch: one eps for all, their mean
                     eps = float(all_reduce_mean(torch.tensor([eps], dtype=torch.float64, device=source.device))[0])
                 self.method.eps = eps
+                self._eps_derived = True
                 logger.info("torchvat: eps=%.6g derived from the first batch with suggest_eps", self.method.eps)
 
         def on_train_end(self) -> None:

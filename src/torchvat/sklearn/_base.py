@@ -239,10 +239,8 @@ class BaseVATEstimator(BaseEstimator):
             raise TypeError(f"module(n_features, n_outputs) must return a torch.nn.Module, got {type(model).__name__}")
         return model
 
-    def _uses_unlabeled(self) -> bool:
-        return self.method != "supervised" and self.method != "at" and self.alpha != 0
-
     def _needs_eps(self) -> bool:
+        # ``alpha`` weighs every term that perturbs the input (``beta`` weighs vat+ent's entropy)
         return self.method != "supervised" and self.alpha != 0
 
     def _derive_eps(self, X: np.ndarray) -> float | None:
@@ -260,6 +258,23 @@ class BaseVATEstimator(BaseEstimator):
         except ValueError as err:  # all rows identical
             raise ValueError(f"cannot derive eps from X ({err}); pass eps explicitly") from err
 
+    def _resolve_eps(self, X: np.ndarray, *, first: bool) -> float | None:
+        """The ``eps_`` of this fit.
+
+        An explicit ``eps`` is used as given on every fit (a ``set_params(eps=...)`` between warm
+        fits or ``partial_fit`` calls takes effect). ``eps=None`` derives it by :meth:`_derive_eps`
+        on the first fit that needs one (a cold fit, or a warm one after a method without eps) and
+        keeps that value for the later warm fits and ``partial_fit`` calls, so the regularizer does
+        not change its scale with each batch.
+        """
+        if first:
+            self._derived_eps = None
+        if self.eps is None and self._needs_eps():
+            if getattr(self, "_derived_eps", None) is None:
+                self._derived_eps = self._derive_eps(X)
+            return self._derived_eps
+        return self._derive_eps(X)  # the explicit eps, or None for a method without one
+
     # ---------------------------------------------------------------- fitting
     def _fit(self, X: Any, y: Any, *, incremental: bool, classes: Any = None) -> BaseVATEstimator:
         self._check_params()
@@ -267,28 +282,31 @@ class BaseVATEstimator(BaseEstimator):
         X, y, unlabeled = self._validate_fit_data(X, y, reset=first)
         labeled = ~unlabeled
         targets = self._prepare_targets(y[labeled], first=first, classes=classes, incremental=incremental)
-        if self._uses_unlabeled() and not unlabeled.any():
-            warnings.warn(
-                self._UNLABELED_WARNING.format(label=self.unlabeled_label, method=self.method),
-                UserWarning,
-                stacklevel=3,
-            )
         x_labeled, x_unlabeled = X[labeled], X[unlabeled]
         x_val = y_val = None
         if self.early_stopping and not incremental:  # as scikit-learn's MLP: partial_fit does not stop early
             x_labeled, x_val, targets, y_val = self._validation_split(x_labeled, targets)
 
         if first:
-            self.eps_ = self._derive_eps(X)
             self.n_iter_ = 0
             self.loss_curve_ = []
             self._optimizer_state = None
             seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
             self._seed = seed
+        self.eps_ = self._resolve_eps(X, first=first)
+        method = self._make_method()
+        # the method knows which of its terms draw unlabeled batches (vat+ent's entropy does with alpha=0)
+        uses_unlabeled = bool(method.uses_unlabeled)
+        if uses_unlabeled and not unlabeled.any():
+            warnings.warn(
+                self._UNLABELED_WARNING.format(label=self.unlabeled_label, method=self.method),
+                UserWarning,
+                stacklevel=3,
+            )
         if incremental:
             n_batches = max(
                 math.ceil(x_labeled.shape[0] / self.batch_size),
-                math.ceil(x_unlabeled.shape[0] / self.unlabeled_batch_size) if self._uses_unlabeled() else 0,
+                math.ceil(x_unlabeled.shape[0] / self.unlabeled_batch_size) if uses_unlabeled else 0,
             )
             iterations = max(1, n_batches)
         else:
@@ -299,7 +317,6 @@ class BaseVATEstimator(BaseEstimator):
         try:
             seed_everything(seed)  # the initialization depends on random_state only
             model = self._build_module(X.shape[1], self._n_outputs()) if first else self.module_
-            method = self._make_method()
             recorder = _LossRecorder()
             callbacks: list[Callback] = [recorder]
             stopper = None

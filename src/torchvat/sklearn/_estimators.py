@@ -33,7 +33,13 @@ _COMMON_ARGS = """
         eps: Perturbation size (L2 norm, in the units of ``X``). ``None`` derives it from the
             training rows: ``0.25`` times the median distance from a row to its nearest
             neighbour (:func:`torchvat.suggest_eps`), so it follows the scale of ``X``. The
-            estimator does not rescale ``X``; put a ``StandardScaler`` in front of it.
+            estimator does not rescale ``X``; put a ``StandardScaler`` in front of it. An
+            explicit ``eps`` is used as given by every ``fit`` and ``partial_fit`` call (also
+            one changed with ``set_params`` between warm-started fits). With ``None`` it is
+            derived once, on the first call that needs one (a cold ``fit``, the first
+            ``partial_fit``, or a warm-started call after a method without ``eps``), from that
+            call's rows, and kept by the later ``partial_fit`` calls and warm-started fits, so
+            the regularizer keeps its scale from batch to batch; a cold ``fit`` derives it anew.
         xi: Finite-difference step of the power iteration, or ``"auto"``.
         alpha: Weight of the regularizer (0 turns it off).
         n_power: Power iterations of the VAT search.
@@ -81,7 +87,8 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
         n_features_in_: Number of features seen in ``fit``.
         feature_names_in_: Column names when ``X`` was a DataFrame with string columns.
         module_: The trained ``torch.nn.Module`` (in evaluation mode).
-        eps_: The perturbation size used (``None`` for methods without one).
+        eps_: The perturbation size of the last ``fit`` / ``partial_fit`` (``None`` for methods
+            without one); see ``eps``.
         n_iter_: Training iterations done (accumulated over ``partial_fit`` and warm starts).
         loss_curve_: The training loss of every iteration.
         validation_scores_: Validation accuracy at each evaluation (``early_stopping`` only).
@@ -341,7 +348,8 @@ class VATRegressor(RegressorMixin, BaseVATEstimator):
         n_features_in_: Number of features seen in ``fit``.
         feature_names_in_: Column names when ``X`` was a DataFrame with string columns.
         module_: The trained ``torch.nn.Module`` (in evaluation mode), on standardized targets.
-        eps_: The perturbation size used (``None`` for methods without one).
+        eps_: The perturbation size of the last ``fit`` / ``partial_fit`` (``None`` for methods
+            without one); see ``eps``.
         n_iter_: Training iterations done (accumulated over ``partial_fit`` and warm starts).
         loss_curve_: The training loss of every iteration.
         validation_scores_: Validation mean squared error (standardized targets) at each
