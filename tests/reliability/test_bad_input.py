@@ -28,6 +28,10 @@ def fit(model=None, **kwargs):
     return Trainer(model or make_mlp(0), **data, **{**OPTIONS, **kwargs}).fit()
 
 
+def trainer(**kwargs):
+    return Trainer(make_mlp(0), x_labeled=X[:8], y_labeled=Y[:8], x_unlabeled=X, **{**OPTIONS, **kwargs})
+
+
 def with_nan(x, value=math.nan):
     x = x.clone()
     x[3, 1] = value
@@ -97,6 +101,15 @@ CASES = [
      TypeError, r"x_labeled must be a floating-point tensor for method 'vat' \(it perturbs the inputs\)"),
     ("float64 inputs to a float32 model", lambda: fit(data=dict(x_labeled=X[:8].double(), x_unlabeled=X.double())),
      TypeError, r"x_labeled has dtype torch.float64 but the model's parameters are torch.float32"),
+    ("integer unlabeled inputs to a perturbing method", lambda: fit(data=dict(x_unlabeled=X.long())), TypeError,
+     r"x_unlabeled must be a floating-point tensor for method 'vat' \(it perturbs the inputs\), got dtype torch.int64"),
+    ("float64 unlabeled inputs to a float32 model", lambda: fit(data=dict(x_unlabeled=X.double())), TypeError,
+     r"x_unlabeled has dtype torch.float64 but the model's parameters are torch.float32; "
+     r"convert the inputs \(x_unlabeled.to\(torch.float32\)\)"),
+    ("float64 validation inputs to a float32 model", lambda: fit(data=dict(x_val=X.double(), y_val=Y)), TypeError,
+     r"x_val has dtype torch.float64 but the model's parameters are torch.float32"),
+    ("float64 test inputs to a float32 model", lambda: fit(data=dict(x_test=X.double(), y_test=Y)), TypeError,
+     r"x_test has dtype torch.float64 but the model's parameters are torch.float32"),
     ("float labels", lambda: fit(data=dict(y_labeled=Y[:8].float())), ValueError,
      r"y_labeled must be a 1-D integer tensor of class indices, got dtype torch.float32"),
     ("numpy object inputs", lambda: fit(data=dict(x_labeled="not a tensor")), TypeError,
@@ -123,6 +136,10 @@ CASES = [
     ("zero iterations", lambda: TrainConfig(iterations=0), ValueError, r"iterations must be an integer >= 1, got 0"),
     ("negative power iterations", lambda: TrainConfig(n_power=-1), ValueError, r"n_power must be an integer >= 0"),
     ("zero eval_every", lambda: TrainConfig(eval_every=0), ValueError, r"eval_every must be an integer >= 1"),
+    ("negative prediction batch size", lambda: trainer().predict_logits(X, batch_size=-1), ValueError,
+     r"batch_size must be an integer >= 1 or None, got -1"),
+    ("zero evaluation batch size", lambda: trainer().evaluate(X, Y, batch_size=0), ValueError,
+     r"batch_size must be an integer >= 1 or None, got 0"),
     ("negative vat_loss eps", lambda: vat_loss(make_mlp(0), X, eps=-1.0), ValueError,
      r"eps must be a finite number >= 0, got -1.0"),
     ("negative vat_loss xi", lambda: vat_loss(make_mlp(0), X, eps=1.0, xi=-1.0), ValueError,

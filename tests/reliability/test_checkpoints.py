@@ -208,3 +208,29 @@ def test_malicious_checkpoint_via_cli_resume_and_evaluate(tmp_path, capsys):
     assert main(["evaluate", str(run / "last.pt")]) == 2
     assert "was refused" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_a_trainer_state_saved_again_without_its_checksum_is_refused(moons, tmp_path):
+    options = small(iterations=8, eval_every=4, out_dir=str(tmp_path))
+    Trainer(make_mlp(0), moons, method="vat", **options).fit()
+    state = load_checkpoint(tmp_path / "last.pt")  # the checksum is checked and dropped
+    state["model"]["0.weight"].mul_(100.0)
+    torch.save(state, tmp_path / "last.pt")  # edited and saved again without torchvat
+    message = (
+        r"last\.pt' is a trainer state without a checksum: .* written, or edited and saved again, with plain "
+        r"torch\.save and cannot be verified; if you trust its contents, re-save it with "
+        r"torchvat\.train\.save_checkpoint\(torch\.load\(path, weights_only=True\), path\)"
+    )
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match=message):
+        Trainer(make_mlp(0), moons, method="vat", **options).fit(resume=tmp_path / "last.pt")
+    with pytest.warns(UserWarning, match="without a checksum.*using the previous checkpoint"):
+        used, previous = load_latest_checkpoint(tmp_path / "last.pt")
+    assert used.name == "last.prev.pt" and previous["step"] == 4
+    # the way the message gives: re-saved with torchvat, it loads
+    save_checkpoint(torch.load(tmp_path / "last.pt", weights_only=True), tmp_path / "last.pt")
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 8
+    # a state that is not a trainer's (plain weights) still loads without a checksum
+    torch.save({"w": torch.ones(2)}, tmp_path / "weights.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "weights.pt")["w"], torch.ones(2))

@@ -65,7 +65,7 @@ def test_callbacks_called_in_list_order_with_kwargs(moons, mlp, tiny):
 
 def test_base_callback_hooks_accept_anything():
     cb = Callback()
-    for hook in ("on_train_begin", "on_step_begin", "on_eval_end", "on_step_end", "on_train_end"):
+    for hook in ("on_train_begin", "on_step_begin", "on_eval_end", "on_step_end", "on_train_end", "on_exception"):
         assert getattr(cb, hook)(trainer=None, anything=1) is None
 
 
@@ -145,3 +145,23 @@ def test_tensorboard_logger_writes_events(moons, mlp, tiny, tmp_path):
     files = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert result.paths["tensorboard"] == str(tmp_path / "tensorboard")
     assert files and files[0].stat().st_size > 0
+
+
+def test_a_new_run_in_a_used_out_dir_starts_metrics_jsonl_afresh(moons, mlp, tiny, tmp_path, monkeypatch):
+    import torchvat.train.callbacks as callbacks_module
+
+    options = tiny(out_dir=str(tmp_path), eval_every=2, log_every=2)
+    Trainer(mlp(), moons, method="vat", **{**options, "iterations": 6}).fit()
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 6
+    writes = []
+    real = callbacks_module.write_text_atomic
+
+    def recorded(path, text):
+        writes.append((path.name, text))
+        return real(path, text)
+
+    monkeypatch.setattr(callbacks_module, "write_text_atomic", recorded)
+    Trainer(mlp(), moons, method="vat", **{**options, "iterations": 4}).fit()
+    assert writes == [("metrics.jsonl", "")]  # replaced atomically, not truncated in place
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in records] == [("eval", 2), ("train", 2), ("eval", 4), ("train", 4)]

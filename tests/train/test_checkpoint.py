@@ -214,3 +214,113 @@ def test_resume_that_turns_momentum_on_gives_fused_sgd_zero_buffers(moons, mlp, 
         for p in group["params"]:
             assert torch.equal(resumed.optimizer.state[p]["momentum_buffer"], torch.zeros_like(p))
     assert resumed.fit().steps == 5
+
+
+def test_resume_keeps_the_eps_of_a_method_instance_and_takes_a_derived_one_from_the_checkpoint(moons, mlp, tiny):
+    from torchvat.train.methods import VirtualAdversarialTraining
+
+    options = tiny(iterations=4, eps=None)
+    first = Trainer(mlp(0), moons, method=VirtualAdversarialTraining(eps=1.0), **options)
+    first.fit()
+    state = first.state_dict()
+    assert state["eps"] == 1.0
+
+    own = Trainer(mlp(0), moons, method=VirtualAdversarialTraining(eps=2.0, alpha=3.0), **{**options, "iterations": 6})
+    own.load_state_dict(state)
+    assert own.method.eps == 2.0 and own.eps == 2.0 and own.method.weights["vat"] == 3.0
+    assert own.fit().eps == 2.0
+
+    derived = Trainer(mlp(0), moons, method=VirtualAdversarialTraining(), **options)  # eps derived from the data
+    assert derived.eps != 1.0
+    derived.load_state_dict(state)
+    assert derived.method.eps == 1.0 and derived.eps == 1.0
+
+
+def _same(a, b, where="state"):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (u, v) in enumerate(zip(a, b, strict=True)):
+            _same(u, v, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"x_labeled": 6}, r"checkpoint has 8 labeled rows, x_labeled has 6; a resumed run needs the data it was"),
+        ({"x_unlabeled": 300}, r"checkpoint has 400 unlabeled rows, x_unlabeled has 300"),
+        ({"x_unlabeled": None}, r"checkpoint has 400 unlabeled rows, x_unlabeled is None or empty"),
+        ({"width": 16}, r"checkpoint's model does not fit this trainer's model: '0.weight' has shape \(32, 2\) in "
+                        r"the checkpoint, \(16, 2\) here"),
+    ],
+)  # fmt: skip
+def test_a_refused_resume_leaves_the_trainer_as_it_was(change, match, moons, mlp, tiny):
+    import warnings
+
+    options = tiny(iterations=6)
+    first = Trainer(mlp(0), moons, method="vat", **options)
+    first.fit()
+    state = first.state_dict()
+
+    data = {"x_labeled": moons.x_labeled, "y_labeled": moons.y_labeled, "x_unlabeled": moons.x_unlabeled}
+    if "x_labeled" in change:
+        n = change["x_labeled"]
+        data["x_labeled"], data["y_labeled"] = moons.x_labeled[:n], moons.y_labeled[:n]
+    if "x_unlabeled" in change:
+        n = change["x_unlabeled"]
+        data["x_unlabeled"] = None if n is None else moons.x_unlabeled[:n]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no unlabeled data for vat
+        other = Trainer(mlp(5, width=change.get("width", 32)), **data, method="vat", **options)
+    before = other.state_dict()
+    with pytest.raises(ValueError, match=match):
+        other.load_state_dict(state)
+    _same(before, other.state_dict())  # weights, optimizer, schedule, samplers, step, ...
+    assert other.step == 0 and len(other.optimizer.state) == 0
+
+
+def test_a_resume_without_unlabeled_data_in_the_checkpoint_is_refused_naming_it(moons, mlp, tiny):
+    options = tiny(iterations=3)
+    state = Trainer(mlp(0), moons, method="vat", **options).state_dict()
+    state["samplers"]["unlabeled"] = None
+    other = Trainer(mlp(1), moons, method="vat", **options)
+    with pytest.raises(ValueError, match=r"checkpoint has no unlabeled rows, x_unlabeled has 400"):
+        other.load_state_dict(state)
+
+
+def test_resume_of_a_run_saved_with_lr_0_uses_the_new_lr(moons, mlp, tiny, tmp_path):
+    options = tiny(iterations=4, lr=0.0)
+    first = Trainer(mlp(0), moons, method="vat", **options)
+    first.fit()
+    path = save_checkpoint(first.state_dict(), tmp_path / "s.pt")
+    for schedule in ("constant", "paper"):
+        model = mlp(0)
+        resumed = Trainer(model, moons, method="vat", **{**options, "lr": 1e-3, "iterations": 8, "schedule": schedule})
+        resumed.load_state_dict(load_checkpoint(path))
+        assert resumed.schedule.base_lrs == [1e-3]
+        assert resumed.optimizer.param_groups[0]["lr"] == 1e-3  # iteration 4 of 8: before the decay
+        w = model[0].weight.clone()
+        resumed.fit()
+        assert not torch.equal(w, model[0].weight)
+
+
+def test_fit_of_a_complete_run_rewrites_no_checkpoint(moons, mlp, tiny, tmp_path):
+    options = tiny(iterations=8, eval_every=4, out_dir=str(tmp_path))
+    trainer = Trainer(mlp(0), moons, method="vat", **options)
+    trainer.fit()
+    files = {name: (tmp_path / name).read_bytes() for name in ("last.pt", "last.prev.pt", "best.pt")}
+    assert load_checkpoint(tmp_path / "last.prev.pt")["step"] == 4
+
+    result = Trainer(mlp(0), moons, method="vat", **options).fit(resume=tmp_path / "last.pt")  # nothing to train
+    again = trainer.fit()  # a second fit of the same trainer
+    for r in (result, again):
+        assert r.steps == 8 and r.paths["last"] == str(tmp_path / "last.pt")
+    assert {name: (tmp_path / name).read_bytes() for name in files} == files
+    assert load_checkpoint(tmp_path / "last.prev.pt")["step"] == 4

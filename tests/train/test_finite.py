@@ -127,3 +127,25 @@ def test_snapshot_restores_a_buffer_the_module_replaced(ok):
     m(torch.ones(1))
     snap.restore(torch.tensor(ok), list(m.buffers()))
     assert m.steps.tolist() == ([1.0] * 3 if ok else [0.0] * 3)
+
+
+def test_record_keeps_the_failed_terms_by_name_when_later_iterations_return_other_terms():
+    from torchvat.train.finite import NonFiniteRecord
+
+    rec = NonFiniteRecord(torch.device("cpu"), ["w"])
+    good, bad = torch.tensor(True), torch.tensor(False)
+    flags = torch.tensor([True])
+    rec.record(1, good, {"ce": torch.tensor(0.5)}, torch.tensor(0.5), flags)
+    rec.record(2, bad, {"ce": torch.tensor(0.7), "l2": torch.tensor(float("nan"))}, torch.tensor(float("nan")), flags)
+    rec.record(3, good, {"ce": torch.tensor(0.9)}, torch.tensor(0.9), flags)
+    rec.record(4, bad, {"ce": torch.tensor(0.1), "l2": torch.tensor(0.2)}, torch.tensor(0.3), torch.tensor([False]))
+    summary = rec.read()
+    assert (summary.count, summary.first, summary.loss_finite, summary.bad_parameters) == (2, 2, False, [])
+    assert summary.terms["ce"] == pytest.approx(0.7) and list(summary.terms) == ["ce", "l2"]
+    assert summary.terms["l2"] != summary.terms["l2"]  # NaN
+    assert rec.read() is None
+    # after a read, the first failure of a set of names seen before is recorded as well
+    rec.record(5, good, {"ce": torch.tensor(0.5), "l2": torch.tensor(0.1)}, torch.tensor(0.6), flags)
+    rec.record(6, bad, {"ce": torch.tensor(float("inf"))}, torch.tensor(float("inf")), flags)
+    summary = rec.read()
+    assert (summary.first, summary.terms) == (6, {"ce": float("inf")})

@@ -320,3 +320,79 @@ def test_channels_last_trains_the_same_numbers_in_the_other_memory_format(probe_
 def test_config_takes_a_path_like_out_dir_and_a_torch_device(tmp_path):
     cfg = TrainConfig(out_dir=tmp_path / "run", device=torch.device("cpu"))
     assert cfg.out_dir == str(tmp_path / "run") and cfg.device == "cpu"
+
+
+class _Sometimes:
+    """A custom method (built lazily: Method is imported in the test) returning ``l2`` on even calls only."""
+
+    @staticmethod
+    def make(nan_at: int | None = None):
+        from torchvat.train import Method
+
+        class Sometimes(Method):
+            name = "sometimes"
+
+            def __init__(self):
+                self.weights = {"ce": 1.0, "l2": 0.01}
+                self.calls = 0
+
+            def loss_terms(self, model, batch, clean):
+                self.calls += 1
+                terms = {"ce": self.cross_entropy(batch, clean)}
+                if self.calls % 2 == 0:
+                    nan = float("nan") if self.calls == nan_at else 1.0
+                    terms["l2"] = clean.logits.pow(2).mean() * nan
+                return terms
+
+        return Sometimes()
+
+
+def test_a_term_returned_on_some_iterations_is_averaged_over_those(moons, mlp, tiny, tmp_path):
+    from torchvat.train import Callback, save_checkpoint
+
+    class Record(Callback):
+        def __init__(self):
+            self.terms, self.logs = {"ce": [], "l2": []}, []
+
+        def on_step_end(self, **kwargs):
+            for key in self.terms:
+                if key in kwargs["metrics"]:
+                    self.terms[key].append(float(kwargs["metrics"][key]))
+            if kwargs["logs"]:
+                self.logs.append(kwargs["logs"])
+
+    rec = Record()
+    options = tiny(iterations=8, log_every=4, eval_every=8)
+    result = Trainer(mlp(0), moons, method=_Sometimes.make(), callbacks=[rec], **options).fit()
+    assert [len(v) for v in rec.terms.values()] == [8, 4]
+    for i, logs in enumerate(rec.logs):  # a window of 4 iterations, 2 of them with l2
+        assert logs["l2"] == pytest.approx(sum(rec.terms["l2"][2 * i : 2 * i + 2]) / 2, rel=1e-6)
+        assert logs["ce"] == pytest.approx(sum(rec.terms["ce"][4 * i : 4 * i + 4]) / 4, rel=1e-6)
+    assert result.final["train_l2"] == pytest.approx(sum(rec.terms["l2"]) / 4, rel=1e-6)
+
+    # the counts per term are part of the state: a run stopped mid-window resumes bitwise
+    class StopAt(Callback):
+        def on_step_end(self, **kwargs):
+            kwargs["trainer"].should_stop = kwargs["step"] == 3
+
+    first = Trainer(mlp(0), moons, method=_Sometimes.make(), callbacks=[StopAt()], **options)
+    first.fit()
+    path = save_checkpoint(first.state_dict(), tmp_path / "s.pt")
+    method = _Sometimes.make()
+    method.calls = 3
+    resumed = Trainer(mlp(1), moons, method=method, **options).fit(resume=path)
+    assert resumed.history == result.history
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_prediction_batch_size_must_be_a_positive_integer(batch_size, moons, mlp, tiny):
+    trainer = Trainer(mlp(0), moons, method="vat", **tiny())
+    match = rf"batch_size must be an integer >= 1 or None, got {batch_size!r}"
+    x, y = moons.x_test[:10], moons.y_test[:10]
+    for call in (trainer.predict_logits, trainer.predict):
+        with pytest.raises(ValueError, match=match):
+            call(x, batch_size=batch_size)
+    with pytest.raises(ValueError, match=match):
+        trainer.evaluate(x, y, batch_size=batch_size)
+    assert trainer.predict_logits(x, batch_size=3).shape == (10, 2)
+    assert trainer.evaluate(x, y, batch_size=None)["n"] == 10

@@ -98,6 +98,27 @@ class InfiniteBatchSampler:
             "generator_state": self._epoch_generator_state.clone(),
         }
 
+    def check_state_dict(self, state: dict[str, Any]) -> None:
+        """Check, without changing anything, that :meth:`load_state_dict` accepts ``state``.
+
+        Args:
+            state: A state from :meth:`state_dict`.
+
+        Raises:
+            ValueError: If the state was saved for a different ``n`` or ``batch_size``.
+
+        Example:
+            >>> InfiniteBatchSampler(5, 2).check_state_dict(InfiniteBatchSampler(6, 2).state_dict())
+            Traceback (most recent call last):
+            ...
+            ValueError: state was saved with n=6, but this sampler has n=5
+        """
+        for key in ("n", "batch_size"):
+            if int(state[key]) != getattr(self, key):
+                raise ValueError(
+                    f"state was saved with {key}={int(state[key])}, but this sampler has {key}={getattr(self, key)}"
+                )
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a position saved by :meth:`state_dict`.
 
@@ -105,13 +126,10 @@ class InfiniteBatchSampler:
             state: The saved state.
 
         Raises:
-            ValueError: If the state was saved for a different ``n`` or ``batch_size``.
+            ValueError: If the state was saved for a different ``n`` or ``batch_size`` (the
+                sampler is then unchanged).
         """
-        for key in ("n", "batch_size"):
-            if int(state[key]) != getattr(self, key):
-                raise ValueError(
-                    f"state was saved with {key}={int(state[key])}, but this sampler has {key}={getattr(self, key)}"
-                )
+        self.check_state_dict(state)
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])

@@ -10,6 +10,15 @@ The trainer calls, in this order::
         on_step_end          # the iteration is complete: its metrics and evaluation are in
     on_train_end
 
+    on_exception             # instead, when an exception escapes from the loop, a hook or
+                             # on_train_end (then raised again); a NonFiniteLossError of an
+                             # iteration is not one: on_train_end runs for it
+
+``on_exception`` releases what a callback holds (the built-in ones close the metrics file,
+the TensorBoard writer and the progress bar) and writes nothing: the state may be torn in
+the middle of an iteration, so the checkpoints on disk stay those of the last checkpoint
+iteration.
+
 Every hook receives the trainer as ``trainer=`` and further keyword arguments; a callback
 overrides the hooks it needs and accepts ``**kwargs`` so new arguments never break it.
 """
@@ -87,6 +96,19 @@ class Callback:
     def on_train_end(self, **kwargs: Any) -> None:
         """Called once when training ends (``trainer``, ``result``)."""
 
+    def on_exception(self, **kwargs: Any) -> None:
+        """Called instead of (or after a failed) ``on_train_end`` when :meth:`Trainer.fit` fails.
+
+        Keyword arguments: ``trainer``, ``exception`` (what escaped, ``KeyboardInterrupt``
+        included; not the :class:`~torchvat.train.NonFiniteLossError` of an iteration, for
+        which ``on_train_end`` runs), raised again after every callback's ``on_exception``.
+        It may come at any point after ``on_train_begin`` started, also before this
+        callback's own ``on_train_begin`` ran or after its ``on_train_end`` did, and in the
+        middle of an iteration: close files and release resources here, idempotently, and
+        write no state. An exception raised here is logged and the other callbacks'
+        ``on_exception`` still run.
+        """
+
 
 def _fmt(value: float) -> str:
     return f"{value:.4g}" if math.isfinite(value) else str(value)
@@ -146,6 +168,13 @@ class ProgressBar(Callback):
 
     def on_train_end(self, **kwargs: Any) -> None:
         """Close the bar."""
+        self._close()
+
+    def on_exception(self, **kwargs: Any) -> None:
+        """Close the bar."""
+        self._close()
+
+    def _close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -174,8 +203,10 @@ class JSONLogger(Callback):
     """Append one JSON object per line to ``metrics.jsonl``.
 
     Training lines (``"kind": "train"``) carry the means of the loss terms since the last
-    log; evaluation lines (``"kind": "eval"``) the held-out metrics. Written on rank 0 only;
-    the file is appended to, so a resumed run continues it: lines past the resumed
+    log; evaluation lines (``"kind": "eval"``) the held-out metrics. Written on rank 0 only.
+    A run that starts at iteration 0 starts the file afresh (an earlier run's file in the
+    same folder is replaced atomically by an empty one, as ``torchvat train`` rewrites
+    ``config.toml`` and ``run.json``); a resumed run continues it: lines past the resumed
     iteration (written after the checkpoint by a run that was then killed) and a torn last
     line are dropped first, so the file ends as that of an uninterrupted run.
 
@@ -188,7 +219,7 @@ class JSONLogger(Callback):
         self._file: IO[str] | None = None
 
     def on_train_begin(self, **kwargs: Any) -> None:
-        """Open the file for appending."""
+        """Open the file for appending (emptied first at iteration 0)."""
         trainer: Trainer = kwargs["trainer"]
         if not is_main_process():
             return
@@ -198,8 +229,11 @@ class JSONLogger(Callback):
                 raise ValueError("JSONLogger needs a path or a trainer with config.out_dir set, got neither")
             path = Path(trainer.config.out_dir) / "metrics.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        if trainer.step > 0 and path.is_file():  # resumed
-            _drop_lines_after(path, trainer.step)
+        if path.is_file():
+            if trainer.step > 0:  # resumed
+                _drop_lines_after(path, trainer.step)
+            elif path.stat().st_size > 0:  # a new run: not another run's lines
+                write_text_atomic(path, "")
         self._file = path.open("a", encoding="utf-8")
         trainer.paths["metrics"] = str(path)
 
@@ -219,6 +253,13 @@ class JSONLogger(Callback):
 
     def on_train_end(self, **kwargs: Any) -> None:
         """Close the file."""
+        self._close()
+
+    def on_exception(self, **kwargs: Any) -> None:
+        """Close the file (every line written so far is flushed already)."""
+        self._close()
+
+    def _close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -236,7 +277,10 @@ class Checkpoint(Callback):
 
     When training starts the directory is checked (created, writable, free space for
     about two checkpoints; see :func:`~torchvat.train.checkpoint.check_output_dir`), and
-    temporary files left by a killed run are deleted.
+    temporary files left by a killed run are deleted. When :meth:`Trainer.fit` fails with an
+    exception (:meth:`Callback.on_exception`) nothing is written: the files stay those of the
+    last checkpoint iteration. A :meth:`Trainer.fit` that trains no iteration (the run is
+    complete already) does not write ``last.pt`` again when it exists.
 
     Args:
         directory: Where to write; ``None`` means the trainer's ``config.out_dir``.
@@ -270,6 +314,7 @@ class Checkpoint(Callback):
         self.save_best = save_best
         self.keep_previous = keep_previous
         self._last_step: int | None = None  # the step of the last.pt written by this run
+        self._trained = False  # an iteration started since on_train_begin
 
     def _dir(self, trainer: Trainer) -> Path:
         if self.directory is not None:
@@ -293,11 +338,16 @@ class Checkpoint(Callback):
     def on_train_begin(self, **kwargs: Any) -> None:
         """Check the directory (writable, free space) and delete stale temporary files."""
         trainer: Trainer = kwargs["trainer"]
+        self._trained = False
         if not is_main_process():
             return
         directory = self._dir(trainer)
         check_output_dir(directory, 2 * estimate_checkpoint_nbytes(trainer.model, trainer.optimizer))
         remove_stale_temporaries(directory)
+
+    def on_step_begin(self, **kwargs: Any) -> None:
+        """Note that this :meth:`Trainer.fit` trains (``on_train_end`` then writes ``last.pt``)."""
+        self._trained = True
 
     def on_eval_end(self, **kwargs: Any) -> None:
         """Write ``best.pt`` when the monitored error improved."""
@@ -316,10 +366,17 @@ class Checkpoint(Callback):
     def on_train_end(self, **kwargs: Any) -> None:
         """Write ``last.pt`` with the final state (also after an early stop or an interruption).
 
-        Not again when the run ended on the iteration whose ``last.pt`` was just written: a second
-        write would rotate that same state into ``last.prev.pt`` and lose the older one.
+        Not again when the run ended on the iteration whose ``last.pt`` was just written, nor
+        when no iteration ran since ``on_train_begin`` (a complete run resumed, or a second
+        :meth:`Trainer.fit`) and ``last.pt`` exists: a second write would rotate that same state
+        into ``last.prev.pt`` and lose the older one.
         """
         trainer: Trainer = kwargs["trainer"]
+        existing = self._dir(trainer) / "last.pt"
+        if not self._trained and existing.is_file():
+            if is_main_process():
+                trainer.paths["last"] = str(existing)
+            return
         if self._last_step != trainer.step:
             self._save(trainer, "last.pt")
 
@@ -369,6 +426,13 @@ class TensorBoardLogger(Callback):
 
     def on_train_end(self, **kwargs: Any) -> None:
         """Flush and close the writer."""
+        self._close()
+
+    def on_exception(self, **kwargs: Any) -> None:
+        """Flush and close the writer."""
+        self._close()
+
+    def _close(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None

@@ -6,7 +6,9 @@ leaves either the old or the new file, never a partial one. Each file carries a 
 of its contents (the bytes of every tensor and the plain values), verified when it is
 loaded: a truncated, corrupted or foreign file is refused with a :class:`CheckpointError`
 naming it. Files are loaded with ``torch.load(..., weights_only=True)``: a file whose
-unpickling would run code is refused, and nothing in it is executed.
+unpickling would run code is refused, and nothing in it is executed. A trainer state
+(``"format"`` key) must carry its checksum: one written or edited with plain ``torch.save``
+is refused.
 
 :func:`save_checkpoint` can keep the previous versions of a file (``last.pt`` ->
 ``last.prev.pt``, ``last.prev2.pt``, ...), and :func:`load_latest_checkpoint` falls back to
@@ -60,6 +62,8 @@ __all__ = [
 
 #: Key of the checksum that :func:`save_checkpoint` adds to a dict state.
 CHECKSUM_KEY = "checksum"
+# the key that marks a Trainer.state_dict: load_checkpoint requires its checksum
+_FORMAT_KEY = "format"
 _PAUSE_ENV = "TORCHVAT_TEST_CHECKPOINT_PAUSE"
 
 
@@ -418,14 +422,19 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         path: The file.
         map_location: Where tensors are loaded (default CPU).
 
+    A dict state with a checksum (:func:`save_checkpoint` adds one) must match it. A trainer
+    state (:meth:`Trainer.state_dict`, marked by its ``"format"`` key) must have one: without
+    it the file was written or edited with plain ``torch.save`` and is refused. Other states
+    without a checksum (a plain ``torch.save`` of a model's weights) load unverified.
+
     Returns:
         The saved state (without the checksum key).
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
         CheckpointError: If the file is truncated or corrupted, is not a checkpoint, fails
-            its checksum, or would need code execution to load (a malicious or foreign
-            pickle); the message names the file.
+            its checksum, is a trainer state without a checksum, or would need code
+            execution to load (a malicious or foreign pickle); the message names the file.
 
     Example:
         >>> import tempfile, os
@@ -449,6 +458,13 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             raise CheckpointError(
                 f"checkpoint {str(path)!r} is corrupted: its contents do not match the checksum written with it"
             )
+    elif isinstance(state, dict) and _FORMAT_KEY in state:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is a trainer state without a checksum: save_checkpoint (and so the "
+            "Checkpoint callback and torchvat train) always writes one, so this file was written, or edited and "
+            "saved again, with plain torch.save and cannot be verified; if you trust its contents, re-save it with "
+            "torchvat.train.save_checkpoint(torch.load(path, weights_only=True), path), which adds the checksum"
+        )
     return state
 
 

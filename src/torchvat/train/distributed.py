@@ -390,6 +390,17 @@ class ShardedBatchSampler:
         """The global stream's state (see :meth:`InfiniteBatchSampler.state_dict`)."""
         return self.stream.state_dict()
 
+    def check_state_dict(self, state: dict[str, Any]) -> None:
+        """Check, without changing anything, that :meth:`load_state_dict` accepts ``state``.
+
+        Args:
+            state: A state of the global stream.
+
+        Raises:
+            ValueError: If it was saved for another ``n`` or global batch size.
+        """
+        self.stream.check_state_dict(state)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the global stream from a saved state.
 

@@ -211,6 +211,10 @@ class NonFiniteSummary:
 class NonFiniteRecord:
     """Non-finite iterations since the last :meth:`read`, recorded on the device.
 
+    The loss terms of the first non-finite iteration are kept by name: a method may return
+    some terms on some iterations only, and the values recorded for one set of names are
+    never overwritten (or zeroed) by an iteration that returns another set.
+
     Args:
         device: Where the record lives (the training device).
         parameter_names: Names of the parameters whose gradient flags are recorded, in order.
@@ -228,14 +232,19 @@ class NonFiniteRecord:
     def __init__(self, device: torch.device, parameter_names: Sequence[str]) -> None:
         self.device = device
         self.parameter_names = list(parameter_names)
-        self.term_names: list[str] = []
         self.reset()
 
     def reset(self) -> None:
         """Forget everything recorded."""
         self.count = torch.zeros((), dtype=torch.int64, device=self.device)
         self.first = torch.full((), -1, dtype=torch.int64, device=self.device)
-        self.values: Tensor | None = None  # [loss, *terms] at the first bad iteration
+        #: per set of term names (in the order returned): ``[loss, *terms]`` at the first bad
+        #: iteration, if it returned that set (zeros until then)
+        self._values: dict[tuple[str, ...], Tensor] = {}
+        self._index: dict[tuple[str, ...], int] = {}
+        # which set of names the first bad iteration returned (an index into _index's order);
+        # only tracked on the device once there are several sets
+        self._names_at_first = torch.zeros((), dtype=torch.int64, device=self.device)
         self.grad_flags: Tensor | None = None
 
     @property
@@ -253,19 +262,22 @@ class NonFiniteRecord:
             loss: Its weighted loss.
             grad_flags: :func:`grad_finite_flags` of the parameters, in ``parameter_names`` order.
         """
-        names = list(terms)
+        names = tuple(terms)
         values = torch.stack(
             [loss.detach().float().sum().to(self.device)]
             + [t.detach().float().sum().to(self.device) for t in terms.values()]
         )
-        if self.values is None or names != self.term_names:
-            self.term_names = names
-            self.values = torch.zeros_like(values)
+        saved = self._values.get(names)
+        if saved is None:
+            saved = torch.zeros_like(values)
+            self._index[names] = len(self._index)
         if self.grad_flags is None or self.grad_flags.shape != grad_flags.shape:
             self.grad_flags = torch.ones_like(grad_flags)
         bad = ~ok.to(self.device)
         newly = bad & (self.count == 0)
-        self.values = torch.where(newly, values, self.values)
+        self._values[names] = torch.where(newly, values, saved)
+        if len(self._index) > 1:
+            self._names_at_first = torch.where(newly, self._index[names], self._names_at_first)
         self.grad_flags = torch.where(newly.to(grad_flags.device), grad_flags, self.grad_flags)
         self.first = torch.where(newly, iteration, self.first)
         self.count = self.count + bad.long()
@@ -279,13 +291,14 @@ class NonFiniteRecord:
         count = int(self.count)
         if count == 0:
             return None
-        assert self.values is not None and self.grad_flags is not None
-        values = self.values.tolist()
+        assert self.grad_flags is not None
+        names = list(self._index)[int(self._names_at_first)]
+        values = self._values[names].tolist()
         flags = self.grad_flags.tolist()
         summary = NonFiniteSummary(
             count=count,
             first=int(self.first),
-            terms=dict(zip(self.term_names, values[1:], strict=True)),
+            terms=dict(zip(names, values[1:], strict=True)),
             loss_finite=bool(torch.isfinite(torch.tensor(values[0]))),
             bad_parameters=[n for n, f in zip(self.parameter_names, flags, strict=False) if not f],
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import numbers
 import os
 import signal
 import threading
@@ -132,60 +133,101 @@ class TrainResult:
 class _Accumulator:
     """Sums of per-iteration metrics kept on the device; synchronized only by :meth:`means`.
 
-    An iteration can be added with a device weight (0 for an iteration whose update was
-    skipped, so its NaN terms do not reach the means) without reading it on the host.
+    Each metric is averaged over the iterations that returned it (a custom method may return
+    a term on some iterations only). An iteration can be added with a device weight (0 for an
+    iteration whose update was skipped, so its NaN terms do not reach the means) without
+    reading it on the host.
+
+    The counts live in groups of metrics that were returned together every time since the
+    last reset, one device tensor per group: with the same metrics at every iteration (the
+    built-in methods) an iteration costs one addition for the counts, as a single count would.
     """
 
     def __init__(self) -> None:
-        self.sums: dict[str, Tensor] = {}
-        self.weight: Tensor | None = None
-        self.count = 0
+        self.reset()
 
     def add(self, metrics: Mapping[str, Tensor], ok: Tensor | None = None) -> None:
+        if not metrics:
+            self.count += 1
+            return
+        device = None
         for key, value in metrics.items():
             value = value.detach().float()
+            device = value.device
             if ok is not None:
                 value = torch.where(ok.to(value.device), value, torch.zeros_like(value))
             self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
-        if metrics:
-            if self.weight is None:
-                self.weight = torch.zeros((), device=next(iter(self.sums.values())).device)
-            self.weight = self.weight + (1.0 if ok is None else ok.float().to(self.weight.device))
+        step: Tensor | float = 1.0 if ok is None else ok.float().to(device)
+        present = frozenset(metrics)
+        if len(self._groups) == 1 and present in self._groups:  # the same metrics as before
+            self._groups[present] = self._groups[present] + step
+            self.count += 1
+            return
+        groups: dict[frozenset[str], Tensor] = {}
+        seen: set[str] = set()
+        for members, weight in self._groups.items():
+            inside = members & present
+            if inside:
+                groups[inside] = weight + step
+            if len(inside) < len(members):
+                groups[members - inside] = weight
+            seen |= members
+        fresh = present - seen
+        if fresh:
+            groups[frozenset(fresh)] = torch.zeros((), device=device) + step
+        self._groups = groups
         self.count += 1
+
+    def weights(self) -> dict[str, Tensor]:
+        """Each metric's number (device float) of counted iterations since the reset."""
+        return {key: weight for members, weight in self._groups.items() for key in members}
 
     def means(self) -> dict[str, float]:
         """Means since the last reset, averaged over the processes when distributed.
 
         Every process has the same keys and weights (same iterations, same per-process batch
         size, the same skipped iterations), so the mean of the per-process means is the mean
-        over the global batches. Empty when every iteration since the reset was skipped.
+        over the global batches. A metric none of whose iterations counted (every one that
+        returned it was skipped) is left out; empty when every iteration since the reset was.
         """
-        if not self.sums or self.weight is None:
+        if not self.sums:
             return {}
-        weight = self.weight.to(next(iter(self.sums.values())).device)
-        stacked = torch.stack([*self.sums.values(), weight])
-        values = all_reduce_mean(torch.cat([stacked[:-1] / stacked[-1].clamp_min(1), stacked[-1:]])).tolist()
-        if values[-1] == 0:
-            return {}
-        return dict(zip(self.sums, values[:-1], strict=True))
+        keys = list(self.sums)
+        weights = self.weights()
+        device = self.sums[keys[0]].device
+        sums = torch.stack([self.sums[k] for k in keys])
+        counts = torch.stack([weights[k].to(device) for k in keys])
+        values = all_reduce_mean(torch.cat([sums / counts.clamp_min(1), counts])).tolist()
+        n = len(keys)
+        return {k: v for k, v, c in zip(keys, values[:n], values[n:], strict=True) if c != 0}
 
     def reset(self) -> None:
-        self.sums, self.weight, self.count = {}, None, 0
+        self.sums: dict[str, Tensor] = {}
+        self._groups: dict[frozenset[str], Tensor] = {}
+        self.count = 0
 
     def state_dict(self) -> dict[str, Any]:
+        weights = self.weights()
         return {
             "sums": {k: v.cpu() for k, v in self.sums.items()},
             "count": self.count,
-            "weight": None if self.weight is None else self.weight.cpu(),
+            "weights": {k: weights[k].cpu() for k in self.sums},
         }
 
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
         self.sums = {k: v.to(device) for k, v in state["sums"].items()}
         self.count = int(state["count"])
-        weight = state.get("weight")
-        if weight is None and self.sums:  # written before weights existed: every iteration counted
-            weight = torch.tensor(float(self.count))
-        self.weight = None if weight is None else weight.to(device)
+        weights = state.get("weights")
+        if weights is None:  # written with one count for every metric
+            weight = state.get("weight")
+            if weight is None:  # written before weights existed: every iteration counted
+                weight = torch.tensor(float(self.count))
+            weights = {k: weight for k in self.sums}
+        # metrics with equal counts share a group: the next iterations add to them alike
+        by_value: dict[float, list[str]] = {}
+        for key, weight in weights.items():
+            by_value.setdefault(float(weight), []).append(key)
+        self._groups = {frozenset(keys): weights[keys[0]].to(device) for keys in by_value.values()}
 
 
 def _seed_for(seed: int, rank: int, stream: int) -> int:
@@ -208,6 +250,14 @@ def _as_tensor(name: str, value: Any) -> Tensor | None:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
     return value
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    """A prediction batch size: an integer >= 1, or ``None`` for the config's."""
+    if batch_size is None:
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
 
 
 def _check_logits(logits: Any, n_rows: int) -> None:
@@ -458,6 +508,9 @@ class Trainer:
             hparams = {k: getattr(cfg, k) for k in _HPARAMS}
             self.method = get_method(cfg.method, **hparams, **cfg.extra)
         self.eps: float | None = getattr(self.method, "eps", None)
+        #: eps was derived from the data here (the method had none of its own); a resume then
+        #: takes the saved run's (:meth:`load_state_dict`)
+        self._eps_derived = False
         if hasattr(self.method, "eps") and self.method.eps is None and self._has_regularizer():
             unlabeled = tensors["x_unlabeled"]
             with torch.random.fork_rng(devices=[]):
@@ -466,6 +519,7 @@ class Trainer:
                 else:
                     self.eps = float(suggest_eps(tensors["x_labeled"], rule="labeled"))
             self.method.eps = self.eps
+            self._eps_derived = True
             logger.info(
                 "torchvat: eps=%.6g derived from the data with suggest_eps(rule='labeled'): 0.75 x the median "
                 "distance from an unlabeled point to its nearest labeled one",
@@ -621,22 +675,28 @@ class Trainer:
             t["x_unlabeled"] = None
 
     def _check_dtypes(self, model: nn.Module, t: Mapping[str, Tensor | None]) -> None:
-        """Inputs a method perturbs must be floating point, in the model's parameter dtype."""
-        x = t["x_labeled"]
-        if x is None:
-            return
-        if hasattr(self.method, "eps") and not x.is_floating_point():
-            raise TypeError(
-                f"x_labeled must be a floating-point tensor for method {self.method.name!r} (it perturbs the "
-                f"inputs), got dtype {x.dtype}; for token ids, perturb the embeddings (torchvat.integrations.hf)"
-            )
+        """Every split's inputs are checked here, before training: not at the first evaluation.
+
+        Inputs a method perturbs (``x_labeled``, ``x_unlabeled``) must be floating point, and
+        every floating-point split (``x_labeled``, ``x_unlabeled``, ``x_val``, ``x_test``) must
+        have the model's parameter dtype.
+        """
         dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-        if x.is_floating_point() and len(dtypes) == 1 and x.dtype not in dtypes:
-            (dtype,) = dtypes
-            raise TypeError(
-                f"x_labeled has dtype {x.dtype} but the model's parameters are {dtype}; "
-                f"convert the inputs (x.to({dtype})) or the model (model.to({x.dtype}))"
-            )
+        for split in ("labeled", "unlabeled", "val", "test"):
+            name, x = f"x_{split}", t[f"x_{split}"]
+            if x is None:
+                continue
+            if split in ("labeled", "unlabeled") and hasattr(self.method, "eps") and not x.is_floating_point():
+                raise TypeError(
+                    f"{name} must be a floating-point tensor for method {self.method.name!r} (it perturbs the "
+                    f"inputs), got dtype {x.dtype}; for token ids, perturb the embeddings (torchvat.integrations.hf)"
+                )
+            if x.is_floating_point() and len(dtypes) == 1 and x.dtype not in dtypes:
+                (dtype,) = dtypes
+                raise TypeError(
+                    f"{name} has dtype {x.dtype} but the model's parameters are {dtype}; "
+                    f"convert the inputs ({name}.to({dtype})) or the model (model.to({x.dtype}))"
+                )
 
     def _has_regularizer(self) -> bool:
         return any(k not in self.method.supervised_terms for k in self.method.weights)
@@ -921,7 +981,13 @@ class Trainer:
         writes ``last.pt``) and a warning says how to resume; :attr:`TrainResult.interrupted`
         names the signal. A NaN/Inf loss or gradient is handled as ``config.nonfinite`` says;
         with ``"stop"`` the callbacks' ``on_train_end`` runs (``last.pt`` holds the weights
-        before the failed iteration) and then :class:`NonFiniteLossError` is raised.
+        before the failed iteration) and then :class:`NonFiniteLossError` is raised. Any
+        other exception (from the model, an evaluation, a callback, ``on_train_end``, or a
+        ``KeyboardInterrupt`` without ``catch_signals``) calls every callback's
+        :meth:`~torchvat.train.Callback.on_exception` instead, which closes the metrics file,
+        the TensorBoard writer and the progress bar, and is raised again; no checkpoint is
+        written then (the state may be torn mid-iteration), so ``last.pt``, its previous
+        versions and ``best.pt`` stay those of the last checkpoint iteration.
 
         Args:
             resume: A checkpoint file to load first (see :meth:`load_state_dict`).
@@ -944,39 +1010,43 @@ class Trainer:
         failure: NonFiniteLossError | None = None
         self._preflight()
         with self._catch_signals():
-            self._call("on_train_begin")
-            while self.step < cfg.iterations and not stop:
-                self._call("on_step_begin", step=self.step)
-                try:
-                    metrics = self.train_step(self.next_batch())
-                    self.step += 1
-                    if metrics:
-                        self._log_acc.add(metrics, self.last_step_ok)
-                        self._eval_acc.add(metrics, self.last_step_ok)
-                    logs = None
-                    log_now = self.step % cfg.log_every == 0 or self.step == cfg.iterations
-                    evaluated = self.step % cfg.eval_every == 0 or self.step == cfg.iterations
-                    if log_now or evaluated:
-                        self.check_nonfinite()  # iterations that synchronize anyway
-                    if log_now:
-                        logs = self._log_acc.means()
-                        self._log_acc.reset()
-                    if evaluated:
-                        self._evaluate_held_out()
-                    self._call("on_step_end", step=self.step, metrics=metrics, logs=logs, evaluated=evaluated)
-                except NonFiniteLossError as err:
-                    failure = err
-                    break
-                if self.world_size == 1:
-                    stop = self.should_stop
-                elif logs is not None or evaluated:  # iterations that synchronize anyway
-                    stop = self.should_stop = any_process(self.should_stop, self.device)
-            if failure is None:
-                try:
-                    self.check_nonfinite()  # an early stop or a signal between logging iterations
-                except NonFiniteLossError as err:
-                    failure = err
-            result = self._finish()
+            try:
+                self._call("on_train_begin")
+                while self.step < cfg.iterations and not stop:
+                    self._call("on_step_begin", step=self.step)
+                    try:
+                        metrics = self.train_step(self.next_batch())
+                        self.step += 1
+                        if metrics:
+                            self._log_acc.add(metrics, self.last_step_ok)
+                            self._eval_acc.add(metrics, self.last_step_ok)
+                        logs = None
+                        log_now = self.step % cfg.log_every == 0 or self.step == cfg.iterations
+                        evaluated = self.step % cfg.eval_every == 0 or self.step == cfg.iterations
+                        if log_now or evaluated:
+                            self.check_nonfinite()  # iterations that synchronize anyway
+                        if log_now:
+                            logs = self._log_acc.means()
+                            self._log_acc.reset()
+                        if evaluated:
+                            self._evaluate_held_out()
+                        self._call("on_step_end", step=self.step, metrics=metrics, logs=logs, evaluated=evaluated)
+                    except NonFiniteLossError as err:
+                        failure = err
+                        break
+                    if self.world_size == 1:
+                        stop = self.should_stop
+                    elif logs is not None or evaluated:  # iterations that synchronize anyway
+                        stop = self.should_stop = any_process(self.should_stop, self.device)
+                if failure is None:
+                    try:
+                        self.check_nonfinite()  # an early stop or a signal between logging iterations
+                    except NonFiniteLossError as err:
+                        failure = err
+                result = self._finish()
+            except BaseException as err:  # any other failure: release the callbacks' files
+                self._call_on_exception(err)
+                raise
         if failure is not None:
             saved = result.paths.get("last")
             failure.args = (
@@ -1000,6 +1070,14 @@ class Trainer:
                 where,
             )
         return result
+
+    def _call_on_exception(self, exception: BaseException) -> None:
+        """Every callback's ``on_exception``; one that fails is logged and the others still run."""
+        for cb in self.callbacks:
+            try:
+                cb.on_exception(trainer=self, exception=exception)
+            except Exception:  # the original exception is the one to raise
+                logger.exception("torchvat: %s.on_exception failed", type(cb).__name__)
 
     def _finish(self) -> TrainResult:
         """End of :meth:`fit`: the schedule's final values, the result, ``on_train_end``."""
@@ -1098,9 +1176,13 @@ class Trainer:
 
         Returns:
             Float logits ``[N, n_classes]`` on the training device.
+
+        Raises:
+            ValueError: If ``batch_size`` is not an integer >= 1 or ``None``.
         """
         x = _as_tensor("x", x)
-        bs = batch_size or self.config.eval_batch_size
+        _check_batch_size(batch_size)
+        bs = self.config.eval_batch_size if batch_size is None else int(batch_size)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -1119,10 +1201,13 @@ class Trainer:
 
         Args:
             x: Inputs ``[N, ...]``.
-            batch_size: Rows per forward pass.
+            batch_size: Rows per forward pass (default ``config.eval_batch_size``).
 
         Returns:
             int64 tensor ``[N]`` on CPU.
+
+        Raises:
+            ValueError: If ``batch_size`` is not an integer >= 1 or ``None``.
         """
         return self.predict_logits(x, batch_size).argmax(1).cpu()
 
@@ -1136,15 +1221,17 @@ class Trainer:
         Args:
             x: Inputs ``[N, ...]``.
             y: Class indices ``[N]``.
-            batch_size: Rows per forward pass.
+            batch_size: Rows per forward pass (default ``config.eval_batch_size``).
 
         Returns:
             ``{"error", "accuracy", "loss", "n"}``.
 
         Raises:
-            ValueError: If ``x`` and ``y`` have different numbers of rows or are empty.
+            ValueError: If ``x`` and ``y`` have different numbers of rows or are empty, or
+                ``batch_size`` is not an integer >= 1 or ``None``.
         """
         x, y = _as_tensor("x", x), _as_tensor("y", y)
+        _check_batch_size(batch_size)  # on every process, also one whose share of the rows is empty
         if x.shape[0] != y.shape[0] or x.shape[0] == 0:
             raise ValueError(f"x and y must have the same, non-zero number of rows, got {x.shape[0]} and {y.shape[0]}")
         if self.world_size > 1:
@@ -1235,41 +1322,30 @@ class Trainer:
         The state (weights, optimizer moments, step, random streams) is the checkpoint's; the
         hyperparameters are this trainer's config: a learning rate, weight decay, momentum, eps,
         alpha, schedule length, ... that differ from the saved run's take effect from the next
-        iteration (``lr`` scales the schedule's base rates). An ``eps`` of ``None`` keeps the
-        saved run's derived value.
+        iteration (``lr`` scales the schedule's base rates; after a run saved with ``lr=0`` the
+        base rates are the new ``lr``). The eps of a :class:`~torchvat.train.Method` instance
+        or of the config is kept; only an eps this trainer derived from the data (``eps=None``)
+        is replaced by the saved run's.
+
+        Everything is checked before anything is changed: a refused state leaves the trainer
+        as it was.
 
         Args:
             state: The saved state.
 
         Raises:
-            ValueError: If the state belongs to another method, data size, optimizer or batch
-                size (naming the saved and the current value).
+            ValueError: If the state belongs to another method, data size, model, optimizer or
+                batch size, or is not a trainer state (naming the saved and the current value).
         """
-        if state.get("method") != self.method.name:
-            raise ValueError(
-                f"checkpoint was written by method {state.get('method')!r}, but this trainer runs {self.method.name!r}"
-            )
+        self._check_state(state)
         saved_config = state.get("config") or {}
-        for name in ("optimizer", "batch_size", "unlabeled_batch_size"):  # the saved state needs them
-            if name in saved_config and saved_config[name] != getattr(self.config, name):
-                raise ValueError(
-                    f"checkpoint was written with {name}={saved_config[name]!r}, but this trainer has "
-                    f"{name}={getattr(self.config, name)!r}; a resumed run keeps the saved {name} "
-                    "(its optimizer state and data streams depend on it): use the saved value or start a new run"
-                )
+        saved_world = int(state.get("world_size", 1))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self._apply_changed_hyperparameters(saved_config)
-        saved_world = int(state.get("world_size", 1))
         self.labeled_sampler.load_state_dict(self._sampler_state(state["samplers"]["labeled"], saved_world))
         saved_u = state["samplers"]["unlabeled"]
-        if (saved_u is None) != (self.unlabeled_sampler is None):
-            raise ValueError(
-                "checkpoint and trainer disagree on unlabeled data: "
-                f"checkpoint has {'none' if saved_u is None else 'some'}, "
-                f"trainer has {'none' if self.unlabeled_sampler is None else 'some'}"
-            )
         if saved_u is not None and self.unlabeled_sampler is not None:
             self.unlabeled_sampler.load_state_dict(self._sampler_state(saved_u, saved_world))
         self.generator.set_state(state["generator"])
@@ -1292,11 +1368,72 @@ class Trainer:
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self._nonfinite.reset()
         self.last_step_ok = None
-        # the saved run's eps (derived from its data, or given), unless another one is given now
-        eps_changed = self.config.eps is not None and self.config.eps != saved_config.get("eps")
-        if not eps_changed and state.get("eps") is not None and hasattr(self.method, "eps"):
+        # the saved run's eps (derived from its data, or given) when this trainer has none of
+        # its own: a method instance's eps and the config's are kept
+        own_eps = getattr(self.method, "eps", None) is not None and not self._eps_derived
+        if not own_eps and state.get("eps") is not None and hasattr(self.method, "eps"):
             self.eps = float(state["eps"])
             self.method.eps = self.eps
+
+    def _check_state(self, state: Mapping[str, Any]) -> None:
+        """Every check of :meth:`load_state_dict`, made before it changes anything."""
+        if state.get("method") != self.method.name:
+            raise ValueError(
+                f"checkpoint was written by method {state.get('method')!r}, but this trainer runs {self.method.name!r}"
+            )
+        required = ("step", "model", "optimizer", "schedule", "rng", "generator", "samplers", "history", "best")
+        missing = [k for k in (*required, "accumulators", "collapse_streak") if k not in state]
+        if missing:
+            raise ValueError(f"checkpoint is not a trainer state (Trainer.state_dict()): it has no {missing}")
+        saved_config = state.get("config") or {}
+        for name in ("optimizer", "batch_size", "unlabeled_batch_size"):  # the saved state needs them
+            if name in saved_config and saved_config[name] != getattr(self.config, name):
+                raise ValueError(
+                    f"checkpoint was written with {name}={saved_config[name]!r}, but this trainer has "
+                    f"{name}={getattr(self.config, name)!r}; a resumed run keeps the saved {name} "
+                    "(its optimizer state and data streams depend on it): use the saved value or start a new run"
+                )
+        saved_world = int(state.get("world_size", 1))
+        samplers = state["samplers"]
+        for split, sampler in (("labeled", self.labeled_sampler), ("unlabeled", self.unlabeled_sampler)):
+            saved = samplers.get(split)
+            x = getattr(self, f"x_{split}")
+            have = f"x_{split} has {int(x.shape[0])}" if x is not None else f"x_{split} is None or empty"
+            if saved is None and x is None:
+                continue
+            if saved is None or x is None or int(saved["n"]) != int(x.shape[0]):
+                rows = "no" if saved is None else int(saved["n"])
+                raise ValueError(
+                    f"checkpoint has {rows} {split} rows, {have}; a resumed run needs the data it was saved "
+                    "with (its data streams index them): pass the same data or start a new run"
+                )
+            sampler.check_state_dict(self._sampler_state(saved, saved_world))  # type: ignore[union-attr]
+        self._check_saved_model(state["model"])
+        saved_groups = state["optimizer"].get("param_groups", [])
+        sizes = [len(g["params"]) for g in saved_groups]
+        own_sizes = [len(g["params"]) for g in self.optimizer.param_groups]
+        if sizes != own_sizes:
+            raise ValueError(
+                f"checkpoint's optimizer has parameter groups of {sizes} parameters, but this trainer's optimizer "
+                f"has {own_sizes}"
+            )
+
+    def _check_saved_model(self, saved: Mapping[str, Any]) -> None:
+        """The saved weights fit :attr:`model`: the same names and shapes (as ``load_state_dict`` strictly needs)."""
+        own = self.model.state_dict()
+        problems = []
+        missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+        if missing:
+            problems.append(f"the checkpoint lacks {missing[:5]}" + (" ..." if len(missing) > 5 else ""))
+        if unexpected:
+            problems.append(f"the model has no {unexpected[:5]}" + (" ..." if len(unexpected) > 5 else ""))
+        for key, value in own.items():
+            shape, saved_shape = getattr(value, "shape", None), getattr(saved.get(key), "shape", None)
+            if key in saved and shape is not None and saved_shape is not None and tuple(shape) != tuple(saved_shape):
+                problems.append(f"{key!r} has shape {tuple(saved_shape)} in the checkpoint, {tuple(shape)} here")
+                break
+        if problems:
+            raise ValueError(f"checkpoint's model does not fit this trainer's model: {'; '.join(problems)}")
 
     def _apply_changed_hyperparameters(self, saved_config: Mapping[str, Any]) -> None:
         """Apply the config's ``lr``, ``weight_decay``, ``momentum``, ``nesterov`` after a loaded optimizer state.
@@ -1307,8 +1444,11 @@ class Trainer:
         """
         cfg = self.config
         saved_lr = saved_config.get("lr")
-        if saved_lr is not None and saved_lr != cfg.lr and saved_lr > 0:
-            self.schedule.base_lrs = [base * cfg.lr / saved_lr for base in self.schedule.base_lrs]
+        if saved_lr is not None and saved_lr != cfg.lr:
+            if saved_lr > 0:
+                self.schedule.base_lrs = [base * cfg.lr / saved_lr for base in self.schedule.base_lrs]
+            else:  # saved with lr=0: base rates of 0 scale to nothing; take the new lr itself
+                self.schedule.base_lrs = [cfg.lr for _ in self.schedule.base_lrs]
             self.schedule.apply(self.schedule.step)
         for group in self.optimizer.param_groups:
             if saved_config.get("weight_decay", cfg.weight_decay) != cfg.weight_decay:
