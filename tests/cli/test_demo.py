@@ -40,3 +40,44 @@ def test_full_demo_vat_wins(tmp_path):
     assert res.errors["vat"] < res.errors["supervised"] - 0.05
     assert res.errors["vat"] < res.errors["at"]
     assert res.seconds < 60
+
+
+def test_bad_input_fails_before_any_folder_is_made(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--iters", "5", "--labels", "1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("torchvat: error: balanced selection needs at least one label per class") and "Trace" not in err
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_out_must_be_a_folder(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    assert main(["demo", "--iters", "5", "--out", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"torchvat: error: --out {tmp_path / 'f'} exists and is not a directory; give a new or empty folder\n"
+
+
+def test_a_failed_demo_removes_the_folder_it_made(tmp_path, monkeypatch):
+    import torchvat.cli.demo as demo
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(demo, "train_run", fail)
+    assert main(["demo", "--iters", "5", "--out", str(tmp_path / "d")]) == 1
+    assert not (tmp_path / "d").exists()
+
+
+def test_an_earlier_demo_is_kept_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["demo", "--iters", "5", "--out", str(out)]) == 0
+    before = (out / "results.csv").read_bytes()
+    capsys.readouterr()
+    assert main(["demo", "--iters", "6", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"torchvat: error: --out {out} holds an earlier demo (report.md, results.csv, supervised/")
+    assert "replace it with --overwrite" in err and (out / "results.csv").read_bytes() == before
+    assert main(["demo", "--iters", "6", "--out", str(out), "--overwrite"]) == 0
+    assert [r["iterations"] for r in csv.DictReader((out / "results.csv").open())] == ["6", "6", "6"]

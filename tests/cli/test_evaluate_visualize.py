@@ -149,3 +149,13 @@ def test_visualize_shows_whitened_inputs_as_pixels(tmp_path, monkeypatch):
     assert "shown as pixels (inverse ZCA)" in shown["title"]
     assert float(shown["x"].min()) > -1e-3 and float(shown["x"].max()) < 1 + 1e-3  # digits pixels lie in [0, 1]
     assert res.eps == 1.0 and shown["r"].shape == shown["x"].shape
+
+
+def test_evaluate_out_must_be_a_folder(moons_run, tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    assert main(["evaluate", str(moons_run), "--out", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"torchvat: error: --out {tmp_path / 'f'} exists and is not a directory; give a folder (new or existing)\n"
+    )

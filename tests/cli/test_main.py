@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
+import os
+import signal
 import subprocess
 import sys
 
@@ -7,6 +12,7 @@ import pytest
 
 import torchvat
 from torchvat.cli import main
+from torchvat.train import Callback, Trainer
 
 
 def test_version(capsys):
@@ -65,3 +71,62 @@ def test_train_help_shows_values_not_python_markup(capsys):
     text = capsys.readouterr().out
     assert "--norm {l2,linf}" in text and "--optimizer {adam,sgd}" in text and "--device DEVICE" in text
     assert ":func:" not in text and "T_NORM" not in text and "None derives" not in text
+
+
+@contextlib.contextmanager
+def terminal_logging():
+    """Logging as ``torchvat`` in a terminal finds it: no handler yet, so main() installs its own (on stderr)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers.clear()  # pytest's own handler comes back below
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_a_collapse_warning_is_shown_once(tmp_path, capsys):
+    args = ["train", "--iters", "100", "--eval-every", "25", "--out", str(tmp_path / "run"), "--no-progress"]
+    with terminal_logging():
+        assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("the regularizer may be collapsing") == 1, err
+    assert "torchvat: test_error rose while the training loss fell over 3 consecutive evaluations" in err
+    assert not logging.getLogger("torchvat.train.trainer").filters  # main() leaves the logger as it found it
+
+
+def test_a_warning_not_logged_before_is_still_shown(capsys):
+    from torchvat.cli.main import _LoggedWarnings
+
+    logged = _LoggedWarnings()
+    logger = logging.getLogger("torchvat.train.trainer")
+    logger.addFilter(logged)
+    try:
+        logger.warning("torchvat: %s", "logged and warned")
+    finally:
+        logger.removeFilter(logged)
+    for text in ("logged and warned", "warned only", "logged and warned"):
+        logged.show_warning(UserWarning(text), UserWarning, "file.py", 1)
+    err = capsys.readouterr().err
+    assert err == "torchvat: warning: warned only\ntorchvat: warning: logged and warned\n"  # skipped once only
+
+
+class _SendSigterm(Callback):
+    def on_step_end(self, **kwargs):
+        if kwargs["step"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_the_sigterm_notice_is_printed_once(tmp_path, capsys, monkeypatch):
+    import torchvat.cli._run as run
+
+    monkeypatch.setattr(run, "Trainer", functools.partial(Trainer, callbacks=[_SendSigterm()]))
+    out = tmp_path / "run"
+    with terminal_logging():
+        assert main(["train", "--iters", "50", "--out", str(out), "--no-progress"]) == 143
+    err = capsys.readouterr().err
+    assert err.count("SIGTERM received") == 1, err
+    assert "torchvat train: SIGTERM received, stopped after iteration 3 of 50" in err
+    assert f"Resume with: torchvat train --resume --out {out}" in err
+    assert not logging.getLogger("torchvat.train.trainer").filters

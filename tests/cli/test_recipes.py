@@ -56,3 +56,17 @@ def test_augmentation_pads_with_the_centre_of_the_input_space():
 def test_unknown_recipe():
     with pytest.raises(ValueError, match="recipe must be one of"):
         load_recipe("nope")
+
+
+def test_recipes_name_the_default_data_folder_the_code_uses(monkeypatch):
+    from pathlib import Path
+
+    from torchvat.data import default_data_root
+
+    monkeypatch.delenv("TORCHVAT_DATA", raising=False)
+    assert default_data_root() == Path("~/.cache/torchvat/data").expanduser()
+    for name in ("mnist-100", "cifar10-4000", "svhn-1000"):  # the torchvision downloads
+        download = load_recipe(name).download
+        assert "--data-root, default $TORCHVAT_DATA, else ~/.cache/torchvat/data)" in download, name
+    for name in available_recipes():
+        assert "~/.cache/torchvat)" not in load_recipe(name).download, name

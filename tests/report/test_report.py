@@ -111,3 +111,59 @@ def test_numpy_numbers_are_formatted_and_right_aligned_and_pipes_escaped():
     assert format_cell(np.float32(0.123456)) == "0.1235" and format_cell(np.int64(7)) == "7"
     table = markdown_table(["rate|s", "error"], [["vat", np.float32(0.5)], ["at", np.float64(0.25)]])
     assert table.splitlines()[:2] == ["| rate\\|s | error |", "|---|---:|"]
+
+
+LONG = "vat+ent on a-dataset-with-a-long-name: test accuracy under perturbation, 4000 labels (n = 2000)"
+
+
+@pytest.fixture
+def laid_out(monkeypatch):
+    """Each figure's title boxes, legend boxes and width (display pixels), measured as it is saved."""
+    import torchvat.report.figures as figures
+
+    seen = []
+    save = figures._save
+
+    def measure(fig, path):
+        fig.draw_without_rendering()
+        renderer = fig.canvas.get_renderer()
+        titles = [t for t in [fig._suptitle, *(ax.title for ax in fig.axes)] if t is not None and t.get_text()]
+        legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+        seen.append(
+            {
+                "width": fig.bbox.width,
+                "titles": [(t.get_text(), t.get_window_extent(renderer)) for t in titles],
+                "legends": [leg.get_window_extent(renderer) for leg in legends],
+            }
+        )
+        return save(fig, path)
+
+    monkeypatch.setattr(figures, "_save", measure)
+    return seen
+
+
+def _assert_titles_clear(figure, title):
+    texts = [text for text, _ in figure["titles"]]
+    assert any(text.replace("\n", " ") == title for text in texts), texts  # wrapped, not cut
+    for text, box in figure["titles"]:
+        assert box.x0 >= 0 and box.x1 <= figure["width"], (
+            f"{text!r} is clipped: {box} in a {figure['width']} wide figure"
+        )
+        for legend in figure["legends"]:
+            assert not box.overlaps(legend), f"{text!r} runs under the legend"
+
+
+def test_long_titles_are_wrapped_inside_the_figure_and_clear_of_the_legend(tmp_path, laid_out, png_size):
+    curves = {"random noise": [0.9, 0.8], "L2 adversarial": [0.9, 0.5], "virtual adversarial": [0.9, 0.7]}
+    plot_robustness([0, 1], curves, tmp_path / "r.png", title=LONG, train_eps=4.19)
+    x = torch.rand(2, 3, 8, 8)
+    grid_title = f"{LONG}: L2 adversarial perturbation, eps = 42.4 (val examples, shown as pixels (inverse ZCA))"
+    grid = {"pred_before": [0, 1], "prob_before": [0.9, 0.8], "pred_after": [1, 1], "prob_after": [0.6, 0.7]}
+    plot_perturbation_grid(x, 0.05 * x, tmp_path / "g.png", title=grid_title, **grid)
+    plot_comparison({"supervised": [0.2, 0.1], "vat": [0.01, 0.02]}, tmp_path / "c.png", title=LONG)
+    hist = [{"step": s, "test_error": 1 / s, "train_loss": 1 / s} for s in (1, 2)]
+    plot_learning_curves({"vat": hist}, tmp_path / "l.png", title=LONG + " " + LONG)
+    for figure, title in zip(laid_out, [LONG, grid_title, LONG, LONG + " " + LONG], strict=True):
+        _assert_titles_clear(figure, title)
+    assert laid_out[0]["titles"][0][0].count("\n") >= 1  # the robustness title needed two lines
+    assert png_size(tmp_path / "r.png") == (7 * DPI, round(4.5 * DPI))  # the figure keeps its size

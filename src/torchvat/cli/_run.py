@@ -15,12 +15,20 @@ trainer's ``metrics.jsonl`` and checkpoints ``last.pt`` / ``best.pt``.
 
 from __future__ import annotations
 
+import collections.abc
+import contextlib
 import dataclasses
 import datetime as _dt
+import inspect
 import json
 import math
+import numbers
 import os
+import shutil
+import tempfile
 import tomllib
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,18 +47,25 @@ from torchvat.data import (
     fit_transform_data,
     load_csv,
     load_dataset,
+    load_digits_data,
+    load_fashion_mnist,
     load_image_folder,
     load_npz,
+    load_torchvision,
+    make_circles_data,
+    make_moons_data,
     select_labels,
 )
-from torchvat.models import build_model, default_model_name
+from torchvat.data.registry import dataset_options
+from torchvat.models import MLP, ConvLarge, ConvSmall, WideResNet, available_models, build_model, default_model_name
 from torchvat.train import TrainConfig, Trainer, TrainResult, is_main_process, seed_everything
-from torchvat.train.checkpoint import check_output_dir, load_checkpoint, write_text_atomic
-from torchvat.train.distributed import rank, rank_seed
+from torchvat.train.checkpoint import CheckpointError, check_output_dir, load_checkpoint, write_text_atomic
+from torchvat.train.distributed import broadcast_object, rank, rank_seed
 
 __all__ = [
     "AUGMENT",
     "PREPROCESS",
+    "DataNotFoundError",
     "DataSpec",
     "ModelSpec",
     "RunConfig",
@@ -58,11 +73,16 @@ __all__ = [
     "UsageError",
     "build_augment",
     "build_run_model",
+    "check_report_folder",
+    "check_run_folder",
     "dump_toml",
     "find_checkpoint",
     "load_run",
     "load_run_data",
     "new_run_dir",
+    "output_folder",
+    "remove_empty_tree",
+    "run_files",
     "train_run",
 ]
 
@@ -74,6 +94,128 @@ CONFIG_FILE = "config.toml"
 
 class UsageError(ValueError):
     """A command-line mistake: reported as one line with exit code 2."""
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A file or folder of the data is missing (the CLI adds how to get the data)."""
+
+
+# ------------------------------------------------------------------ option checking
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a TOML/command-line value fits a type hint (hints this check does not know fit anything)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is str or hint is os.PathLike or origin is os.PathLike:
+        return isinstance(value, str | os.PathLike)
+    if origin in (tuple, list, collections.abc.Sequence):
+        if not isinstance(value, list | tuple):
+            return False
+        args = typing.get_args(hint)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
+        return not args or all(_fits(v, args[0]) for v in value)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    """What a type hint asks for, in words (``int | None`` -> ``an integer``)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        words = [_describe(h) for h in typing.get_args(hint) if h is not type(None)]
+        return " or ".join(dict.fromkeys(words))
+    if hint in _KINDS:
+        return _KINDS[hint]
+    if hint is os.PathLike or origin is os.PathLike:
+        return "a string"
+    if origin in (tuple, list, collections.abc.Sequence):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        if origin is tuple and args and len(typing.get_args(hint)) == len(args):
+            return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
+        return "a list" if not args else f"a list of values that are each {_describe(args[0])}"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _check_call_options(
+    options: Mapping[str, Any], fn: Callable[..., Any], *, reserved: Mapping[str, str], what: str, flag: str
+) -> None:
+    """Check keyword options against the signature and type hints of the function they go to.
+
+    Args:
+        options: The options.
+        fn: The function (or class) they are passed to.
+        reserved: Parameters set otherwise, each with the option that sets it.
+        what: What takes the options, for messages (``dataset 'moons'``).
+        flag: Where the options come from, for messages.
+
+    Raises:
+        UsageError: For an unknown or reserved key, or a value of the wrong kind.
+    """
+    params = inspect.signature(fn).parameters
+    try:
+        hints = typing.get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
+    except (NameError, TypeError):  # a hint that does not resolve: check the names only
+        hints = {}
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    accepted = [name for name, p in params.items() if p.kind in kinds and name not in reserved and name != "self"]
+    for key in options:
+        if key in reserved:
+            raise UsageError(f"{flag}: {key!r} is set by {reserved[key]}, not as an option of {what}")
+    unknown = [key for key in options if key not in accepted]
+    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        raise UsageError(f"{flag}: {what} takes the options {accepted}, got {unknown} besides")
+    for key, value in options.items():
+        if key in hints and not _fits(value, hints[key]):
+            raise UsageError(f"{flag}: option {key!r} of {what} must be {_describe(hints[key])}, got {value!r}")
+
+
+#: the function that receives the loader options of each dataset (besides n_labels, seed, root, download)
+_DATASET_LOADERS: dict[str, Callable[..., Any]] = {
+    "moons": make_moons_data,
+    "circles": make_circles_data,
+    "digits": load_digits_data,
+    "fashion-mnist": load_fashion_mnist,
+}
+_DATA_OPTIONS_FLAG = "--data-option / [data] options"
+_DATA_RESERVED = {
+    "seed": "--data-seed (or [data] seed)",
+    "n_labels": "--labels (or [data] n_labels)",
+    "root": "--data-root (or [data] root)",
+    "download": "--download (or [data] download)",
+    "path": "--data (or [data] path)",
+}
+#: the class each model name builds, and the arguments build_model derives from the data
+_MODEL_CLASSES: dict[str, type[nn.Module]] = {
+    "mlp": MLP,
+    "mnist-mlp": MLP,
+    "small-mlp": MLP,
+    "conv-small": ConvSmall,
+    "conv-large": ConvLarge,
+    "wrn-28-2": WideResNet,
+}
+_MODEL_RESERVED = {
+    "in_features": "the data's input shape",
+    "in_channels": "the data's input shape",
+    "n_classes": "the data's classes",
+    "depth": "the model name",
+    "widen_factor": "the model name",
+}
+
+
+def _dataset_key(name: str) -> str:
+    key = name.strip().lower().replace("_", "-")
+    return {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "two-moons": "moons"}.get(key, key)
 
 
 # --------------------------------------------------------------------------- TOML writing
@@ -173,12 +315,16 @@ class DataSpec:
         Raises:
             UsageError: For an invalid value (naming the option).
         """
+        for key, flag in (("dataset", "--dataset"), ("path", "--data"), ("root", "--data-root")):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str | os.PathLike):
+                raise UsageError(f"data.{key} ({flag}) must be a string, got {value!r}")
+        if not isinstance(self.download, bool):
+            raise UsageError(f"data.download (--download) must be true or false, got {self.download!r}")
         if self.path is None and self.dataset is None:
             raise UsageError("data: give a dataset name or a file path (--dataset or --data), got neither")
         if self.path is None:
-            key = str(self.dataset).strip().lower().replace("_", "-")
-            aliases = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "two-moons": "moons"}
-            if aliases.get(key, key) not in available_datasets():
+            if _dataset_key(str(self.dataset)) not in available_datasets():
                 raise UsageError(f"unknown dataset {self.dataset!r}; known datasets: {', '.join(available_datasets())}")
         if self.n_labels is not None and (isinstance(self.n_labels, bool) or not isinstance(self.n_labels, int)):
             raise UsageError(f"n_labels must be a positive integer, got {self.n_labels!r}")
@@ -195,7 +341,61 @@ class DataSpec:
         if not isinstance(self.zca_eps, int | float) or not self.zca_eps >= 0:
             raise UsageError(f"zca_eps must be a number >= 0, got {self.zca_eps!r}")
         if not isinstance(self.options, dict):
-            raise UsageError(f"data.options must be a table, got {type(self.options).__name__}")
+            raise UsageError(
+                f"data.options must be a table of loader options (--data-option KEY=VALUE), "
+                f"got {type(self.options).__name__} {self.options!r}"
+            )
+        self._check_options()
+
+    def _check_options(self) -> None:
+        """Check ``options`` against the signature of the loader they go to (unknown for a missing path)."""
+        if self.path is None:
+            key = _dataset_key(str(self.dataset))
+            fn = _DATASET_LOADERS.get(key, load_torchvision)
+            accepted = dataset_options(key)
+            reserved = {**_DATA_RESERVED, **{p: "the dataset" for p in ("name", "directory") if p not in accepted}}
+            _check_call_options(self.options, fn, reserved=reserved, what=f"dataset {key!r}", flag=_DATA_OPTIONS_FLAG)
+            return
+        p = Path(self.path).expanduser()
+        if p.is_dir():
+            fn, what = load_image_folder, "an image folder (torchvat.data.load_image_folder)"
+        elif p.suffix.lower() == ".npz":
+            fn, what = load_npz, "a .npz file (torchvat.data.load_npz)"
+        elif p.suffix.lower() == ".csv":
+            fn, what = load_csv, "a .csv file (torchvat.data.load_csv)"
+        else:  # a missing folder or another kind of file: refused when the data are loaded
+            return
+        reserved = {**_DATA_RESERVED, "root": "--data (or [data] path)"}
+        _check_call_options(self.options, fn, reserved=reserved, what=what, flag=_DATA_OPTIONS_FLAG)
+
+    def kind(self) -> str:
+        """What the data are: ``"dataset"`` (by name), ``"npz"``, ``"csv"``, ``"images"`` (a folder) or ``"file"``."""
+        if self.path is None:
+            return "dataset"
+        p = Path(self.path).expanduser()
+        if p.is_dir():
+            return "images"
+        return {".npz": "npz", ".csv": "csv"}.get(p.suffix.lower(), "file")
+
+    def with_absolute_paths(self) -> DataSpec:
+        """A copy whose ``path``, ``root`` and CSV ``test_path`` option are absolute.
+
+        A run folder's ``config.toml`` and ``run.json`` store them so, so that ``evaluate``,
+        ``visualize`` and ``--resume`` find the data from any working directory.
+
+        Returns:
+            The copy (``~`` expanded; a folder's ``test_dir`` option stays relative to ``path``).
+        """
+
+        def absolute(value: Any) -> Any:
+            if isinstance(value, str | os.PathLike):
+                return os.path.abspath(os.path.expanduser(value))
+            return value
+
+        options = dict(self.options)
+        if "test_path" in options:
+            options["test_path"] = absolute(options["test_path"])
+        return dataclasses.replace(self, path=absolute(self.path), root=absolute(self.root), options=options)
 
     @property
     def label(self) -> str:
@@ -215,6 +415,34 @@ class ModelSpec:
 
     name: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, name: str | None = None) -> None:
+        """Check the name and the constructor arguments (against the model class's signature).
+
+        Args:
+            name: The resolved model name, when ``self.name`` is ``None`` (chosen from the data).
+
+        Raises:
+            UsageError: For an unknown name, an unknown argument or a value of the wrong kind.
+        """
+        if self.name is not None:
+            key = self.name.strip().lower().replace("_", "-") if isinstance(self.name, str) else None
+            if key not in available_models():
+                raise UsageError(f"--model must be one of {', '.join(available_models())}, got {self.name!r}")
+        if not isinstance(self.kwargs, dict):
+            raise UsageError(
+                "model.kwargs must be a table of the model's constructor arguments (--model-option KEY=VALUE), "
+                f"got {type(self.kwargs).__name__} {self.kwargs!r}"
+            )
+        name = self.name or name
+        if name is None:
+            return
+        key = name.strip().lower().replace("_", "-")
+        cls = _MODEL_CLASSES.get(key)
+        if cls is not None:
+            what = f"model {key!r} ({cls.__name__})"
+            flag = "--model-option / [model] kwargs"
+            _check_call_options(self.kwargs, cls, reserved=_MODEL_RESERVED, what=what, flag=flag)
 
 
 @dataclass
@@ -263,7 +491,9 @@ class RunConfig:
             raise UsageError(f"{where}: [train] {err}") from err
         data = DataSpec(**data_values)
         data.validate()
-        return cls(data=data, model=ModelSpec(**model_values), train=train)
+        model = ModelSpec(**model_values)
+        model.validate()
+        return cls(data=data, model=model, train=train)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> RunConfig:
@@ -360,7 +590,7 @@ def load_run_data(spec: DataSpec, seed: int) -> SemiSupervisedData:
 
     Raises:
         UsageError: For an unknown dataset or an unsupported file type.
-        FileNotFoundError: For a missing file (the message has the path).
+        DataNotFoundError: For a missing file (a ``FileNotFoundError``; the message has the path).
     """
     return load_run_data_and_transform(spec, seed)[0]
 
@@ -374,24 +604,29 @@ def load_run_data_and_transform(spec: DataSpec, seed: int) -> tuple[SemiSupervis
     spec.validate()
     s = spec.seed if spec.seed is not None else seed
     options = dict(spec.options)
-    if spec.path is not None:
-        p = Path(spec.path).expanduser()
-        if not p.exists():
-            raise FileNotFoundError(f"data file not found: {p}")
-        if p.is_dir():
-            data = load_image_folder(p, seed=s, **options)
-        elif p.suffix.lower() == ".npz":
-            data = load_npz(p, seed=s, **options)
-        elif p.suffix.lower() == ".csv":
-            data = load_csv(p, seed=s, **options)
+    try:
+        if spec.path is not None:
+            p = Path(spec.path).expanduser()
+            if not p.exists():
+                raise DataNotFoundError(f"data file not found: {p}")
+            if p.is_dir():
+                data = load_image_folder(p, seed=s, **options)
+            elif p.suffix.lower() == ".npz":
+                data = load_npz(p, seed=s, **options)
+            elif p.suffix.lower() == ".csv":
+                data = load_csv(p, seed=s, **options)
+            else:
+                raise UsageError(f"--data must be a .npz or .csv file or an image folder, got {p}")
+            if spec.n_labels is not None:
+                data = _restrict_labels(data, spec.n_labels, s)
         else:
-            raise UsageError(f"--data must be a .npz or .csv file or an image folder, got {p}")
-        if spec.n_labels is not None:
-            data = _restrict_labels(data, spec.n_labels, s)
-    else:
-        data = load_dataset(
-            str(spec.dataset), root=spec.root, n_labels=spec.n_labels, seed=s, download=spec.download, **options
-        )
+            data = load_dataset(
+                str(spec.dataset), root=spec.root, n_labels=spec.n_labels, seed=s, download=spec.download, **options
+            )
+    except FileNotFoundError as err:
+        if isinstance(err, DataNotFoundError):
+            raise
+        raise DataNotFoundError(str(err)) from err
     transform: ZCA | Standardizer | None = None
     if spec.preprocess == "standardize":
         transform = Standardizer()
@@ -441,10 +676,213 @@ def build_run_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: in
         The model and its resolved name.
     """
     name = spec.name or default_model_name(input_shape)
+    spec.validate(name)
     return build_model(name, input_shape=input_shape, n_classes=n_classes, **spec.kwargs), name
 
 
 # --------------------------------------------------------------------------- training
+#: the files that make a folder a training run's folder (besides its ``*.pt`` checkpoints)
+RUN_FILES = (CONFIG_FILE, RUN_FILE, "metrics.jsonl")
+#: what ``--overwrite`` deletes of the earlier run before the new one writes its own files: its checkpoints,
+#: report, TensorBoard events and the default outputs of ``evaluate`` and ``visualize``
+_REPLACED_FILES = (
+    "last.pt",
+    "last.prev*.pt",
+    "best.pt",
+    ".last.pt.*.tmp",
+    ".best.pt.*.tmp",
+    "report.md",
+    "curves.png",
+    "tensorboard/events.out.tfevents.*",
+    "evaluate/robustness.png",
+    "evaluate/robustness.csv",
+    "evaluate/report.md",
+    "perturbations.png",
+)
+
+
+def run_files(directory: str | os.PathLike[str]) -> list[str]:
+    """The names of a training run's files in ``directory`` (none: it holds no run).
+
+    Args:
+        directory: A folder (it need not exist).
+
+    Returns:
+        ``config.toml``, ``run.json``, ``metrics.jsonl`` and ``*.pt`` files found there.
+
+    Example:
+        >>> import tempfile
+        >>> run_files(tempfile.mkdtemp())
+        []
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    names = [name for name in RUN_FILES if (d / name).is_file()]
+    return names + sorted(f.name for f in d.glob("*.pt") if f.is_file())
+
+
+def check_run_folder(
+    directory: str | os.PathLike[str],
+    *,
+    resume: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Refuse to start a run in a folder that holds another run, unless it is continued or replaced.
+
+    Args:
+        directory: The new run's folder.
+        resume: The checkpoint the run continues from; its own folder may be continued.
+        overwrite: Replace a run found there (``--overwrite``).
+
+    Raises:
+        UsageError: If ``directory`` holds a run (naming its files and the options).
+    """
+    d = Path(directory)
+    if overwrite or (resume is not None and _same_dir(Path(resume).parent, d)):
+        return
+    held = run_files(d)
+    if not held:
+        return
+    if resume is None:
+        raise UsageError(
+            f"--out {d} holds a run already ({', '.join(held)}); continue it with --resume, "
+            "replace it with --overwrite, or give another --out"
+        )
+    raise UsageError(
+        f"--out {d} holds another run ({', '.join(held)}) than the checkpoint {resume} to resume; "
+        "replace it with --overwrite, or give another --out (an empty or new folder)"
+    )
+
+
+def check_report_folder(
+    directory: str | os.PathLike[str],
+    *,
+    subdirs: collections.abc.Iterable[str] = (),
+    overwrite: bool = False,
+    what: str = "report",
+) -> None:
+    """Check the folder of a ``demo`` or ``compare`` report before anything is written there.
+
+    Args:
+        directory: The folder (``--out``).
+        subdirs: The run folders it will hold.
+        overwrite: Replace an earlier report and its runs (``--overwrite``).
+        what: The command's output, for messages (``"demo"``, ``"comparison"``).
+
+    Raises:
+        UsageError: If the path is a file, or holds runs or a report (without ``overwrite``).
+    """
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise UsageError(f"--out {d} exists and is not a directory; give a new or empty folder")
+    if overwrite or not d.is_dir():
+        return
+    held = [name for name in ("report.md", "results.csv", "summary.csv") if (d / name).is_file()]
+    held += run_files(d)
+    held += [f"{sub}/{name}" for sub in subdirs for name in run_files(d / sub)]
+    if held:
+        shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+        raise UsageError(
+            f"--out {d} holds an earlier {what} ({shown}); replace it with --overwrite, or give another --out"
+        )
+
+
+def remove_empty_tree(directory: str | os.PathLike[str]) -> None:
+    """Remove ``directory`` and its sub-folders as far as they hold no file (after a failed command).
+
+    Args:
+        directory: The folder a command created.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return
+    for sub, _, _ in sorted(os.walk(d), key=lambda entry: -len(entry[0])):  # deepest first
+        with contextlib.suppress(OSError):  # not empty: kept
+            os.rmdir(sub)
+
+
+@contextlib.contextmanager
+def output_folder(directory: str | os.PathLike[str]) -> collections.abc.Iterator[Path]:
+    """Create a command's output folder; if the block fails, remove what of it a new folder left empty.
+
+    Args:
+        directory: The folder (checked writable with :func:`~torchvat.train.checkpoint.check_output_dir`).
+
+    Yields:
+        The folder.
+    """
+    created = not Path(directory).exists()
+    out = check_output_dir(directory)
+    try:
+        yield out
+    except BaseException:
+        if created:
+            remove_empty_tree(out)
+        raise
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _replace_earlier_run(out: Path) -> None:
+    """Delete an earlier run's checkpoints and report in ``out`` (``--overwrite``), so none outlives it."""
+    for pattern in _REPLACED_FILES:
+        for f in out.glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    """Copy a file so that ``dst`` is whole or unchanged (temporary file, ``fsync``, ``os.replace``)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, src.stat().st_mode & 0o777)
+        with os.fdopen(fd, "wb") as f, src.open("rb") as g:
+            shutil.copyfileobj(g, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _carry_history(checkpoint: Path, out: Path, trainer: Trainer) -> list[str]:
+    """Copy a run's history up to the resumed checkpoint into the folder of the run that branches from it.
+
+    ``metrics.jsonl`` (the trainer drops its lines past the resumed iteration when training
+    starts), the checkpoint itself as ``last.pt``, and ``best.pt`` when it is the best record
+    the checkpoint holds (not one written after the checkpoint).
+
+    Returns:
+        The names copied.
+    """
+    src = checkpoint.parent
+    copied = []
+    if (src / "metrics.jsonl").is_file():
+        _copy_atomic(src / "metrics.jsonl", out / "metrics.jsonl")
+        copied.append("metrics.jsonl")
+    _copy_atomic(checkpoint, out / "last.pt")
+    copied.append("last.pt")
+    best = src / "best.pt"
+    if best.is_file() and trainer.best:
+        try:
+            best_step = int(load_checkpoint(best).get("step", -1))
+        except (CheckpointError, OSError):
+            best_step = -1
+        if best_step == int(trainer.best.get("step", -2)):
+            _copy_atomic(best, out / "best.pt")
+            copied.append("best.pt")
+    return copied
+
+
 @dataclass
 class RunOutcome:
     """One finished training run.
@@ -455,7 +893,9 @@ class RunOutcome:
         data: The data it trained on.
         config: The resolved configuration (model name and eps filled in).
         out_dir: The run's folder.
-        seconds: Wall time of training.
+        seconds: Wall time of training (of this process: the resumed part of a resumed run).
+        start_step: The iteration training started from (0, or the resumed checkpoint's).
+        carried: Files copied from the resumed run's folder into ``out_dir`` (a branched run).
     """
 
     result: TrainResult
@@ -464,6 +904,8 @@ class RunOutcome:
     config: RunConfig
     out_dir: Path
     seconds: float
+    start_step: int = 0
+    carried: list[str] = field(default_factory=list)
 
 
 def train_run(
@@ -471,27 +913,52 @@ def train_run(
     out_dir: str | os.PathLike[str],
     *,
     resume: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
     progress: bool = True,
     data: SemiSupervisedData | None = None,
     on_ready: Callable[[Trainer, RunConfig], None] | None = None,
+    recipe: str | None = None,
 ) -> RunOutcome:
     """Load the data, build the model, train, and write ``config.toml`` and ``run.json``.
+
+    A folder that holds another run is refused (before anything is written) unless the run
+    continues it (``resume`` from its checkpoint) or ``overwrite`` replaces it: then the earlier
+    run's checkpoints and report are deleted once the new run is ready to start, and every file
+    is rewritten atomically. A run resumed from another folder's checkpoint branches from it:
+    that folder's ``metrics.jsonl`` (up to the checkpoint), the checkpoint (as ``last.pt``) and
+    its ``best.pt`` (when it is the checkpoint's best record) are copied into ``out_dir`` first.
 
     Args:
         config: The run configuration (``train.out_dir`` is replaced by ``out_dir``).
         out_dir: The run's folder (created).
         resume: A checkpoint to continue from.
+        overwrite: Replace a run found in ``out_dir``.
         progress: Whether to show the trainer's progress bar (never when ``config.train.progress``
             is off, e.g. by ``--no-progress``).
         data: Already loaded data (skips loading; ``config.data`` must describe it).
         on_ready: Called with the trainer and the resolved configuration before training
             (e.g. to print the chosen eps).
+        recipe: The recipe the configuration came from, kept in ``run.json``.
 
     Returns:
         The outcome.
+
+    Raises:
+        UsageError: If ``out_dir`` holds another run, or the resume is refused.
     """
     import time
 
+    # rank 0 looks before it writes anything; every process takes its answer
+    problem = None
+    if is_main_process():
+        try:
+            check_run_folder(out_dir, resume=resume, overwrite=overwrite)
+        except UsageError as err:
+            problem = str(err)
+    problem = broadcast_object(problem)
+    if problem is not None:
+        raise UsageError(problem)
+    replaces = bool(run_files(out_dir)) and (resume is None or not _same_dir(Path(resume).parent, Path(out_dir)))
     created = not Path(out_dir).exists()
     out = check_output_dir(out_dir)  # created and writable, before the data are loaded
     seed = config.train.seed
@@ -514,7 +981,10 @@ def train_run(
         if created and out.is_dir() and not any(out.iterdir()):  # leave no empty run folder behind
             out.rmdir()
         raise
-    resolved_data = dataclasses.replace(config.data, seed=config.data.seed if config.data.seed is not None else seed)
+    start_step = trainer.step
+    resolved_data = dataclasses.replace(
+        config.data.with_absolute_paths(), seed=config.data.seed if config.data.seed is not None else seed
+    )
     eps = trainer.eps if trainer.eps is not None else config.train.eps
     resolved = RunConfig(
         data=resolved_data,
@@ -532,9 +1002,15 @@ def train_run(
         "method": trainer.method.name,
         "eps": trainer.eps,
         "seed": seed,
+        "recipe": recipe,
         "config": CONFIG_FILE,
     }
+    carried: list[str] = []
     if is_main_process():  # distributed: rank 0 writes the run folder
+        if replaces:  # --overwrite: nothing of the earlier run outlives it
+            _replace_earlier_run(out)
+        if resume is not None and not _same_dir(Path(resume).parent, out):
+            carried = _carry_history(Path(resume), out, trainer)
         write_text_atomic(out / CONFIG_FILE, resolved.to_toml())
         write_text_atomic(out / RUN_FILE, json.dumps(run_info, indent=2) + "\n")
     if on_ready is not None:
@@ -542,7 +1018,16 @@ def train_run(
     start = time.perf_counter()
     result = trainer.fit()  # from the loaded state when resuming
     seconds = time.perf_counter() - start
-    return RunOutcome(result=result, trainer=trainer, data=data, config=resolved, out_dir=out, seconds=seconds)
+    return RunOutcome(
+        result=result,
+        trainer=trainer,
+        data=data,
+        config=resolved,
+        out_dir=out,
+        seconds=seconds,
+        start_step=start_step,
+        carried=carried,
+    )
 
 
 def find_checkpoint(path: str | os.PathLike[str]) -> Path:

@@ -1,7 +1,7 @@
 """``torchvat compare``: several methods x several seeds on one dataset and label budget.
 
 Each (method, seed) pair is trained one after another with the same options; the seed
-drives the label selection and the training. Prints the mean +- standard deviation of the
+drives the label selection (unless --data-seed fixes it) and the training. Prints the mean +- standard deviation of the
 final test error per method and writes ``results.csv`` (one row per run), ``summary.csv``,
 ``compare.png`` (bars with error bars) and ``report.md``.
 """
@@ -13,13 +13,24 @@ import csv
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torchvat.cli import train as train_cli
 from torchvat.cli._common import threads
-from torchvat.cli._run import RunConfig, UsageError, dump_toml, load_run_data, new_run_dir, train_run
+from torchvat.cli._run import (
+    RunConfig,
+    UsageError,
+    check_report_folder,
+    dump_toml,
+    load_run_data,
+    new_run_dir,
+    output_folder,
+    train_run,
+)
+from torchvat.data import SemiSupervisedData
 from torchvat.report import Report, plot_comparison, text_table
 from torchvat.train import available_methods
 
@@ -88,8 +99,12 @@ def run_compare(
     out: str | Path | None = None,
     *,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> CompareResult:
     """Train every method with every seed and write the comparison.
+
+    The methods, the data (for the first seed) and the folder are checked before anything is
+    written; a folder the comparison created is removed again when it fails with nothing in it.
 
     Args:
         config: The shared configuration (its method and seed are replaced per run).
@@ -97,29 +112,61 @@ def run_compare(
         seeds: Seeds.
         out: The report folder (default: a new folder under ``runs/``).
         quiet: Print nothing.
+        overwrite: Replace an earlier comparison in ``out`` (one is refused otherwise).
 
     Returns:
         The errors per method and the files written.
 
     Raises:
-        UsageError: For an unknown method.
+        UsageError: For an unknown method, data without a held-out split, or an ``out`` that
+            is a file or holds an earlier comparison.
     """
     for m in methods:
         if m not in available_methods():
             raise UsageError(f"unknown method {m!r} in --methods; known methods: {', '.join(available_methods())}")
     out_dir = Path(out) if out is not None else new_run_dir(f"compare-{config.data.label}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run_names = {(m, s): f"{m}-seed{s}".replace("+", "-") for m in methods for s in seeds}
+    loaded: dict[int, SemiSupervisedData] = {}  # by data seed: with --data-seed every run trains on the same data
+
+    def data_for(seed: int) -> SemiSupervisedData:
+        key = config.data.seed if config.data.seed is not None else seed
+        if key not in loaded:
+            loaded[key] = load_run_data(config.data, seed)
+        return loaded[key]
+
+    first = data_for(seeds[0])  # bad data options fail here, before any folder exists
+    if first.x_test is None and first.x_val is None:
+        raise UsageError(
+            "compare needs held-out data (a test or validation split), got none; "
+            "hold out labeled rows with --data-option val_fraction=0.2 (your own files) or n_val=N (datasets)"
+        )
+    check_report_folder(out_dir, subdirs=run_names.values(), overwrite=overwrite, what="comparison")
+    with output_folder(out_dir):  # removed again if the comparison fails before writing anything
+        return _compare(config, methods, seeds, out_dir, run_names, data_for, quiet=quiet, overwrite=overwrite)
+
+
+def _compare(
+    config: RunConfig,
+    methods: list[str],
+    seeds: list[int],
+    out_dir: Path,
+    run_names: dict[tuple[str, int], str],
+    data_for: Callable[[int], SemiSupervisedData],
+    *,
+    quiet: bool,
+    overwrite: bool,
+) -> CompareResult:
     rows: list[dict[str, Any]] = []
     errors: dict[str, list[float]] = {m: [] for m in methods}
     metric = None
     for seed in seeds:
-        data = load_run_data(config.data, seed)
+        data = data_for(seed)
         n_labeled = data.n_labeled
         for method in methods:
             run_cfg = dataclasses.replace(config, train=config.train.replace(method=method, seed=seed))
             start = time.perf_counter()
             outcome = train_run(
-                run_cfg, out_dir / f"{method}-seed{seed}".replace("+", "-"), data=data, progress=not quiet
+                run_cfg, out_dir / run_names[method, seed], data=data, progress=not quiet, overwrite=overwrite
             )
             final = outcome.result.final
             metric = metric or ("test_error" if "test_error" in final else "val_error")
@@ -175,9 +222,16 @@ def run_compare(
         title=f"{label}, {n_labels} labels, {len(seeds)} seed(s): mean ± std",
     )
     report = Report(f"torchvat compare: {label}, {n_labels} labels")
+    if config.data.seed is None:
+        seeding = "The seed selects the labels and drives the training."
+    else:
+        seeding = (
+            f"Every run trains on the same data and labeled examples (--data-seed {config.data.seed}); "
+            "the seed drives the training only."
+        )
     report.text(
         f"Methods {', '.join(methods)}; seeds {', '.join(map(str, seeds))}; {config.train.iterations} iterations each. "
-        "The seed selects the labels and drives the training. Each run's folder holds its config.toml and metrics."
+        f"{seeding} Each run's folder holds its config.toml and metrics."
     )
     report.table(headers, summary)
     report.figure(
@@ -225,5 +279,5 @@ def compare_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--seeds must be integers >= 0, got {args.seeds!r}")
     config, out, _ = train_cli.resolve_config(args, default_prefix="compare")  # --resume is refused above
     with threads(args.threads):
-        run_compare(config, methods, seeds, out, quiet=False)
+        run_compare(config, methods, seeds, out, quiet=False, overwrite=args.overwrite)
     return 0

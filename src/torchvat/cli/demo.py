@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from torchvat.cli._common import add_common_options, nonnegative_float, positive_int, threads
-from torchvat.cli._run import DataSpec, ModelSpec, RunConfig, load_run_data, new_run_dir, train_run
+from torchvat.cli._run import (
+    DataSpec,
+    ModelSpec,
+    RunConfig,
+    check_report_folder,
+    load_run_data,
+    new_run_dir,
+    output_folder,
+    train_run,
+)
 from torchvat.report import Report, plot_decision_boundaries, plot_learning_curves, text_table
 from torchvat.train import TrainConfig
 
@@ -70,6 +79,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--eps", type=nonnegative_float, default=0.3, help="perturbation size of AT and VAT (default: 0.3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, labels and training (default: 0)")
     p.add_argument("--device", default="cpu", help="device (default: cpu; the model is tiny)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out (refused without it)")
     p.set_defaults(command=demo_command)
     return p
 
@@ -83,8 +93,12 @@ def run_demo(
     seed: int = 0,
     device: str = "cpu",
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> DemoResult:
     """Train the three modes on two moons and write the report folder.
+
+    The data and the folder are checked before anything is written; a folder the demo
+    created is removed again when it fails with nothing in it.
 
     Args:
         out: The report folder (default: a new folder under ``runs/``).
@@ -94,88 +108,93 @@ def run_demo(
         seed: Seed of the data, the labels and the training.
         device: Training device.
         quiet: Print nothing.
+        overwrite: Replace an earlier demo in ``out`` (one is refused otherwise).
 
     Returns:
         The errors, the table and the files written.
+
+    Raises:
+        UsageError: If ``out`` is a file or holds an earlier demo, or for invalid options.
     """
     start = time.perf_counter()
     out_dir = Path(out) if out is not None else new_run_dir("demo")
-    out_dir.mkdir(parents=True, exist_ok=True)
     data_spec = DataSpec(dataset="moons", n_labels=n_labels, seed=seed)
-    data = load_run_data(data_spec, seed)
-    train_cfg = TrainConfig(
-        eps=eps,
-        iterations=iters,
-        batch_size=min(8, n_labels),
-        unlabeled_batch_size=128,
-        lr=0.01,
-        eval_every=max(1, iters // 40),
-        log_every=max(1, iters // 40),
-        checkpoint_every=iters,
-        seed=seed,
-        device=device,
-        collapse_patience=0,
-    )
-    if not quiet:
-        what = f"{data.n_labeled} labels, {data.n_unlabeled} unlabeled points, {iters} iterations per method"
-        print(f"torchvat demo: two moons, {what}", flush=True)
-    models, histories, errors, titles, times = {}, {}, {}, {}, {}
-    for method, long_name in DEMO_METHODS.items():
-        config = RunConfig(data=data_spec, model=ModelSpec("small-mlp"), train=train_cfg.replace(method=method))
-        outcome = train_run(config, out_dir / method, data=data, progress=not quiet)
-        err = outcome.result.final["test_error"]
-        models[method] = outcome.trainer.model
-        histories[method] = outcome.result.history
-        errors[method] = err
-        times[method] = outcome.seconds
-        titles[method] = f"{long_name} ({method})\ntest error {100 * err:.1f}%"
+    data = load_run_data(data_spec, seed)  # bad options fail here, before any folder exists
+    check_report_folder(out_dir, subdirs=DEMO_METHODS, overwrite=overwrite, what="demo")
+    with output_folder(out_dir):  # removed again if the demo fails before writing anything
+        train_cfg = TrainConfig(
+            eps=eps,
+            iterations=iters,
+            batch_size=min(8, n_labels),
+            unlabeled_batch_size=128,
+            lr=0.01,
+            eval_every=max(1, iters // 40),
+            log_every=max(1, iters // 40),
+            checkpoint_every=iters,
+            seed=seed,
+            device=device,
+            collapse_patience=0,
+        )
         if not quiet:
-            print(f"  {method:<11} test error {100 * err:5.1f}%  ({outcome.seconds:.1f} s)", flush=True)
-    paths = {
-        "boundaries": plot_decision_boundaries(
-            models,
-            out_dir / "boundaries.png",
-            x_labeled=data.x_labeled,
-            y_labeled=data.y_labeled,
-            x_unlabeled=data.x_unlabeled,
-            titles=titles,
-            suptitle=f"Two moons, {data.n_labeled} labeled points (large markers), "
-            f"{data.n_unlabeled} unlabeled (grey); eps = {eps:g}",
-        ),
-        "curves": plot_learning_curves(histories, out_dir / "curves.png", title="Two moons: learning curves"),
-    }
-    headers = ["method", "mode", "test error (%)", "seconds"]
-    rows = [[m, DEMO_METHODS[m], round(100 * errors[m], 2), round(times[m], 1)] for m in DEMO_METHODS]
-    with (out_dir / "results.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "mode", "test_error", "seconds", "iterations", "eps", "n_labels", "seed"])
-        for m in DEMO_METHODS:
-            writer.writerow([m, DEMO_METHODS[m], errors[m], round(times[m], 3), iters, eps, n_labels, seed])
-    paths["results"] = out_dir / "results.csv"
-    report = Report("torchvat demo: normal, adversarial and virtual adversarial training")
-    report.text(
-        f"The two-moons set of the VAT paper: {data.n_labeled} labeled points, {data.n_unlabeled} unlabeled, "
-        f"{data.x_test.shape[0] if data.x_test is not None else 0} test points; the same small MLP (2-100-100-2) "
-        f"trained {iters} iterations with each method (Adam, lr 0.01, eps = {eps:g}). "
-        "Adversarial training only smooths the model around the labeled points; virtual adversarial "
-        "training needs no labels for its perturbation, so it smooths the model around every unlabeled "
-        "point too and the boundary is pushed into the gap between the moons."
-    )
-    report.table(headers, rows)
-    report.figure("boundaries.png", "Decision boundaries (black line) and predicted probability of class 1")
-    report.figure("curves.png", "Test error and training loss against the iteration")
-    report.text(
-        "Each method's run folder (`supervised/`, `at/`, `vat/`) holds `config.toml`, `run.json`, "
-        "`metrics.jsonl` and checkpoints; try `torchvat evaluate " + str(out_dir / "vat" / "last.pt") + "`."
-    )
-    paths["report"] = report.write(out_dir)
-    table = text_table(headers, rows)
-    seconds = time.perf_counter() - start
-    if not quiet:
-        print()
-        print(table)
-        print(f"\nreport: {paths['report']}  ({seconds:.1f} s)")
-    return DemoResult(out_dir=out_dir, errors=errors, table=table, paths=paths, seconds=seconds)
+            what = f"{data.n_labeled} labels, {data.n_unlabeled} unlabeled points, {iters} iterations per method"
+            print(f"torchvat demo: two moons, {what}", flush=True)
+        models, histories, errors, titles, times = {}, {}, {}, {}, {}
+        for method, long_name in DEMO_METHODS.items():
+            config = RunConfig(data=data_spec, model=ModelSpec("small-mlp"), train=train_cfg.replace(method=method))
+            outcome = train_run(config, out_dir / method, data=data, progress=not quiet, overwrite=overwrite)
+            err = outcome.result.final["test_error"]
+            models[method] = outcome.trainer.model
+            histories[method] = outcome.result.history
+            errors[method] = err
+            times[method] = outcome.seconds
+            titles[method] = f"{long_name} ({method})\ntest error {100 * err:.1f}%"
+            if not quiet:
+                print(f"  {method:<11} test error {100 * err:5.1f}%  ({outcome.seconds:.1f} s)", flush=True)
+        paths = {
+            "boundaries": plot_decision_boundaries(
+                models,
+                out_dir / "boundaries.png",
+                x_labeled=data.x_labeled,
+                y_labeled=data.y_labeled,
+                x_unlabeled=data.x_unlabeled,
+                titles=titles,
+                suptitle=f"Two moons, {data.n_labeled} labeled points (large markers), "
+                f"{data.n_unlabeled} unlabeled (grey); eps = {eps:g}",
+            ),
+            "curves": plot_learning_curves(histories, out_dir / "curves.png", title="Two moons: learning curves"),
+        }
+        headers = ["method", "mode", "test error (%)", "seconds"]
+        rows = [[m, DEMO_METHODS[m], round(100 * errors[m], 2), round(times[m], 1)] for m in DEMO_METHODS]
+        with (out_dir / "results.csv").open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["method", "mode", "test_error", "seconds", "iterations", "eps", "n_labels", "seed"])
+            for m in DEMO_METHODS:
+                writer.writerow([m, DEMO_METHODS[m], errors[m], round(times[m], 3), iters, eps, n_labels, seed])
+        paths["results"] = out_dir / "results.csv"
+        report = Report("torchvat demo: normal, adversarial and virtual adversarial training")
+        report.text(
+            f"The two-moons set of the VAT paper: {data.n_labeled} labeled points, {data.n_unlabeled} unlabeled, "
+            f"{data.x_test.shape[0] if data.x_test is not None else 0} test points; the same small MLP (2-100-100-2) "
+            f"trained {iters} iterations with each method (Adam, lr 0.01, eps = {eps:g}). "
+            "Adversarial training only smooths the model around the labeled points; virtual adversarial "
+            "training needs no labels for its perturbation, so it smooths the model around every unlabeled "
+            "point too and the boundary is pushed into the gap between the moons."
+        )
+        report.table(headers, rows)
+        report.figure("boundaries.png", "Decision boundaries (black line) and predicted probability of class 1")
+        report.figure("curves.png", "Test error and training loss against the iteration")
+        report.text(
+            "Each method's run folder (`supervised/`, `at/`, `vat/`) holds `config.toml`, `run.json`, "
+            "`metrics.jsonl` and checkpoints; try `torchvat evaluate " + str(out_dir / "vat" / "last.pt") + "`."
+        )
+        paths["report"] = report.write(out_dir)
+        table = text_table(headers, rows)
+        seconds = time.perf_counter() - start
+        if not quiet:
+            print()
+            print(table)
+            print(f"\nreport: {paths['report']}  ({seconds:.1f} s)")
+        return DemoResult(out_dir=out_dir, errors=errors, table=table, paths=paths, seconds=seconds)
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -188,5 +207,13 @@ def demo_command(args: argparse.Namespace) -> int:
         The exit code.
     """
     with threads(args.threads if args.threads is not None else 1):
-        run_demo(args.out, iters=args.iters, n_labels=args.labels, eps=args.eps, seed=args.seed, device=args.device)
+        run_demo(
+            args.out,
+            iters=args.iters,
+            n_labels=args.labels,
+            eps=args.eps,
+            seed=args.seed,
+            device=args.device,
+            overwrite=args.overwrite,
+        )
     return 0

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from torchvat.cli._common import add_common_options, positive_int, threads
-from torchvat.cli._run import UsageError, l2_size, load_run
+from torchvat.cli._run import UsageError, l2_size, load_run, output_folder
 from torchvat.core import adversarial_perturbation, suggest_eps, virtual_adversarial_perturbation
 from torchvat.report import Report, plot_robustness, text_table
 
@@ -195,8 +195,10 @@ def run_evaluate(
         The accuracies and files written.
 
     Raises:
-        UsageError: If the run has no held-out data.
+        UsageError: If the run has no held-out data, or ``out`` is a file.
     """
+    if out is not None and Path(out).exists() and not Path(out).is_dir():  # before the model is loaded
+        raise UsageError(f"--out {out} exists and is not a directory; give a folder (new or existing)")
     model, data, info = load_run(checkpoint, device=device)
     split = "test" if data.x_test is not None else "val" if data.x_val is not None else None
     if split is None:
@@ -213,30 +215,30 @@ def run_evaluate(
     accuracy = sum(_correct(model, x[s : s + batch_size], y[s : s + batch_size]) for s in range(0, len(x), batch_size))
     accuracy /= len(x)
     out_dir = Path(out) if out is not None else Path(info["checkpoint"]).parent / "evaluate"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    headers = ["eps (L2)", *ATTACKS]
-    rows = [[e, *(round(100 * curves[k][i], 2) for k in ATTACKS)] for i, e in enumerate(eps)]
-    with (out_dir / "robustness.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["eps", *ATTACKS])
-        for i, e in enumerate(eps):
-            writer.writerow([e, *(curves[k][i] for k in ATTACKS)])
-    name = f"{info.get('method', '?')} on {info.get('dataset_name', '?')}"
-    plot = plot_robustness(
-        eps,
-        curves,
-        out_dir / "robustness.png",
-        title=f"{name}: {split} accuracy under perturbation (n = {len(x)})",
-        train_eps=float(train_eps) if train_eps else None,
-    )
-    report = Report(f"torchvat evaluate: {name}")
-    report.text(
-        f"Checkpoint `{info['checkpoint']}` (step {info['step']}), model `{info['model']['name']}`. "
-        f"Clean {split} accuracy: **{100 * accuracy:.2f}%** on {len(x)} examples. Accuracies below in %."
-    )
-    report.table(headers, rows)
-    report.figure("robustness.png", "Accuracy against the L2 size of each perturbation")
-    paths = {"plot": plot, "csv": out_dir / "robustness.csv", "report": report.write(out_dir)}
+    with output_folder(out_dir):  # a new folder is removed again if writing fails
+        headers = ["eps (L2)", *ATTACKS]
+        rows = [[e, *(round(100 * curves[k][i], 2) for k in ATTACKS)] for i, e in enumerate(eps)]
+        with (out_dir / "robustness.csv").open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["eps", *ATTACKS])
+            for i, e in enumerate(eps):
+                writer.writerow([e, *(curves[k][i] for k in ATTACKS)])
+        name = f"{info.get('method', '?')} on {info.get('dataset_name', '?')}"
+        plot = plot_robustness(
+            eps,
+            curves,
+            out_dir / "robustness.png",
+            title=f"{name}: {split} accuracy under perturbation (n = {len(x)})",
+            train_eps=float(train_eps) if train_eps else None,
+        )
+        report = Report(f"torchvat evaluate: {name}")
+        report.text(
+            f"Checkpoint `{info['checkpoint']}` (step {info['step']}), model `{info['model']['name']}`. "
+            f"Clean {split} accuracy: **{100 * accuracy:.2f}%** on {len(x)} examples. Accuracies below in %."
+        )
+        report.table(headers, rows)
+        report.figure("robustness.png", "Accuracy against the L2 size of each perturbation")
+        paths = {"plot": plot, "csv": out_dir / "robustness.csv", "report": report.write(out_dir)}
     table = text_table(headers, rows)
     if not quiet:
         print(f"{name}: {split} accuracy {100 * accuracy:.2f}% ({len(x)} examples, step {info['step']})")

@@ -8,6 +8,7 @@ options, unknown names, missing files) and 1 for failures; ``--debug`` shows the
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import sys
 import warnings
@@ -50,6 +51,31 @@ def _show_warning(message: Any, category: type[Warning], *args: Any, **kwargs: A
     sys.stderr.write(f"torchvat: warning: {message}\n")
 
 
+class _LoggedWarnings(logging.Filter):
+    """Shows each warning once: the trainer logs a collapse warning and also issues it with ``warnings.warn``.
+
+    As a filter of the trainer's logger it remembers the text of each warning logged (and lets
+    the record through); :meth:`show_warning`, the CLI's ``warnings.showwarning``, then skips a
+    warning whose text was just logged.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logged: collections.deque[str] = collections.deque(maxlen=32)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            self.logged.append(record.getMessage().removeprefix("torchvat: "))
+        return True
+
+    def show_warning(self, message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        text = str(message)
+        if text in self.logged:
+            self.logged.remove(text)
+            return
+        _show_warning(message, category, *args, **kwargs)
+
+
 class _PrefixFormatter(logging.Formatter):
     """``torchvat: message``, without doubling the prefix of the library's own messages."""
 
@@ -84,9 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setFormatter(_PrefixFormatter())
         root.addHandler(handler)
         root.setLevel(logging.WARNING)
+    logged = _LoggedWarnings()
+    trainer_logger = logging.getLogger("torchvat.train.trainer")
+    trainer_logger.addFilter(logged)
     with warnings.catch_warnings():
         if not debug:
-            warnings.showwarning = _show_warning
+            warnings.showwarning = logged.show_warning
         try:
             return int(args.command(args))
         except KeyboardInterrupt:
@@ -105,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"torchvat: error: {type(err).__name__}: {_one_line(str(err))} (run with --debug for the traceback)\n"
             )
             return 1
+        finally:
+            trainer_logger.removeFilter(logged)
 
 
 def _one_line(text: str) -> str:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
+import json
+import logging
 import math
 import re
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,9 @@ from torchvat.cli._run import (
     AUGMENT,
     CONFIG_FILE,
     PREPROCESS,
+    RUN_FILE,
+    DataNotFoundError,
+    DataSpec,
     RunConfig,
     RunOutcome,
     UsageError,
@@ -30,6 +37,7 @@ from torchvat.cli._run import (
     train_run,
 )
 from torchvat.data import available_datasets
+from torchvat.data.registry import dataset_options
 from torchvat.models import available_models
 from torchvat.recipes import available_recipes, load_recipe
 from torchvat.report import Report, plot_learning_curves, text_table
@@ -40,7 +48,9 @@ from torchvat.train.distributed import broadcast_object, destroy_distributed, in
 
 __all__ = [
     "add_parser",
+    "check_same_data",
     "list_recipes",
+    "no_held_out_hint",
     "resolve_config",
     "resume_hint",
     "run_train",
@@ -101,11 +111,34 @@ _DESCRIPTION = (
     "there is held-out data) and a report (report.md, curves.png)."
 )
 
-#: how to get held-out data, printed when a run had none
-NO_HELD_OUT_HINT = (
-    "To evaluate, hold out labeled rows with --data-option val_fraction=0.2 (your own files) or "
-    "--data-option n_val=N (built-in datasets), or add X_test and y_test to the .npz."
-)
+_HOLD_OUT = "To evaluate, hold out labeled rows with"
+
+
+def no_held_out_hint(spec: DataSpec) -> str:
+    """How to get held-out data for the kind of data a run used, printed when it had none.
+
+    Args:
+        spec: The run's data section.
+
+    Returns:
+        The hint.
+
+    Example:
+        >>> no_held_out_hint(DataSpec(dataset=None, path="t.csv"))  # doctest: +NORMALIZE_WHITESPACE
+        'To evaluate, hold out labeled rows with --data-option val_fraction=0.2, or give a labeled test
+        file with --data-option test_path=FILE.csv.'
+    """
+    kind = spec.kind()
+    if kind == "dataset":
+        options = dataset_options(str(spec.dataset))
+        option = next((o for o in ("n_val", "n_test") if o in options), None)
+        return f"{_HOLD_OUT} --data-option {option}=N." if option else "The dataset has no held-out split."
+    how = {
+        "npz": "add X_test and y_test to the .npz",
+        "csv": "give a labeled test file with --data-option test_path=FILE.csv",
+        "images": "give a test folder (one sub-folder per class) with --data-option test_dir=DIR",
+    }.get(kind)
+    return f"{_HOLD_OUT} --data-option val_fraction=0.2" + (f", or {how}." if how else ".")
 
 
 def add_parser(
@@ -137,7 +170,15 @@ def add_parser(
         nargs="?",
         const="last",
         metavar="PATH",
-        help="continue from a checkpoint (default: last.pt of --out); its folder's config.toml is the base",
+        help="continue from a checkpoint (default: last.pt of --out); its folder's config.toml is the base. "
+        "With an --out other than the checkpoint's folder, the run branches: the history up to the "
+        "checkpoint (metrics.jsonl, the checkpoint as last.pt, best.pt) is copied there first",
+    )
+    src.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run already in --out: its checkpoints, metrics and report are deleted when the new "
+        "run starts (a folder holding a run is refused without --overwrite, unless --resume continues it)",
     )
 
     d = p.add_argument_group("data")
@@ -145,7 +186,11 @@ def add_parser(
     d.add_argument("--data", metavar="PATH", help="your data: a .npz (X, y) or .csv file or an image folder")
     d.add_argument("--labels", type=positive_int, metavar="N", help="number of labeled examples")
     d.add_argument("--data-seed", type=int, metavar="S", help="seed of the label selection (default: --seed)")
-    d.add_argument("--data-root", metavar="DIR", help="directory of the dataset files")
+    d.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="directory of the dataset files (default: $TORCHVAT_DATA, else ~/.cache/torchvat/data)",
+    )
     d.add_argument("--download", action="store_true", default=None, help="let torchvision download missing files")
     d.add_argument("--preprocess", choices=PREPROCESS, help="input preprocessing, fitted on the training inputs")
     d.add_argument("--augment", choices=AUGMENT, help="image augmentation of every batch")
@@ -179,6 +224,11 @@ def add_parser(
         elif f.name == "amp":
             t.add_argument(flag, dest=dest, nargs="?", const="bf16", choices=("bf16", "none"), help=text)
         elif f.name == "compile":
+            text = (
+                "train through torch.compile(model): --compile alone uses the default mode, --compile MODE "
+                f"one of {', '.join(COMPILE_MODES)} (reduce-overhead: CUDA graphs, for small batches whose "
+                "GPU step is bound by kernel launches); --no-compile (the default) trains the model as it is"
+            )
             t.add_argument(flag, dest=dest, nargs="?", const=True, choices=COMPILE_MODES, metavar="MODE", help=text)
             t.add_argument("--no-compile", dest=dest, action="store_false", default=None, help="do not compile")
         elif f.name == "checkpoint_every":
@@ -288,10 +338,78 @@ def resolve_config(args: argparse.Namespace, *, default_prefix: str = "train") -
     train.pop("out_dir", None)
     values = _merge(values, {"data": data, "model": model, "train": train})
     config = RunConfig.from_dict(values, where="options")
+    # absolute: evaluate, visualize and --resume find the data from any working directory
+    config = dataclasses.replace(config, data=config.data.with_absolute_paths())
+    if resume is not None:
+        check_same_data(config, resume.parent / CONFIG_FILE)
     if out is None:
         suffix = f"-{config.train.method}" if default_prefix == "train" else ""
         out = new_run_dir(f"{default_prefix}-{config.data.label}{suffix}".replace("+", "-"))
     return config, out, None if resume is None else str(resume)
+
+
+#: the [data] settings a resumed run must keep, with the option that sets each; root and download only
+#: say where the files are and how to get them
+_DATA_FLAGS = {
+    "dataset": "--dataset",
+    "path": "--data",
+    "n_labels": "--labels",
+    "seed": "--data-seed",
+    "preprocess": "--preprocess",
+    "zca_eps": "[data] zca_eps",
+    "augment": "--augment",
+    "max_shift": "[data] max_shift",
+    "options": "--data-option",
+}
+
+
+def check_same_data(config: RunConfig, run_config: Path) -> None:
+    """Refuse a resume whose ``[data]`` settings differ from those of the run it continues.
+
+    Args:
+        config: The resolved configuration of the resumed run.
+        run_config: The ``config.toml`` of the checkpoint's run (nothing is checked without one).
+
+    Raises:
+        UsageError: Naming each setting that differs, its value in the run and now.
+    """
+    if not run_config.is_file():
+        return
+    saved = RunConfig.from_toml(run_config)
+    before = saved.data.with_absolute_paths()  # a relative path of an older run: from the working directory
+    before = dataclasses.replace(before, seed=before.seed if before.seed is not None else saved.train.seed)
+    now = dataclasses.replace(config.data, seed=config.data.seed if config.data.seed is not None else config.train.seed)
+    if before.path is not None:  # a file's run: the dataset name (config.toml leaves out None: the default) is unused
+        before = dataclasses.replace(before, dataset=None)
+    if now.path is not None:
+        now = dataclasses.replace(now, dataset=None)
+    diffs = []
+    for key, flag in _DATA_FLAGS.items():
+        a, b = getattr(before, key), getattr(now, key)
+        if key == "dataset" and a is not None and b is not None:
+            same = str(a).strip().lower().replace("_", "-") == str(b).strip().lower().replace("_", "-")
+        else:
+            same = a == b
+        if not same:
+            there, here = ("unset (the default)" if v is None else repr(v) for v in (a, b))
+            diffs.append(f"{key} ({flag}) is {there} there, {here} now")
+    if diffs:
+        raise UsageError(
+            f"--resume continues a run on the data it was trained on, but the [data] settings differ from "
+            f"{run_config}: {'; '.join(diffs)}; leave out the options that change them, or start a new run "
+            "(without --resume)"
+        )
+
+
+def _resumed_recipe(resume: str | None) -> str | None:
+    """The recipe recorded in the ``run.json`` beside a checkpoint (``None`` when there is none)."""
+    if resume is None:
+        return None
+    try:
+        recipe = json.loads((Path(resume).parent / RUN_FILE).read_text(encoding="utf-8")).get("recipe")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recipe if isinstance(recipe, str) and recipe in available_recipes() else None
 
 
 def usable_checkpoint(path: Path) -> Path:
@@ -378,14 +496,14 @@ def write_train_report(outcome: RunOutcome, *, recipe: str | None = None) -> Pat
     report = Report(f"torchvat train: {res.method} on {outcome.data.name}")
     report.text(
         f"{outcome.data.n_labeled} labels, {outcome.data.n_unlabeled} unlabeled inputs, "
-        f"model `{outcome.config.model.name}`, {res.steps} iterations in {outcome.seconds:.1f} s."
+        f"model `{outcome.config.model.name}`, {_iterations_done(outcome)}."
         + ("" if res.eps is None else f" eps = {res.eps:.4g}.")
     )
     headers, rows = _summary_rows(outcome)
     if rows:
         report.table(headers, rows)
     else:
-        report.text(f"No held-out data: nothing was evaluated. {NO_HELD_OUT_HINT}")
+        report.text(f"No held-out data: nothing was evaluated. {no_held_out_hint(outcome.config.data)}")
     if recipe is not None:
         r = load_recipe(recipe)
         if r.reported:
@@ -400,6 +518,28 @@ def write_train_report(outcome: RunOutcome, *, recipe: str | None = None) -> Pat
     report.heading("Configuration")
     report.code((out / CONFIG_FILE).read_text(encoding="utf-8"), "toml")
     return report.write(out)
+
+
+def _iterations_done(outcome: RunOutcome) -> str:
+    """``300 iterations in 1.2 s``, or for a resumed run ``5 iterations (iterations 301-305) in 0.1 s``."""
+    start, steps = outcome.start_step, outcome.result.steps
+    done = f"{steps - start} iterations" + (f" (iterations {start + 1}-{steps})" if start else "")
+    return f"{done} in {outcome.seconds:.1f} s"
+
+
+@contextlib.contextmanager
+def _without_trainer_signal_notice() -> Iterator[None]:
+    """Drop the trainer's log line on a signal while the CLI trains: the CLI prints its own (:func:`resume_hint`)."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "received: training stopped after iteration" not in record.getMessage()
+
+    logger = logging.getLogger("torchvat.train.trainer")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _summary_rows(outcome: RunOutcome) -> tuple[list[str], list[list[Any]]]:
@@ -432,6 +572,7 @@ def run_train(
     resume: str | None = None,
     recipe: str | None = None,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> RunOutcome:
     """Train, write the run folder and the report, print a summary.
 
@@ -439,8 +580,9 @@ def run_train(
         config: The run configuration.
         out_dir: The run folder.
         resume: A checkpoint to continue from.
-        recipe: The recipe the configuration came from (for the report).
+        recipe: The recipe the configuration came from (for the report; kept in ``run.json``).
         quiet: Print nothing.
+        overwrite: Replace a run already in ``out_dir`` (``--overwrite``).
 
     Returns:
         The outcome.
@@ -450,24 +592,26 @@ def run_train(
         if not quiet:
             print(text, flush=True)
 
-    start = {"step": 0}
-
     def ready(trainer: Trainer, resolved: RunConfig) -> None:
         where = f"on {trainer.device}, model {resolved.model.name}, run folder {out_dir}"
-        start["step"] = trainer.step
         resumed = f", resumed at iteration {trainer.step}" if trainer.step else ""
         say(f"torchvat train: {trainer.method.name} {where}{resumed}")
+        if resume is not None and Path(resume).resolve().parent != Path(out_dir).resolve():
+            say(f"branched from {resume}: its history up to iteration {trainer.step} is copied into {out_dir}")
         say(_describe_eps(trainer, resolved, config.train.eps))
 
     try:
-        outcome = train_run(config, out_dir, resume=resume, progress=not quiet, on_ready=ready)
-    except FileNotFoundError as err:
+        with _without_trainer_signal_notice():
+            outcome = train_run(
+                config, out_dir, resume=resume, overwrite=overwrite, progress=not quiet, on_ready=ready, recipe=recipe
+            )
+    except DataNotFoundError as err:  # the data only: not a missing output folder or checkpoint
         hint = ""
         if recipe is not None and load_recipe(recipe).download:
             hint = f"; to get the data: {load_recipe(recipe).download}"
         elif config.data.path is None and not config.data.download:
             hint = "; use --download to fetch it (torchvision) or --data-root DIR"
-        raise FileNotFoundError(f"{err}{hint}") from err
+        raise DataNotFoundError(f"{err}{hint}") from err
     if not is_main_process():  # distributed: rank 0 writes the report and prints
         return outcome
     if outcome.result.interrupted is not None:  # stop quickly: no report
@@ -475,13 +619,12 @@ def run_train(
         return outcome
     report = write_train_report(outcome, recipe=recipe)
     headers, rows = _summary_rows(outcome)
-    say(text_table(headers, rows) if rows else f"no held-out data: nothing evaluated. {NO_HELD_OUT_HINT}")
+    hint = no_held_out_hint(outcome.config.data)
+    say(text_table(headers, rows) if rows else f"no held-out data: nothing evaluated. {hint}")
     skipped = outcome.result.skipped_steps
     if skipped:
         say(f"{skipped} of {outcome.result.steps} iterations skipped for a non-finite loss or gradient")
-    ran = outcome.result.steps - start["step"]
-    done = f"{ran} iterations" + (f" (iterations {start['step'] + 1}-{outcome.result.steps})" if start["step"] else "")
-    say(f"{done} in {outcome.seconds:.1f} s; report: {report}")
+    say(f"{_iterations_done(outcome)}; report: {report}")
     return outcome
 
 
@@ -498,12 +641,15 @@ def train_command(args: argparse.Namespace) -> int:
         print(list_recipes())
         return 0
     config, out, resume = resolve_config(args)
+    recipe = args.recipe or _resumed_recipe(resume)  # a resumed recipe run keeps the papers' table
     # under torchrun: one process group for the run; every process uses rank 0's run folder
     owns_group = init_distributed(config.train.device)
     try:
         out = Path(broadcast_object(str(out)))
         with threads(args.threads):
-            outcome = run_train(config, out, resume=resume, recipe=args.recipe, quiet=not is_main_process())
+            outcome = run_train(
+                config, out, resume=resume, recipe=recipe, quiet=not is_main_process(), overwrite=args.overwrite
+            )
         if owns_group:  # every process finished: tear down together
             destroy_distributed(wait=True)
             owns_group = False

@@ -2,6 +2,7 @@
 
 Every function draws on the headless Agg backend, writes one PNG of a fixed pixel size
 (``figsize * dpi``; no tight cropping, so the size is predictable) and returns its path.
+Titles wider than the figure (or the axes) are wrapped onto more lines, never clipped.
 """
 
 from __future__ import annotations
@@ -41,6 +42,52 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     fig.savefig(out, dpi=DPI, facecolor="white")
     plt.close(fig)
     return out
+
+
+def _wrap(fig: Any, text: str, width: float, fontsize: float) -> str:
+    """``text`` with line breaks so that no line is wider than ``width`` inches at ``fontsize`` points.
+
+    Words are kept whole (one longer than the width gets a line of its own); existing line
+    breaks are kept.
+    """
+    renderer = fig.canvas.get_renderer()
+    probe = fig.text(0, 0, "", fontsize=fontsize)
+    try:
+
+        def inches(line: str) -> float:
+            probe.set_text(line)
+            return probe.get_window_extent(renderer).width / fig.dpi
+
+        lines: list[str] = []
+        for paragraph in text.split("\n"):
+            line = ""
+            for word in paragraph.split(" "):
+                candidate = f"{line} {word}" if line else word
+                if line and inches(candidate) > width:
+                    lines.append(line)
+                    line = word
+                else:
+                    line = candidate
+            lines.append(line)
+        return "\n".join(lines)
+    finally:
+        probe.remove()
+
+
+def _suptitle(fig: Any, text: str, fontsize: float) -> None:
+    """A figure title, wrapped to the figure's width (less a margin)."""
+    fig.suptitle(_wrap(fig, text, fig.get_figwidth() - 0.3, fontsize), fontsize=fontsize)
+
+
+def _axes_title(ax: Any, text: str) -> None:
+    """An axes title, wrapped to the axes' width as the layout leaves it (beside a legend outside the axes)."""
+    fig = ax.get_figure()
+    from matplotlib.font_manager import FontProperties
+
+    points = FontProperties(size=pyplot().rcParams["axes.titlesize"]).get_size_in_points()
+    fig.draw_without_rendering()  # runs the layout: the axes' final width
+    width = ax.get_position().width * fig.get_figwidth()
+    ax.set_title(_wrap(fig, text, width, points))
 
 
 def _np(t: Tensor | np.ndarray) -> np.ndarray:
@@ -165,7 +212,7 @@ def plot_decision_boundaries(
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False, markerscale=1.0)
     if suptitle:
-        fig.suptitle(suptitle, fontsize=13)
+        _suptitle(fig, suptitle, 13)
     return _save(fig, path)
 
 
@@ -233,7 +280,7 @@ def plot_learning_curves(
     else:
         ax_err.text(0.5, 0.5, "no held-out data", ha="center", va="center", transform=ax_err.transAxes, color="0.4")
     if title:
-        fig.suptitle(title, fontsize=13)
+        _suptitle(fig, title, 13)
     return _save(fig, path)
 
 
@@ -296,7 +343,7 @@ def plot_comparison(
     ax.set_ylim(bottom, top * 1.15 + 1e-9)
     ax.grid(axis="x", visible=False)
     if title:
-        ax.set_title(title)
+        _axes_title(ax, title)
     return _save(fig, path)
 
 
@@ -353,8 +400,8 @@ def plot_robustness(
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 101)
     fig.legend(loc="outside right upper", frameon=False)  # beside the axes: it hides no curve
-    if title:
-        ax.set_title(title)
+    if title:  # over the axes only, clear of the legend beside them
+        _axes_title(ax, title)
     return _save(fig, path)
 
 
@@ -448,5 +495,5 @@ def plot_perturbation_grid(
                     fontweight="bold" if flipped else "normal",
                 )
     if title:
-        fig.suptitle(title, fontsize=12)
+        _suptitle(fig, title, 12)
     return _save(fig, path)
