@@ -24,8 +24,6 @@ import json
 import math
 import numbers
 import os
-import shutil
-import tempfile
 import tomllib
 import types
 import typing
@@ -59,7 +57,13 @@ from torchvat.data import (
 from torchvat.data.registry import dataset_options
 from torchvat.models import MLP, ConvLarge, ConvSmall, WideResNet, available_models, build_model, default_model_name
 from torchvat.train import TrainConfig, Trainer, TrainResult, is_main_process, seed_everything
-from torchvat.train.checkpoint import CheckpointError, check_output_dir, load_checkpoint, write_text_atomic
+from torchvat.train.checkpoint import (
+    CheckpointError,
+    check_output_dir,
+    copy_file_atomic,
+    load_checkpoint,
+    write_text_atomic,
+)
 from torchvat.train.distributed import broadcast_object, rank, rank_seed
 
 __all__ = [
@@ -837,23 +841,6 @@ def _replace_earlier_run(out: Path) -> None:
                 f.unlink()
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
-    """Copy a file so that ``dst`` is whole or unchanged (temporary file, ``fsync``, ``os.replace``)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with contextlib.suppress(OSError):
-            os.fchmod(fd, src.stat().st_mode & 0o777)
-        with os.fdopen(fd, "wb") as f, src.open("rb") as g:
-            shutil.copyfileobj(g, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _carry_history(checkpoint: Path, out: Path, trainer: Trainer) -> list[str]:
     """Copy a run's history up to the resumed checkpoint into the folder of the run that branches from it.
 
@@ -867,9 +854,9 @@ def _carry_history(checkpoint: Path, out: Path, trainer: Trainer) -> list[str]:
     src = checkpoint.parent
     copied = []
     if (src / "metrics.jsonl").is_file():
-        _copy_atomic(src / "metrics.jsonl", out / "metrics.jsonl")
+        copy_file_atomic(src / "metrics.jsonl", out / "metrics.jsonl")
         copied.append("metrics.jsonl")
-    _copy_atomic(checkpoint, out / "last.pt")
+    copy_file_atomic(checkpoint, out / "last.pt")
     copied.append("last.pt")
     best = src / "best.pt"
     if best.is_file() and trainer.best:
@@ -878,7 +865,7 @@ def _carry_history(checkpoint: Path, out: Path, trainer: Trainer) -> list[str]:
         except (CheckpointError, OSError):
             best_step = -1
         if best_step == int(trainer.best.get("step", -2)):
-            _copy_atomic(best, out / "best.pt")
+            copy_file_atomic(best, out / "best.pt")
             copied.append("best.pt")
     return copied
 

@@ -35,9 +35,9 @@ import tempfile
 import time
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -347,6 +347,27 @@ def _default_mode(fd: int) -> None:
         os.fchmod(fd, 0o666 & ~umask)
 
 
+def _replace_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Write a file through ``write`` into a temporary file beside ``path``, ``fsync`` it, move it over ``path``.
+
+    A crash or an error leaves the previous file at ``path`` as it was and no temporary file
+    behind (a killed process may leave a hidden ``.NAME.*.tmp``: :func:`remove_stale_temporaries`).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _default_mode(fd)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write a small text file (a run's config, its description) so that it is whole or unchanged.
 
@@ -363,20 +384,24 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     Raises:
         OSError: If the directory is not writable (the previous file is unchanged).
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    _default_mode(fd)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return _replace_atomically(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def copy_file_atomic(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Copy ``src`` to ``dst`` so that ``dst`` is whole or unchanged, as :func:`write_text_atomic` writes.
+
+    Args:
+        src: The file to copy.
+        dst: The destination file (its folder must exist).
+
+    Returns:
+        The destination path.
+
+    Raises:
+        OSError: If ``src`` cannot be read or ``dst``'s folder is not writable (``dst`` is unchanged).
+    """
+    with open(src, "rb") as source:
+        return _replace_atomically(Path(dst), lambda f: shutil.copyfileobj(source, f))
 
 
 def _write_error(err: OSError, path: Path) -> OSError:
