@@ -115,12 +115,10 @@ def suggest_eps(
         if not bool(torch.isfinite(ref).all()):
             raise ValueError("labeled contains NaN or Inf; cannot suggest eps")
     unit = _unit(flat, ref)
-    flat = flat / unit
-    s = s * unit  # distances are measured on the data divided by ``unit``
+    s = s * unit  # distances are measured on the data divided by ``unit``, the rows drawn divided alone
     if ref is not None:
-        ref = ref / unit
-        ref = ref[torch.randperm(ref.shape[0], generator=g)[:max_references].to(ref.device)].to(flat.device)
-        query = flat[torch.randperm(n, generator=g)[:max_queries].to(flat.device)]
+        ref = ref[torch.randperm(ref.shape[0], generator=g)[:max_references].to(ref.device)].to(flat.device) / unit
+        query = flat[torch.randperm(n, generator=g)[:max_queries].to(flat.device)] / unit
         # points of x that are labeled points (x holds the labeled rows too, as the trainer's
         # unlabeled set does by default) say nothing of the distance to carry the labels over
         dist = _nearest_distances(query, ref, queries_lead_references=False)
@@ -131,14 +129,14 @@ def suggest_eps(
         # as with labeled=None, below
     if rule in ("norm", "radius"):
         idx = torch.randperm(n, generator=g)[: max(max_queries, 2)].to(flat.device)
-        sample = flat[idx].double()
+        sample = (flat[idx] / unit).double()
         if rule == "radius":
-            sample = sample - flat.double().mean(0)
+            sample = sample - (flat / unit).double().mean(0)
         value = s * torch.linalg.vector_norm(sample, dim=1).median()
     else:
         ref_idx = torch.randperm(n, generator=g)[: min(n, max_references)].to(flat.device)
         q_idx = ref_idx[: min(len(ref_idx), max_queries)]
-        nn_dist = _nearest_distances(flat[q_idx], flat[ref_idx], queries_lead_references=True)
+        nn_dist = _nearest_distances(flat[q_idx] / unit, flat[ref_idx] / unit, queries_lead_references=True)
         nn_dist = nn_dist[torch.isfinite(nn_dist)]
         if nn_dist.numel() == 0:
             raise ValueError("all samples in x are identical; cannot suggest eps")
@@ -166,7 +164,7 @@ def _unit(*rows: Tensor | None) -> float:
     would overflow and below 1e-154 underflow. Dividing by a power of two is exact, so data of
     ordinary magnitude gives the same eps bit for bit.
     """
-    top = max((float(r.abs().max()) for r in rows if r is not None and r.numel()), default=0.0)
+    top = max((max(float(r.amax()), -float(r.amin())) for r in rows if r is not None and r.numel()), default=0.0)
     return math.ldexp(1.0, math.frexp(top)[1] - 1) if top > 0 else 1.0
 
 

@@ -141,8 +141,10 @@ def _sort_out(
             hooks += [
                 h
                 for h in m._forward_pre_hooks.values()
-                if isinstance(h, SpectralNorm) and "compute_weight" not in vars(h) and h not in hooks
+                if isinstance(h, SpectralNorm) and "compute_weight" not in vars(h)
             ]
+        if not isinstance(m, (*_SNAPSHOT_TYPES, _NormBase)):
+            continue  # the host of a spectral-norm hook (a Linear, say): no running statistics
         if not m.training or not getattr(m, "track_running_stats", True):
             continue  # a layer in eval mode, or without running statistics, never updates them
         if _uninitialized(m):

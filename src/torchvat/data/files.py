@@ -10,7 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from torchvat.data.arrays import UNLABELED, from_arrays, is_missing_label_text, warn_missing_spellings
+from torchvat.data.arrays import (
+    _INT64_MAX,
+    _INT64_MIN,
+    UNLABELED,
+    from_arrays,
+    is_missing_label_text,
+    warn_missing_spellings,
+)
 from torchvat.data.container import SemiSupervisedData
 
 __all__ = ["IMAGE_EXTENSIONS", "load_csv", "load_image_folder", "load_npz"]
@@ -146,16 +153,15 @@ def _read_csv(
     except ValueError:
         ints = [None]
     if all(i is not None for i in ints):
-        lo, hi = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
-        for s, m, line in zip(raw_labels, missing, line_nos, strict=True):
-            if not m and not lo <= int(float(s)) <= hi:
+        present_lines = [line for line, m in zip(line_nos, missing, strict=True) if not m]
+        for s, i, line in zip(present, ints, present_lines, strict=True):
+            if not _INT64_MIN <= i <= _INT64_MAX:
                 raise ValueError(
                     f"{path}, line {line}, column {label_column!r}: expected an integer class index "
-                    f"in [{lo}, {hi}], got {s!r}"
+                    f"in [{_INT64_MIN}, {_INT64_MAX}], got {s!r}"
                 )
-        labels = np.array(
-            [UNLABELED if m else int(float(s)) for s, m in zip(raw_labels, missing, strict=True)], dtype=np.int64
-        )
+        it = iter(ints)
+        labels = np.array([UNLABELED if m else next(it) for m in missing], dtype=np.int64)
     else:
         labels = np.array([None if m else s for s, m in zip(raw_labels, missing, strict=True)], dtype=object)
     return features, labels, [header[c] for c in feature_cols]

@@ -863,7 +863,7 @@ def _build_vat_trainer() -> type:
             self.model_accepts_loss_kwargs = False
             self.last_loss_terms: dict[str, Tensor] = {}
             self._term_sums: dict[str, Tensor] = {}
-            self._term_counts: dict[str, int] = {}  # per term: a batch without labeled rows has no "ce"
+            self._term_counts: dict[str, Tensor | int] = {}  # per term: a batch without labeled rows has no "ce"
 
         def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
             """Save the model as ``Trainer.save_model`` does, and the :class:`VATArguments` beside it."""
@@ -998,15 +998,14 @@ def _build_vat_trainer() -> type:
             self.last_loss_terms = {k: v.detach() for k, v in terms.items()}
             if model.training:
                 labels = inputs.get(self.label_key)
-                if isinstance(labels, Tensor):
-                    labeled = bool((labels != IGNORE_INDEX).any())
-                else:
-                    labeled = labels is not None
+                # a batch without labeled rows has a placeholder zero, not a supervised loss: it is not
+                # counted; the count stays on the device (read when logging), so no step waits for it
+                labeled: Tensor | int = (
+                    (labels != IGNORE_INDEX).any().float() if isinstance(labels, Tensor) else int(labels is not None)
+                )
                 for k, v in self.last_loss_terms.items():
-                    if k == "supervised" and not labeled:  # a placeholder zero, not a supervised loss
-                        continue
                     self._term_sums[k] = self._term_sums.get(k, 0.0) + v.float()
-                    self._term_counts[k] = self._term_counts.get(k, 0) + 1
+                    self._term_counts[k] = self._term_counts.get(k, 0) + (labeled if k == "supervised" else 1)
             if not return_outputs:
                 return loss
             if not isinstance(outputs, Mapping):
@@ -1024,7 +1023,9 @@ def _build_vat_trainer() -> type:
             """
             if "loss" in logs and self._term_counts:
                 for k, v in self._term_sums.items():
-                    logs[f"loss_{k}"] = float(f"{float(v) / self._term_counts[k]:.6g}")
+                    count = float(self._term_counts[k])
+                    if count:
+                        logs[f"loss_{k}"] = float(f"{float(v) / count:.6g}")
                 self._term_sums, self._term_counts = {}, {}
             super().log(logs, *args, **kwargs)
 

@@ -314,27 +314,17 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str], *, keep
     if isinstance(state, Mapping):
         payload = {k: v for k, v in state.items() if k != CHECKSUM_KEY}
         payload[CHECKSUM_KEY] = state_checksum({k: v for k, v in payload.items() if k != CHECKSUM_KEY})
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        _default_mode(fd)
-    except OSError as err:
-        raise _write_error(err, path) from err
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
+
+    def rotate() -> None:
         _test_pause(payload, path, "written")
         _keep_previous(path, keep_previous)
         _test_pause(payload, path, "rotated")
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise _write_error(err, path) from err
-        raise
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _replace_atomically(path, lambda f: torch.save(payload, f), before_replace=rotate)
+    except OSError as err:
+        raise _write_error(err, path) from err
     _fsync_dir(path.parent)
     return path
 
@@ -347,11 +337,15 @@ def _default_mode(fd: int) -> None:
         os.fchmod(fd, 0o666 & ~umask)
 
 
-def _replace_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+def _replace_atomically(
+    path: Path, write: Callable[[IO[bytes]], object], before_replace: Callable[[], None] | None = None
+) -> Path:
     """Write a file through ``write`` into a temporary file beside ``path``, ``fsync`` it, move it over ``path``.
 
-    A crash or an error leaves the previous file at ``path`` as it was and no temporary file
-    behind (a killed process may leave a hidden ``.NAME.*.tmp``: :func:`remove_stale_temporaries`).
+    ``before_replace`` runs once the new file is complete, just before it is moved in (the
+    rotation of a checkpoint's previous versions). A crash or an error leaves the previous file
+    at ``path`` as it was and no temporary file behind (a killed process may leave a hidden
+    ``.NAME.*.tmp``: :func:`remove_stale_temporaries`).
     """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     _default_mode(fd)
@@ -360,6 +354,8 @@ def _replace_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> Pat
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
