@@ -52,9 +52,10 @@ def test_data_section_values_are_checked(tmp_path, capsys, section, message):
 
 
 def test_a_string_download_never_reaches_the_loader(tmp_path, capsys, monkeypatch):
-    import torchvat.cli._run as run
+    from torchvat.cli.train import train_run
 
-    monkeypatch.setattr(run, "load_dataset", lambda *a, **k: pytest.fail("the loader was called"))
+    run = train_run.__globals__  # the module the command runs (not a copy a doctest collection may import)
+    monkeypatch.setitem(run, "load_dataset", lambda *a, **k: pytest.fail("the loader was called"))
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[data]\ndataset = "mnist"\ndownload = "false"\nroot = "{tmp_path / "none"}"\n')
     assert "must be true or false, got 'false'" in _error(capsys, ["train", "--config", str(cfg), "--iters", "3"])
@@ -194,3 +195,26 @@ def test_an_image_folder_run_without_held_out_data_says_test_dir(tmp_path, capsy
     printed = capsys.readouterr().out
     assert "no held-out data: nothing evaluated." in printed and "--data-option test_dir=DIR" in printed
     assert "X_test" not in printed and "test_dir=DIR" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_a_model_option_another_model_derives_is_an_unknown_option_of_this_one():
+    # depth is derived only by wrn-28-2's name; MLP has no such parameter
+    with pytest.raises(UsageError) as info:
+        ModelSpec("mlp", {"depth": 3}).validate()
+    assert str(info.value) == (
+        "--model-option / [model] kwargs: model 'mlp' (MLP) takes the options ['hidden_sizes', 'activation', "
+        "'batch_norm', 'top_bn', 'dropout'], got ['depth'] besides"
+    )
+    with pytest.raises(UsageError, match=r"'depth' is set by the model name, not as an option of model 'wrn-28-2'"):
+        ModelSpec("WRN_28_2", {"depth": 16}).validate()
+    with pytest.raises(UsageError, match=r"'in_features' is set by the data's input shape, .* model 'small-mlp'"):
+        ModelSpec(None, {"in_features": 3}).validate("small-mlp")
+
+
+def test_dataset_aliases_take_the_options_of_their_dataset():
+    DataSpec(dataset="Two_Moons", options={"n_samples": 50}).validate()
+    DataSpec(dataset="CIFAR-10", options={"balanced": False}).validate()
+    with pytest.raises(UsageError, match=r"'name' is set by the dataset, not as an option of dataset 'cifar10'"):
+        DataSpec(dataset="cifar-10", options={"name": "svhn"}).validate()
+    with pytest.raises(UsageError, match=r"^unknown dataset 'two moons'; known datasets: moons, circles"):
+        DataSpec(dataset="two moons").validate()

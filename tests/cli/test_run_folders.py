@@ -172,6 +172,17 @@ def test_a_resume_with_other_data_settings_is_refused_naming_them(tmp_path, caps
     assert _snapshot(out) == before
 
 
+@pytest.mark.parametrize(("first", "then"), [("two-moons", "moons"), ("moons", "Two_Moons")])
+def test_a_resume_may_name_the_dataset_by_an_alias(tmp_path, capsys, first, then):
+    out = tmp_path / "run"
+    args = ["train", "--dataset", first, "--labels", "8", "--data-option", "n_samples=200", "--eps", "0.3"]
+    assert main([*args, "--out", str(out), *FAST]) == 0
+    capsys.readouterr()
+    resumed = ["train", "--resume", "--out", str(out), "--dataset", then, "--iters", "40", "--no-progress"]
+    assert main(resumed) == 0, capsys.readouterr().err
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [10, 20, 30, 40]
+
+
 def test_a_resume_may_say_where_the_files_are(tmp_path):
     out = tmp_path / "run"
     assert main([*MOONS, "--out", str(out), *FAST]) == 0

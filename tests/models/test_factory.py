@@ -1,3 +1,4 @@
+import inspect
 import itertools
 import re
 
@@ -17,6 +18,7 @@ from torchvat.models import (
     default_model_name,
     scaled_hidden_sizes,
 )
+from torchvat.models.factory import canonical_model_name, model_class, reserved_arguments
 
 NAMES = ["conv-large", "conv-small", "mlp", "mnist-mlp", "small-mlp", "wrn-28-2"]
 
@@ -155,6 +157,55 @@ def test_derived_arguments_cannot_be_passed(name, key):
     shape = (784,) if name == "mlp" else (3, 32, 32)
     with pytest.raises(TypeError, match=f"derives '{key}'"):
         build_model(name, input_shape=shape, n_classes=10, **{key: 3})
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "source"),
+    [
+        ("mlp", "in_features", "input_shape"),
+        ("conv-large", "in_channels", "input_shape"),
+        ("wrn-28-2", "widen_factor", "the name"),
+        ("wrn-28-2", "depth", "the name"),
+    ],
+)
+def test_a_derived_argument_names_what_it_is_derived_from(name, key, source):
+    shape = (784,) if name == "mlp" else (3, 32, 32)
+    with pytest.raises(TypeError, match=f"^build_model\\('{name}'\\) derives '{key}' from {source}; do not pass"):
+        build_model(name, input_shape=shape, n_classes=10, **{key: 3})
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "reserved"),
+    [
+        ("mlp", MLP, ["in_features", "n_classes"]),
+        ("mnist-mlp", MLP, ["in_features", "n_classes"]),
+        ("small-mlp", MLP, ["in_features", "n_classes"]),
+        ("conv-small", ConvSmall, ["in_channels", "n_classes"]),
+        ("conv-large", ConvLarge, ["in_channels", "n_classes"]),
+        ("wrn-28-2", WideResNet, ["in_channels", "n_classes", "depth", "widen_factor"]),
+    ],
+)
+def test_model_class_and_reserved_arguments_match_what_build_model_builds(name, cls, reserved):
+    shape = (2,) if "mlp" in name else (3, 32, 32)
+    assert model_class(name) is cls is type(build_model(name, input_shape=shape, n_classes=3))
+    assert list(reserved_arguments(name)) == reserved
+    assert all(arg in inspect.signature(cls).parameters for arg in reserved)  # each a constructor argument
+    for arg in reserved:
+        if arg == "n_classes":  # build_model's own argument: it cannot come in **kwargs
+            continue
+        with pytest.raises(TypeError, match=f"derives '{arg}'"):
+            build_model(name, input_shape=shape, n_classes=3, **{arg: 1})
+
+
+def test_canonical_model_name_reads_names_as_build_model_does():
+    assert canonical_model_name(" Conv_Small ") == "conv-small" and model_class("WRN_28_2") is WideResNet
+    assert reserved_arguments("MNIST_MLP") == {"in_features": "input_shape", "n_classes": "n_classes"}
+    with pytest.raises(ValueError, match=r"unknown model name 'resnet50'; known names: \['conv-large'"):
+        canonical_model_name("resnet50")
+    with pytest.raises(TypeError, match="name must be a str"):
+        model_class(None)
+    reserved_arguments("mlp")["depth"] = "name"  # a copy: the registry is unchanged
+    assert "depth" not in reserved_arguments("mlp")
 
 
 def test_unknown_kwarg_is_a_type_error():

@@ -45,17 +45,13 @@ from torchvat.data import (
     fit_transform_data,
     load_csv,
     load_dataset,
-    load_digits_data,
-    load_fashion_mnist,
     load_image_folder,
     load_npz,
-    load_torchvision,
-    make_circles_data,
-    make_moons_data,
     select_labels,
 )
-from torchvat.data.registry import dataset_options
-from torchvat.models import MLP, ConvLarge, ConvSmall, WideResNet, available_models, build_model, default_model_name
+from torchvat.data.registry import canonical_dataset_name, dataset_options_function
+from torchvat.models import available_models, build_model, default_model_name
+from torchvat.models.factory import canonical_model_name, model_class, reserved_arguments
 from torchvat.train import TrainConfig, Trainer, TrainResult, is_main_process, seed_everything
 from torchvat.train.checkpoint import (
     CheckpointError,
@@ -184,13 +180,6 @@ def _check_call_options(
             raise UsageError(f"{flag}: option {key!r} of {what} must be {_describe(hints[key])}, got {value!r}")
 
 
-#: the function that receives the loader options of each dataset (besides n_labels, seed, root, download)
-_DATASET_LOADERS: dict[str, Callable[..., Any]] = {
-    "moons": make_moons_data,
-    "circles": make_circles_data,
-    "digits": load_digits_data,
-    "fashion-mnist": load_fashion_mnist,
-}
 _DATA_OPTIONS_FLAG = "--data-option / [data] options"
 _DATA_RESERVED = {
     "seed": "--data-seed (or [data] seed)",
@@ -199,27 +188,18 @@ _DATA_RESERVED = {
     "download": "--download (or [data] download)",
     "path": "--data (or [data] path)",
 }
-#: the class each model name builds, and the arguments build_model derives from the data
-_MODEL_CLASSES: dict[str, type[nn.Module]] = {
-    "mlp": MLP,
-    "mnist-mlp": MLP,
-    "small-mlp": MLP,
-    "conv-small": ConvSmall,
-    "conv-large": ConvLarge,
-    "wrn-28-2": WideResNet,
-}
-_MODEL_RESERVED = {
-    "in_features": "the data's input shape",
-    "in_channels": "the data's input shape",
+#: what sets a model argument build_model derives (torchvat.models.factory.reserved_arguments), in the CLI's words
+_MODEL_DERIVED_FROM = {
+    "input_shape": "the data's input shape",
     "n_classes": "the data's classes",
-    "depth": "the model name",
-    "widen_factor": "the model name",
+    "name": "the model name",
 }
-
-
-def _dataset_key(name: str) -> str:
-    key = name.strip().lower().replace("_", "-")
-    return {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "two-moons": "moons"}.get(key, key)
+#: the loader of each kind of data file (DataSpec.kind), and how messages name it
+_FILE_LOADERS: dict[str, tuple[Callable[..., SemiSupervisedData], str]] = {
+    "images": (load_image_folder, "an image folder (torchvat.data.load_image_folder)"),
+    "npz": (load_npz, "a .npz file (torchvat.data.load_npz)"),
+    "csv": (load_csv, "a .csv file (torchvat.data.load_csv)"),
+}
 
 
 # --------------------------------------------------------------------------- TOML writing
@@ -328,8 +308,12 @@ class DataSpec:
         if self.path is None and self.dataset is None:
             raise UsageError("data: give a dataset name or a file path (--dataset or --data), got neither")
         if self.path is None:
-            if _dataset_key(str(self.dataset)) not in available_datasets():
-                raise UsageError(f"unknown dataset {self.dataset!r}; known datasets: {', '.join(available_datasets())}")
+            try:
+                canonical_dataset_name(str(self.dataset))
+            except ValueError:
+                raise UsageError(
+                    f"unknown dataset {self.dataset!r}; known datasets: {', '.join(available_datasets())}"
+                ) from None
         if self.n_labels is not None and (isinstance(self.n_labels, bool) or not isinstance(self.n_labels, int)):
             raise UsageError(f"n_labels must be a positive integer, got {self.n_labels!r}")
         if self.n_labels is not None and self.n_labels < 1:
@@ -354,26 +338,23 @@ class DataSpec:
     def _check_options(self) -> None:
         """Check ``options`` against the signature of the loader they go to (unknown for a missing path)."""
         if self.path is None:
-            key = _dataset_key(str(self.dataset))
-            fn = _DATASET_LOADERS.get(key, load_torchvision)
-            accepted = dataset_options(key)
-            reserved = {**_DATA_RESERVED, **{p: "the dataset" for p in ("name", "directory") if p not in accepted}}
+            key = canonical_dataset_name(str(self.dataset))
+            fn = dataset_options_function(key)
+            reserved = {**_DATA_RESERVED, "name": "the dataset", "directory": "the dataset"}
             _check_call_options(self.options, fn, reserved=reserved, what=f"dataset {key!r}", flag=_DATA_OPTIONS_FLAG)
             return
-        p = Path(self.path).expanduser()
-        if p.is_dir():
-            fn, what = load_image_folder, "an image folder (torchvat.data.load_image_folder)"
-        elif p.suffix.lower() == ".npz":
-            fn, what = load_npz, "a .npz file (torchvat.data.load_npz)"
-        elif p.suffix.lower() == ".csv":
-            fn, what = load_csv, "a .csv file (torchvat.data.load_csv)"
-        else:  # a missing folder or another kind of file: refused when the data are loaded
+        kind = self.kind()
+        if kind not in _FILE_LOADERS:  # a missing folder or another kind of file: refused when loading
             return
+        fn, what = _FILE_LOADERS[kind]
         reserved = {**_DATA_RESERVED, "root": "--data (or [data] path)"}
         _check_call_options(self.options, fn, reserved=reserved, what=what, flag=_DATA_OPTIONS_FLAG)
 
     def kind(self) -> str:
-        """What the data are: ``"dataset"`` (by name), ``"npz"``, ``"csv"``, ``"images"`` (a folder) or ``"file"``."""
+        """What the data are: ``"dataset"`` (by name), ``"npz"``, ``"csv"``, ``"images"`` (a folder) or ``"file"``.
+
+        A missing folder is a ``"file"``; every kind but ``"dataset"`` and ``"file"`` has its loader.
+        """
         if self.path is None:
             return "dataset"
         p = Path(self.path).expanduser()
@@ -430,9 +411,10 @@ class ModelSpec:
             UsageError: For an unknown name, an unknown argument or a value of the wrong kind.
         """
         if self.name is not None:
-            key = self.name.strip().lower().replace("_", "-") if isinstance(self.name, str) else None
-            if key not in available_models():
-                raise UsageError(f"--model must be one of {', '.join(available_models())}, got {self.name!r}")
+            try:
+                canonical_model_name(self.name)
+            except (TypeError, ValueError):
+                raise UsageError(f"--model must be one of {', '.join(available_models())}, got {self.name!r}") from None
         if not isinstance(self.kwargs, dict):
             raise UsageError(
                 "model.kwargs must be a table of the model's constructor arguments (--model-option KEY=VALUE), "
@@ -441,12 +423,11 @@ class ModelSpec:
         name = self.name or name
         if name is None:
             return
-        key = name.strip().lower().replace("_", "-")
-        cls = _MODEL_CLASSES.get(key)
-        if cls is not None:
-            what = f"model {key!r} ({cls.__name__})"
-            flag = "--model-option / [model] kwargs"
-            _check_call_options(self.kwargs, cls, reserved=_MODEL_RESERVED, what=what, flag=flag)
+        key = canonical_model_name(name)
+        cls = model_class(key)
+        reserved = {arg: _MODEL_DERIVED_FROM[source] for arg, source in reserved_arguments(key).items()}
+        what = f"model {key!r} ({cls.__name__})"
+        _check_call_options(self.kwargs, cls, reserved=reserved, what=what, flag="--model-option / [model] kwargs")
 
 
 @dataclass
@@ -613,14 +594,11 @@ def load_run_data_and_transform(spec: DataSpec, seed: int) -> tuple[SemiSupervis
             p = Path(spec.path).expanduser()
             if not p.exists():
                 raise DataNotFoundError(f"data file not found: {p}")
-            if p.is_dir():
-                data = load_image_folder(p, seed=s, **options)
-            elif p.suffix.lower() == ".npz":
-                data = load_npz(p, seed=s, **options)
-            elif p.suffix.lower() == ".csv":
-                data = load_csv(p, seed=s, **options)
-            else:
+            kind = spec.kind()
+            if kind not in _FILE_LOADERS:
                 raise UsageError(f"--data must be a .npz or .csv file or an image folder, got {p}")
+            load, _ = _FILE_LOADERS[kind]
+            data = load(p, seed=s, **options)
             if spec.n_labels is not None:
                 data = _restrict_labels(data, spec.n_labels, s)
         else:
@@ -726,11 +704,32 @@ def run_files(directory: str | os.PathLike[str]) -> list[str]:
     return names + sorted(f.name for f in d.glob("*.pt") if f.is_file())
 
 
+def _branches(resume: str | os.PathLike[str] | None, directory: str | os.PathLike[str]) -> bool:
+    """Whether a run resumed from checkpoint ``resume`` into ``directory`` branches into a new folder.
+
+    It does when ``directory`` is not the checkpoint's own folder (a path that cannot be resolved
+    counts as another folder); a run that is not resumed does not branch.
+
+    Args:
+        resume: The checkpoint the run continues from, or ``None``.
+        directory: The run's folder.
+
+    Returns:
+        Whether it branches.
+
+    Example:
+        >>> _branches("A/last.pt", "A"), _branches("A/last.pt", "B"), _branches(None, "B")
+        (False, True, False)
+    """
+    return resume is not None and not _same_dir(Path(resume).parent, Path(directory))
+
+
 def check_run_folder(
     directory: str | os.PathLike[str],
     *,
     resume: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    branched: bool | None = None,
 ) -> None:
     """Refuse to start a run in a folder that holds another run, unless it is continued or replaced.
 
@@ -738,12 +737,16 @@ def check_run_folder(
         directory: The new run's folder.
         resume: The checkpoint the run continues from; its own folder may be continued.
         overwrite: Replace a run found there (``--overwrite``).
+        branched: Whether the run branches from ``resume`` into another folder, when the caller
+            knows it already (``None``: computed from ``resume`` and ``directory``).
 
     Raises:
         UsageError: If ``directory`` holds a run (naming its files and the options).
     """
     d = Path(directory)
-    if overwrite or (resume is not None and _same_dir(Path(resume).parent, d)):
+    if branched is None:
+        branched = _branches(resume, d)
+    if overwrite or (resume is not None and not branched):
         return
     held = run_files(d)
     if not held:
@@ -903,7 +906,7 @@ def train_run(
     overwrite: bool = False,
     progress: bool = True,
     data: SemiSupervisedData | None = None,
-    on_ready: Callable[[Trainer, RunConfig], None] | None = None,
+    on_ready: Callable[[Trainer, RunConfig, bool], None] | None = None,
     recipe: str | None = None,
 ) -> RunOutcome:
     """Load the data, build the model, train, and write ``config.toml`` and ``run.json``.
@@ -923,8 +926,9 @@ def train_run(
         progress: Whether to show the trainer's progress bar (never when ``config.train.progress``
             is off, e.g. by ``--no-progress``).
         data: Already loaded data (skips loading; ``config.data`` must describe it).
-        on_ready: Called with the trainer and the resolved configuration before training
-            (e.g. to print the chosen eps).
+        on_ready: Called with the trainer, the resolved configuration and whether the run
+            branches from ``resume`` into another folder, ``out_dir``, before training (e.g. to
+            print the chosen eps).
         recipe: The recipe the configuration came from, kept in ``run.json``.
 
     Returns:
@@ -935,21 +939,21 @@ def train_run(
     """
     import time
 
+    branched = _branches(resume, out_dir)  # resumed from another folder's checkpoint
     # rank 0 looks before it writes anything; every process takes its answer
     problem = None
     if is_main_process():
         try:
-            check_run_folder(out_dir, resume=resume, overwrite=overwrite)
+            check_run_folder(out_dir, resume=resume, overwrite=overwrite, branched=branched)
         except UsageError as err:
             problem = str(err)
     problem = broadcast_object(problem)
     if problem is not None:
         raise UsageError(problem)
-    replaces = bool(run_files(out_dir)) and (resume is None or not _same_dir(Path(resume).parent, Path(out_dir)))
-    created = not Path(out_dir).exists()
-    out = check_output_dir(out_dir)  # created and writable, before the data are loaded
+    replaces = bool(run_files(out_dir)) and (resume is None or branched)
     seed = config.train.seed
-    try:
+    # created and writable before the data are loaded; a new folder left empty by a failure here is removed
+    with output_folder(out_dir) as out:
         if data is None:
             data = load_run_data(config.data, seed)
         seed_everything(seed)
@@ -964,10 +968,6 @@ def train_run(
                     f"the checkpoint {resume} is at iteration {trainer.step} and --iters is "
                     f"{train_cfg.iterations}: nothing to train; pass --iters above {trainer.step}"
                 )
-    except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):  # leave no empty run folder behind
-            out.rmdir()
-        raise
     start_step = trainer.step
     resolved_data = dataclasses.replace(
         config.data.with_absolute_paths(), seed=config.data.seed if config.data.seed is not None else seed
@@ -996,12 +996,12 @@ def train_run(
     if is_main_process():  # distributed: rank 0 writes the run folder
         if replaces:  # --overwrite: nothing of the earlier run outlives it
             _replace_earlier_run(out)
-        if resume is not None and not _same_dir(Path(resume).parent, out):
+        if branched:
             carried = _carry_history(Path(resume), out, trainer)
         write_text_atomic(out / CONFIG_FILE, resolved.to_toml())
         write_text_atomic(out / RUN_FILE, json.dumps(run_info, indent=2) + "\n")
     if on_ready is not None:
-        on_ready(trainer, resolved)
+        on_ready(trainer, resolved, branched)
     start = time.perf_counter()
     result = trainer.fit()  # from the loaded state when resuming
     seconds = time.perf_counter() - start

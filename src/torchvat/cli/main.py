@@ -8,7 +8,6 @@ options, unknown names, missing files) and 1 for failures; ``--debug`` shows the
 from __future__ import annotations
 
 import argparse
-import collections
 import logging
 import sys
 import warnings
@@ -18,6 +17,7 @@ from typing import Any
 import torchvat
 from torchvat.cli import compare, demo, env, evaluate, train, visualize
 from torchvat.cli._common import ArgumentParser
+from torchvat.train import CollapseWarning
 
 __all__ = ["build_parser", "main"]
 
@@ -49,31 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _show_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
     sys.stderr.write(f"torchvat: warning: {message}\n")
-
-
-class _LoggedWarnings(logging.Filter):
-    """Shows each warning once: the trainer logs a collapse warning and also issues it with ``warnings.warn``.
-
-    As a filter of the trainer's logger it remembers the text of each warning logged (and lets
-    the record through); :meth:`show_warning`, the CLI's ``warnings.showwarning``, then skips a
-    warning whose text was just logged.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.logged: collections.deque[str] = collections.deque(maxlen=32)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING:
-            self.logged.append(record.getMessage().removeprefix("torchvat: "))
-        return True
-
-    def show_warning(self, message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        text = str(message)
-        if text in self.logged:
-            self.logged.remove(text)
-            return
-        _show_warning(message, category, *args, **kwargs)
 
 
 class _PrefixFormatter(logging.Formatter):
@@ -110,12 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setFormatter(_PrefixFormatter())
         root.addHandler(handler)
         root.setLevel(logging.WARNING)
-    logged = _LoggedWarnings()
-    trainer_logger = logging.getLogger("torchvat.train.trainer")
-    trainer_logger.addFilter(logged)
     with warnings.catch_warnings():
         if not debug:
-            warnings.showwarning = logged.show_warning
+            warnings.showwarning = _show_warning
+            if logging.getLogger("torchvat.train.trainer").isEnabledFor(logging.WARNING):
+                # the trainer logs each CollapseWarning it issues: shown once, as its log line
+                warnings.simplefilter("ignore", CollapseWarning)
         try:
             return int(args.command(args))
         except KeyboardInterrupt:
@@ -134,8 +109,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"torchvat: error: {type(err).__name__}: {_one_line(str(err))} (run with --debug for the traceback)\n"
             )
             return 1
-        finally:
-            trainer_logger.removeFilter(logged)
 
 
 def _one_line(text: str) -> str:

@@ -37,7 +37,7 @@ from torchvat.cli._run import (
     train_run,
 )
 from torchvat.data import available_datasets
-from torchvat.data.registry import dataset_options
+from torchvat.data.registry import canonical_dataset_name, dataset_options
 from torchvat.models import available_models
 from torchvat.recipes import available_recipes, load_recipe
 from torchvat.report import Report, plot_learning_curves, text_table
@@ -45,6 +45,7 @@ from torchvat.train import TrainConfig, Trainer, available_methods, is_main_proc
 from torchvat.train.checkpoint import load_latest_checkpoint
 from torchvat.train.config import COMPILE_MODES, NONFINITE, NORMS, OPTIMIZERS, PROBES, REGULARIZE, SCHEDULES
 from torchvat.train.distributed import broadcast_object, destroy_distributed, init_distributed
+from torchvat.train.trainer import SIGNAL_NOTICE
 
 __all__ = [
     "add_parser",
@@ -386,8 +387,8 @@ def check_same_data(config: RunConfig, run_config: Path) -> None:
     diffs = []
     for key, flag in _DATA_FLAGS.items():
         a, b = getattr(before, key), getattr(now, key)
-        if key == "dataset" and a is not None and b is not None:
-            same = str(a).strip().lower().replace("_", "-") == str(b).strip().lower().replace("_", "-")
+        if key == "dataset" and a is not None and b is not None:  # an alias (two-moons) is the same dataset
+            same = canonical_dataset_name(str(a)) == canonical_dataset_name(str(b))
         else:
             same = a == b
         if not same:
@@ -532,7 +533,7 @@ def _without_trainer_signal_notice() -> Iterator[None]:
     """Drop the trainer's log line on a signal while the CLI trains: the CLI prints its own (:func:`resume_hint`)."""
 
     def keep(record: logging.LogRecord) -> bool:
-        return "received: training stopped after iteration" not in record.getMessage()
+        return record.msg is not SIGNAL_NOTICE
 
     logger = logging.getLogger("torchvat.train.trainer")
     logger.addFilter(keep)
@@ -592,11 +593,11 @@ def run_train(
         if not quiet:
             print(text, flush=True)
 
-    def ready(trainer: Trainer, resolved: RunConfig) -> None:
+    def ready(trainer: Trainer, resolved: RunConfig, branched: bool) -> None:
         where = f"on {trainer.device}, model {resolved.model.name}, run folder {out_dir}"
         resumed = f", resumed at iteration {trainer.step}" if trainer.step else ""
         say(f"torchvat train: {trainer.method.name} {where}{resumed}")
-        if resume is not None and Path(resume).resolve().parent != Path(out_dir).resolve():
+        if branched:
             say(f"branched from {resume}: its history up to iteration {trainer.step} is copied into {out_dir}")
         say(_describe_eps(trainer, resolved, config.train.eps))
 

@@ -13,7 +13,13 @@ from torchvat.data.fashion_mnist import find_fashion_mnist, load_fashion_mnist
 from torchvat.data.synthetic import make_circles_data, make_moons_data
 from torchvat.data.torchvision_sets import DEFAULT_N_LABELS, load_torchvision
 
-__all__ = ["available_datasets", "dataset_options", "load_dataset"]
+__all__ = [
+    "available_datasets",
+    "canonical_dataset_name",
+    "dataset_options",
+    "dataset_options_function",
+    "load_dataset",
+]
 
 
 def _moons(root: Any, n_labels: int | None, seed: int, download: bool, **kw: Any) -> Any:
@@ -58,13 +64,59 @@ _LOADERS: dict[str, Callable[..., SemiSupervisedData]] = {
     "svhn": _vision("svhn"),
 }
 _ALIASES = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "two-moons": "moons"}
-#: the function whose keyword options each dataset takes (besides n_labels, seed, root, download)
+#: the function whose keyword options each dataset takes (besides n_labels, seed, root, download);
+#: the torchvision sets: load_torchvision
 _OPTIONS_OF: dict[str, Callable[..., Any]] = {
     "moons": make_moons_data,
     "circles": make_circles_data,
     "digits": load_digits_data,
     "fashion-mnist": load_fashion_mnist,
 }
+
+
+def canonical_dataset_name(name: str) -> str:
+    """The name :func:`load_dataset` knows dataset ``name`` by: case, ``_``/``-`` and aliases ignored.
+
+    Args:
+        name: A dataset name, e.g. ``"Two_Moons"``.
+
+    Returns:
+        Its name in :func:`available_datasets`.
+
+    Raises:
+        ValueError: If ``name`` is unknown (the message lists the known names).
+
+    Example:
+        >>> canonical_dataset_name("Two_Moons"), canonical_dataset_name("CIFAR-10")
+        ('moons', 'cifar10')
+    """
+    key = name.strip().lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
+    if key not in _LOADERS:
+        raise ValueError(f"name must be one of {available_datasets()}, got {name!r}")
+    return key
+
+
+def dataset_options_function(name: str) -> Callable[..., Any]:
+    """The function that receives the keyword options :func:`load_dataset` passes on to dataset ``name``.
+
+    Its parameters besides ``n_labels``, ``seed``, ``root``, ``download``, ``name`` and
+    ``directory`` are :func:`dataset_options`; their type hints say what each takes.
+
+    Args:
+        name: A dataset name (as :func:`canonical_dataset_name` reads it).
+
+    Returns:
+        The function.
+
+    Raises:
+        ValueError: If ``name`` is unknown.
+
+    Example:
+        >>> dataset_options_function("two-moons").__name__
+        'make_moons_data'
+    """
+    return _OPTIONS_OF.get(canonical_dataset_name(name), load_torchvision)
 
 
 def dataset_options(name: str) -> list[str]:
@@ -74,12 +126,8 @@ def dataset_options(name: str) -> list[str]:
         >>> dataset_options("moons")
         ['n_samples', 'noise', 'n_test', 'unlabeled_includes_labeled']
     """
-    key = _ALIASES.get(name.strip().lower().replace("_", "-"), name.strip().lower().replace("_", "-"))
-    if key not in _LOADERS:
-        raise ValueError(f"name must be one of {available_datasets()}, got {name!r}")
-    fn = _OPTIONS_OF.get(key, load_torchvision)
     skip = {"n_labels", "seed", "root", "download", "name", "directory"}
-    return [p for p in inspect.signature(fn).parameters if p not in skip]
+    return [p for p in inspect.signature(dataset_options_function(name)).parameters if p not in skip]
 
 
 def available_datasets() -> list[str]:
@@ -133,10 +181,7 @@ def load_dataset(
         >>> data.name, data.n_labeled
         ('moons', 4)
     """
-    key = name.strip().lower().replace("_", "-")
-    key = _ALIASES.get(key, key)
-    if key not in _LOADERS:
-        raise ValueError(f"name must be one of {available_datasets()}, got {name!r}")
+    key = canonical_dataset_name(name)
     unknown = sorted(set(kwargs) - set(dataset_options(key)))
     if unknown:
         raise ValueError(f"dataset {key!r} takes the options {dataset_options(key)}, got {unknown} besides")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -16,8 +17,11 @@ from torchvat.models.wrn import WideResNet
 __all__ = [
     "available_models",
     "build_model",
+    "canonical_model_name",
     "default_model",
     "default_model_name",
+    "model_class",
+    "reserved_arguments",
     "scaled_hidden_sizes",
 ]
 
@@ -70,62 +74,126 @@ def _image(input_shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
     return c, h, w
 
 
-def _reserved(kwargs: dict[str, Any], name: str, keys: tuple[str, ...]) -> None:
-    for key in keys:
-        if key in kwargs:
-            raise TypeError(
-                f"build_model({name!r}) derives {key!r} from input_shape/n_classes; "
-                f"do not pass it as a keyword argument (got {key}={kwargs[key]!r})"
-            )
-
-
 def _build_mlp(shape: tuple[int, ...], n_classes: int, **kwargs: Any) -> nn.Module:
-    _reserved(kwargs, "mlp", ("in_features", "n_classes"))
     d = _flat(shape)
     kwargs.setdefault("hidden_sizes", scaled_hidden_sizes(d))
     return MLP(d, n_classes, **kwargs)
 
 
 def _build_mnist_mlp(shape: tuple[int, ...], n_classes: int, **kwargs: Any) -> nn.Module:
-    _reserved(kwargs, "mnist-mlp", ("in_features", "n_classes"))
     kwargs.setdefault("hidden_sizes", MNIST_HIDDEN_SIZES)
     return MLP(_flat(shape), n_classes, **kwargs)
 
 
 def _build_small_mlp(shape: tuple[int, ...], n_classes: int, **kwargs: Any) -> nn.Module:
-    _reserved(kwargs, "small-mlp", ("in_features", "n_classes"))
     kwargs.setdefault("hidden_sizes", SMALL_HIDDEN_SIZES)
     kwargs.setdefault("batch_norm", False)
     return MLP(_flat(shape), n_classes, **kwargs)
 
 
 def _build_conv_small(shape: tuple[int, ...], n_classes: int, **kwargs: Any) -> nn.Module:
-    _reserved(kwargs, "conv-small", ("in_channels", "n_classes"))
     c, _, _ = _image(shape, "conv-small")
     return ConvSmall(c, n_classes, **kwargs)
 
 
 def _build_conv_large(shape: tuple[int, ...], n_classes: int, **kwargs: Any) -> nn.Module:
-    _reserved(kwargs, "conv-large", ("in_channels", "n_classes"))
     c, _, _ = _image(shape, "conv-large")
     return ConvLarge(c, n_classes, **kwargs)
 
 
 def _build_wrn28_2(shape: tuple[int, ...], n_classes: int, **kwargs: Any) -> nn.Module:
-    _reserved(kwargs, "wrn-28-2", ("in_channels", "n_classes", "depth", "widen_factor"))
     if len(shape) != 3:
         raise ValueError(f"input_shape for 'wrn-28-2' must be (channels, height, width), got {shape!r}")
     return WideResNet(28, 2, n_classes, shape[0], **kwargs)
 
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    "mlp": _build_mlp,
-    "mnist-mlp": _build_mnist_mlp,
-    "small-mlp": _build_small_mlp,
-    "conv-small": _build_conv_small,
-    "conv-large": _build_conv_large,
-    "wrn-28-2": _build_wrn28_2,
+@dataclass(frozen=True)
+class _Entry:
+    """One model name: its builder, the class it builds, and the constructor arguments it derives."""
+
+    build: Callable[..., nn.Module]
+    cls: type[nn.Module]
+    #: each constructor argument the builder sets, with the build_model argument it comes from
+    derived: Mapping[str, str]
+
+
+_FLAT = {"in_features": "input_shape", "n_classes": "n_classes"}
+_IMAGE = {"in_channels": "input_shape", "n_classes": "n_classes"}
+_REGISTRY: dict[str, _Entry] = {
+    "mlp": _Entry(_build_mlp, MLP, _FLAT),
+    "mnist-mlp": _Entry(_build_mnist_mlp, MLP, _FLAT),
+    "small-mlp": _Entry(_build_small_mlp, MLP, _FLAT),
+    "conv-small": _Entry(_build_conv_small, ConvSmall, _IMAGE),
+    "conv-large": _Entry(_build_conv_large, ConvLarge, _IMAGE),
+    "wrn-28-2": _Entry(_build_wrn28_2, WideResNet, {**_IMAGE, "depth": "name", "widen_factor": "name"}),
 }
+
+
+def canonical_model_name(name: str) -> str:
+    """The name :func:`build_model` knows model ``name`` by: case, spaces around it and ``_``/``-`` ignored.
+
+    Args:
+        name: A model name, e.g. ``"Conv_Small"``.
+
+    Returns:
+        Its name in :func:`available_models`.
+
+    Raises:
+        TypeError: If ``name`` is not a string.
+        ValueError: If ``name`` is unknown (the message lists the known names).
+
+    Example:
+        >>> canonical_model_name(" WRN_28_2 ")
+        'wrn-28-2'
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, one of {available_models()}, got {name!r}")
+    key = name.strip().lower().replace("_", "-")
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown model name {name!r}; known names: {available_models()}")
+    return key
+
+
+def model_class(name: str) -> type[nn.Module]:
+    """The class :func:`build_model` builds for model ``name``.
+
+    Args:
+        name: A model name (as :func:`canonical_model_name` reads it).
+
+    Returns:
+        The class; its constructor's keyword arguments, less :func:`reserved_arguments`, are
+        what ``build_model(name, ...)`` accepts in ``**kwargs``.
+
+    Raises:
+        TypeError: If ``name`` is not a string.
+        ValueError: If ``name`` is unknown.
+
+    Example:
+        >>> model_class("small-mlp").__name__
+        'MLP'
+    """
+    return _REGISTRY[canonical_model_name(name)].cls
+
+
+def reserved_arguments(name: str) -> dict[str, str]:
+    """The constructor arguments :func:`build_model` sets itself for model ``name``, which ``**kwargs`` may not.
+
+    Args:
+        name: A model name (as :func:`canonical_model_name` reads it).
+
+    Returns:
+        Each such argument, with the argument of :func:`build_model` it is derived from
+        (``"input_shape"``, ``"n_classes"`` or ``"name"``).
+
+    Raises:
+        TypeError: If ``name`` is not a string.
+        ValueError: If ``name`` is unknown.
+
+    Example:
+        >>> reserved_arguments("wrn-28-2")
+        {'in_channels': 'input_shape', 'n_classes': 'n_classes', 'depth': 'name', 'widen_factor': 'name'}
+    """
+    return dict(_REGISTRY[canonical_model_name(name)].derived)
 
 
 def available_models() -> list[str]:
@@ -171,8 +239,8 @@ def build_model(name: str, *, input_shape: tuple[int, ...], n_classes: int, **kw
         n_classes: Number of output logits.
         **kwargs: Further keyword arguments of the model's constructor (for
             example ``dropout``, ``top_bn``, ``hidden_sizes``, ``activation``).
-            Arguments derived from ``input_shape`` and ``n_classes``
-            (``in_features``, ``in_channels``) may not be passed.
+            Arguments derived from ``input_shape``, ``n_classes`` or the name
+            (``in_features``, ``in_channels``, ...: :func:`reserved_arguments`) may not be passed.
 
     Returns:
         The model, in training mode.
@@ -191,14 +259,17 @@ def build_model(name: str, *, input_shape: tuple[int, ...], n_classes: int, **kw
         >>> build_model("small-mlp", input_shape=(2,), n_classes=2)(torch.randn(3, 2)).shape
         torch.Size([3, 2])
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, one of {available_models()}, got {name!r}")
-    key = name.strip().lower().replace("_", "-")
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown model name {name!r}; known names: {available_models()}")
+    key = canonical_model_name(name)
     shape = check_input_shape(input_shape)
     n_classes = _check_n_classes(n_classes)
-    return _REGISTRY[key](shape, n_classes, **kwargs)
+    entry = _REGISTRY[key]
+    for arg, source in entry.derived.items():
+        if arg in kwargs:
+            raise TypeError(
+                f"build_model({key!r}) derives {arg!r} from {'the name' if source == 'name' else source}; "
+                f"do not pass it as a keyword argument (got {arg}={kwargs[arg]!r})"
+            )
+    return entry.build(shape, n_classes, **kwargs)
 
 
 def default_model_name(input_shape: tuple[int, ...]) -> str:

@@ -69,6 +69,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+#: the format of the warning logged when a signal stopped :meth:`Trainer.fit` (the signal's name, the
+#: iteration, the run's iterations, where the state is); a handler may know the record by its ``msg``
+SIGNAL_NOTICE = "torchvat: %s received: training stopped after iteration %d of %d; %s"
 
 _HPARAMS = ("eps", "xi", "alpha", "beta", "n_power", "norm", "probe", "regularize")
 
@@ -1063,7 +1066,7 @@ class Trainer:
                 else "no out_dir"
             )
             logger.warning(
-                "torchvat: %s received: training stopped after iteration %d of %d; %s",
+                SIGNAL_NOTICE,
                 self.interrupted,
                 self.step,
                 cfg.iterations,
