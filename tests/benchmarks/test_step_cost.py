@@ -151,3 +151,76 @@ def test_loss_call_table_compares_both_ways_of_getting_the_target(capsys):
     assert len(rows) == 2
     before, now = (int(r.rstrip(" |").rsplit("|", 1)[1]) for r in rows)
     assert now < before  # one forward pass fewer
+
+
+# The GPU checks (benchmarks/gpu_checks.sh) run the compiled and channels_last paths of this script in
+# one short device run; these tests run the same paths on the CPU so that run cannot fail on them.
+
+
+def _same_step(a: step_cost.Step, b: step_cost.Step, seed: int = 5) -> None:
+    """One step of each from the same state and RNG: the same loss and the same updated parameters."""
+    torch.manual_seed(seed)
+    la = a.run()
+    torch.manual_seed(seed)
+    lb = b.run()
+    torch.testing.assert_close(la, lb, rtol=1e-4, atol=1e-5)
+    for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_steps_train_like_the_eager_ones():
+    torch.manual_seed(0)
+    model = step_cost.MLP(16, 10, hidden_sizes=(32, 16)).train()
+    batch = (torch.rand(4, 16), torch.randint(0, 10, (4,)), torch.rand(8, 16))
+    cfg = step_cost.StepConfig(eps=0.5)
+    for eager, compiled in (("seed-vat", step_cost.SEED_COMPILED), ("torchvat-vat", step_cost.COMPILED)):
+        a, b = step_cost.make_step(eager, model, batch, cfg), step_cost.make_step(compiled, model, batch, cfg)
+        torch._dynamo.reset()
+        for _ in range(2):  # the first compiles, the second reuses what it compiled
+            _same_step(a, b)
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0, f"{compiled} compiled nothing"
+        # the step moved the parameters: the comparison is not between two untouched models
+        assert any(not torch.equal(p, q) for p, q in zip(a.model.parameters(), model.parameters(), strict=True))
+
+
+@pytest.mark.slow
+def test_compile_option_reports_both_compiled_steps(capsys):
+    result = step_cost.main(["--quick", "--compile", "--steps", "seed-vat,torchvat-vat", "--no-flops"])
+    out = capsys.readouterr().out
+    rows = {r.name: r for r in result["rows"]}
+    assert set(rows) == {"seed-vat", "torchvat-vat", step_cost.COMPILED, step_cost.SEED_COMPILED}
+    assert all(r.median_ms > 0 for r in rows.values())
+    assert f"speedup {step_cost.COMPILED} over {step_cost.SEED_COMPILED}" in out
+    assert f"compile + 2 warm-up steps of {step_cost.SEED_COMPILED}" in out
+
+
+def test_channels_last_puts_every_step_type_in_that_format():
+    args = step_cost.build_parser().parse_args(
+        ["--model", "wrn-28-2", "--image-size", "8", "--labeled", "2", "--unlabeled", "2", "--channels-last"]
+    )
+    model, x_l, _, x_u = step_cost.build(args)
+    assert x_l.is_contiguous(memory_format=torch.channels_last)
+    assert x_u.is_contiguous(memory_format=torch.channels_last)
+    convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    plain = step_cost.build(step_cost.build_parser().parse_args(["--model", "wrn-28-2", "--image-size", "8"]))
+    assert not plain[1].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.slow
+def test_channels_last_steps_give_the_numbers_of_the_default_format():
+    # WRN-28-2 on 8x8 images: each step type in channels_last updates the model as in the default format
+    base = step_cost.build_parser().parse_args(
+        ["--model", "wrn-28-2", "--image-size", "8", "--labeled", "2", "--unlabeled", "3"]
+    )
+    model, x_l, y_l, x_u = step_cost.build(base)
+    model = model.double()
+    x_l, x_u = x_l.double(), x_u.double()
+    last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    cl = tuple(t.contiguous(memory_format=torch.channels_last) for t in (x_l, x_u))
+    cfg = step_cost.StepConfig(eps=0.5)
+    for name in ("supervised", "seed-vat", "torchvat-vat"):
+        a = step_cost.make_step(name, model, (x_l, y_l, x_u), cfg)
+        b = step_cost.make_step(name, last, (cl[0], y_l, cl[1]), cfg)
+        _same_step(a, b)

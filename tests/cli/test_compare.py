@@ -37,14 +37,14 @@ def test_compare_methods_and_seeds(tmp_path, capsys, png_size):
     assert main(args) == 0
     stdout = capsys.readouterr().out
     assert "±" in stdout and "supervised" in stdout and "vat" in stdout
-    rows = list(csv.DictReader((out / "results.csv").open()))
+    rows = list(csv.DictReader((out / "results.csv").read_text().splitlines()))
     assert {(r["method"], r["seed"]) for r in rows} == {
         ("supervised", "0"),
         ("supervised", "1"),
         ("vat", "0"),
         ("vat", "1"),
     }
-    summary = {r["method"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    summary = {r["method"]: r for r in csv.DictReader((out / "summary.csv").read_text().splitlines())}
     errs = [float(r["test_error"]) for r in rows if r["method"] == "vat"]
     assert abs(float(summary["vat"]["mean_test_error"]) - sum(errs) / 2) < 1e-9
     w, h = png_size(out / "compare.png")

@@ -18,7 +18,7 @@ def test_demo_small_writes_report(tmp_path, png_size):
     assert png_size(res.paths["curves"]) == (11 * DPI, round(4.2 * DPI))
     report = res.paths["report"].read_text()
     assert "boundaries.png" in report and "curves.png" in report and "| supervised |" in report
-    rows = list(csv.DictReader(res.paths["results"].open()))
+    rows = list(csv.DictReader(res.paths["results"].read_text().splitlines()))
     assert [r["method"] for r in rows] == list(DEMO_METHODS)
     assert all(0 <= float(r["test_error"]) <= 1 for r in rows)
     for method in DEMO_METHODS:
@@ -80,4 +80,4 @@ def test_an_earlier_demo_is_kept_unless_overwrite(tmp_path, capsys):
     assert err.startswith(f"torchvat: error: --out {out} holds an earlier demo (report.md, results.csv, supervised/")
     assert "replace it with --overwrite" in err and (out / "results.csv").read_bytes() == before
     assert main(["demo", "--iters", "6", "--out", str(out), "--overwrite"]) == 0
-    assert [r["iterations"] for r in csv.DictReader((out / "results.csv").open())] == ["6", "6", "6"]
+    assert [r["iterations"] for r in csv.DictReader((out / "results.csv").read_text().splitlines())] == ["6", "6", "6"]

@@ -77,7 +77,7 @@ def test_evaluate_direct(moons_run, png_size):
         assert accs[0] == pytest.approx(res.accuracy)
     assert res.curves["L2 adversarial"][-1] <= res.curves["L2 adversarial"][0]
     assert png_size(res.paths["plot"]) == (7 * DPI, round(4.5 * DPI))
-    rows = list(csv.DictReader(res.paths["csv"].open()))
+    rows = list(csv.DictReader(res.paths["csv"].read_text().splitlines()))
     assert [float(r["eps"]) for r in rows] == [0.0, 0.3, 1.0]
     again = run_evaluate(moons_run / "last.pt", eps=[1.0, 0.3], max_examples=200, quiet=True)
     # seeded, and the same directions at each size whatever the grid: the same numbers again

@@ -97,6 +97,7 @@ def test_a_collapse_warning_is_shown_once(tmp_path, capsys):
     assert not logging.getLogger("torchvat.train.trainer").filters  # main() leaves the logger as it found it
 
 
+@pytest.mark.filterwarnings("default")  # the CLI's own display of warnings, as a user sees it
 def test_a_library_warning_other_than_a_collapse_is_still_shown_once(tmp_path, capsys):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 2)).astype(np.float32)

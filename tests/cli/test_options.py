@@ -184,6 +184,7 @@ def test_the_no_held_out_hint_fits_the_kind_of_data(tmp_path):
     )
 
 
+@pytest.mark.filterwarnings("ignore:y contains no unlabeled rows")  # every image is labeled
 def test_an_image_folder_run_without_held_out_data_says_test_dir(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for i in range(8):

@@ -4,6 +4,8 @@ import copy
 import functools
 import math
 import re
+import subprocess
+import sys
 import warnings
 from types import SimpleNamespace
 
@@ -193,6 +195,20 @@ def test_double_backward_fallback_replays_the_dropout_masks():
     with pytest.warns(RuntimeWarning, match="forward-mode AD failed"):
         lds = vat_loss(model, x, eps=1e-6, probe="exact")
     assert float(lds.detach()) < 1e-6  # masks shared: LDS -> 0 with eps (with fresh masks it is about 0.03)
+
+
+def test_exact_probe_runs_where_warnings_are_errors():
+    # a fresh interpreter: torch loads its forward-mode decompositions on the first dual tensor, with a
+    # FutureWarning of its own (torch.jit.script deprecated) that must not reach the user
+    code = (
+        "import torch; from torch import nn; import torchvat\n"
+        "m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))\n"
+        "x = torch.randn(5, 4)\n"
+        "print(torchvat.vat_loss(m, x, eps=1.0, probe='exact').item())\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert math.isfinite(float(done.stdout)) and float(done.stdout) > 0
 
 
 @pytest.mark.parametrize("with_logits", [False, True])

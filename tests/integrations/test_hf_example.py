@@ -229,7 +229,7 @@ def test_bad_eps(script, data, tmp_path, capsys):
 def test_a_text_longer_than_the_position_embeddings_is_truncated_to_them(script, model_dir, data, tmp_path, capsys):
     train, _ = data
     long_text = " ".join(["good"] * 80)  # 82 tokens with [CLS] and [SEP]; the model has 64 positions
-    rows = [*list(csv.reader(train.open(encoding="utf-8")))[1:], [long_text, "pos"]]
+    rows = [*list(csv.reader(train.read_text(encoding="utf-8").splitlines()))[1:], [long_text, "pos"]]
     long_train = write_csv(tmp_path / "long.csv", [tuple(r) for r in rows])
     assert AutoTokenizer.from_pretrained(model_dir, local_files_only=True).model_max_length > 128  # no limit saved
     # fmt: off

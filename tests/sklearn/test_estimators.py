@@ -120,7 +120,8 @@ def test_pipeline_and_grid_search_over_eps(moons):
     pipe = make_pipeline(StandardScaler(), VATClassifier(**FAST))
     search = GridSearchCV(pipe, {"vatclassifier__eps": [0.05, 0.5]}, cv=2, scoring="accuracy")
     labeled = y_semi != -1
-    search.fit(X[labeled].repeat(3, axis=0), y[labeled].repeat(3))
+    with pytest.warns(UserWarning, match="y contains no unlabeled samples"):  # every row labeled: supervised VAT
+        search.fit(X[labeled].repeat(3, axis=0), y[labeled].repeat(3))
     assert search.best_params_["vatclassifier__eps"] in (0.05, 0.5)
     assert len(search.cv_results_["mean_test_score"]) == 2
     assert search.best_estimator_[-1].eps_ == search.best_params_["vatclassifier__eps"]
@@ -313,8 +314,9 @@ def test_regressor_methods(sine, method):
 def test_regressor_partial_fit_pickle_and_errors(sine):
     X, y = sine
     reg = VATRegressor(**FAST)
-    reg.partial_fit(X, y)
-    reg.partial_fit(X, y)
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="y contains no unlabeled samples"):  # every call says so
+            reg.partial_fit(X, y)
     assert reg.n_iter_ == 14  # 2 x ceil(200 / 32)
     restored = pickle.loads(pickle.dumps(reg))
     np.testing.assert_array_equal(restored.predict(X), reg.predict(X))

@@ -263,6 +263,7 @@ def test_class_collapse_warning_needs_no_held_out_data(moons, tiny):
 def test_balanced_unlabeled_predictions_do_not_warn(moons, mlp, tiny):
     trainer = Trainer(mlp(), moons, method="vat", lr=1e-2, **tiny(iterations=16, collapse_patience=1))
     with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=CollapseWarning)  # a rising test error is another matter
         warnings.filterwarnings("error", message="the predictions on the unlabeled data", category=CollapseWarning)
         trainer.fit()
     assert all(r["train_unlabeled_classes"] > 1.5 for r in trainer.history)

@@ -22,6 +22,7 @@ gradients are never computed nor touched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import warnings
 import weakref
@@ -221,6 +222,21 @@ def _update(d: Tensor, g: Tensor, mask: Tensor | None) -> Tensor:
     return torch.where(zero.view(-1, *([1] * (d.ndim - 1))), d, unit)
 
 
+@functools.cache
+def _load_forward_ad() -> None:
+    """Let torch load its forward-mode decompositions now, without the warning that loading gives.
+
+    On first use, forward-mode AD scripts its decompositions with ``torch.jit.script``, which torch
+    2.14 deprecates with a ``FutureWarning`` about torch's own code: noise for every user of the
+    exact probe, and an error where warnings are errors (``pytest -W error``). Only that warning,
+    and only during that load, is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        with fwAD.dual_level():
+            fwAD.make_dual(torch.zeros(1), torch.zeros(1))
+
+
 def _cast_tangent(module: nn.Module, inputs: Any, output: Any) -> Any:
     if not isinstance(output, Tensor):
         return None
@@ -293,6 +309,7 @@ class _ExactHvp:
         xr = x0.detach().requires_grad_(True)
         forward_error: NotImplementedError | RuntimeError | None = None
         if not _ExactHvp.forward_ad_failed_for(model):
+            _load_forward_ad()
             try:
                 with rng.replay(), fwAD.dual_level(), _tangent_dtype_fix(x0):
                     pred = extract_output(inp.call(model, fwAD.make_dual(xr, d)), output_fn)

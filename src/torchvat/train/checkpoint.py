@@ -460,7 +460,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     Example:
         >>> import tempfile, os
         >>> p = os.path.join(tempfile.mkdtemp(), "bad.pt")
-        >>> _ = open(p, "wb").write(b"not a checkpoint")
+        >>> _ = Path(p).write_bytes(b"not a checkpoint")
         >>> load_checkpoint(p)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
@@ -517,7 +517,7 @@ def load_latest_checkpoint(
         >>> d = tempfile.mkdtemp()
         >>> p = save_checkpoint({"step": 1}, os.path.join(d, "last.pt"))
         >>> p = save_checkpoint({"step": 2}, p, keep_previous=1)
-        >>> _ = open(p, "wb").write(b"garbage")  # the newest file is damaged
+        >>> _ = Path(p).write_bytes(b"garbage")  # the newest file is damaged
         >>> import warnings
         >>> with warnings.catch_warnings():
         ...     warnings.simplefilter("ignore")
