@@ -49,3 +49,30 @@ def dropout_net() -> Callable[[], nn.Module]:
         return nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Dropout(0.5), nn.Linear(32, 3)).train()
 
     return build
+
+
+@pytest.fixture
+def sometimes_method() -> Callable[..., object]:
+    """``sometimes_method(nan_at=None)``: a custom method returning ``l2`` on even calls only.
+
+    ``l2`` is NaN on call ``nan_at``.
+    """
+    from torchvat.train import Method
+
+    class Sometimes(Method):
+        name = "sometimes"
+
+        def __init__(self, nan_at: int | None) -> None:
+            self.weights = {"ce": 1.0, "l2": 0.01}
+            self.calls = 0
+            self.nan_at = nan_at
+
+        def loss_terms(self, model, batch, clean):
+            self.calls += 1
+            terms = {"ce": self.cross_entropy(batch, clean)}
+            if self.calls % 2 == 0:
+                nan = float("nan") if self.calls == self.nan_at else 1.0
+                terms["l2"] = clean.logits.pow(2).mean() * nan
+            return terms
+
+    return lambda nan_at=None: Sometimes(nan_at)

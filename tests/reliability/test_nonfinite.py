@@ -243,25 +243,10 @@ def test_a_skipped_iteration_restores_buffers_the_model_replaced(moons):
     assert float(model.calls) == 2 * done
 
 
-def test_a_term_returned_on_some_iterations_is_named_when_it_fails(moons):
+def test_a_term_returned_on_some_iterations_is_named_when_it_fails(moons, sometimes_method):
     """A custom method's term that is there on some iterations only: its NaN is named, not blamed on the gradients."""
-    from torchvat.train import Method
-
-    class Sometimes(Method):
-        name = "sometimes"
-
-        def __init__(self):
-            self.weights = {"ce": 1.0, "l2": 0.01}
-            self.calls = 0
-
-        def loss_terms(self, model, batch, clean):
-            self.calls += 1
-            terms = {"ce": self.cross_entropy(batch, clean)}
-            if self.calls % 2 == 0:  # the failing iteration 2 has l2, iteration 3 (read at 4) does not
-                terms["l2"] = clean.logits.pow(2).mean() * (math.nan if self.calls == 2 else 1.0)
-            return terms
-
-    trainer = Trainer(make_mlp(0), moons, method=Sometimes(), **small(iterations=8, log_every=4, eval_every=8))
+    method = sometimes_method(nan_at=2)  # the failing iteration 2 has l2, iteration 3 (read at 4) does not
+    trainer = Trainer(make_mlp(0), moons, method=method, **small(iterations=8, log_every=4, eval_every=8))
     match = r"non-finite loss at iteration 2 \(step 1 done\): loss term\(s\) 'l2' \(ce=0\.\d+, l2=nan\)"
     with pytest.raises(NonFiniteLossError, match=match) as info:
         trainer.fit()

@@ -73,6 +73,23 @@ def tiny():
     return small
 
 
+def assert_same_tree(a, b, path: str = "state") -> None:
+    """Two nested states (dicts, lists, tuples, tensors, plain values) are equal: types, dtypes, values."""
+    assert type(a) is type(b), path
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_same_tree(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (u, v) in enumerate(zip(a, b, strict=True)):
+            assert_same_tree(u, v, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
 def assert_same_state(a: nn.Module, b: nn.Module) -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()

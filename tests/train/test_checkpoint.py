@@ -6,6 +6,8 @@ import torch
 import torchvat.train.checkpoint as ckpt_module
 from torchvat.train import Callback, Trainer, load_checkpoint, save_checkpoint
 
+from .conftest import assert_same_tree
+
 
 class StopAt(Callback):
     def __init__(self, step):
@@ -236,21 +238,6 @@ def test_resume_keeps_the_eps_of_a_method_instance_and_takes_a_derived_one_from_
     assert derived.method.eps == 1.0 and derived.eps == 1.0
 
 
-def _same(a, b, where="state"):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _same(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (u, v) in enumerate(zip(a, b, strict=True)):
-            _same(u, v, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
 @pytest.mark.parametrize(
     ("change", "match"),
     [
@@ -282,7 +269,7 @@ def test_a_refused_resume_leaves_the_trainer_as_it_was(change, match, moons, mlp
     before = other.state_dict()
     with pytest.raises(ValueError, match=match):
         other.load_state_dict(state)
-    _same(before, other.state_dict())  # weights, optimizer, schedule, samplers, step, ...
+    assert_same_tree(before, other.state_dict())  # weights, optimizer, schedule, samplers, step, ...
     assert other.step == 0 and len(other.optimizer.state) == 0
 
 

@@ -10,6 +10,8 @@ from torch import nn
 from torchvat.train import Batch, IterationSchedule, TrainConfig, build_optimizer, get_method
 from torchvat.train.trainer import compute_method_loss
 
+from .conftest import assert_same_tree
+
 
 # trainer passes share the clean masks
 @pytest.mark.parametrize(
@@ -88,22 +90,6 @@ def _net(seed):
     return nn.Sequential(nn.Linear(2, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
 
 
-def _same(a, b, path="state"):
-    assert type(a) is type(b), path
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _same(a[k], b[k], f"{path}[{k!r}]")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), path
-        for i, (u, v) in enumerate(zip(a, b, strict=True)):
-            _same(u, v, f"{path}[{i}]")
-    else:
-        assert a == b, path
-
-
 def test_trainer_state_round_trip_is_the_identity():
     from torchvat.train import Callback, Trainer
 
@@ -132,7 +118,7 @@ def test_trainer_state_round_trip_is_the_identity():
         state = first.state_dict()
         other = Trainer(_net(9), **_moons(), **opts)
         other.load_state_dict(state)
-    _same(other.state_dict(), state)
+    assert_same_tree(other.state_dict(), state)
 
 
 def test_resumed_run_logs_the_same_training_lines():

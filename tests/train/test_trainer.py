@@ -323,32 +323,7 @@ def test_config_takes_a_path_like_out_dir_and_a_torch_device(tmp_path):
     assert cfg.out_dir == str(tmp_path / "run") and cfg.device == "cpu"
 
 
-class _Sometimes:
-    """A custom method (built lazily: Method is imported in the test) returning ``l2`` on even calls only."""
-
-    @staticmethod
-    def make(nan_at: int | None = None):
-        from torchvat.train import Method
-
-        class Sometimes(Method):
-            name = "sometimes"
-
-            def __init__(self):
-                self.weights = {"ce": 1.0, "l2": 0.01}
-                self.calls = 0
-
-            def loss_terms(self, model, batch, clean):
-                self.calls += 1
-                terms = {"ce": self.cross_entropy(batch, clean)}
-                if self.calls % 2 == 0:
-                    nan = float("nan") if self.calls == nan_at else 1.0
-                    terms["l2"] = clean.logits.pow(2).mean() * nan
-                return terms
-
-        return Sometimes()
-
-
-def test_a_term_returned_on_some_iterations_is_averaged_over_those(moons, mlp, tiny, tmp_path):
+def test_a_term_returned_on_some_iterations_is_averaged_over_those(moons, mlp, tiny, tmp_path, sometimes_method):
     from torchvat.train import Callback, save_checkpoint
 
     class Record(Callback):
@@ -364,7 +339,7 @@ def test_a_term_returned_on_some_iterations_is_averaged_over_those(moons, mlp, t
 
     rec = Record()
     options = tiny(iterations=8, log_every=4, eval_every=8)
-    result = Trainer(mlp(0), moons, method=_Sometimes.make(), callbacks=[rec], **options).fit()
+    result = Trainer(mlp(0), moons, method=sometimes_method(), callbacks=[rec], **options).fit()
     assert [len(v) for v in rec.terms.values()] == [8, 4]
     for i, logs in enumerate(rec.logs):  # a window of 4 iterations, 2 of them with l2
         assert logs["l2"] == pytest.approx(sum(rec.terms["l2"][2 * i : 2 * i + 2]) / 2, rel=1e-6)
@@ -376,10 +351,10 @@ def test_a_term_returned_on_some_iterations_is_averaged_over_those(moons, mlp, t
         def on_step_end(self, **kwargs):
             kwargs["trainer"].should_stop = kwargs["step"] == 3
 
-    first = Trainer(mlp(0), moons, method=_Sometimes.make(), callbacks=[StopAt()], **options)
+    first = Trainer(mlp(0), moons, method=sometimes_method(), callbacks=[StopAt()], **options)
     first.fit()
     path = save_checkpoint(first.state_dict(), tmp_path / "s.pt")
-    method = _Sometimes.make()
+    method = sometimes_method()
     method.calls = 3
     resumed = Trainer(mlp(1), moons, method=method, **options).fit(resume=path)
     assert resumed.history == result.history

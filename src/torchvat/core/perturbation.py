@@ -183,8 +183,7 @@ def probe_scale(t: Tensor, xi: float | Tensor | str, eps: float | Tensor) -> flo
     measures rounding noise.
     """
     if isinstance(xi, str):
-        if xi != "auto":
-            raise ValueError(f"xi must be 'auto' or a finite number > 0, got {xi!r}")
+        check_xi(xi)  # "auto" is the only string
         c = math.sqrt(torch.finfo(_compute_dtype(t)).eps)
         size = torch.linalg.vector_norm(t.detach().reshape(t.shape[0], -1).float(), dim=1).clamp_min(1.0)
         step = (c * size).to(t.dtype).view(-1, *([1] * (t.ndim - 1)))
