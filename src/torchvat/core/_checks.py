@@ -228,3 +228,150 @@ def broadcast_mask(mask: Tensor | None, like: Tensor) -> Tensor | None:
             f"mask of shape {tuple(mask.shape)} cannot be broadcast to the perturbed input's shape "
             f"{tuple(like.shape)} (trailing dimensions are added to the mask)"
         ) from None
+
+
+def check_class_dim(class_dim: int) -> None:
+    """``class_dim`` is an integer (``int`` or an integer scalar such as ``np.int64(-1)``), not a bool."""
+    try:
+        valid = not isinstance(class_dim, bool) and operator.index(class_dim) == class_dim
+    except TypeError:
+        valid = False
+    if not valid:
+        raise TypeError(
+            f"class_dim must be an integer (1 for [B, C, ...] outputs, -1 for [B, T, C]), got {class_dim!r}"
+        )
+
+
+class OutputLayout:
+    """Where the classes are in a model's output, and which of its positions count.
+
+    The core computes in one layout, the PyTorch convention ``[B, C, *positions]``: an output
+    whose classes are in another dimension (``class_dim=-1`` for ``[B, T, C]`` token
+    classification or ``[B, T, V]`` language-model heads) is viewed with that dimension moved to 1
+    (:meth:`torch.Tensor.movedim`, no copy). An ``output_mask`` over the output without its class
+    dimension (``[B, T]`` for ``[B, T, C]``) marks the positions that count (1) and those left out
+    (0, e.g. padded tokens); :meth:`apply` sets the outputs at left-out positions to 0 in every pass,
+    so that a divergence :math:`D(p, p) = 0` gets nothing from them, and no gradient flows through
+    them.
+
+    Args:
+        class_dim: the class dimension of the model's output (negative counts from the end).
+        output_mask: 1 where a position counts, of the output's shape without ``class_dim``
+            (broadcast to it); ``None``: every position counts.
+        zero_masked: whether :meth:`apply` zeroes the left-out positions (divergences); a loss
+            weighted per position (:func:`masked_position_mean`) leaves them.
+    """
+
+    __slots__ = ("_mask", "class_dim", "output_mask", "zero_masked")
+
+    def __init__(self, class_dim: int = 1, output_mask: Tensor | None = None, *, zero_masked: bool = True) -> None:
+        check_class_dim(class_dim)
+        if output_mask is not None and not isinstance(output_mask, Tensor):
+            raise TypeError(f"output_mask must be a tensor or None, got {type(output_mask).__name__}")
+        self.class_dim = int(class_dim)
+        self.output_mask = output_mask
+        self.zero_masked = zero_masked
+        self._mask: Tensor | None = None
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether :meth:`apply` returns its input unchanged (``class_dim=1``, no mask)."""
+        return self.class_dim == 1 and self.output_mask is None
+
+    def canonical(self, pred: Tensor) -> Tensor:
+        """``pred`` with its class dimension moved to 1; a ``[B]`` output with ``class_dim=1`` as is."""
+        if pred.ndim < 2 and self.class_dim == 1:
+            return pred  # one value per sample (a binary classifier, a regression): no class dimension
+        dim = self.class_dim + pred.ndim if self.class_dim < 0 else self.class_dim
+        if not 1 <= dim < pred.ndim:
+            raise ValueError(
+                f"class_dim must name a non-batch dimension of the model's output (1 to {pred.ndim - 1}, "
+                f"or -1 to {1 - pred.ndim}), got class_dim={self.class_dim} for an output of shape "
+                f"{tuple(pred.shape)}"
+            )
+        return pred if dim == 1 else pred.movedim(dim, 1)
+
+    def position_mask(self, pred: Tensor) -> Tensor | None:
+        """The output mask as a bool tensor of ``pred``'s positions (canonical layout), or ``None``.
+
+        The positions are ``pred``'s shape without its class dimension 1 (all of a ``[B]`` output's
+        shape); a mask of fewer dimensions is broadcast over the trailing ones (a ``[B]`` mask
+        keeps or leaves out whole samples).
+        """
+        if self.output_mask is None:
+            return None
+        mask = self._mask
+        if mask is None or mask.device != pred.device:
+            mask = self.output_mask.to(device=pred.device) != 0
+            self._mask = mask
+        positions = (pred.shape[0], *pred.shape[2:]) if pred.ndim >= 2 else tuple(pred.shape)
+        try:
+            if mask.ndim == 0 or mask.ndim > len(positions) or mask.shape[0] != positions[0]:
+                raise RuntimeError
+            while mask.ndim < len(positions):
+                mask = mask.unsqueeze(-1)
+            return mask.expand(positions)
+        except RuntimeError:
+            raise ValueError(
+                "output_mask must have the shape of the model's output without its class dimension "
+                f"(class_dim={self.class_dim}: {list(positions)} here, class dimension moved to 1), "
+                f"got {tuple(self.output_mask.shape)}"
+            ) from None
+
+    def mask_for(self, pred: Tensor) -> Tensor | None:
+        """:meth:`position_mask` broadcast over ``pred``'s class dimension (canonical layout)."""
+        m = self.position_mask(pred)
+        if m is None or pred.ndim < 2:
+            return m
+        return m.unsqueeze(1).expand(pred.shape)
+
+    def apply(self, pred: Tensor) -> Tensor:
+        """``pred`` in the canonical layout, left-out positions set to 0 (if ``zero_masked``)."""
+        pred = self.canonical(pred)
+        if self.zero_masked:
+            m = self.mask_for(pred)
+            if m is not None:
+                pred = torch.where(m, pred, pred.new_zeros(()))
+        return pred
+
+    def output_fn(self, output_fn: Callable[[Any], Tensor] | None) -> Callable[[Any], Tensor] | None:
+        """``output_fn`` followed by :meth:`apply`; ``output_fn`` itself when the layout changes nothing."""
+        if self.is_identity:
+            return output_fn
+
+        def layout_output(output: Any) -> Tensor:
+            return self.apply(extract_output(output, output_fn))
+
+        return layout_output
+
+
+def masked_position_mean(loss: Tensor, mask: Tensor | None) -> Tensor:
+    """A per-position loss ``[B, *positions]`` averaged per sample over the positions that count.
+
+    Without a mask, the mean over all positions; a sample with no position left counts 0.
+    """
+    if loss.ndim < 2:
+        return loss if mask is None else torch.where(mask.reshape(loss.shape), loss, loss.new_zeros(()))
+    flat = loss.flatten(1)
+    if mask is None:
+        return flat.mean(1)
+    m = mask.reshape(flat.shape)
+    kept = torch.where(m, flat, flat.new_zeros(())).sum(1)
+    return kept / m.sum(1).clamp_min(1).to(kept.dtype)
+
+
+class EpsModule(torch.nn.Module):
+    """Base of the loss modules with an ``eps``: a tensor ``eps`` is a buffer, a number an attribute.
+
+    As a buffer, a tensor ``eps`` (one per sample, or a 0-dim tensor) is in ``state_dict`` and
+    follows ``.to()``; assigning a number or another tensor later replaces it either way.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "eps" and "_buffers" in self.__dict__:
+            self._buffers.pop("eps", None)
+            self.__dict__.pop("eps", None)
+            if isinstance(value, Tensor):
+                self.register_buffer("eps", value.detach())
+                return
+        super().__setattr__(name, value)

@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from torchvat.core._checks import (
     NORMS,
     REDUCTIONS,
+    EpsModule,
     ModelInput,
+    OutputLayout,
     Reduction,
     check_choice,
+    check_class_dim,
     check_grad_mode,
     check_nonnegative,
     extract_output,
@@ -41,6 +44,8 @@ def adversarial_loss(
     input_key: str | None = None,
     output_fn: Callable[[Any], Tensor] | None = None,
     mask: Tensor | None = None,
+    class_dim: int = 1,
+    output_mask: Tensor | None = None,
     reduction: Reduction = "mean",
     rng: RNGSnapshot | None = None,
 ) -> Tensor:
@@ -62,8 +67,13 @@ def adversarial_loss(
     Under ``torch.inference_mode()``, where no input gradient can be taken, it raises
     ``RuntimeError`` (``torch.no_grad()`` is fine).
 
+    With ``class_dim=-1`` (``[B, T, C]`` token classification), the cross entropy is taken over
+    the last dimension, ``y`` is [B, T], and ``output_mask`` ([B, T]) leaves positions out of the
+    per-sample mean (padded tokens); ``-100`` in ``y`` is ignored, as by ``F.cross_entropy``.
+
     Shape:
-        - x: [B, *]; y: [B] class indices (or what ``loss_fn`` accepts).
+        - x: [B, *]; y: [B] class indices (or what ``loss_fn`` accepts), [B, *positions] for an
+          output with positions.
         - output: [] for ``"mean"``/``"sum"``, [B] for ``"none"``.
 
     Example:
@@ -83,6 +93,7 @@ def adversarial_loss(
     check_choice("norm", norm, NORMS)
     check_choice("reduction", reduction, REDUCTIONS)
     loss_fn = loss_fn or default_loss_fn
+    layout = OutputLayout(class_dim, output_mask, zero_masked=False)
     inp = ModelInput(x, input_key)
     rng = rng if rng is not None else RNGSnapshot.capture(inp.tensor.device)
     r = adversarial_perturbation(
@@ -96,14 +107,16 @@ def adversarial_loss(
         input_key=input_key,
         output_fn=output_fn,
         mask=mask,
+        class_dim=class_dim,
+        output_mask=output_mask,
         rng=rng,
     )
     with running_stats_guard(model), rng.replay():
-        pred = extract_output(inp.call(model, inp.tensor + r), output_fn)
-    return reduce(per_sample_loss(loss_fn, pred, y), reduction)
+        pred = layout.apply(extract_output(inp.call(model, inp.tensor + r), output_fn))
+    return reduce(per_sample_loss(loss_fn, pred, y, layout.position_mask(pred)), reduction)
 
 
-class AdversarialLoss(nn.Module):
+class AdversarialLoss(EpsModule):
     """Module twin of :func:`adversarial_loss`.
 
     Example:
@@ -120,14 +133,18 @@ class AdversarialLoss(nn.Module):
         loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
         input_key: str | None = None,
         output_fn: Callable[[Any], Tensor] | None = None,
+        class_dim: int = 1,
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
         check_nonnegative("eps", eps)
         check_choice("norm", norm, NORMS)
+        check_class_dim(class_dim)
         check_choice("reduction", reduction, REDUCTIONS)
-        self.eps, self.norm, self.loss_fn = eps, norm, loss_fn
+        self.norm, self.loss_fn = norm, loss_fn
+        self.eps = eps
         self.input_key, self.output_fn, self.reduction = input_key, output_fn, reduction
+        self.class_dim = class_dim
 
     def forward(
         self,
@@ -137,6 +154,7 @@ class AdversarialLoss(nn.Module):
         logits: Any = None,
         *,
         mask: Tensor | None = None,
+        output_mask: Tensor | None = None,
         rng: RNGSnapshot | None = None,
     ) -> Tensor:
         """Compute :func:`adversarial_loss` with the stored hyperparameters."""
@@ -151,10 +169,13 @@ class AdversarialLoss(nn.Module):
             input_key=self.input_key,
             output_fn=self.output_fn,
             mask=mask,
+            class_dim=self.class_dim,
+            output_mask=output_mask,
             reduction=self.reduction,
             rng=rng,
         )
 
     def extra_repr(self) -> str:
         """Hyperparameters shown in ``repr``."""
-        return f"eps={self.eps}, norm={self.norm!r}"
+        cls = f", class_dim={self.class_dim}" if self.class_dim != 1 else ""
+        return f"eps={self.eps}, norm={self.norm!r}{cls}"

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from torchvat.core._checks import CLASS_DIM_HINT, check_choice
+from torchvat.core._checks import CLASS_DIM_HINT, check_choice, check_class_dim
 
 LIKELIHOODS = ("categorical", "bernoulli", "gaussian")
 Divergence = Callable[[Tensor, Tensor], Tensor]
@@ -39,34 +39,38 @@ def _check_ndim(name: str, min_ndim: int, layout: str, **tensors: Tensor) -> Non
             raise ValueError(f"{name} needs {arg} of shape {layout}, got shape {tuple(t.shape)}")
 
 
-def _check_classes(**tensors: Tensor) -> None:
-    """Raise ``ValueError`` unless each of ``tensors`` has a class dimension (dim 1) of size 2 or more.
+def _check_classes(class_dim: int = 1, **tensors: Tensor) -> None:
+    """Raise ``ValueError`` unless each of ``tensors`` has a class dimension ``class_dim`` of size 2 or more.
 
     Softmax over a single class is 1 whatever the logit: a [B, 1] (or [B, 1, H, W]) output would
     give a divergence of 0 for every input, silently.
     """
+    check_class_dim(class_dim)
     for arg, t in tensors.items():
-        if t.ndim < 2 or t.shape[1] < 2:
-            raise ValueError(
-                f"{_CATEGORICAL} needs {arg} of shape [B, C, ...], got shape {tuple(t.shape)}{CLASS_DIM_HINT}"
-            )
+        dim = class_dim + t.ndim if class_dim < 0 else class_dim
+        if t.ndim < 2 or not 1 <= dim < t.ndim or t.shape[dim] < 2:
+            layout = "[B, C, ...]" if class_dim == 1 else f"[B, ...] with C >= 2 classes in dimension {class_dim}"
+            hint = CLASS_DIM_HINT if class_dim == 1 else ""
+            raise ValueError(f"{_CATEGORICAL} needs {arg} of shape {layout}, got shape {tuple(t.shape)}{hint}")
 
 
 _CATEGORICAL = "categorical_kl (likelihood='categorical')"
 
 
-def categorical_kl(clean: Tensor, perturbed: Tensor) -> Tensor:
-    r"""KL divergence between softmax distributions over dim 1, one value per sample.
+def categorical_kl(clean: Tensor, perturbed: Tensor, *, class_dim: int = 1) -> Tensor:
+    r"""KL divergence between softmax distributions over the class dimension, one value per sample.
 
     .. math::
         D(z, \hat z) = \sum_k p_k (\log p_k - \log q_k),\quad p = \mathrm{softmax}(z),\ q = \mathrm{softmax}(\hat z)
 
     Args:
-        clean: logits of the target distribution ``p``, shape [B, C, ...].
+        clean: logits of the target distribution ``p``, shape [B, C, ...] (``class_dim=1``) or
+            [B, ..., C] (``class_dim=-1``: token classification, language-model heads).
         perturbed: logits of ``q``, same shape.
+        class_dim: the class dimension, over which the softmax is taken (negative counts from the end).
 
     Returns:
-        Tensor of shape [B], KL(p || q) summed over every non-batch dimension.
+        Tensor of shape [B], KL(p || q) summed over every position (every non-batch, non-class dimension).
 
     Raises:
         ValueError: if ``clean`` or ``perturbed`` has no class dimension of size 2 or more (a [B]
@@ -76,10 +80,15 @@ def categorical_kl(clean: Tensor, perturbed: Tensor) -> Tensor:
         >>> z = torch.tensor([[0.0, 0.0]])
         >>> round(categorical_kl(z, torch.tensor([[0.0, 1.0]])).item(), 4)
         0.1201
+        >>> tokens = torch.randn(2, 5, 3)  # [B, T, C]
+        >>> other = torch.randn(2, 5, 3)
+        >>> torch.allclose(categorical_kl(tokens, other, class_dim=-1),
+        ...                categorical_kl(tokens.transpose(1, 2), other.transpose(1, 2)))
+        True
     """
-    _check_classes(clean=clean, perturbed=perturbed)
-    logp = F.log_softmax(_upcast(clean), dim=1)
-    logq = F.log_softmax(_upcast(perturbed), dim=1)
+    _check_classes(class_dim, clean=clean, perturbed=perturbed)
+    logp = F.log_softmax(_upcast(clean), dim=class_dim)
+    logq = F.log_softmax(_upcast(perturbed), dim=class_dim)
     return _per_sample_sum(logp.exp() * (logp - logq))
 
 
@@ -120,7 +129,7 @@ def gaussian_divergence(clean: Tensor, perturbed: Tensor) -> Tensor:
 
 
 def _categorical_fisher(clean: Tensor, v: Tensor) -> Tensor:
-    _check_classes(clean=clean)
+    _check_classes(1, clean=clean)
     p = torch.softmax(_upcast(clean), dim=1)
     v = _upcast(v)
     return p * v - p * (p * v).sum(1, keepdim=True)

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torchvat.core._checks import (
     NORMS,
     ModelInput,
+    OutputLayout,
     broadcast_mask,
     check_choice,
     check_grad_mode,
@@ -44,6 +45,7 @@ from torchvat.core._checks import (
     check_nonnegative,
     check_xi,
     extract_output,
+    masked_position_mean,
     per_sample_scale,
 )
 from torchvat.core.divergence import (
@@ -531,6 +533,8 @@ def virtual_adversarial_perturbation(
     input_key: str | None = None,
     output_fn: Callable[[Any], Tensor] | None = None,
     mask: Tensor | None = None,
+    class_dim: int = 1,
+    output_mask: Tensor | None = None,
     generator: torch.Generator | None = None,
     rng: RNGSnapshot | None = None,
 ) -> Tensor:
@@ -555,6 +559,7 @@ def virtual_adversarial_perturbation(
     """
     check_grad_mode("virtual_adversarial_perturbation")
     check_common(eps, xi, n_power, norm, probe)
+    output_fn = OutputLayout(class_dim, output_mask).output_fn(output_fn)
     inp = ModelInput(x, input_key)
     m = broadcast_mask(mask, inp.tensor)
     rng = rng if rng is not None else RNGSnapshot.capture(inp.tensor.device)
@@ -582,20 +587,30 @@ def virtual_adversarial_perturbation(
 
 
 def default_loss_fn(output: Tensor, y: Tensor) -> Tensor:
-    """Cross entropy per sample (float32 at least), averaged over any spatial dimensions."""
-    loss = F.cross_entropy(output.to(torch.promote_types(output.dtype, torch.float32)), y, reduction="none")
-    return loss.flatten(1).mean(1) if loss.ndim > 1 else loss
+    """Cross entropy per sample and position (float32 at least), ``output`` of shape [B, C, *positions]."""
+    return F.cross_entropy(output.to(torch.promote_types(output.dtype, torch.float32)), y, reduction="none")
 
 
-def per_sample_loss(loss_fn: Callable[[Tensor, Tensor], Tensor], pred: Tensor, y: Any) -> Tensor:
-    """``loss_fn(pred, y)`` reduced to one value per sample (mean over non-batch dimensions)."""
+def per_sample_loss(
+    loss_fn: Callable[[Tensor, Tensor], Tensor], pred: Tensor, y: Any, positions: Tensor | None = None
+) -> Tensor:
+    """``loss_fn(pred, y)`` reduced to one value per sample: the mean over its positions.
+
+    ``positions`` (bool, of the loss's shape) marks the positions that count (see
+    :meth:`OutputLayout.position_mask`); it needs ``loss_fn`` to return one loss per position.
+    """
     loss = loss_fn(pred, y)
     if not isinstance(loss, Tensor) or loss.ndim < 1 or loss.shape[0] != pred.shape[0]:
         got = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
         raise ValueError(
             f"loss_fn must return per-sample losses of shape [{pred.shape[0]}, ...] (use reduction='none'), got {got}"
         )
-    return loss.flatten(1).mean(1) if loss.ndim > 1 else loss
+    if positions is not None and loss.shape != positions.shape:
+        raise ValueError(
+            f"with output_mask, loss_fn must return one loss per position, of shape {tuple(positions.shape)} "
+            f"(the output without its class dimension), got {tuple(loss.shape)}"
+        )
+    return masked_position_mean(loss, positions)
 
 
 def adversarial_perturbation(
@@ -610,6 +625,8 @@ def adversarial_perturbation(
     input_key: str | None = None,
     output_fn: Callable[[Any], Tensor] | None = None,
     mask: Tensor | None = None,
+    class_dim: int = 1,
+    output_mask: Tensor | None = None,
     rng: RNGSnapshot | None = None,
 ) -> Tensor:
     r"""The adversarial perturbation of Goodfellow et al. (ICLR 2015).
@@ -634,10 +651,17 @@ def adversarial_perturbation(
             while ``x`` holds embeddings computed apart), a forward pass of its own is made.
         eps: perturbation size, a number or a per-sample tensor [B].
         norm: ``"l2"`` or ``"linf"``.
-        loss_fn: ``loss_fn(output, y)`` returning per-sample losses; cross entropy by default.
+        loss_fn: ``loss_fn(output, y)`` returning per-sample (or per-position) losses, averaged per
+            sample over the positions; cross entropy by default. It receives the output with its
+            class dimension at 1 (``[B, C, *positions]``, see ``class_dim``).
         input_key: the entry of a mapping ``x`` to perturb.
         output_fn: maps the model output to the prediction tensor.
         mask: 1 where the input may be perturbed, broadcast to the input's shape.
+        class_dim: the class dimension of the model's output: 1 (default, ``[B, C, ...]``) or
+            -1 for ``[B, T, C]`` token classification; see :func:`torchvat.vat_loss`.
+        output_mask: 1 where an output position counts, of the output's shape without its class
+            dimension (``[B, T]`` for ``[B, T, C]``): the loss is averaged per sample over the
+            positions that count. ``loss_fn`` must then return one loss per position.
         rng: generator state to replay for the gradient pass (same dropout masks as the clean pass).
 
     Returns:
@@ -652,6 +676,8 @@ def adversarial_perturbation(
     check_grad_mode("adversarial_perturbation")
     check_nonnegative("eps", eps)
     check_choice("norm", norm, NORMS)
+    layout = OutputLayout(class_dim, output_mask, zero_masked=False)
+    output_fn = layout.output_fn(output_fn)
     inp = ModelInput(x, input_key)
     m = broadcast_mask(mask, inp.tensor)
     loss_fn = loss_fn or default_loss_fn
@@ -662,7 +688,7 @@ def adversarial_perturbation(
         if pred.requires_grad:
             _check_batch_size(pred, inp, "logits")
             with torch.enable_grad():
-                loss = per_sample_loss(loss_fn, pred, y).sum()
+                loss = per_sample_loss(loss_fn, pred, y, layout.position_mask(pred)).sum()
             if loss.requires_grad:
                 # None when x is not in the graph of logits: they were computed from other inputs
                 (g,) = torch.autograd.grad(loss, t, retain_graph=True, allow_unused=True)
@@ -671,7 +697,7 @@ def adversarial_perturbation(
         xr = t.detach().requires_grad_(True)
         with running_stats_guard(model), rng.replay(), torch.enable_grad():
             pred = extract_output(inp.call(model, xr), output_fn)
-            g = _grad_or_zero(per_sample_loss(loss_fn, pred, y).sum(), xr)
+            g = _grad_or_zero(per_sample_loss(loss_fn, pred, y, layout.position_mask(pred)).sum(), xr)
     if m is not None:
         g = g * m
     return per_sample_scale(eps, t, "eps") * project_direction(g.detach(), norm).to(t.dtype)

@@ -6,14 +6,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from torchvat.core._checks import (
     REDUCTIONS,
+    EpsModule,
     ModelInput,
+    OutputLayout,
     Reduction,
     broadcast_mask,
     check_choice,
+    check_class_dim,
     check_grad_mode,
     extract_output,
     reduce,
@@ -48,6 +51,8 @@ def vat_loss(
     input_key: str | None = None,
     output_fn: Callable[[Any], Tensor] | None = None,
     mask: Tensor | None = None,
+    class_dim: int = 1,
+    output_mask: Tensor | None = None,
     reduction: Reduction = "mean",
     generator: torch.Generator | None = None,
     rng: RNGSnapshot | None = None,
@@ -89,13 +94,16 @@ def vat_loss(
             a number is the absolute step, as in the paper (``1e-6``, too small for float32).
         n_power: power-iteration steps; 0 is random perturbation training (RPT).
         norm: ``"l2"`` (per sample, over all non-batch dimensions) or ``"linf"`` (sign of the direction).
-        likelihood: ``"categorical"`` (softmax over dim 1, KL), ``"bernoulli"`` (sigmoid, per-output KL
-            summed: binary and multi-label) or ``"gaussian"`` (half squared error, regression).
-            Outputs with positions (``[B, C, H, W]`` segmentation, ``[B, C, T]`` sequences) get one
-            divergence per sample, summed over the positions, where a cross entropy is usually
-            averaged over them: scale ``alpha`` down by the number of positions (or pass a
-            ``divergence`` that averages) to keep the paper's balance.
-        divergence: ``callable(clean, perturbed) -> Tensor[B]``; replaces ``likelihood``.
+        likelihood: ``"categorical"`` (softmax over the class dimension ``class_dim``, KL),
+            ``"bernoulli"`` (sigmoid, per-output KL summed: binary and multi-label) or
+            ``"gaussian"`` (half squared error, regression). Outputs with positions (``[B, C, H, W]``
+            segmentation, ``[B, C, T]`` or ``[B, T, C]`` sequences) get one divergence per sample,
+            summed over the positions, where a cross entropy is usually averaged over them: scale
+            ``alpha`` down by the number of positions (or pass a ``divergence`` that averages) to
+            keep the paper's balance.
+        divergence: ``callable(clean, perturbed) -> Tensor[B]``; replaces ``likelihood``. It
+            receives both outputs with the class dimension at 1 (``[B, C, *positions]``, whatever
+            ``class_dim`` is) and the positions left out by ``output_mask`` set to 0 in both.
         probe: how :math:`H d` is computed: ``"finite_difference"`` (the paper's), ``"exact"`` (the
             Gauss-Newton product :math:`J^\top A J d`, exact at :math:`r=0`, accurate in low precision,
             about one extra forward pass of cost), or ``"auto"`` (default): finite differences in
@@ -105,7 +113,18 @@ def vat_loss(
         input_key: the entry of a mapping ``x`` to perturb.
         output_fn: maps the model output to the prediction; by default a tensor is used as is, a
             mapping's ``"logits"``, an object's ``.logits``, or a tuple's first element.
-        mask: 1 where the input may be perturbed (e.g. an attention mask), broadcast to the input.
+        mask: 1 where the *input* may be perturbed, broadcast to the input (trailing dimensions
+            added): a ``[B, T]`` attention mask keeps padded embeddings of ``[B, T, E]`` unperturbed.
+            It does not leave outputs out of the loss: that is ``output_mask``.
+        class_dim: the class dimension of the model's output: 1 (default; the PyTorch convention
+            ``[B, C, ...]``, e.g. ``[B, C, H, W]`` segmentation) or -1 for ``[B, T, C]`` token
+            classification and ``[B, T, V]`` language-model heads. The softmax (and everything
+            else) is taken over it; the result equals that of ``class_dim=1`` on the output with
+            that dimension moved to 1.
+        output_mask: 1 where an output position counts, 0 where it is left out (padded tokens), of
+            the output's shape without its class dimension (``[B, T]`` for ``[B, T, C]``; a ``[B]``
+            mask keeps or leaves out whole samples). Left-out positions contribute nothing to the
+            divergence, to the search's direction or to the gradient. ``None``: all positions count.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"`` over the batch.
         generator: generator for the random start (reproducible directions).
         rng: an :class:`RNGSnapshot` captured before the caller's clean pass; the probe and perturbed
@@ -142,6 +161,7 @@ def vat_loss(
     check_common(eps, xi, n_power, norm, probe)
     check_choice("reduction", reduction, REDUCTIONS)
     div = resolve_divergence(likelihood, divergence)
+    output_fn = OutputLayout(class_dim, output_mask).output_fn(output_fn)
     inp = ModelInput(x, input_key)
     m = broadcast_mask(mask, inp.tensor)
     rng = rng if rng is not None else RNGSnapshot.capture(inp.tensor.device)
@@ -180,12 +200,14 @@ def vat_loss(
     return reduce(lds, reduction)
 
 
-class VATLoss(nn.Module):
+class VATLoss(EpsModule):
     """Module twin of :func:`vat_loss`: stores the hyperparameters; ``forward`` is one call.
 
+    A tensor ``eps`` is registered as a buffer: it is in ``state_dict`` and follows ``.to()``.
+
     Args:
-        eps, xi, n_power, norm, likelihood, divergence, probe, input_key, output_fn, reduction:
-            see :func:`vat_loss`.
+        eps, xi, n_power, norm, likelihood, divergence, probe, input_key, output_fn, class_dim,
+            reduction: see :func:`vat_loss`.
 
     Example:
         >>> criterion = VATLoss(eps=1.0)
@@ -206,13 +228,16 @@ class VATLoss(nn.Module):
         probe: Probe = "auto",
         input_key: str | None = None,
         output_fn: Callable[[Any], Tensor] | None = None,
+        class_dim: int = 1,
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
         check_common(eps, xi, n_power, norm, probe)
+        check_class_dim(class_dim)
         check_choice("reduction", reduction, REDUCTIONS)
         resolve_divergence(likelihood, divergence)
-        self.eps, self.xi, self.n_power, self.norm = eps, xi, n_power, norm
+        self.eps = eps
+        self.xi, self.n_power, self.norm, self.class_dim = xi, n_power, norm, class_dim
         self.likelihood, self.divergence, self.probe = likelihood, divergence, probe
         self.input_key, self.output_fn, self.reduction = input_key, output_fn, reduction
 
@@ -223,6 +248,7 @@ class VATLoss(nn.Module):
         logits: Any = None,
         *,
         mask: Tensor | None = None,
+        output_mask: Tensor | None = None,
         generator: torch.Generator | None = None,
         rng: RNGSnapshot | None = None,
     ) -> Tensor:
@@ -241,6 +267,8 @@ class VATLoss(nn.Module):
             input_key=self.input_key,
             output_fn=self.output_fn,
             mask=mask,
+            class_dim=self.class_dim,
+            output_mask=output_mask,
             reduction=self.reduction,
             generator=generator,
             rng=rng,
@@ -251,4 +279,5 @@ class VATLoss(nn.Module):
         return (
             f"eps={self.eps}, xi={self.xi!r}, n_power={self.n_power}, norm={self.norm!r}, "
             f"likelihood={self.likelihood!r}, probe={self.probe!r}"
+            + (f", class_dim={self.class_dim}" if self.class_dim != 1 else "")
         )
