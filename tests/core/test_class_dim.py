@@ -291,3 +291,48 @@ def test_a_tensor_eps_is_a_buffer_in_state_dict():
     assert torch.equal(crit.state_dict()["eps"], torch.tensor(3.0))
     assert "eps" in AdversarialLoss(eps=torch.tensor(0.1)).state_dict()
     assert "eps" not in VATLoss(eps=1.0).state_dict()
+
+
+# issue 17, items 12 and 13: wrong shapes and labels are named
+
+
+@pytest.mark.parametrize("probe", ["finite_difference", "exact"])
+def test_logits_with_another_number_of_classes_are_named(probe):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    x = torch.randn(5, 4)
+    wrong = torch.randn(5, 4)
+    with pytest.raises(
+        ValueError, match=r"^logits must have the shape of the model's output on x, \(5, 3\), got \(5, 4\)"
+    ):
+        vat_loss(model, x, logits=wrong, probe=probe)
+    with pytest.raises(
+        ValueError, match=r"^logits must have the shape of the model's output on x, \(5, 3\), got \(5, 4\)"
+    ):
+        virtual_adversarial_perturbation(model, x, logits=wrong, probe=probe)
+    with pytest.raises(ValueError, match=r"^logits must have the shape .* got \(5, 4\)"):
+        vat_loss(model, x, logits=wrong, n_power=0)
+
+
+@pytest.mark.parametrize("bad", [-1, 3, 7])
+def test_adversarial_loss_names_a_label_out_of_range(bad):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, bad, 0])
+    with pytest.raises(ValueError, match=rf"^y must hold class indices in \[0, 3\) .* got {bad} in 1 entry"):
+        adversarial_loss(model, x, y)
+    with pytest.raises(ValueError, match=rf"got {bad} in 1 entry"):
+        adversarial_loss(model, x, y, logits=model(x.requires_grad_()))
+    # -100 is cross entropy's ignore_index, and stays allowed
+    assert torch.isfinite(adversarial_loss(model, x, torch.tensor([0, 1, 2, -100, 0])))
+
+
+def test_the_same_generator_seed_gives_the_same_start_in_float32_and_float64():
+    torch.manual_seed(0)
+    x = torch.randn(4, 40)
+    model = nn.Linear(40, 3)
+    kw = {"eps": 1.0, "n_power": 0}  # the random start itself
+    r32 = virtual_adversarial_perturbation(model, x, generator=_gen(7), **kw)
+    r64 = virtual_adversarial_perturbation(model.double(), x.double(), generator=_gen(7), **kw)
+    assert r64.dtype == torch.float64
+    torch.testing.assert_close(r64.float(), r32, rtol=1e-6, atol=1e-7)

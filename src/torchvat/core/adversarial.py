@@ -71,6 +71,10 @@ def adversarial_loss(
     the last dimension, ``y`` is [B, T], and ``output_mask`` ([B, T]) leaves positions out of the
     per-sample mean (padded tokens); ``-100`` in ``y`` is ignored, as by ``F.cross_entropy``.
 
+    With the default cross entropy, a class index in ``y`` outside [0, C) other than -100 is a
+    ``ValueError`` naming ``y`` and the value (checked when ``y`` is on the CPU; on an accelerator
+    the check would cost a host synchronization per call, and torch's device-side check applies).
+
     Shape:
         - x: [B, *]; y: [B] class indices (or what ``loss_fn`` accepts), [B, *positions] for an
           output with positions.

@@ -197,10 +197,17 @@ def probe_scale(t: Tensor, xi: float | Tensor | str, eps: float | Tensor) -> flo
 
 
 def _random_unit(t: Tensor, mask: Tensor | None, generator: torch.Generator | None) -> Tensor:
+    """The random unit start direction of the power iteration, of ``t``'s shape, dtype and device.
+
+    With a ``generator``, drawn in float32 whatever ``t``'s dtype: torch's normal sampler draws
+    other values for float64 (and half precision) from the same seed, so the same seed gives the
+    same start in every precision.
+    """
     if generator is None:
         d = torch.randn_like(t, memory_format=torch.contiguous_format)
     else:
-        d = torch.randn(t.shape, generator=generator, device=generator.device, dtype=t.dtype).to(t.device)
+        d = torch.randn(t.shape, generator=generator, device=generator.device, dtype=torch.float32)
+        d = d.to(device=t.device, dtype=t.dtype)
     if mask is not None:
         d = d * mask
     return l2_normalize(d)
@@ -293,6 +300,7 @@ class _ExactHvp:
         divergence: Divergence | None,
         output_fn: Callable[[Any], Tensor] | None,
         rng: RNGSnapshot,
+        source: str = _MODEL_OUTPUT,
     ) -> tuple[Tensor, Tensor]:
         """``(H d, target)``; a ``target`` of ``None`` is taken from this pass's clean output (its primal).
 
@@ -321,14 +329,19 @@ class _ExactHvp:
                 forward_error = err
             else:
                 target = _checked_target(primal, inp, _MODEL_OUTPUT) if target is None else target
+                check_same_shape(target, primal, source)
                 if jd is None:
                     return torch.zeros_like(x0), target
                 av = fisher_product(likelihood, divergence, target, jd).to(primal.dtype)
                 return _grad_or_zero(primal, xr, grad_outputs=av), target
         if forward_error is None:
-            return _ExactHvp.double_backward_hvp(model, inp, xr, d, target, likelihood, divergence, output_fn, rng)
+            return _ExactHvp.double_backward_hvp(
+                model, inp, xr, d, target, likelihood, divergence, output_fn, rng, source
+            )
         try:
-            result = _ExactHvp.double_backward_hvp(model, inp, xr, d, target, likelihood, divergence, output_fn, rng)
+            result = _ExactHvp.double_backward_hvp(
+                model, inp, xr, d, target, likelihood, divergence, output_fn, rng, source
+            )
         except torch.OutOfMemoryError:
             raise
         except Exception as fallback_error:
@@ -354,6 +367,7 @@ class _ExactHvp:
         divergence: Divergence | None,
         output_fn: Callable[[Any], Tensor] | None,
         rng: RNGSnapshot,
+        source: str | None = None,
     ) -> tuple[Tensor, Tensor]:
         r""":meth:`hvp` without forward-mode AD: :math:`J d` as the gradient of :math:`u^\top J` in ``u``.
 
@@ -362,6 +376,7 @@ class _ExactHvp:
         with rng.replay():
             pred = extract_output(inp.call(model, xr), output_fn)
         target = _checked_target(pred, inp, _MODEL_OUTPUT) if target is None else target
+        check_same_shape(target, pred, _MODEL_OUTPUT if source is None else source)
         if not pred.requires_grad:
             return torch.zeros_like(xr), target
         u = torch.zeros_like(pred, requires_grad=True)
@@ -387,8 +402,11 @@ def _search(
     mask: Tensor | None,
     generator: torch.Generator | None,
     rng: RNGSnapshot,
+    source: str = _MODEL_OUTPUT,
 ) -> tuple[Tensor, Tensor]:
     """Power iteration; returns ``(r_vadv, target)`` (both detached). Runs inside the caller's guards.
+
+    ``source`` names where ``target`` came from, for :func:`check_same_shape`.
 
     ``probe`` is resolved (:func:`resolve_probe`). ``target`` may be ``None`` only with the exact
     probe and ``n_power >= 1`` (see :func:`_reuses_probe_pass`): the first probe pass's primal output
@@ -400,7 +418,7 @@ def _search(
     if probe == "exact":
         for _ in range(n_power):
             with torch.enable_grad():
-                g, target = _ExactHvp.hvp(model, inp, x0, d, target, likelihood, divergence, output_fn, rng)
+                g, target = _ExactHvp.hvp(model, inp, x0, d, target, likelihood, divergence, output_fn, rng, source)
             d = _update(d, g, mask)
     else:
         assert target is not None, "the finite-difference probe needs the clean target"
@@ -409,6 +427,7 @@ def _search(
             d.requires_grad_(True)
             with rng.replay(), torch.enable_grad():
                 pred = extract_output(inp.call(model, x0 + h * d), output_fn)
+                check_same_shape(target, pred, source)
                 value = checked_divergence(div, target, pred).sum()
                 g = _grad_or_zero(value, d)
             d = _update(d.detach(), g, mask)
@@ -497,6 +516,20 @@ def _check_batch_size(output: Tensor, inp: ModelInput, source: str) -> None:
         )
 
 
+def check_same_shape(target: Tensor, pred: Tensor, source: str) -> None:
+    """Raise ``ValueError`` unless the clean ``target`` has the shape of a pass's output ``pred``.
+
+    ``source`` names where ``target`` came from (``"logits"``, or :data:`_MODEL_OUTPUT`). A shape
+    test only: no device work.
+    """
+    if target.shape != pred.shape:
+        raise ValueError(
+            f"{source} must have the shape of the model's output on x, {tuple(pred.shape)}, got "
+            f"{tuple(target.shape)}"
+            + (" (another number of classes?)" if target.ndim > 1 and target.shape[1] != pred.shape[1] else "")
+        )
+
+
 def _checked_target(target: Tensor, inp: ModelInput, source: str) -> Tensor:
     """``target`` detached, after :func:`_check_batch_size`."""
     _check_batch_size(target, inp, source)
@@ -582,12 +615,36 @@ def virtual_adversarial_perturbation(
             mask=m,
             generator=generator,
             rng=rng,
+            source=_MODEL_OUTPUT if logits is None else "logits",
         )
         return r
 
 
+def check_class_indices(y: Tensor, n_classes: int) -> None:
+    """Raise ``ValueError`` naming ``y`` unless its entries are class indices in [0, ``n_classes``) or -100.
+
+    -100 is ``F.cross_entropy``'s ``ignore_index``. Checked for a ``y`` on the CPU only, where it
+    costs no host synchronization; on an accelerator torch's own device-side check applies.
+    """
+    if y.device.type != "cpu" or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        return
+    bad = ((y < 0) | (y >= n_classes)) & (y != -100)
+    if bool(bad.any()):
+        value = y[bad][0].item()
+        hint = " (unlabeled rows are for vat_loss, not adversarial_loss)" if value == -1 else ""
+        raise ValueError(
+            f"y must hold class indices in [0, {n_classes}) (the model's output has {n_classes} classes) or "
+            f"-100 (ignored), got {value} in {int(bad.sum())} entr{'y' if int(bad.sum()) == 1 else 'ies'}{hint}"
+        )
+
+
 def default_loss_fn(output: Tensor, y: Tensor) -> Tensor:
-    """Cross entropy per sample and position (float32 at least), ``output`` of shape [B, C, *positions]."""
+    """Cross entropy per sample and position (float32 at least), ``output`` of shape [B, C, *positions].
+
+    Integer targets on the CPU are checked first (:func:`check_class_indices`).
+    """
+    if isinstance(y, Tensor) and output.ndim >= 2:
+        check_class_indices(y, output.shape[1])
     return F.cross_entropy(output.to(torch.promote_types(output.dtype, torch.float32)), y, reduction="none")
 
 

@@ -24,11 +24,13 @@ from torchvat.core._checks import (
 from torchvat.core.divergence import Divergence, checked_divergence, resolve_divergence
 from torchvat.core.guards import RNGSnapshot, running_stats_guard
 from torchvat.core.perturbation import (
+    _MODEL_OUTPUT,
     Norm,
     Probe,
     _reuses_probe_pass,
     _search,
     check_common,
+    check_same_shape,
     clean_target,
     resolve_probe,
 )
@@ -169,6 +171,7 @@ def vat_loss(
         probe = resolve_probe(probe, inp.tensor, model)  # type: ignore[assignment]
         reuse = _reuses_probe_pass(logits, eps, n_power, probe)
         target = None if reuse else clean_target(model, inp, logits, output_fn, rng)
+        source = "logits" if logits is not None else _MODEL_OUTPUT
         if target is not None and not isinstance(eps, Tensor) and eps == 0:
             return reduce(
                 torch.zeros(
@@ -193,9 +196,11 @@ def vat_loss(
             mask=m,
             generator=generator,
             rng=rng,
+            source=source,
         )
         with rng.replay():
             pred = extract_output(inp.call(model, inp.tensor + r), output_fn)
+    check_same_shape(target, pred, source)
     lds = checked_divergence(div, target, pred).clamp_min(0.0)
     return reduce(lds, reduction)
 
