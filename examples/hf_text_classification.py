@@ -10,7 +10,7 @@ Run it (from the repository root, with ``torchvat[hf]`` installed)::
 
     python examples/hf_text_classification.py --model path/to/local-model \
         --train-csv train.csv --test-csv test.csv --text-column text --label-column label \
-        --method vat --eps 1.0 --alpha 1.0 --vat-on all --max-steps 500 --batch-size 16 \
+        --method vat --eps 1.0 --alpha 1.0 --regularize all --max-steps 500 --batch-size 16 \
         --lr 2e-5 --max-length 128 --output-dir runs/hf-text --save
 
 Data: ``--train-csv`` has a header row with a text column and a label column. A row whose label
@@ -28,7 +28,7 @@ models. The script prints the median norm of the embedded training sequences; ``
 :func:`torchvat.suggest_eps` with ``rule="norm"`` (5% of that median), a starting point for a
 small sweep (e.g. 0.5x, 1x, 2x, 4x it) on held-out labeled data.
 
-AT (``--method at`` or ``vat+at``) uses the same ``eps`` and a fixed weight of 1.0 (``--alpha``
+AT (``--method at`` or ``at+vat``) uses the same ``eps`` and a fixed weight of 1.0 (``--alpha``
 weights the VAT term only). Decoder-only models (GPT-2, Llama, ...) pool their last token, which
 the VAT passes on the word embeddings find only with left padding: save the tokenizer with a pad
 token and ``padding_side="left"`` (``VATTrainer`` raises a ``ValueError`` for right padding).
@@ -89,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     vat = p.add_argument_group("regularization")
     vat.add_argument(
         "--method",
-        choices=("vat", "at", "vat+at"),
+        choices=("vat", "at", "at+vat", "supervised", "vat+at"),
         default="vat",
-        help="regularizer(s) to add (AT: fixed weight 1.0, size --eps)",
+        help="regularizer(s) to add (AT: fixed weight 1.0, size --eps); vat+at: deprecated name of at+vat",
     )
     vat.add_argument(
         "--eps",
@@ -100,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="L2 perturbation size per embedded sequence, or 'auto' (5%% of the median sequence norm)",
     )
     vat.add_argument("--alpha", type=float, default=1.0, help="weight of the VAT term")
-    vat.add_argument("--vat-on", choices=("all", "unlabeled"), default="all", help="rows the VAT term is applied to")
+    vat.add_argument(
+        "--regularize", choices=("all", "unlabeled"), default="all", help="rows the VAT term is applied to"
+    )
+    vat.add_argument("--vat-on", choices=("all", "unlabeled"), default=None, help="deprecated name of --regularize")
     train = p.add_argument_group("training")
     train.add_argument("--max-steps", type=int, default=500, help="number of optimizer steps")
     train.add_argument("--batch-size", type=int, default=16, help="rows per batch (labeled and unlabeled mixed)")
@@ -289,9 +292,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     Returns:
         The summary: ``n_train``, ``n_labeled``, ``n_unlabeled``, ``label_mapping``, ``num_classes``,
-        ``eps``, ``sequence_norm_median``, ``train_loss``, ``loss_terms`` (``supervised``, ``vat``,
-        ``at`` as trained), ``n_test`` and ``test_accuracy`` (``None`` without ``--test-csv``),
-        ``output_dir`` and ``saved``.
+        ``eps``, ``sequence_norm_median``, ``train_loss``, ``loss_terms`` (``ce``, ``vat``, ``at`` as
+        trained, each the mean over the batches since the last log), ``n_test`` and ``test_accuracy``
+        (``None`` without ``--test-csv``), ``output_dir`` and ``saved``.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -372,7 +375,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
         disable_tqdm=not sys.stderr.isatty(),
     )
-    vat_args = VATArguments(method=args.method, eps=float(eps), alpha=args.alpha, vat_on=args.vat_on)
+    renamed = {} if args.vat_on is None else {"vat_on": args.vat_on}  # deprecated: VATArguments warns
+    vat_args = VATArguments(method=args.method, eps=float(eps), alpha=args.alpha, regularize=args.regularize, **renamed)
     trainer = VATTrainer(
         model=model,
         args=targs,

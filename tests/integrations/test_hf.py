@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 from torch import nn
+from torch.utils.data import SequentialSampler
 from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
 
 import torchvat.core.vat
@@ -95,19 +98,19 @@ def batch() -> dict[str, torch.Tensor]:
 
 
 def make_trainer(tmp_path, model, vat_args=None, dataset=None, **args) -> VATTrainer:
-    targs = TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=1,
-        per_device_train_batch_size=8,
-        learning_rate=1e-3,
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        logging_steps=1,
-        disable_tqdm=True,
-        seed=0,
-        **args,
-    )
+    options = {
+        "output_dir": str(tmp_path),
+        "max_steps": 1,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 1e-3,
+        "report_to": [],
+        "use_cpu": True,
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "disable_tqdm": True,
+        "seed": 0,
+    }
+    targs = TrainingArguments(**(options | args))
     return VATTrainer(model=model, args=targs, train_dataset=dataset, vat_args=vat_args)
 
 
@@ -265,7 +268,7 @@ def test_trainer_on_a_last_token_pooling_classifier(tmp_path):
     left = {**padded(pad=0, side="left"), "labels": labels}
     terms, _ = trainer.compute_loss_terms(model, left)
     with torch.no_grad():
-        torch.testing.assert_close(terms["supervised"], model(**left).loss, rtol=0, atol=1e-6)
+        torch.testing.assert_close(terms["ce"], model(**left).loss, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match=r"GPT2ForSequenceClassification.*pad on the left"):
         trainer.compute_loss_terms(model, {**padded(pad=0, side="right"), "labels": labels})
 
@@ -431,7 +434,7 @@ def test_vat_arguments_validation():
     assert VATArguments().uses_vat and not VATArguments().uses_at
     assert VATArguments(method="at").uses_at and not VATArguments(method="at").uses_vat
     assert not VATArguments(alpha=0.0).uses_vat
-    with pytest.raises(ValueError, match="method must be one of 'vat', 'at', 'vat\\+at', got 'x'"):
+    with pytest.raises(ValueError, match="method must be one of 'supervised', 'vat', 'at', 'at\\+vat', got 'x'"):
         VATArguments(method="x")
     with pytest.raises(ValueError, match="eps must be a finite number >= 0, got -1"):
         VATArguments(eps=-1.0)
@@ -439,12 +442,83 @@ def test_vat_arguments_validation():
         VATArguments(norm="l1")
     with pytest.raises(ValueError, match="divergence must be one of 'kl', 'symmetric_kl', got 'js'"):
         VATArguments(divergence="js")
-    with pytest.raises(ValueError, match="vat_on must be one of"):
-        VATArguments(vat_on="labeled")
+    with pytest.raises(ValueError, match="regularize must be one of 'all', 'unlabeled', got 'labeled'"):
+        VATArguments(regularize="labeled")
     with pytest.raises(ValueError, match="at_eps must be a finite number >= 0"):
         VATArguments(at_eps=float("nan"))
     with pytest.raises(ValueError, match="n_power must be an integer >= 0"):
         VATArguments(n_power=-1)
+
+
+def test_vat_arguments_use_the_engines_names():
+    """Issue 16: one vocabulary. The methods and the regularize option are spelt as the engine spells them."""
+    from torchvat.integrations.hf import arguments
+    from torchvat.train import AdversarialVAT, Supervised, available_methods
+    from torchvat.train.config import REGULARIZE
+
+    assert set(arguments.METHODS) <= set(available_methods())
+    assert AdversarialVAT.name == "at+vat" and Supervised.name == "supervised"
+    assert set(arguments.REGULARIZE) == set(REGULARIZE)
+    assert {f.name for f in dataclasses.fields(VATArguments)} >= {"method", "eps", "xi", "alpha", "regularize"}
+    both = VATArguments(method="at+vat")
+    assert both.uses_vat and both.uses_at
+    supervised = VATArguments(method="supervised")
+    assert not supervised.uses_vat and not supervised.uses_at
+
+
+def test_earlier_spellings_still_work_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="method='vat\\+at' is deprecated, use method='at\\+vat'"):
+        a = VATArguments(method="vat+at", eps=2.0)
+    assert a == VATArguments(method="at+vat", eps=2.0)
+    with pytest.warns(DeprecationWarning, match="vat_on='unlabeled'\\) is deprecated, use regularize='unlabeled'"):
+        b = VATArguments(vat_on="unlabeled")
+    assert b.regularize == "unlabeled" and b == VATArguments(regularize="unlabeled")
+    with pytest.warns(DeprecationWarning, match="read VATArguments.regularize"):
+        assert b.vat_on == "unlabeled"
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="not both"):
+        VATArguments(regularize="unlabeled", vat_on="all")
+    assert dataclasses.replace(b, eps=3.0).regularize == "unlabeled"  # no warning: vat_on is not a field
+    # a subclass written for earlier versions, naming the supervised term "supervised"
+    terms = {"ce": torch.tensor(1.0)}
+    from torchvat.integrations.hf.trainer import _Terms
+
+    with pytest.warns(DeprecationWarning, match="named 'ce'"):
+        assert _Terms(terms)["supervised"] == 1.0
+
+
+def test_arguments_saved_by_an_earlier_version_still_load(tmp_path):
+    old = {
+        "method": "vat+at", "eps": 0.7, "xi": "auto", "n_power": 1, "alpha": 0.5, "at_eps": None, "at_alpha": 1.0,
+        "norm": "l2", "divergence": "kl", "probe": "auto", "vat_on": "unlabeled",
+    }  # fmt: skip
+    (tmp_path / "torchvat_vat_args.json").write_text(json.dumps(old, indent=2) + "\n", encoding="utf-8")
+    with pytest.warns(DeprecationWarning, match=r"'vat_on' -> 'regularize', method 'vat\+at' -> 'at\+vat'") as caught:
+        loaded = VATArguments.load(tmp_path)
+    assert len(caught) == 1  # one warning, naming the file
+    assert loaded == VATArguments(method="at+vat", eps=0.7, alpha=0.5, regularize="unlabeled")
+    loaded.save(tmp_path)  # saved again: the new names, and it loads without a warning
+    assert json.loads((tmp_path / "torchvat_vat_args.json").read_text(encoding="utf-8"))["regularize"] == "unlabeled"
+    assert VATArguments.load(tmp_path) == loaded
+    (tmp_path / "torchvat_vat_args.json").write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ValueError, match="must hold a JSON object of VATArguments, got list"):
+        VATArguments.load(tmp_path)
+
+
+def test_an_override_naming_the_supervised_term_supervised_still_trains(tmp_path, batch):
+    class Old(VATTrainer):
+        def compute_loss_terms(self, model, inputs):
+            terms, outputs = super().compute_loss_terms(model, inputs)
+            terms = dict(terms)
+            return {"supervised": terms.pop("ce"), **terms}, outputs
+
+    model = tiny_bert().train()
+    targs = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    trainer = Old(model=model, args=targs, vat_args=VATArguments(eps=0.5))
+    torch.manual_seed(0)
+    with pytest.warns(DeprecationWarning, match="name it 'ce'"):
+        loss = trainer.compute_loss(model, batch)
+    assert set(trainer.last_loss_terms) == {"ce", "vat"}
+    torch.testing.assert_close(loss, trainer.last_loss_terms["ce"] + trainer.last_loss_terms["vat"])
 
 
 def test_vat_arguments_reject_a_string_xi_other_than_auto():
@@ -484,14 +558,14 @@ def test_trainer_rejects_bad_vat_args(tmp_path):
 
 def test_unlabeled_rows_contribute_only_the_vat_term(tmp_path, batch):
     model = tiny_bert().train()  # no dropout: rows are independent
-    trainer = make_trainer(tmp_path, model, VATArguments(method="vat+at", eps=0.5))
+    trainer = make_trainer(tmp_path, model, VATArguments(method="at+vat", eps=0.5))
     inputs = dict(batch)
     inputs["labels"] = torch.tensor([0, 1, 1, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX])
     torch.manual_seed(0)
     terms, outputs = trainer.compute_loss_terms(model, inputs)
-    assert set(terms) == {"supervised", "vat", "at"}
+    assert set(terms) == {"ce", "vat", "at"}
     keep = inputs["labels"] != IGNORE_INDEX
-    torch.testing.assert_close(terms["supervised"], F.cross_entropy(outputs.logits[keep], inputs["labels"][keep]))
+    torch.testing.assert_close(terms["ce"], F.cross_entropy(outputs.logits[keep], inputs["labels"][keep]))
 
     # new tokens in the unlabeled rows: supervised and AT terms do not move, VAT does
     changed = dict(inputs)
@@ -499,66 +573,96 @@ def test_unlabeled_rows_contribute_only_the_vat_term(tmp_path, batch):
     changed["input_ids"][3:] = torch.randint(1, VOCAB, (3, SEQ)) * inputs["attention_mask"][3:]
     torch.manual_seed(0)
     terms2, _ = trainer.compute_loss_terms(model, changed)
-    torch.testing.assert_close(terms2["supervised"], terms["supervised"])
+    torch.testing.assert_close(terms2["ce"], terms["ce"])
     torch.testing.assert_close(terms2["at"], terms["at"])
     assert not torch.allclose(terms2["vat"], terms["vat"])
 
     # an all-unlabeled batch: the loss is alpha * VAT alone
-    trainer.vat_args = VATArguments(method="vat+at", eps=0.5, alpha=2.0)
+    trainer.vat_args = VATArguments(method="at+vat", eps=0.5, alpha=2.0)
     inputs["labels"] = torch.full((6,), IGNORE_INDEX)
     torch.manual_seed(0)
     terms3, _ = trainer.compute_loss_terms(model, inputs)
-    assert set(terms3) == {"supervised", "vat"}
-    assert terms3["supervised"].item() == 0
+    assert set(terms3) == {"ce", "vat"}
+    assert terms3["ce"].item() == 0
     torch.manual_seed(0)
     loss = trainer.compute_loss(model, inputs)
     torch.testing.assert_close(loss, 2.0 * terms3["vat"])
     assert loss > 0
 
 
-def test_logged_term_means_count_only_the_batches_that_had_the_term(tmp_path, batch):
+def test_logged_term_means_average_over_every_batch_since_the_last_log(tmp_path, batch):
     model = tiny_bert().train()
-    trainer = make_trainer(tmp_path, model, VATArguments(method="vat+at", eps=0.5))
+    trainer = make_trainer(tmp_path, model, VATArguments(method="at+vat", eps=0.5))
     labeled = dict(batch, labels=torch.tensor([0, 1, 1, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]))
     unlabeled = dict(batch, labels=torch.full((6,), IGNORE_INDEX))
     trainer.compute_loss(model, labeled)
     first = dict(trainer.last_loss_terms)
-    trainer.compute_loss(model, unlabeled)  # no labeled rows: no AT term
+    trainer.compute_loss(model, unlabeled)  # no labeled rows: no AT term, a zero CE term
     second = dict(trainer.last_loss_terms)
-    assert "at" in first and "at" not in second
+    assert "at" in first and "at" not in second and second["ce"].item() == 0
     trainer.log({"loss": 1.0})
     logged = trainer.state.log_history[-1]
-    assert logged["loss_at"] == pytest.approx(float(first["at"]), rel=1e-5)  # not halved
+    # every term over both batches, as the Trainer's loss averages them: a batch without it counts 0
+    assert logged["loss_at"] == pytest.approx(float(first["at"]) / 2, rel=1e-5)
     assert logged["loss_vat"] == pytest.approx((float(first["vat"]) + float(second["vat"])) / 2, rel=1e-5)
-    # the unlabeled batch's supervised term is a placeholder zero: it must not halve the mean either
-    assert second["supervised"].item() == 0
-    assert logged["loss_supervised"] == pytest.approx(float(first["supervised"]), rel=1e-5)
+    assert logged["loss_ce"] == pytest.approx(float(first["ce"]) / 2, rel=1e-5)
 
 
-def test_logged_terms_without_a_labeled_batch_leave_the_supervised_term_out(tmp_path, batch):
+def test_logged_terms_without_a_labeled_batch_log_a_zero_supervised_term(tmp_path, batch):
     model = tiny_bert().train()
     trainer = make_trainer(tmp_path, model, VATArguments(eps=0.5))
     trainer.compute_loss(model, dict(batch, labels=torch.full((6,), IGNORE_INDEX)))
     trainer.log({"loss": 1.0})
     logged = trainer.state.log_history[-1]
-    assert "loss_supervised" not in logged and logged["loss_vat"] > 0
+    assert logged["loss_ce"] == 0 and logged["loss_vat"] > 0 and "loss_at" not in logged
+
+
+def test_logged_terms_add_up_to_the_logged_loss(tmp_path):
+    """Issue 17 item 18: the Trainer's loss averages every batch; the terms did only those that had them."""
+    # in order (no shuffling), batches of 2 rows, gradient accumulation of 2, a log per step: the first log
+    # averages a batch of two labeled rows and one without labeled rows, the second two unlabeled batches
+    data = _dataset(16, unlabeled_from=2)
+    vat_args = VATArguments(method="at+vat", eps=0.5, alpha=2.0, at_alpha=0.5)
+    trainer = make_trainer(
+        tmp_path, tiny_bert(), vat_args, data, max_steps=2, per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+    )  # fmt: skip
+    trainer._get_train_sampler = lambda *args, **kwargs: SequentialSampler(data)
+    ce_per_batch = []
+    compute_loss = trainer.compute_loss
+
+    def recording(model, inputs, *args, **kwargs):
+        out = compute_loss(model, inputs, *args, **kwargs)
+        ce_per_batch.append(float(trainer.last_loss_terms["ce"]))
+        return out
+
+    trainer.compute_loss = recording
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss_vat" in entry]
+    assert len(logs) == 2 and len(ce_per_batch) == 4
+    assert ce_per_batch[0] > 0 and ce_per_batch[1:] == [0.0, 0.0, 0.0]
+    assert logs[0]["loss_ce"] == pytest.approx(ce_per_batch[0] / 2, rel=1e-5)  # was ce_per_batch[0]
+    for entry, (a, b) in zip(logs, (ce_per_batch[:2], ce_per_batch[2:]), strict=True):
+        assert entry["loss_ce"] == pytest.approx((a + b) / 2, rel=1e-5, abs=1e-7)
+        total = entry["loss_ce"] + 2.0 * entry["loss_vat"] + 0.5 * entry.get("loss_at", 0.0)
+        assert entry["loss"] == pytest.approx(total, abs=1e-4)  # the Trainer rounds loss to 4 decimals
 
 
 def test_logged_terms_keep_six_significant_digits(tmp_path, batch):
     model = tiny_bert().train()
     trainer = make_trainer(tmp_path, model, VATArguments(eps=0.5))
     trainer.compute_loss(model, batch)
-    trainer._term_sums = {"supervised": torch.tensor(0.6931472), "vat": torch.tensor(8.5529634e-07)}
-    trainer._term_counts = {"supervised": 1, "vat": 1}
+    trainer._term_sums = {"ce": torch.tensor(0.6931472), "vat": torch.tensor(8.5529634e-07)}
+    trainer._term_batches = 1
     trainer.log({"loss": 1.0})
     logged = trainer.state.log_history[-1]
     assert logged["loss_vat"] == pytest.approx(8.55296e-07, rel=1e-6)  # not rounded to 0.0
-    assert logged["loss_supervised"] == 0.693147
+    assert logged["loss_ce"] == 0.693147
 
 
-def test_vat_on_unlabeled_ignores_labeled_rows(tmp_path, batch):
+def test_regularize_unlabeled_ignores_labeled_rows(tmp_path, batch):
     model = tiny_bert().train()
-    trainer = make_trainer(tmp_path, model, VATArguments(eps=0.5, vat_on="unlabeled"))
+    trainer = make_trainer(tmp_path, model, VATArguments(eps=0.5, regularize="unlabeled"))
     inputs = dict(batch)
     inputs["labels"] = torch.tensor([0, 1, 1, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX])
     torch.manual_seed(0)
@@ -568,12 +672,12 @@ def test_vat_on_unlabeled_ignores_labeled_rows(tmp_path, batch):
     torch.testing.assert_close(terms["vat"], lds[3:].mean())
     inputs["labels"] = torch.tensor([0, 1, 1, 0, 1, 0])  # no unlabeled rows: no VAT term at all
     terms, _ = trainer.compute_loss_terms(model, inputs)
-    assert set(terms) == {"supervised"}
+    assert set(terms) == {"ce"}
 
 
 def test_eval_mode_and_num_items_in_batch(tmp_path, batch):
     model = tiny_bert().train()
-    trainer = make_trainer(tmp_path, model, VATArguments(method="vat+at"))
+    trainer = make_trainer(tmp_path, model, VATArguments(method="at+vat"))
     torch.manual_seed(0)
     a = trainer.compute_loss(model, batch)
     torch.manual_seed(0)
@@ -582,7 +686,7 @@ def test_eval_mode_and_num_items_in_batch(tmp_path, batch):
     assert outputs.logits.shape == (6, 2)
     model.eval()
     c = trainer.compute_loss(model, batch)
-    assert set(trainer.last_loss_terms) == {"supervised"}
+    assert set(trainer.last_loss_terms) == {"ce"}
     torch.testing.assert_close(c, F.cross_entropy(model(**embedding_batch(model, batch)).logits, batch["labels"]))
 
 
@@ -597,11 +701,11 @@ def test_bf16_trainer_runs_the_search_under_autocast(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvat.core.vat, "resolve_probe", spy)
     model = tiny_bert(dropout=0.1)
-    trainer = make_trainer(tmp_path, model, VATArguments(method="vat+at", eps=1.0), dataset=_dataset(), bf16=True)
+    trainer = make_trainer(tmp_path, model, VATArguments(method="at+vat", eps=1.0), dataset=_dataset(), bf16=True)
     trainer.train()
     assert seen == [("exact", True)]
     assert trainer.state.global_step == 1
-    assert set(trainer.last_loss_terms) == {"supervised", "vat", "at"}
+    assert set(trainer.last_loss_terms) == {"ce", "vat", "at"}
     assert all(torch.isfinite(v) for v in trainer.last_loss_terms.values())
     seen.clear()
     trainer.model.train()
@@ -667,7 +771,7 @@ def test_gradient_checkpointing_needs_non_reentrant_and_finite_difference(tmp_pa
         )
     # enabled on the model after construction: found at the first training step
     model = tiny_bert().train()
-    trainer = make_trainer(tmp_path, model, VATArguments(method="vat+at", probe="finite_difference"))
+    trainer = make_trainer(tmp_path, model, VATArguments(method="at+vat", probe="finite_difference"))
     enable_checkpointing(model, use_reentrant=True)
     with pytest.raises(ValueError, match="must be non-reentrant"):
         trainer.compute_loss(model, batch)
@@ -677,7 +781,7 @@ def test_gradient_checkpointing_needs_non_reentrant_and_finite_difference(tmp_pa
     # non-reentrant with finite differences: the same terms as without checkpointing, and training runs
     model = tiny_bert().train()
     args = _checkpointing_args(use_reentrant=False)
-    vat_args = VATArguments(method="vat+at", eps=0.5, probe="finite_difference")
+    vat_args = VATArguments(method="at+vat", eps=0.5, probe="finite_difference")
     torch.manual_seed(0)
     reference, _ = make_trainer(tmp_path, model, vat_args).compute_loss_terms(model, batch)
     enable_checkpointing(model, use_reentrant=False)
@@ -687,7 +791,7 @@ def test_gradient_checkpointing_needs_non_reentrant_and_finite_difference(tmp_pa
     for k in reference:
         torch.testing.assert_close(terms[k], reference[k], msg=k)
     trainer.train()
-    assert trainer.state.global_step == 1 and set(trainer.last_loss_terms) == {"supervised", "vat", "at"}
+    assert trainer.state.global_step == 1 and set(trainer.last_loss_terms) == {"ce", "vat", "at"}
 
 
 def _dataset(n: int = 16, unlabeled_from: int = 8) -> list[dict[str, torch.Tensor]]:
@@ -702,10 +806,10 @@ def _dataset(n: int = 16, unlabeled_from: int = 8) -> list[dict[str, torch.Tenso
 @pytest.mark.parametrize(
     "vat_args",
     [
-        VATArguments(method="vat+at", eps=1.0),
+        VATArguments(method="at+vat", eps=1.0),
         VATArguments(method="vat", eps=0.1, norm="linf", divergence="symmetric_kl", n_power=2),
     ],
-    ids=["vat+at", "smart"],
+    ids=["at+vat", "smart"],
 )
 def test_one_training_step_changes_weights(tmp_path, vat_args):
     model = tiny_bert(dropout=0.1)
@@ -716,14 +820,14 @@ def test_one_training_step_changes_weights(tmp_path, vat_args):
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert "bert.embeddings.word_embeddings.weight" in changed
     assert "classifier.weight" in changed
-    expected = {"supervised", "vat"} | ({"at"} if vat_args.uses_at else set())
+    expected = {"ce", "vat"} | ({"at"} if vat_args.uses_at else set())
     assert set(trainer.last_loss_terms) == expected
     assert all(torch.isfinite(v) for v in trainer.last_loss_terms.values())
     assert trainer.last_loss_terms["vat"] > 0
     logged = trainer.state.log_history[0]
     for k in expected:
         assert logged[f"loss_{k}"] == pytest.approx(trainer.last_loss_terms[k].item(), rel=1e-4, abs=1e-6)
-    weights = {"supervised": 1.0, "vat": vat_args.alpha, "at": vat_args.at_alpha}
+    weights = {"ce": 1.0, "vat": vat_args.alpha, "at": vat_args.at_alpha}
     total = sum(weights[k] * trainer.last_loss_terms[k].item() for k in expected)
     assert logged["loss"] == pytest.approx(total, rel=1e-4)
     if vat_args.uses_at:  # evaluation goes through compute_loss too: supervised term only
@@ -736,7 +840,7 @@ def test_one_training_step_changes_weights(tmp_path, vat_args):
 
 
 def test_saved_model_keeps_its_vat_arguments(tmp_path):
-    vat_args = VATArguments(method="vat+at", eps=0.7, alpha=0.5, vat_on="unlabeled")
+    vat_args = VATArguments(method="at+vat", eps=0.7, alpha=0.5, regularize="unlabeled")
     trainer = make_trainer(tmp_path, tiny_bert(), vat_args, dataset=_dataset())
     trainer.save_model(str(tmp_path / "saved"))
     assert VATArguments.load(tmp_path / "saved") == vat_args
@@ -750,7 +854,7 @@ def test_alpha_zero_trainer_equals_plain_supervised_step(tmp_path):
     data = _dataset(8, unlabeled_from=5)  # one batch: 5 labeled rows, 3 unlabeled
     model = tiny_bert()
     make_trainer(
-        tmp_path, model, VATArguments(method="vat+at", alpha=0.0, at_alpha=0.0), data, max_grad_norm=0.0, optim="sgd"
+        tmp_path, model, VATArguments(method="at+vat", alpha=0.0, at_alpha=0.0), data, max_grad_norm=0.0, optim="sgd"
     ).train()
 
     ref = tiny_bert()

@@ -98,7 +98,7 @@ def test_end_to_end_semi_supervised(script, model_dir, data, tmp_path, capsys):
     # fmt: off
     summary = script.main([
         "--model", str(model_dir), "--train-csv", str(train), "--test-csv", str(test),
-        "--method", "vat+at", "--eps", "1.0", "--alpha", "1.0", "--vat-on", "all",
+        "--method", "at+vat", "--eps", "1.0", "--alpha", "1.0", "--regularize", "all",
         "--max-steps", "5", "--batch-size", "16", "--lr", "1e-2", "--max-length", "16",
         "--output-dir", str(out), "--seed", "0", "--cpu", "--save",
     ])
@@ -112,7 +112,7 @@ def test_end_to_end_semi_supervised(script, model_dir, data, tmp_path, capsys):
     assert summary["num_classes"] == 2
     assert summary["eps"] == 1.0
     assert summary["sequence_norm_median"] > 0
-    assert set(summary["loss_terms"]) == {"supervised", "vat", "at"}
+    assert set(summary["loss_terms"]) == {"ce", "vat", "at"}
     assert all(math.isfinite(v) for v in summary["loss_terms"].values())
     assert summary["loss_terms"]["vat"] > 0  # the VAT term was computed on a random, non-constant model
     assert math.isfinite(summary["train_loss"])
@@ -145,14 +145,14 @@ def test_integer_labels_and_auto_eps(script, model_dir, tmp_path, capsys):
     # fmt: off
     summary = script.main([
         "--model", str(model_dir), "--train-csv", str(train), "--text-column", "sentence", "--label-column", "y",
-        "--method", "vat", "--eps", "auto", "--vat-on", "unlabeled", "--max-steps", "2", "--batch-size", "10",
+        "--method", "vat", "--eps", "auto", "--regularize", "unlabeled", "--max-steps", "2", "--batch-size", "10",
         "--output-dir", str(tmp_path / "out"), "--cpu",
     ])
     # fmt: on
     assert summary["label_mapping"] == {"0": 0, "1": 1}
     assert (summary["n_labeled"], summary["n_unlabeled"]) == (6, 4)
     assert summary["eps"] == pytest.approx(script.AUTO_EPS_SCALE * summary["sequence_norm_median"], rel=1e-5)
-    assert set(summary["loss_terms"]) == {"supervised", "vat"}
+    assert set(summary["loss_terms"]) == {"ce", "vat"}
     assert all(math.isfinite(v) for v in summary["loss_terms"].values())
     assert summary["test_accuracy"] is None and summary["n_test"] == 0
     assert summary["saved"] is False

@@ -2,11 +2,46 @@
 
 - :mod:`torchvat.integrations.hf`: VAT and adversarial training on the word embeddings of Hugging Face
   ``transformers`` models (:func:`~torchvat.integrations.hf.hf_vat_loss`,
-  :func:`~torchvat.integrations.hf.hf_adversarial_loss`, ``VATTrainer``). Needs the ``[hf]`` extra;
-  ``transformers`` is imported only when a function that needs it runs.
+  :func:`~torchvat.integrations.hf.hf_adversarial_loss`,
+  :class:`~torchvat.integrations.hf.VATTrainer` with :class:`~torchvat.integrations.hf.VATArguments`).
+  Needs the ``[hf]`` extra.
+- :mod:`torchvat.integrations.lightning`: :class:`~torchvat.integrations.lightning.VATModule`, a
+  ``lightning.LightningModule`` whose ``training_step`` is the engine's. Needs the ``[lightning]``
+  extra.
 
-Import the submodules directly (``from torchvat.integrations.hf import hf_vat_loss``); this package
-imports none of them, so ``import torchvat.integrations`` never needs a third-party library.
+Each class is defined at module level in the module that imports its framework at the top
+(:mod:`torchvat.integrations.hf.trainer`, :mod:`torchvat.integrations.lightning`). This package
+re-exports the names below on first access (``from torchvat.integrations import VATTrainer``), so
+``import torchvat`` and ``import torchvat.integrations`` never import ``transformers`` or
+``lightning``.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: each lazily re-exported name and the module defining it
+_EXPORTS = {
+    "VATArguments": "torchvat.integrations.hf",
+    "VATTrainer": "torchvat.integrations.hf",
+    "hf_adversarial_loss": "torchvat.integrations.hf",
+    "hf_vat_loss": "torchvat.integrations.hf",
+    "hf_virtual_adversarial_perturbation": "torchvat.integrations.hf",
+    "VATModule": "torchvat.integrations.lightning",
+    "vat_module": "torchvat.integrations.lightning",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a re-exported name from its module on first access (which may import its framework)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

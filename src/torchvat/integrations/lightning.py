@@ -1,6 +1,6 @@
 """Lightning integration: train any classifier with VAT (or any torchvat method) in ``lightning``.
 
-:func:`vat_module` (or the class ``VATModule``, built on first access) wraps a model in a
+``VATModule`` (or :func:`vat_module`, which builds one) wraps a model in a
 ``lightning.LightningModule`` whose ``training_step`` is torchvat's: the clean passes, the
 method's perturbation search and perturbed pass, the weighted sum of the named terms
 (:func:`torchvat.train.compute_method_loss`, the same code as :class:`torchvat.train.Trainer`),
@@ -22,8 +22,9 @@ them in the probe and perturbed passes). Under Lightning's DDP strategy the whol
 ``training_step`` is one forward of the DDP wrapper (the passes inside call the plain model),
 so the gradient all-reduce happens once, in the backward of the total loss.
 
-``lightning`` (``pip install 'torchvat[lightning]'``) is imported only when the class is first
-needed; ``import torchvat.integrations.lightning`` never needs it.
+This module imports ``lightning`` (``pip install 'torchvat[lightning]'``) at its top;
+:mod:`torchvat.integrations` re-exports :class:`VATModule` on first access, so that
+``import torchvat`` and ``import torchvat.integrations`` never need it.
 """
 
 from __future__ import annotations
@@ -36,16 +37,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+try:
+    import lightning as L
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "torchvat.integrations.lightning needs the lightning package: pip install 'torchvat[lightning]'"
+    ) from err
+
 from torchvat.core import suggest_eps
 from torchvat.train.distributed import all_reduce_mean, broadcast_buffers, is_distributed, rank_seed
 from torchvat.train.methods import Batch, Method, get_method
 from torchvat.train.trainer import compute_method_loss
 
-__all__ = ["VATModule", "parse_batch", "vat_module"]  # noqa: F822 - VATModule is built on first access
+__all__ = ["VATModule", "parse_batch", "vat_module"]
 
 logger = logging.getLogger(__name__)
-
-_CLASS: type | None = None
 
 
 def _as_input(value: Any, name: str) -> Tensor:
@@ -105,191 +111,166 @@ def parse_batch(batch: Any) -> Batch:
     raise TypeError(f"batch must be a tuple, a dict or a torchvat.train.Batch, got {type(batch).__name__}")
 
 
-def _build_class() -> type:
-    try:
-        import lightning as L
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "torchvat.integrations.lightning needs the lightning package: pip install 'torchvat[lightning]'"
-        ) from err
+class VATModule(L.LightningModule):
+    """A LightningModule training ``model`` with a torchvat method (see the module docstring).
 
-    class VATModule(L.LightningModule):
-        """A LightningModule training ``model`` with a torchvat method (see the module docstring).
+    Args:
+        model: A classifier returning logits ``[B, n_classes]``.
+        method: A method name (``"vat"``, ``"vat+ent"``, ``"at"``, ...) or a
+            :class:`~torchvat.train.Method` instance.
+        lr: Learning rate of the default Adam optimizer.
+        optimizer: ``callable(parameters) -> torch.optim.Optimizer`` replacing the default.
+        seed: Seed of the method's own generator (VAT's random starts).
+        sync_dist: Passed to ``self.log`` (average the logged values over processes).
+        **hparams: The method's hyperparameters (``eps``, ``xi``, ``alpha``, ``beta``,
+            ``n_power``, ``norm``, ``probe``, ``regularize``); one the method does not take is
+            an error. The method's name and these are saved as Lightning hyperparameters, and
+            checkpoints hold the ``eps`` in use and the method's generator, so
+            ``load_from_checkpoint(path, model=...)`` and ``fit(ckpt_path=...)`` continue with
+            them (``load_from_checkpoint(path, model=..., eps=...)`` overrides the saved eps, as
+            any keyword overrides a saved hyperparameter). Without ``eps`` it is derived
+            with :func:`torchvat.suggest_eps` (``rule="radius"``) from the first training batch
+            (averaged over the processes when distributed, and logged). The trainer's rule,
+            the distance from unlabeled to labeled points, needs the whole labeled set (a
+            batch holds a few labeled rows, which would inflate it): pass
+            ``eps=suggest_eps(x_u, rule="labeled", labeled=x_l)`` for it.
+    """
 
-        Args:
-            model: A classifier returning logits ``[B, n_classes]``.
-            method: A method name (``"vat"``, ``"vat+ent"``, ``"at"``, ...) or a
-                :class:`~torchvat.train.Method` instance.
-            lr: Learning rate of the default Adam optimizer.
-            optimizer: ``callable(parameters) -> torch.optim.Optimizer`` replacing the default.
-            seed: Seed of the method's own generator (VAT's random starts).
-            sync_dist: Passed to ``self.log`` (average the logged values over processes).
-            **hparams: The method's hyperparameters (``eps``, ``xi``, ``alpha``, ``beta``,
-                ``n_power``, ``norm``, ``probe``, ``regularize``); one the method does not take is
-                an error. The method's name and these are saved as Lightning hyperparameters, and
-                checkpoints hold the ``eps`` in use and the method's generator, so
-                ``load_from_checkpoint(path, model=...)`` and ``fit(ckpt_path=...)`` continue with
-                them (``load_from_checkpoint(path, model=..., eps=...)`` overrides the saved eps, as
-                any keyword overrides a saved hyperparameter). Without ``eps`` it is derived
-                with :func:`torchvat.suggest_eps` (``rule="radius"``) from the first training batch
-                (averaged over the processes when distributed, and logged). The trainer's rule,
-                the distance from unlabeled to labeled points, needs the whole labeled set (a
-                batch holds a few labeled rows, which would inflate it): pass
-                ``eps=suggest_eps(x_u, rule="labeled", labeled=x_l)`` for it.
+    def __init__(
+        self,
+        model: nn.Module,
+        method: str | Method = "vat",
+        *,
+        lr: float = 1e-3,
+        optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
+        seed: int = 0,
+        sync_dist: bool = False,
+        **hparams: Any,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if optimizer is not None and not callable(optimizer):
+            raise TypeError(f"optimizer must be callable or None, got {type(optimizer).__name__}")
+        if not isinstance(lr, int | float) or isinstance(lr, bool) or not lr > 0:
+            raise ValueError(f"lr must be a number > 0, got {lr!r}")
+        if isinstance(method, Method):
+            if hparams:
+                raise ValueError(f"pass hyperparameters to the Method instance, got extra {sorted(hparams)}")
+            self.method = method
+        elif isinstance(method, str):
+            self.method = get_method(method, strict=True, **hparams)
+        else:
+            raise TypeError(f"method must be a name or a torchvat.train.Method, got {type(method).__name__}")
+        self.model = model
+        self.lr = float(lr)
+        self.optimizer_factory = optimizer
+        self.seed = int(seed)
+        self.sync_dist = bool(sync_dist)
+        self._generator: torch.Generator | None = None
+        self._generator_state: Tensor | None = None  # restored from a checkpoint, applied on first use
+        self._eps_derived = False  # set by _ensure_eps
+        # a method given by name is a hyperparameter (load_from_checkpoint rebuilds it); an instance is not
+        self.save_hyperparameters(ignore=["model", "optimizer"] + ([] if isinstance(method, str) else ["method"]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The wrapped model's output."""
+        return self.model(x)
+
+    def _method_generator(self, device: torch.device) -> torch.Generator:
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(self.seed + 7919 * self.global_rank)
+            if self._generator_state is not None:  # resumed: the saved stream is rank 0's
+                state, self._generator_state = self._generator_state, None
+                restored = False
+                if self.global_rank == 0:  # other processes draw their own starts, as in a fresh run
+                    with contextlib.suppress(RuntimeError):  # a state of another device type (GPU -> CPU)
+                        self._generator.set_state(state)
+                        restored = True
+                if not restored:
+                    self._generator.manual_seed(rank_seed(self.seed, self.global_rank, 2, self.global_step))
+        return self._generator
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the method's ``eps`` (derived from the first batch when not given) and its generator."""
+        generator = self._generator.get_state() if self._generator is not None else self._generator_state
+        checkpoint["torchvat"] = {"eps": getattr(self.method, "eps", None), "generator": generator}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the ``eps`` and generator of :meth:`on_save_checkpoint` (a resumed run derives no new eps).
+
+        The saved ``eps`` is restored only when this module's own is to be derived (the
+        ``eps`` hyperparameter is ``None``): an ``eps`` given to ``load_from_checkpoint(path,
+        eps=...)`` overrides the saved hyperparameter, as any other keyword does, and is kept.
         """
+        state = checkpoint.get("torchvat")
+        if state is None:
+            return
+        if state.get("eps") is not None and hasattr(self.method, "eps") and self._eps_is_derived():
+            self.method.eps = state["eps"]
+        if state.get("generator") is not None:
+            self._generator, self._generator_state = None, state["generator"]
 
-        def __init__(
-            self,
-            model: nn.Module,
-            method: str | Method = "vat",
-            *,
-            lr: float = 1e-3,
-            optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
-            seed: int = 0,
-            sync_dist: bool = False,
-            **hparams: Any,
-        ) -> None:
-            super().__init__()
-            if not isinstance(model, nn.Module):
-                raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-            if optimizer is not None and not callable(optimizer):
-                raise TypeError(f"optimizer must be callable or None, got {type(optimizer).__name__}")
-            if not isinstance(lr, int | float) or isinstance(lr, bool) or not lr > 0:
-                raise ValueError(f"lr must be a number > 0, got {lr!r}")
-            if isinstance(method, Method):
-                if hparams:
-                    raise ValueError(f"pass hyperparameters to the Method instance, got extra {sorted(hparams)}")
-                self.method = method
-            elif isinstance(method, str):
-                self.method = get_method(method, strict=True, **hparams)
-            else:
-                raise TypeError(f"method must be a name or a torchvat.train.Method, got {type(method).__name__}")
-            self.model = model
-            self.lr = float(lr)
-            self.optimizer_factory = optimizer
-            self.seed = int(seed)
-            self.sync_dist = bool(sync_dist)
-            self._generator: torch.Generator | None = None
-            self._generator_state: Tensor | None = None  # restored from a checkpoint, applied on first use
-            self._eps_derived = False  # set by _ensure_eps
-            # a method given by name is a hyperparameter (load_from_checkpoint rebuilds it); an instance is not
-            self.save_hyperparameters(ignore=["model", "optimizer"] + ([] if isinstance(method, str) else ["method"]))
+    def _eps_is_derived(self) -> bool:
+        """Whether the method's ``eps`` comes from the data rather than from the user.
 
-        def forward(self, x: Tensor) -> Tensor:
-            """The wrapped model's output."""
-            return self.model(x)
+        For a method given by name, the ``eps`` hyperparameter says it; a :class:`Method`
+        instance (not a hyperparameter) derives it when its ``eps`` is ``None``, or was
+        derived here.
+        """
+        if "method" in self.hparams:
+            return self.hparams.get("eps") is None
+        return getattr(self.method, "eps", None) is None or self._eps_derived
 
-        def _method_generator(self, device: torch.device) -> torch.Generator:
-            if self._generator is None or self._generator.device != device:
-                self._generator = torch.Generator(device=device)
-                self._generator.manual_seed(self.seed + 7919 * self.global_rank)
-                if self._generator_state is not None:  # resumed: the saved stream is rank 0's
-                    state, self._generator_state = self._generator_state, None
-                    restored = False
-                    if self.global_rank == 0:  # other processes draw their own starts, as in a fresh run
-                        with contextlib.suppress(RuntimeError):  # a state of another device type (GPU -> CPU)
-                            self._generator.set_state(state)
-                            restored = True
-                    if not restored:
-                        self._generator.manual_seed(rank_seed(self.seed, self.global_rank, 2, self.global_step))
-            return self._generator
+    def _ensure_eps(self, batch: Batch) -> None:
+        regularized = any(k not in self.method.supervised_terms for k in self.method.weights)
+        if getattr(self.method, "eps", 0.0) is None and regularized:
+            source = batch.x_unlabeled if batch.x_unlabeled is not None else batch.x_labeled
+            with torch.random.fork_rng(devices=[]):
+                eps = float(suggest_eps(source.detach()))
+            if is_distributed():  # each process saw its own first batch: one eps for all, their mean
+                eps = float(all_reduce_mean(torch.tensor([eps], dtype=torch.float64, device=source.device))[0])
+            self.method.eps = eps
+            self._eps_derived = True
+            logger.info("torchvat: eps=%.6g derived from the first batch with suggest_eps", self.method.eps)
 
-        def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-            """Store the method's ``eps`` (derived from the first batch when not given) and its generator."""
-            generator = self._generator.get_state() if self._generator is not None else self._generator_state
-            checkpoint["torchvat"] = {"eps": getattr(self.method, "eps", None), "generator": generator}
+    def on_train_end(self) -> None:
+        """Give every process rank 0's buffers (DDP leaves each one's last BatchNorm update local)."""
+        broadcast_buffers(self.model)
 
-        def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-            """Restore the ``eps`` and generator of :meth:`on_save_checkpoint` (a resumed run derives no new eps).
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """One batch: clean passes, the method's terms, their weighted sum (logged)."""
+        b = parse_batch(batch)
+        if not self.method.uses_unlabeled:
+            b = Batch(b.x_labeled, b.y_labeled, None)
+        self._ensure_eps(b)
+        loss, terms, clean = compute_method_loss(
+            self.model, self.method, b, self.method.weights, generator=self._method_generator(b.x_labeled.device)
+        )
+        n = int(b.x_labeled.shape[0])
+        for name, term in terms.items():
+            self.log(f"train_{name}", term.detach(), batch_size=n, sync_dist=self.sync_dist)
+        self.log("train_loss", loss.detach(), batch_size=n, prog_bar=True, sync_dist=self.sync_dist)
+        with torch.no_grad():
+            acc = (clean.labeled_logits.argmax(1) == b.y_labeled).float().mean()
+        self.log("train_acc", acc, batch_size=n, sync_dist=self.sync_dist)
+        return loss
 
-            The saved ``eps`` is restored only when this module's own is to be derived (the
-            ``eps`` hyperparameter is ``None``): an ``eps`` given to ``load_from_checkpoint(path,
-            eps=...)`` overrides the saved hyperparameter, as any other keyword does, and is kept.
-            """
-            state = checkpoint.get("torchvat")
-            if state is None:
-                return
-            if state.get("eps") is not None and hasattr(self.method, "eps") and self._eps_is_derived():
-                self.method.eps = state["eps"]
-            if state.get("generator") is not None:
-                self._generator, self._generator_state = None, state["generator"]
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Log ``val_loss`` (cross-entropy) and ``val_acc`` of an ``(x, y)`` batch."""
+        x, y = batch[0], batch[1]
+        logits = self.model(x).float()
+        n = int(y.shape[0])
+        self.log("val_loss", nn.functional.cross_entropy(logits, y), batch_size=n, sync_dist=self.sync_dist)
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log("val_acc", acc, batch_size=n, prog_bar=True, sync_dist=self.sync_dist)
 
-        def _eps_is_derived(self) -> bool:
-            """Whether the method's ``eps`` comes from the data rather than from the user.
-
-            For a method given by name, the ``eps`` hyperparameter says it; a :class:`Method`
-            instance (not a hyperparameter) derives it when its ``eps`` is ``None``, or was
-            derived here.
-            """
-            if "method" in self.hparams:
-                return self.hparams.get("eps") is None
-            return getattr(self.method, "eps", None) is None or self._eps_derived
-
-        def _ensure_eps(self, batch: Batch) -> None:
-            regularized = any(k not in self.method.supervised_terms for k in self.method.weights)
-            if getattr(self.method, "eps", 0.0) is None and regularized:
-                source = batch.x_unlabeled if batch.x_unlabeled is not None else batch.x_labeled
-                with torch.random.fork_rng(devices=[]):
-                    eps = float(suggest_eps(source.detach()))
-                if is_distributed():  # each process saw its own first batch: one eps for all, their mean
-                    eps = float(all_reduce_mean(torch.tensor([eps], dtype=torch.float64, device=source.device))[0])
-                self.method.eps = eps
-                self._eps_derived = True
-                logger.info("torchvat: eps=%.6g derived from the first batch with suggest_eps", self.method.eps)
-
-        def on_train_end(self) -> None:
-            """Give every process rank 0's buffers (DDP leaves each one's last BatchNorm update local)."""
-            broadcast_buffers(self.model)
-
-        def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-            """One batch: clean passes, the method's terms, their weighted sum (logged)."""
-            b = parse_batch(batch)
-            if not self.method.uses_unlabeled:
-                b = Batch(b.x_labeled, b.y_labeled, None)
-            self._ensure_eps(b)
-            loss, terms, clean = compute_method_loss(
-                self.model, self.method, b, self.method.weights, generator=self._method_generator(b.x_labeled.device)
-            )
-            n = int(b.x_labeled.shape[0])
-            for name, term in terms.items():
-                self.log(f"train_{name}", term.detach(), batch_size=n, sync_dist=self.sync_dist)
-            self.log("train_loss", loss.detach(), batch_size=n, prog_bar=True, sync_dist=self.sync_dist)
-            with torch.no_grad():
-                acc = (clean.labeled_logits.argmax(1) == b.y_labeled).float().mean()
-            self.log("train_acc", acc, batch_size=n, sync_dist=self.sync_dist)
-            return loss
-
-        def validation_step(self, batch: Any, batch_idx: int) -> None:
-            """Log ``val_loss`` (cross-entropy) and ``val_acc`` of an ``(x, y)`` batch."""
-            x, y = batch[0], batch[1]
-            logits = self.model(x).float()
-            n = int(y.shape[0])
-            self.log("val_loss", nn.functional.cross_entropy(logits, y), batch_size=n, sync_dist=self.sync_dist)
-            acc = (logits.argmax(1) == y).float().mean()
-            self.log("val_acc", acc, batch_size=n, prog_bar=True, sync_dist=self.sync_dist)
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            """Adam with ``lr``, or the ``optimizer`` factory's optimizer."""
-            if self.optimizer_factory is not None:
-                return self.optimizer_factory(self.model.parameters())
-            return torch.optim.Adam(self.model.parameters(), lr=self.lr)
-
-    VATModule.__module__ = __name__
-    VATModule.__qualname__ = "VATModule"
-    return VATModule
-
-
-def _module_class() -> type:
-    global _CLASS
-    if _CLASS is None:
-        _CLASS = _build_class()
-    return _CLASS
-
-
-def __getattr__(name: str) -> Any:
-    if name == "VATModule":
-        return _module_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam with ``lr``, or the ``optimizer`` factory's optimizer."""
+        if self.optimizer_factory is not None:
+            return self.optimizer_factory(self.model.parameters())
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
 
 
 def vat_module(model: nn.Module, method: str | Method = "vat", **kwargs: Any) -> Any:
@@ -302,9 +283,7 @@ def vat_module(model: nn.Module, method: str | Method = "vat", **kwargs: Any) ->
             hyperparameters (``eps``, ``alpha``, ``n_power``, ...); see ``VATModule``.
 
     Returns:
-        The LightningModule; pass it to ``lightning.Trainer.fit``.
-
-    Raises:
-        ImportError: If ``lightning`` is not installed.
+        The LightningModule; pass it to ``lightning.Trainer.fit``. The same as
+        ``VATModule(model, method, **kwargs)``.
     """
-    return _module_class()(model, method, **kwargs)
+    return VATModule(model, method, **kwargs)
