@@ -4,7 +4,14 @@ Every loader returns a :class:`SemiSupervisedData` with labeled, unlabeled and h
 tensors in memory.
 """
 
-from torchvat.data.arrays import UNLABELED, encode_labels, from_arrays
+from torchvat.data.arrays import (
+    DOMINANT_VARIANCE_SHARE,
+    UNLABELED,
+    FeatureScaleWarning,
+    encode_labels,
+    from_arrays,
+    warn_dominant_column,
+)
 from torchvat.data.augment import RandomTranslateFlip, augment_translate_flip, translate_flip
 from torchvat.data.container import SemiSupervisedData
 from torchvat.data.digits import load_digits_data
@@ -15,7 +22,7 @@ from torchvat.data.fashion_mnist import (
     load_fashion_mnist,
     load_idx_directory,
 )
-from torchvat.data.files import IMAGE_EXTENSIONS, load_csv, load_image_folder, load_npz
+from torchvat.data.files import CSV_DELIMITERS, IMAGE_EXTENSIONS, load_csv, load_image_folder, load_npz
 from torchvat.data.idx import read_idx, write_idx
 from torchvat.data.labels import select_labels
 from torchvat.data.paths import DATA_ENV_VAR, default_data_root
@@ -27,14 +34,17 @@ from torchvat.data.synthetic import make_circles_data, make_moons_data
 from torchvat.data.torchvision_sets import DEFAULT_N_LABELS, TORCHVISION_DATASETS, load_torchvision
 
 __all__ = [
+    "CSV_DELIMITERS",
     "DATA_ENV_VAR",
     "DEBIAN_FASHION_MNIST_DIR",
     "DEFAULT_N_LABELS",
+    "DOMINANT_VARIANCE_SHARE",
     "FASHION_MNIST_CLASSES",
     "IMAGE_EXTENSIONS",
     "TORCHVISION_DATASETS",
     "UNLABELED",
     "ZCA",
+    "FeatureScaleWarning",
     "InfiniteBatchSampler",
     "InfiniteTensorLoader",
     "RandomTranslateFlip",
@@ -63,5 +73,6 @@ __all__ = [
     "semi_supervised_split",
     "standardize",
     "translate_flip",
+    "warn_dominant_column",
     "write_idx",
 ]

@@ -14,7 +14,14 @@ from torch import Tensor
 
 from torchvat.data.container import SemiSupervisedData
 
-__all__ = ["UNLABELED", "encode_labels", "from_arrays"]
+__all__ = [
+    "DOMINANT_VARIANCE_SHARE",
+    "UNLABELED",
+    "FeatureScaleWarning",
+    "encode_labels",
+    "from_arrays",
+    "warn_dominant_column",
+]
 
 UNLABELED = -1
 """Label value that marks an unlabeled row (scikit-learn's convention)."""
@@ -62,6 +69,70 @@ def _inputs_tensor(x: Any, arg: str, allow_nonfinite: bool) -> Tensor:
                 "clean them or pass allow_nonfinite=True"
             )
     return t
+
+
+class FeatureScaleWarning(UserWarning):
+    """One raw feature column holds most of the inputs' variance (see :func:`warn_dominant_column`)."""
+
+
+DOMINANT_VARIANCE_SHARE = 0.9
+"""Share of the summed column variances above which :func:`warn_dominant_column` warns."""
+
+
+def warn_dominant_column(x: Tensor, *, feature_names: Sequence[str] | None = None, where: str = "X") -> float:
+    """Warn when one column of 2-D inputs holds most of their variance (raw features of very different scales).
+
+    The L2 perturbations of VAT and AT, and an eps derived from the data (:func:`torchvat.suggest_eps`, the
+    default), see the inputs as one vector: when one column's variance dwarfs the others' (wine's
+    ``proline``, in the hundreds, beside columns below 10), eps is set by that column alone and the others
+    are barely perturbed. Standardizing the columns gives each the same weight. NaN and Inf entries are
+    left out of the variances.
+
+    Args:
+        x: Inputs ``[N, D]``; other shapes (images) are not checked.
+        feature_names: Names of the ``D`` columns, for the message (``X[:, j]`` when ``None``).
+        where: What holds ``x`` (a file, a dataset name), for the message.
+
+    Returns:
+        The largest column's share of the summed variances (0.0 when not checked).
+
+    Warns:
+        FeatureScaleWarning: If that share is at least :data:`DOMINANT_VARIANCE_SHARE`.
+
+    Example:
+        >>> import torch, warnings
+        >>> x = torch.stack([torch.linspace(0, 1, 50), torch.linspace(300, 1600, 50)], dim=1)
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     share = warn_dominant_column(x, feature_names=["hue", "proline"], where="wine.csv")
+        >>> round(share, 6), "'proline' holds 100.0% of the variance" in str(caught[0].message)
+        (0.999999, True)
+    """
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
+        return 0.0
+    xd = x.detach().to("cpu", torch.float64)
+    finite = torch.isfinite(xd)
+    count = finite.sum(0).clamp_min(1)
+    mean = torch.where(finite, xd, 0.0).sum(0) / count
+    var = torch.where(finite, (xd - mean) ** 2, 0.0).sum(0) / count
+    total = float(var.sum())
+    if not math.isfinite(total) or total <= 0.0:
+        return 0.0
+    top = var.topk(2).values.tolist()
+    j = int(var.argmax())
+    share = top[0] / total
+    if share >= DOMINANT_VARIANCE_SHARE:
+        column = repr(str(feature_names[j])) if feature_names is not None else f"X[:, {j}]"
+        warnings.warn(
+            f"{where}: the column {column} holds {share:.1%} of the variance of the {x.shape[1]} feature columns "
+            f"(variance {top[0]:.3g}, the next largest {top[1]:.3g}), so a derived eps (eps=None, the default) "
+            "and the L2 perturbations are set by this column alone and barely move the others; standardize "
+            "the columns (--preprocess standardize in the CLI, torchvat.data.standardize(data) in Python) "
+            "unless their scales are meaningful",
+            FeatureScaleWarning,
+            stacklevel=3,
+        )
+    return share
 
 
 MISSING_LABEL_TEXTS = frozenset({"", "-1", "nan", "na", "n/a", "<na>", "null", "none"})
@@ -112,6 +183,11 @@ def _is_missing(v: Any) -> bool:
     if isinstance(v, numbers.Real) and not isinstance(v, bool):
         return math.isnan(float(v)) or float(v) == UNLABELED
     return False
+
+
+def _plain(v: Any) -> Any:
+    """A numpy scalar as the Python number it holds (``7.5``, not ``np.float64(7.5)``), for messages."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _as_int(v: Any) -> int | None:
@@ -200,7 +276,11 @@ def encode_labels(
         frac = ~np.isfinite(vals) | (vals != np.round(vals))
         if frac.any():
             bad = np.unique(vals[frac])[:10].tolist()
-            raise ValueError(f"{arg} must hold integer class indices, got non-integers {bad}")
+            first = int(np.flatnonzero(~missing)[np.argmax(frac)])
+            raise ValueError(
+                f"{arg} must hold integer class indices, got non-integers {bad} "
+                f"(the first, {_plain(arr[first])!r}, at index {first})"
+            )
         if vals.size:
             _check_int64_range([int(vals.min()), int(vals.max())], arg)
         codes = np.where(missing, UNLABELED, arr).astype(np.int64)
@@ -219,7 +299,11 @@ def encode_labels(
         return codes, None if classes is None else list(classes)
     if present and all(isinstance(v, numbers.Real) and not isinstance(v, str) for v in present):
         bad = sorted({float(v) for v, i in zip(present, ints, strict=True) if i is None})
-        raise ValueError(f"{arg} must hold integer class indices, got non-integers {bad[:10]}")
+        first = next(k for k, v in enumerate(values) if not missing[k] and _as_int(v) is None)
+        raise ValueError(
+            f"{arg} must hold integer class indices, got non-integers {bad[:10]} "
+            f"(the first, {_plain(values[first])!r}, at index {first})"
+        )
     non_str = sorted({type(v).__name__ for v in present if not isinstance(v, str | np.str_)})
     if non_str:
         raise TypeError(
@@ -286,11 +370,16 @@ def from_arrays(
     unlabeled_includes_labeled: bool = True,
     allow_nonfinite: bool = False,
     name: str = "arrays",
+    feature_names: Sequence[str] | None = None,
 ) -> SemiSupervisedData:
     """Build a semi-supervised problem from arrays where ``y == -1`` marks unlabeled rows.
 
     Accepts numpy arrays, torch tensors, pandas DataFrames/Series and lists. Labels are
-    integer class indices or class names (see :func:`encode_labels`).
+    integers or class names (see :func:`encode_labels`). As scikit-learn's ``classes_``, the
+    classes are the label values present (in ``y``'s labeled rows and in ``y_test``): integer
+    labels ``{0, 2, 5}`` give three classes, indices 0, 1, 2 with the names ``["0", "2", "5"]`` in
+    ``classes``, which map predictions back to the values; labels ``0..K-1`` stay as they are
+    (``classes`` is ``None``). With ``n_classes`` or ``classes`` given, integer labels are indices.
 
     Args:
         X: Training inputs, shape ``[N, ...]``.
@@ -298,7 +387,8 @@ def from_arrays(
             marks unlabeled rows.
         X_test: Test inputs, or ``None``.
         y_test: Test labels (all labeled), required when ``X_test`` is given.
-        n_classes: Number of classes; inferred from the labels when ``None``.
+        n_classes: Number of classes; integer labels are then indices in ``[0, n_classes)``. When
+            ``None``, the classes are the label values present.
         classes: Class names in index order (fixes the mapping of string labels).
         val_fraction: Fraction of the labeled rows held out as a validation set, in
             ``[0, 1)``; held-out rows are not used for training at all. The split is
@@ -308,6 +398,7 @@ def from_arrays(
         unlabeled_includes_labeled: Whether ``x_unlabeled`` also holds the labeled inputs.
         allow_nonfinite: Accept NaN/Inf in the inputs.
         name: Dataset name stored in the result.
+        feature_names: Names of the columns of a 2-D ``X``, for messages; a DataFrame's columns when ``None``.
 
     Returns:
         The semi-supervised problem.
@@ -318,7 +409,9 @@ def from_arrays(
         TypeError: On non-numeric inputs or mixed label types.
 
     Warns:
-        UserWarning: If ``y`` contains no unlabeled rows.
+        UserWarning: If ``y`` contains no unlabeled rows, or a label value occurs in ``y_test`` only.
+        FeatureScaleWarning: If one column of a 2-D ``X`` holds most of the variance
+            (:func:`warn_dominant_column`): standardize the columns.
 
     Example:
         >>> import numpy as np
@@ -359,29 +452,41 @@ def from_arrays(
             raise ValueError(f"y_test must be fully labeled, got {int((t_codes == UNLABELED).sum())} unlabeled rows")
         t_test = torch.from_numpy(t_codes)
     all_codes = codes[labeled] if t_test is None else np.concatenate([codes[labeled], t_codes])
-    inferred = n_classes is None and names is None
-    if n_classes is None:
-        if names is not None:
+    if n_classes is None and names is None:  # the classes are the label values present, as scikit-learn's classes_
+        values = np.unique(all_codes)
+        negative = values[values < 0]
+        if negative.size:
+            raise ValueError(
+                "labels must be class values >= 0 or -1 for unlabeled rows, "
+                f"got invalid labels {negative[:10].tolist()}"
+            )
+        n_classes = int(values.size)
+        train_values = np.unique(codes[labeled])
+        if not np.array_equal(values, np.arange(n_classes)):  # e.g. {0, 2, 5}: indices 0, 1, 2, named "0", "2", "5"
+            names = [str(v) for v in values.tolist()]
+            codes = np.where(labeled, np.searchsorted(values, codes), UNLABELED).astype(np.int64)
+            if t_test is not None:
+                t_codes = np.searchsorted(values, t_codes).astype(np.int64)
+                t_test = torch.from_numpy(t_codes)
+            all_codes = np.searchsorted(values, all_codes)
+        test_only = np.setdiff1d(values, train_values)
+        if test_only.size:
+            warnings.warn(
+                f"the label values {test_only[:10].tolist()} occur in y_test only: no labeled training row "
+                "has them, so the model cannot learn these classes",
+                UserWarning,
+                stacklevel=2,
+            )
+    elif names is not None:
+        if n_classes is None:
             n_classes = len(names)
-        else:
-            n_classes = int(all_codes.max()) + 1
-    elif names is not None and n_classes != len(names):
-        raise ValueError(f"n_classes={n_classes} does not match the {len(names)} class names {names}")
+        elif n_classes != len(names):
+            raise ValueError(f"n_classes={n_classes} does not match the {len(names)} class names {names}")
     bad = np.unique(all_codes[(all_codes < 0) | (all_codes >= n_classes)])
     if bad.size:
         raise ValueError(
             f"labels must be in [0, {n_classes}) or -1 for unlabeled rows, got invalid labels {bad[:10].tolist()}"
         )
-    if inferred:
-        never = np.setdiff1d(np.arange(n_classes), codes[labeled])
-        if never.size:
-            warnings.warn(
-                f"class indices {never[:10].tolist()} of the {n_classes} classes have no labeled training row "
-                "(integer labels are class indices 0..n_classes-1: labels 1..K give a class 0 that is never "
-                "labeled); relabel y or pass string class names",
-                UserWarning,
-                stacklevel=2,
-            )
     if labeled.all():
         warnings.warn(
             "y contains no unlabeled rows (no unlabeled samples, y == -1): semi-supervised methods "
@@ -403,6 +508,11 @@ def from_arrays(
         x_unlabeled = x[torch.cat([lab_idx, unl_idx]).sort().values]
     else:
         x_unlabeled = x[unl_idx]
+    if feature_names is None and hasattr(X, "columns"):  # a pandas DataFrame
+        feature_names = [str(c) for c in X.columns]
+    if feature_names is not None and x.ndim == 2 and len(feature_names) != x.shape[1]:
+        raise ValueError(f"feature_names must name the {x.shape[1]} columns of X, got {len(feature_names)} names")
+    warn_dominant_column(x, feature_names=feature_names, where=name)
     return SemiSupervisedData(
         x_labeled=x[lab_idx],
         y_labeled=y_all[lab_idx],

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from torchvat.data.arrays import (
 )
 from torchvat.data.container import SemiSupervisedData
 
-__all__ = ["IMAGE_EXTENSIONS", "load_csv", "load_image_folder", "load_npz"]
+__all__ = ["CSV_DELIMITERS", "IMAGE_EXTENSIONS", "load_csv", "load_image_folder", "load_npz"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 """File name endings :func:`load_image_folder` reads as images."""
@@ -48,7 +50,9 @@ def load_npz(
     """Load a ``.npz`` archive with keys ``X``, ``y`` and optional ``X_test``, ``y_test``.
 
     ``y == -1`` marks unlabeled rows; see :func:`~torchvat.data.arrays.from_arrays` for
-    the checks. Object arrays (pickles) are refused.
+    the checks. Object arrays (pickles) are refused. The classes are the label values present
+    (labels ``{0, 2, 5}`` give three classes named ``"0"``, ``"2"``, ``"5"``), unless ``n_classes``
+    is given; a non-integer label is refused with its index.
 
     Args:
         path: The ``.npz`` file.
@@ -65,6 +69,11 @@ def load_npz(
     Raises:
         FileNotFoundError: If ``path`` does not exist.
         KeyError: If ``X`` or ``y`` is missing (the message lists the keys present).
+        ValueError: If a label is not an integer (the message names it and its index).
+
+    Warns:
+        FeatureScaleWarning: If ``X`` is 2-D and one of its columns holds most of the variance
+            (:func:`~torchvat.data.arrays.warn_dominant_column`).
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -93,10 +102,94 @@ def load_npz(
     )
 
 
+#: the delimiters :func:`load_csv` recognises when ``delimiter=None``, in order of preference
+CSV_DELIMITERS = (",", ";", "\t", "|")
+#: how a pandas index column is named: ``df.to_csv(path)`` writes no name, a re-read and re-written one ``Unnamed: 0``
+_INDEX_COLUMN_NAMES = ("", "Unnamed: 0")
+
+
+def _detect_delimiter(path: Path, label_column: str) -> str:
+    """The field separator of a CSV file, among :data:`CSV_DELIMITERS`.
+
+    The delimiters that split the header into several names, one of them ``label_column``, are the
+    candidates (one: taken); among several (or none), :class:`csv.Sniffer` decides on the first 64 KiB,
+    and ``","`` is the fallback.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        sample = f.read(65536)
+    lines = sample.splitlines()
+    header = next((line for line in lines if line.strip()), "")
+    fits = []
+    for d in CSV_DELIMITERS:
+        names = [h.strip() for h in next(csv.reader([header], delimiter=d), [])]
+        if len(names) > 1 and label_column in names:
+            fits.append(d)
+    if len(fits) == 1:
+        return fits[0]
+    if len(sample) == 65536 and "\n" in sample:  # sniff whole lines only
+        sample = sample[: sample.rindex("\n")]
+    try:
+        return csv.Sniffer().sniff(sample, delimiters="".join(fits or CSV_DELIMITERS)).delimiter
+    except csv.Error:
+        return fits[0] if fits else ","
+
+
+def _index_column(header: list[str], rows: list[list[str]], label_column: str) -> bool:
+    """Whether the first column is a pandas index: no name (or ``Unnamed: 0``) and distinct integers."""
+    if len(header) < 2 or header[0] not in _INDEX_COLUMN_NAMES or header[0] == label_column or not rows:
+        return False
+    seen: set[int] = set()
+    for row in rows:
+        try:
+            value = float(row[0]) if row else math.nan
+        except ValueError:
+            return False
+        if not value.is_integer() or int(value) in seen:
+            return False
+        seen.add(int(value))
+    return True
+
+
+def _integers(texts: list[str]) -> list[int | None]:
+    """Each label text as an integer (``"1"`` and ``"1.0"`` alike), or ``None`` when it is not one."""
+    out: list[int | None] = []
+    for text in texts:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        out.append(int(value) if value.is_integer() else None)
+    return out
+
+
+def _refuse_stray_labels(
+    path: Path, label_column: str, present: list[str], ints: list[int | None], lines: list[int]
+) -> None:
+    """Refuse a label column of integers with a few other values, or the other way round.
+
+    ``7.5`` among 0/1/2 (or ``3`` among names) would otherwise turn every label into a class name and
+    add a class of its own. The values of the smaller kind are named with their lines.
+    """
+    n_int = sum(i is not None for i in ints)
+    if n_int in (0, len(ints)):
+        return
+    stray_is_int = n_int < len(ints) - n_int
+    strays = [(t, line) for t, i, line in zip(present, ints, lines, strict=True) if (i is not None) == stray_is_int]
+    shown = ", ".join(f"{t!r} on line {line}" for t, line in strays[:5])
+    more = f" and {len(strays) - 5} more" if len(strays) > 5 else ""
+    others = len(ints) - len(strays)
+    expected, got = ("class names", "the integers ") if stray_is_int else ("integer class labels", "")
+    raise ValueError(
+        f"{path}, column {label_column!r}: expected {expected}, as on the other {others} labeled lines, "
+        f"got {got}{shown}{more}; correct them (or mark the rows unlabeled: an empty label or -1), "
+        "or pass classes= to read every label as a class name"
+    )
+
+
 def _read_csv(
     path: Path,
     label_column: str,
-    delimiter: str,
+    delimiter: str | None,
     allow_nonfinite: bool = False,
     classes: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -106,7 +199,13 @@ def _read_csv(
     that is one of ``classes`` is a class even when it is spelled like a missing value (``"NA"``).
     Errors name the line of the file where the offending record starts (blank lines and
     line breaks inside quoted fields counted). A byte order mark (Excel's "CSV UTF-8") is dropped.
+    ``delimiter=None`` detects the delimiter (:func:`_detect_delimiter`). A first column without a
+    name holding distinct integers is the index pandas writes (``df.to_csv(path)``): it is dropped,
+    with a warning.
     """
+    given = delimiter is not None
+    if delimiter is None:
+        delimiter = _detect_delimiter(path, label_column)
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
@@ -125,9 +224,30 @@ def _read_csv(
                 rows.append(row)
                 line_nos.append(start)
     if label_column not in header:
-        raise ValueError(f"label_column={label_column!r} is not a column of {path}: {header}")
+        hint = ""
+        if len(header) == 1:
+            how = "given" if given else "detected"
+            others = [d for d in CSV_DELIMITERS if d != delimiter and d in header[0]]
+            hint = (
+                f"; the header was read as one column with the {how} delimiter {delimiter!r}"
+                + (f", but it holds {others[0]!r}" if others else "")
+                + ": pass the file's delimiter as delimiter= (--data-option delimiter=';' in the CLI)"
+            )
+        raise ValueError(f"label_column={label_column!r} is not a column of {path}: {header}{hint}")
     li = header.index(label_column)
-    feature_cols = [i for i in range(len(header)) if i != li]
+    skip = {li}
+    if _index_column(header, rows, label_column):
+        skip.add(0)
+        first = [int(float(row[0])) for row in rows]
+        numbers = f"0..{len(rows) - 1}" if first == list(range(len(rows))) else f"{len(rows)} distinct integers"
+        warnings.warn(
+            f"{path}: the first column has no name and holds the row numbers {numbers}: the index pandas "
+            "writes with df.to_csv(path); it is dropped, not read as a feature (write the file with "
+            "df.to_csv(path, index=False) to leave it out)",
+            UserWarning,
+            stacklevel=3,
+        )
+    feature_cols = [i for i in range(len(header)) if i not in skip]
     if not feature_cols:
         raise ValueError(f"{path} has no feature columns besides {label_column!r}")
     features = np.empty((len(rows), len(feature_cols)), dtype=np.float32)
@@ -140,22 +260,22 @@ def _read_csv(
             try:
                 features[r, j] = float("nan") if allow_nonfinite and not row[c].strip() else float(row[c])
             except ValueError:
+                unnamed = " (a column without a name: an index pandas wrote?)" if not header[c] else ""
                 raise ValueError(
-                    f"{path}, line {line}, column {header[c]!r}: expected a number, got {row[c]!r}"
+                    f"{path}, line {line}, column {header[c]!r}{unnamed}: expected a number, got {row[c]!r}"
                 ) from None
     named = set() if classes is None else {str(c).strip() for c in classes}
     missing = [is_missing_label_text(s) and s not in named for s in raw_labels]
     where = f"{path}, column {label_column!r}"
     warn_missing_spellings([s for s, m in zip(raw_labels, missing, strict=True) if m], where)
     present = [s for s, m in zip(raw_labels, missing, strict=True) if not m]
-    try:
-        ints = [int(float(s)) if float(s).is_integer() else None for s in present]
-    except ValueError:
-        ints = [None]
+    present_lines = [line for line, m in zip(line_nos, missing, strict=True) if not m]
+    ints = _integers(present)
+    if classes is None:  # with classes given, labels are names unless all are integers (indices into classes)
+        _refuse_stray_labels(path, label_column, present, ints, present_lines)
     if all(i is not None for i in ints):
-        present_lines = [line for line, m in zip(line_nos, missing, strict=True) if not m]
         for s, i, line in zip(present, ints, present_lines, strict=True):
-            if not _INT64_MIN <= i <= _INT64_MAX:
+            if not _INT64_MIN <= i <= _INT64_MAX:  # type: ignore[operator]
                 raise ValueError(
                     f"{path}, line {line}, column {label_column!r}: expected an integer class index "
                     f"in [{_INT64_MIN}, {_INT64_MAX}], got {s!r}"
@@ -199,7 +319,7 @@ def load_csv(
     *,
     label_column: str = "label",
     test_path: str | os.PathLike[str] | None = None,
-    delimiter: str = ",",
+    delimiter: str | None = None,
     n_classes: int | None = None,
     classes: Sequence[str] | None = None,
     val_fraction: float = 0.0,
@@ -214,14 +334,20 @@ def load_csv(
     ``None``; any case) marks an unlabeled row, unless ``classes`` names it (``classes=["EU", "NA"]``
     keeps ``NA`` as a class). Labels that are all integers (``1`` or ``1.0``) are
     class indices; otherwise they are class names (sorted into indices unless
-    ``classes`` is given). Every other column must be numeric. The test file's feature columns
-    are matched to the training file's by name, so they may come in another order.
+    ``classes`` is given); a column of integers with a few other values (``7.5`` among 0/1/2) is
+    refused, naming them and their lines. The classes are the label values present, as scikit-learn's
+    ``classes_`` (integers ``{0, 2, 5}``: three classes named ``"0"``, ``"2"``, ``"5"``; see
+    :func:`~torchvat.data.arrays.from_arrays`). Every other column must be numeric; a first column
+    without a name holding distinct integers is the index ``df.to_csv(path)`` writes, and is dropped
+    with a warning. The test file's feature columns are matched to the training file's by name, so
+    they may come in another order. The delimiter is detected unless given.
 
     Args:
         path: The training CSV file.
         label_column: Name of the label column.
         test_path: Optional CSV file with the same columns (in any order), fully labeled, as test set.
-        delimiter: Field separator.
+        delimiter: Field separator; ``None`` detects it among ``,`` ``;`` tab ``|`` (the one that splits
+            the header into names including ``label_column``, else :class:`csv.Sniffer`'s guess).
         n_classes: Number of classes; inferred when ``None``.
         classes: Class names in index order (for name labels).
         val_fraction: Fraction of the labeled rows held out for validation.
@@ -235,8 +361,14 @@ def load_csv(
 
     Raises:
         FileNotFoundError: If a file does not exist.
-        ValueError: If the label column is missing, a feature is not a number, or the test file's
-            feature columns are not those of the training file.
+        ValueError: If the label column is missing, a feature is not a number, an integer label
+            column holds other values, or the test file's feature columns are not those of the training file.
+
+    Warns:
+        UserWarning: If a pandas index column is dropped, or label texts read as unlabeled rows
+            (``NA``, ``None``, ...).
+        FeatureScaleWarning: If one feature column holds most of the variance
+            (:func:`~torchvat.data.arrays.warn_dominant_column`).
 
     Example:
         >>> import tempfile, os
@@ -269,6 +401,7 @@ def load_csv(
         unlabeled_includes_labeled=unlabeled_includes_labeled,
         allow_nonfinite=allow_nonfinite,
         name=name or p.stem,
+        feature_names=names,
     )
 
 
