@@ -15,6 +15,7 @@ from torchvat.core.entropy import EntropyLoss, entropy_loss
 from torchvat.core.eps import suggest_eps
 from torchvat.core.guards import RNGSnapshot, frozen_batchnorm_stats
 from torchvat.core.perturbation import (
+    TargetMismatchWarning,
     adversarial_perturbation,
     l2_normalize,
     probe_scale,
@@ -27,6 +28,7 @@ __all__ = [
     "AdversarialLoss",
     "EntropyLoss",
     "RNGSnapshot",
+    "TargetMismatchWarning",
     "VATLoss",
     "adversarial_loss",
     "adversarial_perturbation",

@@ -536,19 +536,118 @@ def _checked_target(target: Tensor, inp: ModelInput, source: str) -> Tensor:
     return target.detach()
 
 
+class TargetMismatchWarning(UserWarning):
+    """The ``logits`` given to a VAT loss are not the model's clean output on ``x`` (BatchNorm's batch)."""
+
+
+#: the README section that explains the batch composition of the VAT target
+_BATCHNORM_SECTION = "README.md, 'Three things to get right: BatchNorm, dropout, and the size of ε'"
+#: modules whose given logits were compared with their own clean pass once (the first call with logits)
+_checked_targets: weakref.WeakSet = weakref.WeakSet()
+
+
+def _check_target_composition(
+    model: Callable[..., Any],
+    inp: ModelInput,
+    target: Tensor,
+    output_fn: Callable[[Any], Tensor] | None,
+    rng: RNGSnapshot,
+    replays_clean_pass: bool,
+) -> None:
+    r"""Warn once per model when the given ``logits`` do not match its own clean pass on ``x`` (BatchNorm).
+
+    A VAT target must come from a pass with the batch composition of the perturbed passes:
+    BatchNorm in training mode normalizes by the batch, so a target from a joint labeled +
+    unlabeled pass, searched on the unlabeled rows alone, makes the divergence at r = 0 non-zero.
+    On the first call with ``logits`` for a module that has BatchNorm layers in training mode,
+    one no-grad pass on ``x`` (under the caller's BatchNorm guard, replaying ``rng``: the clean
+    pass's dropout masks when the caller gave its snapshot) is compared with ``target``. Nothing
+    is consumed or changed: the generator states are restored after the replay, the running
+    statistics are frozen, and every buffer is put back as found (a model counting its passes in
+    a buffer, say). Later calls cost one weak-set lookup. Models with active dropout whose
+    clean pass cannot be replayed (no ``rng`` given) are not checked: their masks differ anyway.
+
+    The tolerance is :math:`\max(4u, 10^{-4})` times the largest clean logit (at least 1), with
+    :math:`u` the machine epsilon of the least precise of the logits' dtype and the dtype the
+    model computes in (bf16: 0.031); a mismatched batch moves the logits by 7-15% of the largest
+    one (BatchNorm MLP, 8 labeled + 32 unlabeled rows, float32 and bf16 alike), and recomputing
+    the same pass on the CPU gives the same bits.
+    """
+    module = guarded_module(model)
+    if module is None:
+        return
+    try:
+        if module in _checked_targets:
+            return
+        _checked_targets.add(module)
+    except TypeError:  # not weak-referenceable
+        return
+    layers = list(module.modules())
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in layers):
+        return
+    if not replays_clean_pass and any(
+        isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in layers
+    ):
+        return
+    # a model may change its own buffers in a pass (a counter, say): the check leaves them as found
+    buffers = [
+        (owner, name, b, b._version, b.clone())
+        for owner in layers
+        for name, b in owner._buffers.items()
+        if b is not None
+    ]
+    try:
+        with rng.replay(), torch.no_grad():
+            own = extract_output(inp.call(model, inp.tensor.detach()), output_fn)
+    finally:
+        with torch.no_grad():
+            for owner, name, buffer, version, value in buffers:
+                if owner._buffers.get(name) is not buffer:
+                    owner._buffers[name] = buffer  # replaced: the original object, untouched
+                if buffer._version != version:  # changed in place (a copy would break saved graphs)
+                    buffer.copy_(value)
+    if own.shape != target.shape:
+        return  # named by the shape check of the search
+    u = max(torch.finfo(target.dtype).eps, torch.finfo(_compute_dtype(inp.tensor)).eps)
+    if own.device.type == "cuda":
+        u = max(u, float32_compute_eps(own.device, _has_convolutions(model)))
+    tol = max(4 * u, 1e-4)
+    diff = (own.float() - target.float()).abs().amax()
+    scale = target.float().abs().amax().clamp_min(1.0)
+    if bool(diff > tol * scale):
+        warnings.warn(
+            f"the logits given to vat_loss are not the model's own clean output on x: they differ by up to "
+            f"{diff.item():.3g} (allowed: {tol * scale.item():.3g}), with BatchNorm in training mode. The "
+            "target must come from a pass with the batch composition of x (a joint labeled + unlabeled "
+            "pass, with x the unlabeled rows alone, gives BatchNorm other statistics, and the divergence at "
+            f"r = 0 is not 0); give x its own clean pass or regularize every row of the joint pass. See "
+            f"{_BATCHNORM_SECTION}. Checked on the first call with logits for each model only.",
+            TargetMismatchWarning,
+            stacklevel=4,
+        )
+
+
 def clean_target(
     model: Callable[..., Any],
     inp: ModelInput,
     logits: Any,
     output_fn: Callable[[Any], Tensor] | None,
     rng: RNGSnapshot,
+    replays_clean_pass: bool = True,
 ) -> Tensor:
-    """The detached clean prediction: from ``logits`` if given, else one no-grad forward pass."""
+    """The detached clean prediction: from ``logits`` if given, else one no-grad forward pass.
+
+    Given ``logits`` are compared with the model's own clean pass on the first call for a model
+    with BatchNorm in training mode (:func:`_check_target_composition`); ``replays_clean_pass``
+    says whether ``rng`` is the caller's snapshot of its clean pass.
+    """
     if logits is None:
         with rng.replay(), torch.no_grad():
             target = extract_output(inp.call(model, inp.tensor.detach()), output_fn)
         return _checked_target(target, inp, _MODEL_OUTPUT)
-    return _checked_target(extract_output(logits, output_fn), inp, "logits")
+    target = _checked_target(extract_output(logits, output_fn), inp, "logits")
+    _check_target_composition(model, inp, target, output_fn, rng, replays_clean_pass)
+    return target
 
 
 def virtual_adversarial_perturbation(
@@ -595,11 +694,12 @@ def virtual_adversarial_perturbation(
     output_fn = OutputLayout(class_dim, output_mask).output_fn(output_fn)
     inp = ModelInput(x, input_key)
     m = broadcast_mask(mask, inp.tensor)
+    replays = rng is not None
     rng = rng if rng is not None else RNGSnapshot.capture(inp.tensor.device)
     with running_stats_guard(model):
         probe = resolve_probe(probe, inp.tensor, model)  # type: ignore[assignment]
         reuse = _reuses_probe_pass(logits, eps, n_power, probe)
-        target = None if reuse else clean_target(model, inp, logits, output_fn, rng)
+        target = None if reuse else clean_target(model, inp, logits, output_fn, rng, replays)
         r, _ = _search(
             model,
             inp,

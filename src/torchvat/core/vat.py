@@ -166,11 +166,12 @@ def vat_loss(
     output_fn = OutputLayout(class_dim, output_mask).output_fn(output_fn)
     inp = ModelInput(x, input_key)
     m = broadcast_mask(mask, inp.tensor)
+    replays = rng is not None
     rng = rng if rng is not None else RNGSnapshot.capture(inp.tensor.device)
     with running_stats_guard(model):
         probe = resolve_probe(probe, inp.tensor, model)  # type: ignore[assignment]
         reuse = _reuses_probe_pass(logits, eps, n_power, probe)
-        target = None if reuse else clean_target(model, inp, logits, output_fn, rng)
+        target = None if reuse else clean_target(model, inp, logits, output_fn, rng, replays)
         source = "logits" if logits is not None else _MODEL_OUTPUT
         if target is not None and not isinstance(eps, Tensor) and eps == 0:
             return reduce(
