@@ -244,7 +244,7 @@ def test_a_column_holding_the_variance_is_named_and_standardize_is_pointed_to(tm
     with pytest.warns(FeatureScaleWarning) as caught:
         data = load_csv(tmp_path / "wine.csv")
     message = str(caught[0].message)
-    assert re.search(r"^wine: the column 'proline' holds (99\.\d|100\.0)% of the variance of the 3 feature columns", message)
+    assert re.search(r"^wine: the column 'proline' holds (99\.\d|100\.0)% of the variance of the 3 feature", message)
     assert "--preprocess standardize" in message and "torchvat.data.standardize" in message
     with warnings.catch_warnings():
         warnings.simplefilter("error")
