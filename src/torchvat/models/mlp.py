@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from torchvat.models._checks import check_bool, check_positive_int, check_probability
 
-__all__ = ["MLP", "MNIST_HIDDEN_SIZES", "SMALL_HIDDEN_SIZES"]
+__all__ = ["MLP", "MNIST_HIDDEN_SIZES", "SMALL_HIDDEN_SIZES", "GaussianNoise"]
 
 #: Hidden widths of the MNIST network of Miyato et al. (TPAMI 2018; the supervised MNIST network of
 #: ICLR 2016, whose semi-supervised one was 1200-1200).
@@ -21,6 +21,65 @@ SMALL_HIDDEN_SIZES: tuple[int, ...] = (100, 100)
 
 _ACTIVATIONS = ("relu", "leaky_relu")
 _LEAKY_SLOPE = 0.1
+
+
+class GaussianNoise(nn.Module):
+    r"""Add :math:`\mathcal{N}(0, \sigma^2)` noise to every entry in training mode; the identity in eval mode.
+
+    The noise is drawn with :func:`torch.randn_like` from the default generator of the input's
+    device, as dropout draws its masks, so torchvat's replay of the clean pass's generator state
+    (:class:`torchvat.core.RNGSnapshot`) gives the probe and perturbed passes of VAT the clean
+    pass's noise: the divergence at :math:`r \to 0` is 0, as with dropout.
+
+    Args:
+        std: Standard deviation :math:`\sigma` (``>= 0``; 0 is the identity).
+
+    Raises:
+        TypeError: If ``std`` is not a real number.
+        ValueError: If ``std`` is negative or not finite.
+
+    Example:
+        >>> import torch
+        >>> noise = GaussianNoise(0.5)
+        >>> x = torch.zeros(3, 4)
+        >>> bool((noise(x) != 0).any()), torch.equal(noise.eval()(x), x)
+        (True, True)
+    """
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        self.std = check_noise_std(std, "std")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return ``x`` plus the noise in training mode, ``x`` itself in eval mode."""
+        if not self.training or self.std == 0.0:
+            return x
+        return x + self.std * torch.randn_like(x)
+
+    def extra_repr(self) -> str:
+        """The standard deviation, shown in the module's ``repr``."""
+        return f"std={self.std}"
+
+
+def check_noise_std(value: object, name: str) -> float:
+    """Return ``value`` as a float if it is a finite real number ``>= 0``, else raise.
+
+    Args:
+        value: The value to check (a noise standard deviation).
+        name: The argument name used in the error message.
+
+    Returns:
+        The value as a ``float``.
+
+    Raises:
+        TypeError: If ``value`` is not a real number.
+        ValueError: If ``value`` is negative or not finite.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a finite float >= 0, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+    return float(value)
 
 
 def _make_activation(name: str) -> nn.Module:
@@ -42,7 +101,7 @@ class MLP(nn.Module):
 
         flatten [B, ...] -> [B, in_features]
         for each width h in hidden_sizes:
-            Linear(h) -> BatchNorm1d(h) -> activation -> Dropout(dropout)
+            Linear(h) -> BatchNorm1d(h) [-> GaussianNoise(noise_std)] -> activation -> Dropout(dropout)
         Linear(n_classes) [-> BatchNorm1d(n_classes) if top_bn]
 
     The hidden ``Linear`` layers have no bias when ``batch_norm`` is on, because the
@@ -59,6 +118,19 @@ class MLP(nn.Module):
         batch_norm: Whether each hidden layer has ``BatchNorm1d``.
         top_bn: Whether the logits go through ``BatchNorm1d``.
         dropout: Dropout probability after each hidden activation (0 disables it).
+        noise_std: Standard deviation of the Gaussian noise added to each hidden layer in
+            training mode (0, the default, adds none; the TPAMI 2018 MNIST network used 0.5).
+            It is added after the batch normalization (without ``batch_norm``: after the
+            ``Linear``), before the activation, as the ladder networks of Rasmus et al. (2015)
+            add it to the normalized pre-activation: the noise then has a fixed size relative
+            to a signal of unit variance, which the network cannot shrink by scaling its
+            weights (before BatchNorm it could), and the batch statistics, hence the running
+            statistics that evaluation uses, are those of the clean signal. Salimans et al.
+            (2016), whom the VAT authors followed, add it to each layer's output in a network
+            without BatchNorm; there, after the activation would put it before the next
+            layer's BatchNorm. The noise is drawn with :func:`torch.randn_like`, like dropout
+            masks, so VAT's probe and perturbed passes replay the clean pass's noise. Off in
+            eval mode.
 
     Shape:
         - Input: ``[B, *]`` with ``prod(*) == in_features``; it is flattened.
@@ -91,6 +163,7 @@ class MLP(nn.Module):
         batch_norm: bool = True,
         top_bn: bool = False,
         dropout: float = 0.0,
+        noise_std: float = 0.0,
     ) -> None:
         super().__init__()
         in_features = check_positive_int(in_features, "in_features")
@@ -103,6 +176,7 @@ class MLP(nn.Module):
         check_bool(batch_norm, "batch_norm")
         check_bool(top_bn, "top_bn")
         dropout = check_probability(dropout, "dropout")
+        noise_std = check_noise_std(noise_std, "noise_std")
 
         self.in_features = in_features
         self.n_classes = n_classes
@@ -114,6 +188,8 @@ class MLP(nn.Module):
             layers.append(nn.Linear(width, h, bias=not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(h))
+            if noise_std > 0.0:
+                layers.append(GaussianNoise(noise_std))
             layers.append(_make_activation(activation))
             if dropout > 0.0:
                 layers.append(nn.Dropout(dropout))
