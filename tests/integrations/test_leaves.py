@@ -55,6 +55,7 @@ def test_lazy_re_exports_are_the_same_objects():
     assert integrations.hf_vat_loss is hf.hf_vat_loss
     assert integrations.VATModule is lightning.VATModule
     assert integrations.vat_module is lightning.vat_module
+    assert set(integrations.__all__) == set(integrations._EXPORTS)
     assert set(integrations.__all__) <= set(dir(integrations))
     assert "VATTrainer" in dir(hf)
     with pytest.raises(AttributeError, match="has no attribute 'VATTrainerr'"):

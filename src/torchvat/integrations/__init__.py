@@ -19,7 +19,17 @@ re-exports the names below on first access (``from torchvat.integrations import 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and the API reference; at run time __getattr__ imports them on first access
+    from torchvat.integrations.hf import (
+        VATArguments,
+        VATTrainer,
+        hf_adversarial_loss,
+        hf_vat_loss,
+        hf_virtual_adversarial_perturbation,
+    )
+    from torchvat.integrations.lightning import VATModule, vat_module
 
 #: each lazily re-exported name and the module defining it
 _EXPORTS = {
@@ -32,7 +42,15 @@ _EXPORTS = {
     "vat_module": "torchvat.integrations.lightning",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "VATArguments",
+    "VATModule",
+    "VATTrainer",
+    "hf_adversarial_loss",
+    "hf_vat_loss",
+    "hf_virtual_adversarial_perturbation",
+    "vat_module",
+]
 
 
 def __getattr__(name: str) -> Any:

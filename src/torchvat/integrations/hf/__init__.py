@@ -40,6 +40,15 @@ Other models reading ``input_ids`` beyond the lookup (e.g. ESM's token dropout, 
 embeddings by the share of mask tokens) are not exact. To check a model, compare
 ``model(**batch).logits`` with ``model(**embedding_batch(model, batch)).logits`` in eval mode.
 
+**Sequence and token classification.** The class dimension of the logits comes from the model's
+task (:func:`task_class_dim`): ``[B, C]`` for sequence classifiers, ``[B, T, C]`` for token
+classifiers (``*ForTokenClassification``) and language-model heads, whose divergences are taken
+per token over its classes (never over the positions), averaged over the sequence's tokens, with
+padded positions (``attention_mask == 0``) left out. Labels: ``-100`` marks an unlabeled row of a
+sequence classifier; a token classifier's labels [B, T] use ``-100`` for the tokens without a
+label too (special tokens, continuation sub-words), so **an unlabeled sequence is one whose tokens
+are all labeled -100** (:func:`labeled_rows`): it gets the VAT term only.
+
 **Exact probe and attention kernels.** The exact probe (``probe="exact"``, and ``"auto"`` in
 bf16/fp16 or under autocast to them) takes a forward-mode derivative (or a double backward)
 through the attention, which PyTorch's fused scaled-dot-product-attention kernels do not provide
@@ -93,20 +102,27 @@ References:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchvat.integrations.hf.arguments import VAT_ARGS_FILE, VATArguments
 from torchvat.integrations.hf.embeddings import IGNORE_INDEX, embedding_batch, word_embeddings
 from torchvat.integrations.hf.losses import (
+    TOKEN_LEVEL_HEADS,
     hf_adversarial_loss,
     hf_vat_loss,
     hf_virtual_adversarial_perturbation,
+    labeled_rows,
     supervised_cross_entropy,
     symmetric_categorical_kl,
+    task_class_dim,
 )
+
+if TYPE_CHECKING:  # for type checkers and the API reference; at run time __getattr__ imports it on first access
+    from torchvat.integrations.hf.trainer import VATTrainer
 
 __all__ = [
     "IGNORE_INDEX",
+    "TOKEN_LEVEL_HEADS",
     "VAT_ARGS_FILE",
     "VATArguments",
     "VATTrainer",  # imported from .trainer on first access (it imports transformers)
@@ -114,8 +130,10 @@ __all__ = [
     "hf_adversarial_loss",
     "hf_vat_loss",
     "hf_virtual_adversarial_perturbation",
+    "labeled_rows",
     "supervised_cross_entropy",
     "symmetric_categorical_kl",
+    "task_class_dim",
     "word_embeddings",
 ]
 

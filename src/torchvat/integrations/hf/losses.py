@@ -24,17 +24,20 @@ from torchvat.core import (
     vat_loss,
     virtual_adversarial_perturbation,
 )
-from torchvat.core._checks import Reduction
+from torchvat.core._checks import REDUCTIONS, Reduction, check_choice, check_class_dim, extract_output
 from torchvat.core.divergence import Divergence
 from torchvat.core.perturbation import Norm, Probe, resolve_probe
-from torchvat.integrations.hf.embeddings import _EMBEDS, IGNORE_INDEX, embedding_batch
+from torchvat.integrations.hf.embeddings import _EMBEDS, IGNORE_INDEX, _transformers_model, embedding_batch
 
 __all__ = [
+    "TOKEN_LEVEL_HEADS",
     "hf_adversarial_loss",
     "hf_vat_loss",
     "hf_virtual_adversarial_perturbation",
+    "labeled_rows",
     "supervised_cross_entropy",
     "symmetric_categorical_kl",
+    "task_class_dim",
 ]
 
 
@@ -52,6 +55,94 @@ def _probe_attention(model: Any, inputs: Mapping[str, Any], probe: str) -> conte
 def _perturbation_mask(batch: Mapping[str, Any], mask: Tensor | None) -> Tensor | None:
     """``mask`` if given, else the batch's ``attention_mask`` (1 = real token, may be perturbed)."""
     return mask if mask is not None else batch.get("attention_mask")
+
+
+#: endings of the class names of ``transformers`` heads that give one prediction per token
+#: (logits ``[B, T, C]``): their class dimension is the last one
+TOKEN_LEVEL_HEADS = ("ForTokenClassification", "ForCausalLM", "ForMaskedLM", "LMHeadModel")
+
+
+def task_class_dim(model: Any) -> int:
+    """The class dimension of the model's logits, from its task: -1 for a token-level head, else 1.
+
+    A token-level head is a ``transformers`` model whose class name ends with one of
+    :data:`TOKEN_LEVEL_HEADS` (``BertForTokenClassification``, ``GPT2LMHeadModel``, ...; looked
+    for inside DDP/PEFT wrappers); its logits are ``[B, T, C]``. Every other model is taken as a
+    sequence-level head, logits ``[B, C]`` (``*ForSequenceClassification``). Pass ``class_dim``
+    to the functions of this module for other models.
+
+    Example:
+        >>> from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+        >>> cfg = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        ...                  intermediate_size=16, max_position_embeddings=16)
+        >>> task_class_dim(BertForTokenClassification(cfg)), task_class_dim(BertForSequenceClassification(cfg))
+        (-1, 1)
+    """
+    hf_model = _transformers_model(model)
+    name = type(hf_model if hf_model is not None else model).__name__
+    return -1 if name.endswith(TOKEN_LEVEL_HEADS) else 1
+
+
+def _layout(
+    model: Any, batch: Mapping[str, Any], class_dim: int | None, output_mask: Tensor | None
+) -> tuple[int, Tensor | None, bool]:
+    """The class dimension, the output mask and whether the class dimension was taken from the task.
+
+    For a token-level output the default output mask is the batch's ``attention_mask``: padded
+    positions are left out.
+    """
+    auto = class_dim is None
+    dim = task_class_dim(model) if class_dim is None else class_dim
+    check_class_dim(dim)
+    if output_mask is None and dim != 1:
+        output_mask = batch.get("attention_mask")
+    return dim, output_mask, auto
+
+
+def _checked_output_fn(
+    output_fn: Callable[[Any], Tensor] | None, batch: Mapping[str, Any], model: Any
+) -> Callable[[Any], Tensor]:
+    """``output_fn`` refusing a ``[B, T, C]`` output of a model taken as sequence-level (``class_dim`` from the task).
+
+    Without the check the softmax would be taken over the positions, silently.
+    """
+    ids = batch.get("input_ids", batch.get(_EMBEDS))
+    length = ids.shape[1] if isinstance(ids, Tensor) and ids.ndim >= 2 else None
+
+    def checked(output: Any) -> Tensor:
+        pred = extract_output(output, output_fn)
+        if pred.ndim == 3 and pred.shape[1] == length:
+            raise ValueError(
+                f"class_dim must be given for {type(model).__name__}, whose logits {tuple(pred.shape)} have one "
+                "row per token while its task is not known to be token-level (a class name ending with "
+                f"{', '.join(TOKEN_LEVEL_HEADS)}): pass class_dim=-1 for [B, T, C] logits"
+            )
+        return pred
+
+    return checked
+
+
+def _positions(output_mask: Tensor | None, batch_size: int) -> Tensor | None:
+    """The number of positions that count in each sequence, [B] (``None``: all of them, unknown here)."""
+    if output_mask is None or output_mask.ndim < 2:
+        return None
+    return (output_mask.reshape(batch_size, -1) != 0).sum(1)
+
+
+def _per_position(values: Tensor, output_mask: Tensor | None, length: int) -> Tensor:
+    """Per-sample sums over positions [B] divided by each sample's number of positions that count (at least 1)."""
+    counts = _positions(output_mask, values.shape[0])
+    if counts is None:
+        return values / length
+    return values / counts.clamp_min(1).to(values.dtype)
+
+
+def _reduce(values: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return values.mean()
+    if reduction == "sum":
+        return values.sum()
+    return values
 
 
 def symmetric_categorical_kl(clean: Tensor, perturbed: Tensor) -> Tensor:
@@ -85,6 +176,8 @@ def hf_virtual_adversarial_perturbation(
     probe: Probe = "auto",
     output_fn: Callable[[Any], Tensor] | None = None,
     mask: Tensor | None = None,
+    class_dim: int | None = None,
+    output_mask: Tensor | None = None,
     generator: torch.Generator | None = None,
     rng: RNGSnapshot | None = None,
 ) -> Tensor:
@@ -108,6 +201,9 @@ def hf_virtual_adversarial_perturbation(
         (2.0, 0.0)
     """
     inputs = embedding_batch(model, batch)
+    class_dim, output_mask, auto = _layout(model, batch, class_dim, output_mask)
+    if auto and class_dim == 1:
+        output_fn = _checked_output_fn(output_fn, batch, model)
     with _probe_attention(model, inputs, probe):
         return virtual_adversarial_perturbation(
             model,
@@ -123,6 +219,8 @@ def hf_virtual_adversarial_perturbation(
             input_key=_EMBEDS,
             output_fn=output_fn,
             mask=_perturbation_mask(batch, mask),
+            class_dim=class_dim,
+            output_mask=output_mask,
             generator=generator,
             rng=rng,
         )
@@ -142,6 +240,8 @@ def hf_vat_loss(
     probe: Probe = "auto",
     output_fn: Callable[[Any], Tensor] | None = None,
     mask: Tensor | None = None,
+    class_dim: int | None = None,
+    output_mask: Tensor | None = None,
     reduction: Reduction = "mean",
     generator: torch.Generator | None = None,
     rng: RNGSnapshot | None = None,
@@ -158,6 +258,11 @@ def hf_vat_loss(
     ``x = embedding_batch(model, batch)``, ``input_key="inputs_embeds"`` and the ``attention_mask``
     as perturbation mask. No label is used (``labels`` in ``batch`` is ignored): add
     ``alpha * hf_vat_loss(...)`` to the supervised loss for labeled and unlabeled batches alike.
+
+    Token-level heads (``[B, T, C]`` logits, e.g. ``BertForTokenClassification``): the divergence
+    is taken per token over its classes, and averaged over the tokens that count (not padding) of
+    each sequence, so that it has the scale of the per-token cross entropy; adding the same number
+    to every class's logit of a token changes nothing, and padded positions change nothing.
 
     To share the clean pass, compute ``inputs = embedding_batch(model, batch)`` and
     ``out = model(**inputs)`` yourself (after ``rng = RNGSnapshot.capture(device)``), then call
@@ -188,6 +293,13 @@ def hf_vat_loss(
         mask: 1 where the embeddings may be perturbed, [B, T] (or [B, T, H]); default the batch's
             ``attention_mask`` (padding stays unperturbed), or everything when there is none. Pass
             e.g. ``attention_mask * (1 - special_tokens_mask)`` to keep special tokens fixed too.
+        class_dim: the class dimension of the logits; ``None`` (default) takes it from the model's
+            task (:func:`task_class_dim`): -1 for token-level heads (``*ForTokenClassification``,
+            language-model heads: ``[B, T, C]`` logits, the softmax over the classes of each token),
+            1 for sequence classifiers (``[B, C]``). A model of unknown task whose logits have one
+            row per token is refused with a ``ValueError`` (the softmax would run over the positions).
+        output_mask: 1 where an output position counts, [B, T] for token-level logits; default the
+            batch's ``attention_mask`` for them (padded positions are left out), none for ``[B, C]``.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"`` over the batch.
 
     Shape:
@@ -213,9 +325,13 @@ def hf_vat_loss(
         T. Miyato, A. M. Dai, I. Goodfellow. Adversarial Training Methods for Semi-Supervised Text
         Classification. ICLR 2017 (arXiv:1605.07725).
     """
+    check_choice("reduction", reduction, REDUCTIONS)
     inputs = embedding_batch(model, batch)
+    class_dim, output_mask, auto = _layout(model, batch, class_dim, output_mask)
+    if auto and class_dim == 1:
+        output_fn = _checked_output_fn(output_fn, batch, model)
     with _probe_attention(model, inputs, probe):
-        return vat_loss(
+        lds = vat_loss(
             model,
             inputs,
             logits=logits,
@@ -229,10 +345,15 @@ def hf_vat_loss(
             input_key=_EMBEDS,
             output_fn=output_fn,
             mask=_perturbation_mask(batch, mask),
-            reduction=reduction,
+            class_dim=class_dim,
+            output_mask=output_mask,
+            reduction="none",
             generator=generator,
             rng=rng,
         )
+    if class_dim != 1:  # one divergence per token, averaged over the tokens that count
+        lds = _per_position(lds, output_mask, inputs[_EMBEDS].shape[1])
+    return _reduce(lds, reduction)
 
 
 def hf_adversarial_loss(
@@ -246,6 +367,8 @@ def hf_adversarial_loss(
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     output_fn: Callable[[Any], Tensor] | None = None,
     mask: Tensor | None = None,
+    class_dim: int | None = None,
+    output_mask: Tensor | None = None,
     reduction: Reduction = "mean",
     rng: RNGSnapshot | None = None,
 ) -> Tensor:
@@ -274,6 +397,11 @@ def hf_adversarial_loss(
         reduction: ``"none"`` | ``"mean"`` | ``"sum"`` over the batch.
         rng: an :class:`~torchvat.RNGSnapshot` captured before the clean pass (dropout replay).
         mask: as in :func:`hf_vat_loss` (default: the ``attention_mask``).
+        class_dim: as in :func:`hf_vat_loss` (default: from the model's task). For token-level
+            logits ``labels`` is [B, T] (``-100`` = ignored token) and each sequence's loss is the
+            mean over its labeled, non-padded tokens.
+        output_mask: as in :func:`hf_vat_loss`; with the default cross entropy and [B, T] labels,
+            the tokens labeled ``-100`` are left out too.
 
     Returns:
         The loss on the adversarial embeddings; differentiable with respect to the parameters.
@@ -291,6 +419,13 @@ def hf_adversarial_loss(
         True
     """
     inputs = embedding_batch(model, batch)
+    class_dim, output_mask, auto = _layout(model, batch, class_dim, output_mask)
+    if auto and class_dim == 1:
+        output_fn = _checked_output_fn(output_fn, batch, model)
+    if class_dim != 1 and loss_fn is None and isinstance(labels, Tensor) and labels.ndim == 2:
+        # the per-sample mean over the labeled tokens (-100 = ignored token) that are not padding
+        labeled = labels != IGNORE_INDEX
+        output_mask = labeled if output_mask is None else (output_mask.to(labeled.device) != 0) & labeled
     return adversarial_loss(
         model,
         inputs,
@@ -302,6 +437,8 @@ def hf_adversarial_loss(
         input_key=_EMBEDS,
         output_fn=output_fn,
         mask=_perturbation_mask(batch, mask),
+        class_dim=class_dim,
+        output_mask=output_mask,
         reduction=reduction,
         rng=rng,
     )
@@ -313,11 +450,15 @@ def _zero(like: Tensor) -> Tensor:
 
 
 def supervised_cross_entropy(logits: Tensor, labels: Tensor | None) -> Tensor:
-    """Mean cross entropy over the rows whose label is not ``-100``; a (graph-keeping) zero if none.
+    """Mean cross entropy over the labels that are not ``-100``; a (graph-keeping) zero if none.
+
+    For a sequence classifier, the mean over the labeled rows; for a token classifier (``[B, T, C]``
+    logits, ``[B, T]`` labels), the mean over the labeled tokens of the batch, as ``transformers``'
+    token-classification loss takes it (``-100`` marks special, padding and unlabeled tokens).
 
     Args:
-        logits: [B, C] class scores.
-        labels: [B] class indices, ``-100`` for unlabeled rows, or ``None`` (no labels).
+        logits: [B, C] class scores, or [B, T, C] (one row of class scores per token).
+        labels: [B] (or [B, T]) class indices, ``-100`` for unlabeled rows (tokens), or ``None``.
 
     Example:
         >>> z = torch.tensor([[0.0, 0.0], [5.0, 0.0]])
@@ -325,10 +466,14 @@ def supervised_cross_entropy(logits: Tensor, labels: Tensor | None) -> Tensor:
         0.6931
         >>> supervised_cross_entropy(-z, torch.tensor([-100, -100])).item()
         0.0
+        >>> round(supervised_cross_entropy(z[None], torch.tensor([[1, -100]])).item(), 4)  # tokens
+        0.6931
     """
     if labels is None:
         return _zero(logits)
     _check_labels(labels, logits)
+    if logits.ndim == 3:
+        logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
     n = (labels != IGNORE_INDEX).sum()
     if int(n) == 0:
         return _zero(logits)
@@ -338,6 +483,23 @@ def supervised_cross_entropy(logits: Tensor, labels: Tensor | None) -> Tensor:
     return ce / n
 
 
+def labeled_rows(labels: Tensor) -> Tensor:
+    """Which rows (sequences) are labeled, [B] bool: a row with at least one label other than ``-100``.
+
+    For a sequence classifier (labels [B]) an unlabeled row is labeled ``-100``. For a token
+    classifier (labels [B, T]) ``-100`` also marks the tokens without a label of a labeled
+    sequence (special tokens, sub-words after the first, padding): **an unlabeled sequence is one
+    whose tokens are all labeled -100**. It gets the VAT term only; a sequence with at least one
+    labeled token is labeled (its other tokens enter no supervised or AT term).
+
+    Example:
+        >>> labeled_rows(torch.tensor([[-100, 2, -100], [-100, -100, -100]])).tolist()
+        [True, False]
+    """
+    labeled = labels != IGNORE_INDEX
+    return labeled.reshape(labeled.shape[0], -1).any(1) if labeled.ndim > 1 else labeled
+
+
 def _check_labels(labels: Any, logits: Tensor) -> None:
     if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex():
         got = f"dtype {labels.dtype}" if isinstance(labels, Tensor) else type(labels).__name__
@@ -345,10 +507,10 @@ def _check_labels(labels: Any, logits: Tensor) -> None:
             "labels must be an integer tensor of class indices (-100 = unlabeled), got "
             f"{got}; override VATTrainer.supervised_loss for other targets"
         )
-    if labels.shape != logits.shape[:1]:
-        raise ValueError(
-            f"labels must have shape [{logits.shape[0]}] (one class index per row), got {tuple(labels.shape)}"
-        )
+    expected = logits.shape[:-1] if logits.ndim == 3 else logits.shape[:1]
+    if labels.shape != expected:
+        what = "one class index per token" if logits.ndim == 3 else "one class index per row"
+        raise ValueError(f"labels must have shape {list(expected)} ({what}), got {tuple(labels.shape)}")
 
 
 def _masked_mean(values: Tensor, rows: Tensor) -> Tensor:

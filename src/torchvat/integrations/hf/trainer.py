@@ -25,14 +25,17 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 from torchvat.core import RNGSnapshot
 from torchvat.core._checks import extract_output
 from torchvat.integrations.hf.arguments import VATArguments
-from torchvat.integrations.hf.embeddings import _EMBEDS, IGNORE_INDEX, embedding_batch
+from torchvat.integrations.hf.embeddings import _EMBEDS, embedding_batch
 from torchvat.integrations.hf.losses import (
+    TOKEN_LEVEL_HEADS,
     _masked_mean,
     _probe_attention,
     hf_adversarial_loss,
     hf_vat_loss,
+    labeled_rows,
     supervised_cross_entropy,
     symmetric_categorical_kl,
+    task_class_dim,
 )
 
 __all__ = ["VATTrainer"]
@@ -97,8 +100,14 @@ class VATTrainer(Trainer):
     with :math:`\mathcal{L}` the labeled rows of the batch (``labels != -100``) and
     :math:`\mathcal{V}` all rows (``regularize="all"``) or the unlabeled ones. Semi-supervised use:
     put the unlabeled examples in the training set with label ``-100``; they get only the VAT
-    term. Only single-label classification heads (logits [B, C]) are handled by the default
-    :meth:`supervised_loss`; override it for other targets.
+    term. Sequence classifiers (logits [B, C], labels [B]) and token classifiers
+    (``*ForTokenClassification``: logits [B, T, C], labels [B, T]) are handled; for a token
+    classifier :math:`\ell` is the mean cross entropy over the labeled tokens, the VAT and AT
+    terms are per-token means over a sequence's non-padded (and, for AT, labeled) tokens, and
+    **an unlabeled sequence is one whose tokens are all labeled -100** (``-100`` also marks the
+    special tokens and continuation sub-words of a labeled sequence; see
+    :func:`~torchvat.integrations.hf.labeled_rows`). Override :meth:`supervised_loss` for other
+    targets.
 
     One step: the word embeddings :math:`e` are computed once; an :class:`~torchvat.RNGSnapshot`
     is captured; one clean pass ``model(inputs_embeds=e, ...)`` gives the supervised loss and
@@ -181,11 +190,11 @@ class VATTrainer(Trainer):
         return names[0] if names and len(names) == 1 else "labels"
 
     def supervised_loss(self, logits: Tensor, labels: Tensor | None) -> Tensor:
-        """The supervised term: mean cross entropy over labeled rows (override for other targets).
+        """The supervised term: mean cross entropy over labeled rows or tokens (override for other targets).
 
         Args:
-            logits: clean logits [B, C].
-            labels: [B] class indices (``-100`` = unlabeled) or ``None``.
+            logits: clean logits [B, C] (or [B, T, C] for a token classifier).
+            labels: [B] (or [B, T]) class indices (``-100`` = unlabeled) or ``None``.
         """
         return supervised_cross_entropy(logits, labels)
 
@@ -229,19 +238,20 @@ class VATTrainer(Trainer):
         with backend:
             outputs = model(**batch)
         logits = extract_output(outputs, None)
-        if logits.ndim != 2:
+        class_dim = task_class_dim(model)
+        if logits.ndim != (3 if class_dim == -1 else 2):
             raise ValueError(
-                "VATTrainer handles classification heads with logits of shape [B, C], got "
-                f"{tuple(logits.shape)}; use hf_vat_loss with output_fn/divergence for other heads"
+                f"VATTrainer handles sequence classifiers (logits [B, C]) and token classifiers (logits [B, T, C], "
+                f"a model class name ending with {', '.join(TOKEN_LEVEL_HEADS)}); got logits of shape "
+                f"{tuple(logits.shape)} from {type(model).__name__}: use hf_vat_loss with class_dim= for other heads"
             )
         terms = _Terms(ce=self.supervised_loss(logits, labels))
         if not model.training:
             return terms, outputs
         a = self.vat_args
         n = logits.shape[0]
-        labeled = (
-            labels != IGNORE_INDEX if labels is not None else torch.zeros(n, dtype=torch.bool, device=logits.device)
-        )
+        # a labeled sequence has a label other than -100 (for a token classifier: on one of its tokens)
+        labeled = labeled_rows(labels) if labels is not None else torch.zeros(n, dtype=torch.bool, device=logits.device)
         if a.uses_vat:
             rows = ~labeled if a.regularize == "unlabeled" else torch.ones_like(labeled)
             if bool(rows.any()):
@@ -255,6 +265,7 @@ class VATTrainer(Trainer):
                     norm=a.norm,  # type: ignore[arg-type]
                     divergence=symmetric_categorical_kl if a.divergence == "symmetric_kl" else None,
                     probe=a.probe,  # type: ignore[arg-type]
+                    class_dim=class_dim,
                     reduction="none",
                     rng=rng,
                 )
@@ -271,6 +282,7 @@ class VATTrainer(Trainer):
                 eps=a.eps if a.at_eps is None else a.at_eps,
                 norm=a.norm,  # type: ignore[arg-type]
                 mask=mask,
+                class_dim=class_dim,
                 reduction="none",
                 rng=rng,
             )
