@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
+from torchvat._extras import require
 from torchvat.data.container import SemiSupervisedData
 from torchvat.data.splits import semi_supervised_split
 
@@ -51,10 +50,14 @@ def load_digits_data(
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    bunch = load_digits()
+    datasets = require("sklearn.datasets", extra="cli", feature="the digits data set")
+    model_selection = require("sklearn.model_selection", extra="cli", feature="the digits data set")
+    bunch = datasets.load_digits()
     x = (bunch.data / 16.0).astype(np.float32)
     y = bunch.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=seed)
+    x_tr, x_te, y_tr, y_te = model_selection.train_test_split(
+        x, y, test_size=test_fraction, stratify=y, random_state=seed
+    )
     shape = (1, 8, 8) if as_images else (64,)
 
     def tensor(a: np.ndarray) -> torch.Tensor:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from torchvat._extras import require
 from torchvat.data.arrays import (
     _INT64_MAX,
     _INT64_MIN,
@@ -427,7 +428,7 @@ def _high_depth_array(img: Any, f: Path, size: tuple[int, int] | None, mode: str
     PIL's ``convert("L")`` clips such images to 0..255 instead of rescaling them, so they are scaled
     here: 16-bit and integer images by 65535, float images taken as they are (they must hold [0, 1]).
     """
-    from PIL import Image
+    Image = require("PIL.Image", extra="cli", feature="reading image folders")
 
     if mode not in ("L", "RGB"):
         raise ValueError(f"mode={mode!r} cannot hold {f} (PIL mode {img.mode!r}, more than 8 bits): use 'L' or 'RGB'")
@@ -451,7 +452,7 @@ def _read_images(files: list[Path], size: tuple[int, int] | None, mode: str) -> 
     8-bit images are converted to ``mode`` and divided by 255; 16-bit, 32-bit integer and float
     grayscale images keep their depth (see :func:`_high_depth_array`).
     """
-    from PIL import Image
+    Image = require("PIL.Image", extra="cli", feature="reading image folders")
 
     out = []
     first: tuple[int, int] | None = None
@@ -476,7 +477,7 @@ def _read_images(files: list[Path], size: tuple[int, int] | None, mode: str) -> 
 
 
 def _detect_mode(files: list[Path]) -> str:
-    from PIL import Image
+    Image = require("PIL.Image", extra="cli", feature="reading image folders")
 
     for f in files:
         with Image.open(f) as img:

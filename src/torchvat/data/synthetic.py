@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from sklearn.datasets import make_circles, make_moons
 
+from torchvat._extras import require
 from torchvat.data.container import SemiSupervisedData
 from torchvat.data.splits import semi_supervised_split
 
@@ -87,7 +87,8 @@ def make_moons_data(
     """
 
     def sample(n: int, s: int) -> tuple[np.ndarray, np.ndarray]:
-        return make_moons(n_samples=n, noise=noise, random_state=s)
+        datasets = require("sklearn.datasets", extra="cli", feature="the two moons data set")
+        return datasets.make_moons(n_samples=n, noise=noise, random_state=s)
 
     return _synthetic(
         sample,
@@ -133,7 +134,8 @@ def make_circles_data(
     """
 
     def sample(n: int, s: int) -> tuple[np.ndarray, np.ndarray]:
-        return make_circles(n_samples=n, noise=noise, factor=factor, random_state=s)
+        datasets = require("sklearn.datasets", extra="cli", feature="the two circles data set")
+        return datasets.make_circles(n_samples=n, noise=noise, factor=factor, random_state=s)
 
     return _synthetic(
         sample,

@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import torch.distributed as dist
 
+from torchvat._extras import require
 from torchvat.train.checkpoint import (
     check_output_dir,
     estimate_checkpoint_nbytes,
@@ -138,8 +139,7 @@ class ProgressBar(Callback):
         if not show:
             self.bar = None
             return
-        from tqdm.auto import tqdm
-
+        tqdm = require("tqdm.auto", extra="cli", feature="the trainer's progress bar").tqdm
         self.bar = tqdm(
             total=trainer.config.iterations,
             initial=trainer.step,
