@@ -19,13 +19,28 @@ the direction after one step and that of the exact float64 product H d from the 
 MLP and on WRN-28-2 (random weights, BatchNorm in eval mode, 32x32 inputs).
 
     python benchmarks/direction_accuracy.py --one-step --samples 8
+
+``--bn-train``: one exact-probe power step under CPU bf16 autocast against the float32 exact
+step from the same start, on ResNet-18 (torchvision, random weights, 32x32 inputs, so its last
+BatchNorm layers normalize over the batch alone) with BatchNorm in training mode at batch 4 and
+8, and in eval mode. Besides the probe as it is, two diagnostics: the BatchNorm layers computed in
+float32 inside the bf16 probe (the candidate fix), and the float32 direction of the same network
+with only its weights and input rounded to bf16 (every operation in float32: what the rounding
+of the model's operands alone does). Also reported: the curvature the bf16 direction reaches,
+d^T H d over that of the float32 direction (H of the float64 network, by a small finite
+difference of the divergence; a random direction gets ~0.002).
+
+    python benchmarks/direction_accuracy.py --bn-train --samples 16 --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import time
+import warnings
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -142,14 +157,97 @@ def one_step_table(samples: int) -> list[str]:
     return rows
 
 
+@contextlib.contextmanager
+def batchnorm_in_float32(model: nn.Module) -> Iterator[None]:
+    """Every BatchNorm layer of ``model`` takes its input in float32 (statistics and output in float32)."""
+    handles = [
+        m.register_forward_pre_hook(lambda mod, args: (args[0].float(), *args[1:]))
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def operands_rounded(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose convolution and linear weights are rounded to bf16 (kept in float32)."""
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.Conv2d | nn.Linear):
+                mod.weight.copy_(mod.weight.to(torch.bfloat16).float())
+    return m
+
+
+def curvature(model64: nn.Module, x: torch.Tensor, r: torch.Tensor, t: float = 1e-3) -> float:
+    """Sum over the batch of d^T H d for the per-sample unit directions of ``r`` (float64, finite difference)."""
+    x64, d = x.double(), r.double()
+    d = d / d.flatten(1).norm(dim=1).view(-1, *[1] * (d.ndim - 1))
+    with torch.no_grad():
+        p, q = F.log_softmax(model64(x64), 1), F.log_softmax(model64(x64 + t * d), 1)
+    return 2 * float((p.exp() * (p - q)).sum()) / t**2
+
+
+def bn_train_table(samples: int) -> list[str]:
+    """Markdown rows: bf16 exact probe vs the float32 exact step, ResNet-18 with BatchNorm in train/eval mode."""
+    import torchvision  # the benchmark's own dependency (torchvat[vision])
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10)
+    x = torch.randn(samples, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    kw = {"eps": 1.0, "n_power": 1, "probe": "exact"}
+    rows = [
+        "| BatchNorm | bf16 probe: min / mean |cos| | bf16 probe, BatchNorm in float32 | "
+        "float32, weights and input rounded to bf16 | curvature reached by the bf16 direction |",
+        "|---|---|---|---|---|",
+    ]
+    for label, train, batch in (("train, batch 4", True, 4), ("train, batch 8", True, 8), ("eval", False, 8)):
+        net.train(train)
+        net64 = copy.deepcopy(net).double()
+        cells: list[list[torch.Tensor]] = [[], [], []]
+        ratios = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # torchvat's own warning for this very case
+            for i in range(0, samples, batch):
+                xb = x[i : i + batch]
+                ref = virtual_adversarial_perturbation(net, xb, generator=torch.Generator().manual_seed(1), **kw)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    r16 = virtual_adversarial_perturbation(net, xb, generator=torch.Generator().manual_seed(1), **kw)
+                    with batchnorm_in_float32(net):
+                        r_bn = virtual_adversarial_perturbation(
+                            net, xb, generator=torch.Generator().manual_seed(1), **kw
+                        )
+                r_rounded = virtual_adversarial_perturbation(
+                    operands_rounded(net),
+                    xb.to(torch.bfloat16).float(),
+                    generator=torch.Generator().manual_seed(1),
+                    **kw,
+                )
+                for cell, r in zip(cells, (r16, r_bn, r_rounded), strict=True):
+                    cell.append(F.cosine_similarity(r.flatten(1).double(), ref.flatten(1).double(), dim=1).abs())
+                ratios.append(curvature(net64, xb, r16) / curvature(net64, xb, ref))
+        text = [f"{torch.cat(c).min():.3f} / {torch.cat(c).mean():.3f}" for c in cells]
+        rows.append(f"| {label} | {' | '.join(text)} | {sum(ratios) / len(ratios):.3f} |")
+    return rows
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--n-power", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--one-step", action="store_true", help="one power step: float32, TF32 (emulated), bf16 autocast")
+    p.add_argument("--bn-train", action="store_true", help="bf16 exact probe, ResNet-18 with BatchNorm in train mode")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.bn_train:
+        print(f"one exact power step, bf16 autocast vs float32 from the same start, {args.samples} inputs")
+        print()
+        print("\n".join(bn_train_table(args.samples)))
+        return
     if args.one_step:
         print(f"one power step from the same start d, {args.samples} inputs; eps = 1000 (the probe step is not capped)")
         print()

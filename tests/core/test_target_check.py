@@ -95,3 +95,36 @@ def test_no_check_without_batchnorm_in_training_mode():
         # eval-mode BatchNorm does not depend on the batch: any given logits are the caller's business
         vat_loss(model, x_u, logits=torch.randn(32, 3), eps=1.0, probe="finite_difference")
     assert model.passes == 2
+
+
+# issue 17, item 17: bf16 with BatchNorm in training mode over few values per channel
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3)).train()
+
+
+@pytest.mark.parametrize("probe", ["exact", "finite_difference"])
+def test_a_low_precision_search_through_batchnorm_over_few_values_is_named_once(probe):
+    model = _bn_net()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.warns(RuntimeWarning, match=r"vat_loss under torch.bfloat16 .* over 4 values per channel"):
+            vat_loss(model, torch.randn(4, 4), probe=probe)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            vat_loss(model, torch.randn(4, 4), probe=probe)  # once per model
+
+
+def test_no_low_precision_warning_for_large_batches_float32_or_eval_mode():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            vat_loss(_bn_net(), torch.randn(16, 4))
+            vat_loss(_bn_net().eval(), torch.randn(4, 4))
+        vat_loss(_bn_net(), torch.randn(4, 4))
+    model = _bn_net()
+    vat_loss(model, torch.randn(4, 4))  # a float32 call does not use up the model's check
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.warns(RuntimeWarning, match="over 4 values"):
+        virtual_adversarial_perturbation(model, torch.randn(4, 4))
+    assert not model[1]._forward_pre_hooks  # the recording hooks are gone

@@ -536,6 +536,71 @@ def _checked_target(target: Tensor, inp: ModelInput, source: str) -> Tensor:
     return target.detach()
 
 
+#: BatchNorm layers in training mode normalizing over fewer values per channel than this, under
+#: bf16/fp16, give a direction far from float32's (BENCHMARKS.md section 1)
+LOW_PRECISION_BATCHNORM_MIN = 16
+_LOW_PRECISION_SECTION = "BENCHMARKS.md, section 1 ('bf16 with BatchNorm in training mode')"
+#: modules whose BatchNorm batches were measured once under low precision
+_low_precision_checked: weakref.WeakSet = weakref.WeakSet()
+
+
+def _record_values_per_channel(sizes: list[int], module: nn.Module, args: tuple[Any, ...]) -> None:
+    x = args[0] if args else None
+    if isinstance(x, Tensor) and x.ndim >= 2 and x.shape[1] > 0:
+        sizes.append(x.numel() // x.shape[1])
+
+
+@contextlib.contextmanager
+def low_precision_batchnorm_check(model: object, t: Tensor, caller: str) -> Iterator[None]:
+    """Warn once per model when a search runs in bf16/fp16 through BatchNorm over few values per channel.
+
+    Under bf16 (or fp16) autocast, a BatchNorm layer in training mode that normalizes over few
+    values per channel (the batch times the spatial positions at its input) makes the network's
+    input curvature, and so the virtual adversarial direction, depend strongly on the rounding
+    of its operands: on ResNet-18 (CPU bf16), mean |cos| with the float32 direction is 0.48 at 4
+    values per channel and 0.82 at 8, 0.97 with BatchNorm in eval mode, whatever the probe and
+    even with the statistics computed in float32 (BENCHMARKS.md section 1). On the first such
+    call for a module, forward pre-hooks on its BatchNorm layers in training mode record the
+    values per channel of the search's passes; a warning names the smallest when it is below
+    :data:`LOW_PRECISION_BATCHNORM_MIN`. Float32 and float64 searches, and later calls, cost a
+    dtype test and, under low precision, a weak-set lookup.
+    """
+    if torch.finfo(_compute_dtype(t)).eps <= _LOW_PRECISION_EPS:  # float32/64 (TF32 does not count here)
+        yield
+        return
+    module = guarded_module(model)
+    layers: list[nn.Module] = []
+    if module is not None:
+        try:
+            if module not in _low_precision_checked:
+                _low_precision_checked.add(module)
+                layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+        except TypeError:  # not weak-referenceable
+            pass
+    if not layers:
+        yield
+        return
+    sizes: list[int] = []
+    handles = [m.register_forward_pre_hook(functools.partial(_record_values_per_channel, sizes)) for m in layers]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+    if sizes and min(sizes) < LOW_PRECISION_BATCHNORM_MIN:
+        warnings.warn(
+            f"{caller} under {_compute_dtype(t)} with BatchNorm in training mode normalizing over "
+            f"{min(sizes)} values per channel (batch x positions): the virtual adversarial direction then "
+            "depends on the rounding of the low-precision arithmetic of the model itself (ResNet-18, bf16: "
+            "mean |cos| with the float32 direction 0.48 at 4 values per channel, 0.82 at 8, 0.97 with "
+            f"BatchNorm in eval mode). Use batches of {LOW_PRECISION_BATCHNORM_MIN} or more per BatchNorm "
+            f"channel, or call it outside autocast (a float32 search). See {_LOW_PRECISION_SECTION}. Checked on "
+            "the first low-precision call for each model only.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
 class TargetMismatchWarning(UserWarning):
     """The ``logits`` given to a VAT loss are not the model's clean output on ``x`` (BatchNorm's batch)."""
 
@@ -700,23 +765,24 @@ def virtual_adversarial_perturbation(
         probe = resolve_probe(probe, inp.tensor, model)  # type: ignore[assignment]
         reuse = _reuses_probe_pass(logits, eps, n_power, probe)
         target = None if reuse else clean_target(model, inp, logits, output_fn, rng, replays)
-        r, _ = _search(
-            model,
-            inp,
-            target,
-            eps=eps,
-            xi=xi,
-            n_power=n_power,
-            norm=norm,
-            likelihood=likelihood,
-            divergence=divergence,
-            probe=probe,
-            output_fn=output_fn,
-            mask=m,
-            generator=generator,
-            rng=rng,
-            source=_MODEL_OUTPUT if logits is None else "logits",
-        )
+        with low_precision_batchnorm_check(model, inp.tensor, "virtual_adversarial_perturbation"):
+            r, _ = _search(
+                model,
+                inp,
+                target,
+                eps=eps,
+                xi=xi,
+                n_power=n_power,
+                norm=norm,
+                likelihood=likelihood,
+                divergence=divergence,
+                probe=probe,
+                output_fn=output_fn,
+                mask=m,
+                generator=generator,
+                rng=rng,
+                source=_MODEL_OUTPUT if logits is None else "logits",
+            )
         return r
 
 

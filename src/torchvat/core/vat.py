@@ -32,6 +32,7 @@ from torchvat.core.perturbation import (
     check_common,
     check_same_shape,
     clean_target,
+    low_precision_batchnorm_check,
     resolve_probe,
 )
 
@@ -182,23 +183,24 @@ def vat_loss(
                 ),
                 reduction,
             )
-        r, target = _search(
-            model,
-            inp,
-            target,
-            eps=eps,
-            xi=xi,
-            n_power=n_power,
-            norm=norm,
-            likelihood=likelihood,
-            divergence=divergence,
-            probe=probe,
-            output_fn=output_fn,
-            mask=m,
-            generator=generator,
-            rng=rng,
-            source=source,
-        )
+        with low_precision_batchnorm_check(model, inp.tensor, "vat_loss"):
+            r, target = _search(
+                model,
+                inp,
+                target,
+                eps=eps,
+                xi=xi,
+                n_power=n_power,
+                norm=norm,
+                likelihood=likelihood,
+                divergence=divergence,
+                probe=probe,
+                output_fn=output_fn,
+                mask=m,
+                generator=generator,
+                rng=rng,
+                source=source,
+            )
         with rng.replay():
             pred = extract_output(inp.call(model, inp.tensor + r), output_fn)
     check_same_shape(target, pred, source)
