@@ -2,7 +2,8 @@
 
 Usage: ``python _worker.py SCENARIO OUT_DIR [JSON_OPTIONS]`` with the environment ``torchrun``
 would set (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``). The
-trainer initializes the gloo process group itself. Each process writes ``rank{R}.pt``.
+trainer initializes the gloo process group itself, in ``Trainer.setup`` (not in its constructor).
+Each process writes ``rank{R}.pt``.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def main() -> None:
         options["method"] = NaNAt(nan_at)
     trainer = Trainer(make_model(**model_options), **make_data(), progress=False, **options)
     rank = trainer.rank
+    built = {"initialized": torch.distributed.is_initialized(), "ddp": trainer.ddp is not None}
+    trainer.setup()  # the group and the DDP wrapper, made here so that the hook can be registered before fit
     calls = {"n": 0}
     if trainer.ddp is not None:
 
@@ -121,6 +124,8 @@ def main() -> None:
             "rank": rank,
             "world_size": trainer.world_size,
             "initialized_process_group": trainer.initialized_process_group,
+            "initialized_at_construction": built["initialized"],
+            "ddp_at_construction": built["ddp"],
             "params": {k: v.detach().clone() for k, v in trainer.model.named_parameters()},
             "buffers": {k: v.detach().clone() for k, v in trainer.model.named_buffers()},
             "allreduce_calls": calls["n"],

@@ -65,6 +65,8 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(run_job, tmp_
     ranks = run_job("equivalence", tmp_path, {**options, "deterministic_start": True})
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert all(r["initialized_process_group"] for r in ranks)  # the trainer did it (torchrun env)
+    # ... in setup(), not in its constructor: building a trainer starts no process group
+    assert not any(r["initialized_at_construction"] or r["ddp_at_construction"] for r in ranks)
     # one gradient all-reduce per iteration (one bucket): the probe passes trigger none
     assert [r["allreduce_calls"] for r in ranks] == [options["iterations"]] * 2
     reference = single_process(options)

@@ -372,3 +372,73 @@ def test_prediction_batch_size_must_be_a_positive_integer(batch_size, moons, mlp
         trainer.evaluate(x, y, batch_size=batch_size)
     assert trainer.predict_logits(x, batch_size=3).shape == (10, 2)
     assert trainer.evaluate(x, y, batch_size=None)["n"] == 10
+
+
+def _global_states() -> tuple:
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, gauss, cached = np.random.get_state()  # noqa: NPY002 - the legacy global generator
+    return torch.get_rng_state(), (kind, keys.tolist(), pos, gauss, cached), random.getstate()
+
+
+def test_the_constructor_neither_reseeds_nor_starts_a_process_group(moons, mlp, tiny, monkeypatch):
+    """Building a trainer has no global side effect; setup() (called by fit) starts the group and seeds."""
+    import socket
+
+    import numpy as np
+    import torch.distributed as dist
+
+    from torchvat.train.distributed import destroy_distributed
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    model = mlp()  # make_mlp seeds torch itself
+    torch.manual_seed(123)
+    np.random.seed(123)  # noqa: NPY002
+    before = _global_states()
+    trainer = Trainer(model, moons, method="vat", **tiny(seed=5))
+    after = _global_states()
+    assert torch.equal(after[0], before[0]) and after[1:] == before[1:]
+    assert not dist.is_initialized() and not trainer.initialized_process_group
+    try:
+        trainer.setup()  # the torchrun environment (one process): the trainer starts the group here
+        assert dist.is_initialized() and trainer.initialized_process_group
+        assert trainer.ddp is None and trainer.world_size == 1
+        seeded = torch.rand(3)
+        trainer.setup()  # once only: a second call does not reseed
+        following = torch.rand(3)
+        torch.manual_seed(5)  # config.seed
+        assert torch.equal(seeded, torch.rand(3)) and torch.equal(following, torch.rand(3))
+    finally:
+        destroy_distributed()
+
+
+def test_fit_seeds_the_global_generators_whatever_their_state_before(moons, mlp, tiny, same_state):
+    runs = []
+    for noise in (0, 1):
+        model = mlp(0, batch_norm=True, dropout=0.2)
+        trainer = Trainer(model, moons, method="vat", seed=3, **tiny())
+        torch.manual_seed(100 + noise)  # the caller's draws between construction and fit do not matter
+        runs.append((model, trainer.fit()))
+    same_state(runs[0][0], runs[1][0])
+    assert runs[0][1].history == runs[1][1].history
+
+
+def test_a_loaded_state_keeps_its_generators_through_fit(moons, mlp, tiny, same_state):
+    """fit() after load_state_dict does not reseed: the resumed run continues the saved streams."""
+    full_model = mlp(0, dropout=0.2)
+    Trainer(full_model, moons, method="vat", **tiny(iterations=6, schedule="constant")).fit()
+    first = Trainer(mlp(0, dropout=0.2), moons, method="vat", **tiny(iterations=3, schedule="constant"))
+    first.fit()
+    state = first.state_dict()
+    resumed_model = mlp(0, dropout=0.2)
+    resumed = Trainer(resumed_model, moons, method="vat", **tiny(iterations=6, schedule="constant"))
+    resumed.load_state_dict(state)
+    resumed.fit()  # with a reseed here, the dropout masks would start over
+    same_state(full_model, resumed_model)

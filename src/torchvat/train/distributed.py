@@ -31,6 +31,7 @@ __all__ = [
     "is_distributed",
     "launched_by_torchrun",
     "local_rank",
+    "planned_world",
     "rank",
     "rank_seed",
     "resolve_device",
@@ -101,6 +102,44 @@ def launched_by_torchrun() -> bool:
         True
     """
     return all(name in os.environ for name in _TORCHRUN_VARS)
+
+
+def planned_world() -> tuple[int, int]:
+    """The number of processes of the job and this process's rank, without initializing anything.
+
+    From the default process group when it is initialized; else from ``torchrun``'s
+    environment (``WORLD_SIZE``, ``RANK``), which :func:`init_distributed` will turn into a
+    group; else ``(1, 0)``. A trainer reads it at construction and starts the group only in
+    :meth:`~torchvat.train.Trainer.setup`.
+
+    Returns:
+        ``(world_size, rank)``.
+
+    Raises:
+        ValueError: If ``WORLD_SIZE`` or ``RANK`` is not an integer, or the rank is not in
+            ``[0, WORLD_SIZE)``.
+
+    Example:
+        >>> import os
+        >>> planned_world() == ((int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])) if launched_by_torchrun()
+        ...                     else (1, 0))
+        True
+    """
+    if _initialized():
+        return dist.get_world_size(), dist.get_rank()
+    if not dist.is_available() or not launched_by_torchrun():
+        return 1, 0
+    values = {}
+    for name in ("WORLD_SIZE", "RANK"):
+        text = os.environ[name]
+        try:
+            values[name] = int(text)
+        except ValueError as err:
+            raise ValueError(f"{name} must be an integer, got {text!r}") from err
+    size, rank = values["WORLD_SIZE"], values["RANK"]
+    if size < 1 or not 0 <= rank < size:
+        raise ValueError(f"RANK must be in [0, WORLD_SIZE) with WORLD_SIZE >= 1, got RANK={rank}, WORLD_SIZE={size}")
+    return size, rank
 
 
 def resolve_device(device: torch.device) -> torch.device:

@@ -44,6 +44,8 @@ from torchvat.train.distributed import (
     any_process,
     broadcast_buffers,
     init_distributed,
+    launched_by_torchrun,
+    planned_world,
     rank_seed,
     resolve_device,
     world_size,
@@ -389,17 +391,22 @@ class Trainer:
 
     The data are held in memory on the training device; batches are single gathers
     ``x[idx]`` with indices from seeded samplers (seeded per process rank, batch sizes are per
-    process). The constructor ends by seeding every global generator with ``config.seed``;
-    seed before building the model too (:func:`~torchvat.train.seed_everything`) for a run
-    that is identical from the initialization on.
+    process). The constructor only stores, checks and places things on the device: it neither
+    starts a process group nor touches the global random generators. :meth:`setup` does both,
+    once, and :meth:`fit` and :meth:`train_step` call it: it seeds every global generator with
+    ``config.seed`` (unless a state was loaded, whose generators it keeps). Seed before
+    building the model too (:func:`~torchvat.train.seed_everything`) for a run that is
+    identical from the initialization on.
 
     A regularizer with weight 0 is switched off (see :mod:`torchvat.train.methods`), so
     ``method="vat", alpha=0`` runs exactly the supervised iterations.
 
     Distributed (data-parallel) training: when the process was started by ``torchrun`` (or the
     default process group is already initialized) with more than one process, the trainer
-    initializes the group if needed (``nccl`` on CUDA, ``gloo`` otherwise), trains on
-    ``cuda:LOCAL_RANK`` for a CUDA device, wraps the model in
+    reads its rank and the number of processes at construction (from the group, or from
+    ``torchrun``'s environment), trains on ``cuda:LOCAL_RANK`` for a CUDA device, and in
+    :meth:`setup` (called by :meth:`fit`) initializes the group if needed (``nccl`` on CUDA,
+    ``gloo`` otherwise) and wraps the model in
     :class:`~torch.nn.parallel.DistributedDataParallel` (:attr:`forward_model`; :attr:`model`
     stays the plain module, as saved in checkpoints), and gives each process its slice of one
     global batch stream (:class:`~torchvat.train.distributed.ShardedBatchSampler`):
@@ -477,12 +484,10 @@ class Trainer:
             )
         cfg = self._make_config(config, method, options)
         self.config = cfg
-        device = select_device(cfg.device)
-        #: whether this trainer initialized the process group (torchrun environment)
-        self.initialized_process_group = init_distributed(device)
-        self.device = resolve_device(device)
-        self.world_size = world_size()
-        self.rank = _rank()
+        #: whether this trainer initialized the process group (torchrun environment), in :meth:`setup`
+        self.initialized_process_group = False
+        self.device = resolve_device(select_device(cfg.device))
+        self.world_size, self.rank = planned_world()
         self.augment = augment
         if augment is not None and not callable(augment):
             raise TypeError(f"augment must be callable or None, got {type(augment).__name__}")
@@ -544,16 +549,14 @@ class Trainer:
         self.model = model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        #: the DistributedDataParallel wrapper, made by :meth:`setup` in a distributed run
         self.ddp: nn.parallel.DistributedDataParallel | None = None
-        if self.world_size > 1:
-            # every training forward goes through the wrapper; see docs/distributed.md
-            self.ddp = wrap_model(self.model, self.device, sync_batchnorm=cfg.sync_batchnorm)  # type: ignore[assignment]
-            self.model = self.ddp.module
-            self.forward_model: nn.Module = _compiled(self.ddp, cfg)
-            self._eval_model: nn.Module = _compiled(self.model, cfg)
-        else:
-            self.forward_model = _compiled(self.model, cfg)
-            self._eval_model = self.forward_model
+        self.forward_model: nn.Module = _compiled(self.model, cfg)
+        self._eval_model: nn.Module = self.forward_model
+        # a torchrun environment (even of one process) gets its process group in setup(), as before
+        self._process_group_ready = self.world_size == 1 and not launched_by_torchrun()
+        #: the global generators are this run's: seeded by :meth:`setup` or restored by :meth:`load_state_dict`
+        self._rng_ready = False
         # CUDA-graph modes: a training step calls the model several times before its backward,
         # so the trainer marks where a step begins (outputs of the previous step may be reused)
         self._mark_steps = cfg.compile in CUDAGRAPH_MODES
@@ -599,11 +602,51 @@ class Trainer:
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
-        seed_everything(cfg.seed)
-        if self.rank > 0:  # independent dropout masks on every process
-            seed_everything(_seed_for(cfg.seed, self.rank, _GLOBAL_STREAM))
 
     # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Start what training needs outside the trainer, once: the process group and the global generators.
+
+        In a distributed run, initialize the default process group if this process was started
+        by ``torchrun`` and nobody initialized it (:func:`~torchvat.train.distributed.init_distributed`;
+        :attr:`initialized_process_group` says whether this call did) and wrap the model in
+        :class:`~torch.nn.parallel.DistributedDataParallel` (:attr:`ddp`). Then seed Python's,
+        NumPy's and PyTorch's global generators with ``config.seed`` (processes other than rank
+        0 with a seed of their own, for independent dropout masks), unless a state was loaded
+        (:meth:`load_state_dict`), whose generators are kept. :meth:`fit` and
+        :meth:`train_step` call it; later calls do nothing. The constructor does neither, so
+        building a trainer leaves the caller's random state and process group alone.
+
+        Raises:
+            RuntimeError: If the process group that is (or gets) initialized has another size
+                or rank than the environment this trainer was built for.
+        """
+        self._setup_process_group()
+        if not self._rng_ready:
+            seed_everything(self.config.seed)
+            if self.rank > 0:  # independent dropout masks on every process
+                seed_everything(_seed_for(self.config.seed, self.rank, _GLOBAL_STREAM))
+            self._rng_ready = True
+
+    def _setup_process_group(self) -> None:
+        """Initialize the process group and wrap the model, in a distributed run (once)."""
+        if self._process_group_ready:
+            return
+        self.initialized_process_group = init_distributed(self.device)
+        if (world_size(), _rank()) != (self.world_size, self.rank):
+            raise RuntimeError(
+                f"the process group has {world_size()} processes and this is rank {_rank()}, but the trainer "
+                f"was built for {self.world_size} processes at rank {self.rank} (from torchrun's environment)"
+            )
+        cfg = self.config
+        if self.world_size > 1:
+            # every training forward goes through the wrapper; see docs/distributed.md
+            self.ddp = wrap_model(self.model, self.device, sync_batchnorm=cfg.sync_batchnorm)  # type: ignore[assignment]
+            self.model = self.ddp.module
+            self.forward_model = _compiled(self.ddp, cfg)
+            self._eval_model = _compiled(self.model, cfg)
+        self._process_group_ready = True
+
     def _sampler(self, n: int, batch_size: int, stream: int) -> InfiniteBatchSampler | ShardedBatchSampler:
         """One process's batch stream: its slice of the global stream when distributed."""
         seed = _seed_for(self.config.seed, 0, stream)  # the same global stream on every process
@@ -791,6 +834,7 @@ class Trainer:
             NonFiniteLossError: For a non-finite loss or gradient with ``nonfinite="stop"``
                 and an optimizer that cannot skip its update on the device.
         """
+        self.setup()
         self.model.train()
         if self._mark_steps:
             torch.compiler.cudagraph_mark_step_begin()
@@ -1004,6 +1048,7 @@ class Trainer:
             CheckpointError: If ``resume`` is unreadable or corrupted (from
                 :func:`~torchvat.train.load_checkpoint`).
         """
+        self.setup()
         if resume is not None:
             self.load_state_dict(load_checkpoint(resume))
         cfg = self.config
@@ -1238,6 +1283,7 @@ class Trainer:
         if x.shape[0] != y.shape[0] or x.shape[0] == 0:
             raise ValueError(f"x and y must have the same, non-zero number of rows, got {x.shape[0]} and {y.shape[0]}")
         if self.world_size > 1:
+            self._setup_process_group()
             x, y = x[self.rank :: self.world_size], y[self.rank :: self.world_size]
         y = y.to(self.device).long()
         if y.shape[0] == 0:  # fewer rows than processes
@@ -1353,6 +1399,7 @@ class Trainer:
             self.unlabeled_sampler.load_state_dict(self._sampler_state(saved_u, saved_world))
         self.generator.set_state(state["generator"])
         set_rng_state(state["rng"], self.device)
+        self._rng_ready = True  # the saved run's generators: setup() does not reseed them
         self.step = int(state["step"])
         saved_augment = state.get("augment")
         if saved_augment is not None and hasattr(self.augment, "load_state_dict"):
