@@ -269,3 +269,21 @@ def test_numpy_bools_and_floats_are_still_refused(n_classes):
         build_model("mlp", input_shape=(2,), n_classes=n_classes)
     with pytest.raises(ValueError, match=r"input_shape must be a non-empty tuple of positive ints.*got \(np\.True_,\)"):
         build_model("mlp", input_shape=(np.True_,), n_classes=2)
+
+
+def test_default_model_takes_other_widths_and_keeps_its_batchnorm_choice():
+    """The estimators' hidden_layer_sizes go through here: the widths change, the family and BN do not."""
+    from torch import nn
+
+    from torchvat.models import default_model
+
+    def has_bn(model: nn.Module) -> bool:
+        return any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
+
+    for n_features, batch_norm in ((2, False), (16, False), (17, True), (50, True)):
+        engine = default_model((n_features,), 3)
+        sized = default_model((n_features,), 3, hidden_sizes=(8, 4))
+        assert has_bn(engine) == has_bn(sized) == batch_norm
+        assert sized.hidden_sizes == (8, 4)
+    with pytest.raises(TypeError, match="derives 'in_features'"):
+        default_model((5,), 3, in_features=5)

@@ -23,6 +23,12 @@ from torchvat.sklearn import VATClassifier, VATRegressor
 FAST = {"hidden_layer_sizes": (16,), "max_iter": 60, "learning_rate_init": 0.01, "device": "cpu", "random_state": 0}
 
 
+def engine_eps(X: np.ndarray, y_semi: np.ndarray, unlabeled_label: object = -1) -> float:
+    """The trainer's eps rule on the estimator's data: every row in the pool, the labeled rows as references."""
+    x = torch.tensor(X, dtype=torch.float32)
+    return suggest_eps(x, rule="labeled", labeled=x[torch.from_numpy(np.asarray(y_semi) != unlabeled_label)])
+
+
 @pytest.fixture(scope="module")
 def moons() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     X, y = make_moons(200, noise=0.1, random_state=0)
@@ -48,7 +54,7 @@ def test_fitted_attributes(fitted, moons):
     assert fitted.n_features_in_ == 2
     assert fitted.n_iter_ == 60 and len(fitted.loss_curve_) == 60
     assert isinstance(fitted.module_, nn.Module) and not fitted.module_.training
-    assert fitted.eps_ == pytest.approx(suggest_eps(torch.tensor(X, dtype=torch.float32), rule="nn", scale=0.25))
+    assert fitted.eps_ == pytest.approx(engine_eps(X, moons[2]))
     proba = fitted.predict_proba(X)
     np.testing.assert_allclose(proba.sum(1), 1.0)
     np.testing.assert_array_equal(fitted.predict(X), fitted.classes_[proba.argmax(1)])
@@ -228,10 +234,10 @@ def test_partial_fit_continues_training(moons):
         clf.partial_fit(X, y_semi)
     clf.partial_fit(X, y_semi, classes=[0, 1])
     weights = [p.detach().clone() for p in clf.module_.parameters()]
-    assert clf.n_iter_ == 3  # ceil(192 unlabeled / 64) > ceil(8 labeled / 8)
+    assert clf.n_iter_ == 4  # ceil(200 rows in the pool / 64) > ceil(8 labeled / 8)
     for _ in range(5):
         clf.partial_fit(X, y_semi)
-    assert clf.n_iter_ == 18 and len(clf.loss_curve_) == 18
+    assert clf.n_iter_ == 24 and len(clf.loss_curve_) == 24
     assert any(not torch.equal(a, b) for a, b in zip(weights, clf.module_.parameters(), strict=True))
     with pytest.raises(ValueError, match="labels not in classes_"):
         clf.partial_fit(X, np.where(y_semi == 1, 2, y_semi))
@@ -382,7 +388,7 @@ def test_a_new_eps_from_set_params_is_used_by_the_next_warm_fit(moons, increment
     fit = (lambda: clf.partial_fit(X, y_semi, classes=[0, 1])) if incremental else (lambda: clf.fit(X, y_semi))
     fit()
     derived = clf.eps_
-    assert derived == pytest.approx(suggest_eps(torch.tensor(X, dtype=torch.float32), rule="nn", scale=0.25))
+    assert derived == pytest.approx(engine_eps(X, y_semi))
     clf.set_params(eps=0.5)
     fit()
     assert clf.eps_ == 0.5 and seen[-1] == 0.5
@@ -391,15 +397,14 @@ def test_a_new_eps_from_set_params_is_used_by_the_next_warm_fit(moons, increment
     assert clf.eps_ == derived and seen[-1] == derived
 
 
-def test_a_warm_switch_from_supervised_derives_eps_by_the_estimators_rule(moons):
+def test_a_warm_switch_from_supervised_derives_eps_by_the_engines_rule(moons):
     X, _, y_semi = moons
     clf = VATClassifier(**{**FAST, "max_iter": 5, "warm_start": True, "method": "supervised"}).fit(X, y_semi)
     assert clf.eps_ is None
     seen = _record_trainer_eps(clf)
     clf.set_params(method="vat").fit(X, y_semi)
-    expected = suggest_eps(torch.tensor(X, dtype=torch.float32), rule="nn", scale=0.25)
-    assert clf.eps_ == pytest.approx(expected)
-    assert seen == [clf.eps_]  # the trainer trains with it, not with its own rule
+    assert clf.eps_ == pytest.approx(engine_eps(X, y_semi))
+    assert seen == [clf.eps_]  # the trainer derived it and trains with it
     clf.set_params(method="supervised").fit(X, y_semi)
     assert clf.eps_ is None
 
@@ -413,14 +418,14 @@ def test_partial_fit_keeps_the_eps_derived_on_its_first_call(moons):
     clf.partial_fit(3 * X[100:], y_semi[100:])  # another chunk, on another scale: the same eps
     assert clf.eps_ == first and seen == [first, first]
     cold = VATClassifier(**FAST).fit(3 * X, y_semi)  # a cold fit derives it from its own rows
-    assert cold.eps_ == pytest.approx(suggest_eps(torch.tensor(3 * X, dtype=torch.float32), rule="nn", scale=0.25))
+    assert cold.eps_ == pytest.approx(engine_eps(3 * X, y_semi))
 
 
 def test_vat_ent_with_alpha_zero_still_uses_the_unlabeled_rows(moons):
     X, y, y_semi = moons
     params = {**FAST, "method": "vat+ent", "alpha": 0.0, "beta": 1.0, "batch_size": 8, "unlabeled_batch_size": 64}
     clf = VATClassifier(**params).partial_fit(X, y_semi, classes=[0, 1])
-    assert clf.n_iter_ == 3  # ceil(192 unlabeled / 64): the entropy term draws unlabeled batches
+    assert clf.n_iter_ == 4  # ceil(200 rows in the pool / 64): the entropy term draws unlabeled batches
     with pytest.warns(UserWarning, match="y contains no unlabeled samples .* method 'vat\\+ent'"):
         VATClassifier(**{**params, "max_iter": 3}).fit(X, y)
     import warnings
@@ -428,3 +433,120 @@ def test_vat_ent_with_alpha_zero_still_uses_the_unlabeled_rows(moons):
     with warnings.catch_warnings():  # with beta=0 too, nothing uses unlabeled rows
         warnings.simplefilter("error")
         VATClassifier(**{**params, "beta": 0.0, "max_iter": 3}).fit(X, y)
+
+
+# ------------------------------------------------------------- one engine (issue 16)
+def _table(n_features: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three Gaussian classes in ``n_features`` dimensions, 12 labels, the other 108 rows unlabeled."""
+    rng = np.random.RandomState(seed)
+    y = np.repeat(np.arange(3), 40)
+    X = (rng.normal(size=(120, n_features)) + 2.0 * np.eye(3, n_features)[y]).astype(np.float32)
+    y_semi = np.full(120, -1)
+    keep = np.r_[0:4, 40:44, 80:84]
+    y_semi[keep] = y[keep]
+    return X, y, y_semi
+
+
+@pytest.mark.parametrize("n_features", [2, 20], ids=["small-mlp", "mlp-batchnorm"])
+@pytest.mark.parametrize("method", ["vat", "supervised"])
+def test_the_same_predictions_through_the_trainer_and_the_estimator(n_features, method):
+    """The estimator is a door onto the trainer: same data, seed, settings and dtype, same model."""
+    from torchvat.models import default_model
+    from torchvat.train import Trainer, seed_everything
+
+    X, _, y_semi = _table(n_features)
+    clf = VATClassifier(max_iter=40, method=method, random_state=3, device="cpu").fit(X, y_semi)
+
+    labeled = y_semi != -1
+    seed_everything(3)
+    model = default_model((n_features,), n_classes=3)
+    trainer = Trainer(
+        model,
+        x_labeled=torch.from_numpy(X[labeled]),
+        y_labeled=torch.from_numpy(y_semi[labeled]),
+        x_unlabeled=torch.from_numpy(X),  # the engine's pool: every row, the labeled ones too
+        method=method,
+        iterations=40,
+        seed=3,
+        device="cpu",
+        progress=False,
+    )
+    trainer.fit()
+    assert clf.eps_ == trainer.eps
+    proba = torch.softmax(trainer.predict_logits(torch.from_numpy(X)).double(), dim=1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(X), proba, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(clf.predict(X), proba.argmax(1))
+    assert clf.n_iter_ == trainer.step == 40
+
+
+def test_the_default_network_is_the_engines_for_the_number_of_features():
+    from torchvat.models import MLP, default_model, scaled_hidden_sizes
+
+    def batch_norm(module: nn.Module) -> bool:
+        return any(isinstance(m, nn.BatchNorm1d) for m in module.modules())
+
+    params = {"max_iter": 2, "device": "cpu", "random_state": 0}
+    for n_features in (2, 20):
+        X, _, y_semi = _table(n_features)
+        engine = default_model((n_features,), n_classes=3)
+        clf = VATClassifier(**params).fit(X, y_semi)
+        assert isinstance(clf.module_, MLP) and clf.module_.hidden_sizes == engine.hidden_sizes
+        assert batch_norm(clf.module_) == batch_norm(engine) == (n_features > 16)
+        # hidden_layer_sizes replaces the widths; the batch normalization stays the engine's choice
+        sized = VATClassifier(**params, hidden_layer_sizes=(8, 4)).fit(X, y_semi)
+        assert sized.module_.hidden_sizes == (8, 4) and batch_norm(sized.module_) == (n_features > 16)
+    assert clf.module_.hidden_sizes == scaled_hidden_sizes(20)
+
+
+def test_the_unlabeled_pool_holds_every_row_but_the_held_out_ones(moons):
+    from torchvat.train import Trainer
+
+    X, _, y_semi = moons
+    pools: list[int] = []
+
+    class Recording(Trainer):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            pools.append(int(self.x_unlabeled.shape[0]))
+
+    for early_stopping in (False, True):
+        clf = VATClassifier(**{**FAST, "max_iter": 2, "early_stopping": early_stopping, "validation_fraction": 0.25})
+        clf._trainer_class = Recording
+        clf.fit(X, y_semi)
+    assert pools == [200, 198]  # with early stopping, ceil(0.25 * 8) = 2 labeled rows held out of both
+
+
+def test_fit_leaves_the_global_random_state_as_it_found_it(moons):
+    X, _, y_semi = moons
+    torch.manual_seed(5)
+    np.random.seed(5)  # noqa: NPY002 - the legacy global generator is what must stay untouched
+    random.seed(5)
+    torch.rand(3), np.random.rand(), random.random()  # noqa: NPY002 - somewhere inside the streams
+    before = (torch.get_rng_state(), np.random.get_state(), random.getstate())  # noqa: NPY002
+    clf = VATClassifier(**{**FAST, "max_iter": 5})
+    clf.fit(X, y_semi)
+    clf.partial_fit(X, y_semi)
+    torch_after, numpy_after, python_after = torch.get_rng_state(), np.random.get_state(), random.getstate()  # noqa: NPY002
+    assert torch.equal(torch_after, before[0])
+    assert numpy_after[0] == before[1][0] and np.array_equal(numpy_after[1], before[1][1])
+    assert numpy_after[2:] == before[1][2:]
+    assert python_after == before[2]
+
+
+def test_estimators_pickled_before_the_engine_change_still_load_and_refit():
+    """Estimators pickled at e0e278c (batch_norm=False MLP, eps rule 'nn') predict and keep training."""
+    from pathlib import Path
+
+    with open(Path(__file__).with_name("data") / "estimators_before_issue16.pkl", "rb") as f:
+        saved = pickle.load(f)
+    clf, reg = saved["classifier"], saved["regressor"]
+    np.testing.assert_array_equal(clf.predict_proba(saved["X"]), saved["proba"])
+    np.testing.assert_array_equal(reg.predict(saved["Xr"]), saved["pred"])
+    old_eps = clf.eps_
+    clf.set_params(warm_start=True).fit(saved["X"], saved["y_semi"])  # the saved network and eps go on
+    assert clf.n_iter_ == 40 and clf.eps_ == old_eps
+    clf.partial_fit(saved["X"], saved["y_semi"])
+    reg.partial_fit(saved["Xr"], saved["yr"])
+    assert reg.n_iter_ > 20
+    refit = clone(clf).set_params(warm_start=False, max_iter=5).fit(saved["X"], saved["y_semi"])
+    assert refit.module_.hidden_sizes == (8,)  # its hidden_layer_sizes, on the engine's network

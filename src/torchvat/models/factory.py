@@ -278,11 +278,11 @@ def default_model_name(input_shape: tuple[int, ...]) -> str:
     The rule:
 
     - flat vectors ``(d,)`` with ``d <= 16`` (2-D toy data, small tabular data):
-      ``"small-mlp"``;
+      ``"small-mlp"``, without batch normalization;
     - any other shape that is not a ``(C, H, W)`` image of at least 12x12
       (flat pixels such as ``(784,)``, tabular data, ``(H, W)`` arrays, tiny
       images): ``"mlp"`` on the flattened input, widths from
-      :func:`scaled_hidden_sizes`;
+      :func:`scaled_hidden_sizes`, with batch normalization;
     - ``(C, H, W)`` images with 3 channels and ``H, W >= 32`` (CIFAR-10, SVHN):
       ``"conv-large"``, the paper's network for those sets;
     - other ``(C, H, W)`` images of at least 12x12 (MNIST, Fashion-MNIST):
@@ -318,26 +318,34 @@ def default_model_name(input_shape: tuple[int, ...]) -> str:
     return "mlp"
 
 
-def default_model(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+def default_model(input_shape: tuple[int, ...], n_classes: int, **kwargs: Any) -> nn.Module:
     """Build a sensible network for inputs of ``input_shape`` when none is named.
 
     Equivalent to ``build_model(default_model_name(input_shape), ...)``; see
-    :func:`default_model_name` for the rule.
+    :func:`default_model_name` for the rule. This is the network of every door that is not
+    given one (the trainer's runs, the CLI, :class:`torchvat.sklearn.VATClassifier`), so the
+    choice of family and of batch normalization per input size is made here only.
 
     Args:
         input_shape: Shape of one input sample, without the batch dimension.
         n_classes: Number of output logits.
+        **kwargs: Constructor arguments of the chosen network that replace its defaults,
+            for example ``hidden_sizes=(256, 256)`` for the vector networks (the family and
+            its batch normalization stay those the rule chose for ``input_shape``).
 
     Returns:
         The model, in training mode.
 
     Raises:
         ValueError: If ``input_shape`` or ``n_classes`` is invalid.
+        TypeError: If ``kwargs`` names an argument the network derives itself.
 
     Example:
         >>> import torch
         >>> model = default_model((2,), n_classes=3)
         >>> model(torch.randn(4, 2)).shape
         torch.Size([4, 3])
+        >>> default_model((50,), n_classes=10, hidden_sizes=(256, 256)).hidden_sizes
+        (256, 256)
     """
-    return build_model(default_model_name(input_shape), input_shape=input_shape, n_classes=n_classes)
+    return build_model(default_model_name(input_shape), input_shape=input_shape, n_classes=n_classes, **kwargs)

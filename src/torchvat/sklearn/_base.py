@@ -1,8 +1,12 @@
 """The shared machinery of the scikit-learn estimators: validation, the network, training.
 
 Training runs through :class:`torchvat.train.Trainer` (one :meth:`~torchvat.train.Trainer.fit`
-per ``fit`` / ``partial_fit`` call); this module turns scikit-learn inputs into its tensors,
-builds the network, records the loss curve and does the early stopping with callbacks.
+per ``fit`` / ``partial_fit`` call) with the engine's defaults: its network for vectors
+(:func:`torchvat.models.default_model`), its eps rule (the trainer derives ``eps`` when it is
+``None``), its unlabeled pool (every training row, labeled ones included, as the data loaders
+build it) and its schedule. This module only translates: scikit-learn inputs into the
+trainer's tensors, ``hidden_layer_sizes`` into the network's widths, the loss curve and the
+early stopping into callbacks.
 """
 
 from __future__ import annotations
@@ -23,16 +27,24 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
 from torch import Tensor, nn
 
-from torchvat.core import suggest_eps
-from torchvat.models import MLP
-from torchvat.train import Callback, Method, Trainer, get_rng_state, seed_everything, select_device, set_rng_state
+from torchvat.models import default_model
+from torchvat.train import (
+    Callback,
+    Method,
+    TrainConfig,
+    Trainer,
+    get_rng_state,
+    seed_everything,
+    select_device,
+    set_rng_state,
+)
 
-__all__ = ["BaseVATEstimator"]
+__all__ = ["ENGINE_DEFAULTS", "BaseVATEstimator"]
 
 logger = logging.getLogger("torchvat.sklearn")
 
-#: ``eps=None`` uses ``EPS_SCALE`` times the median nearest-neighbour distance of the training rows.
-EPS_SCALE = 0.25
+#: the engine's defaults, which the estimators' parameters take (one declaration: ``TrainConfig``)
+ENGINE_DEFAULTS = TrainConfig()
 #: Rows per forward pass at prediction time.
 PREDICT_BATCH_SIZE = 4096
 _MAX_SEED = 2**31 - 1
@@ -184,15 +196,15 @@ class BaseVATEstimator(BaseEstimator):
     def _check_params(self) -> None:
         if self.method not in self._METHODS:
             raise ValueError(f"method must be one of {', '.join(map(repr, self._METHODS))}, got {self.method!r}")
-        if self.module is None:
+        if self.module is None and self.hidden_layer_sizes is not None:
             sizes = self.hidden_layer_sizes
             if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
                 sizes = (sizes,)
             if isinstance(sizes, str | bytes) or not isinstance(sizes, Sequence):
-                raise ValueError(f"hidden_layer_sizes must be a sequence of positive integers, got {sizes!r}")
+                raise ValueError(f"hidden_layer_sizes must be None or a sequence of positive integers, got {sizes!r}")
             for i, h in enumerate(sizes):
                 _check_positive_int(f"hidden_layer_sizes[{i}]", h)
-        elif not callable(self.module):
+        elif self.module is not None and not callable(self.module):
             raise TypeError(
                 "module must be None or a callable (n_features, n_outputs) -> torch.nn.Module, "
                 f"got {type(self.module).__name__}"
@@ -231,9 +243,12 @@ class BaseVATEstimator(BaseEstimator):
     # ----------------------------------------------------------------- model
     def _build_module(self, n_features: int, n_outputs: int) -> nn.Module:
         if self.module is None:
+            # the engine's network for vectors: its family and batch normalization per input size
             sizes = self.hidden_layer_sizes
+            if sizes is None:
+                return default_model((n_features,), n_outputs)
             sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
-            return MLP(n_features, n_outputs, tuple(int(h) for h in sizes), batch_norm=False)
+            return default_model((n_features,), n_outputs, hidden_sizes=tuple(int(h) for h in sizes))
         model = self.module(n_features, n_outputs)
         if not isinstance(model, nn.Module):
             raise TypeError(f"module(n_features, n_outputs) must return a torch.nn.Module, got {type(model).__name__}")
@@ -243,58 +258,56 @@ class BaseVATEstimator(BaseEstimator):
         # ``alpha`` weighs every term that perturbs the input (``beta`` weighs vat+ent's entropy)
         return self.method != "supervised" and self.alpha != 0
 
-    def _derive_eps(self, X: np.ndarray) -> float | None:
+    def _method_eps(self, n_rows: int, *, first: bool) -> float | None:
+        """The ``eps`` handed to the method: ``None`` lets the trainer derive it by the engine's rule.
+
+        An explicit ``eps`` is used as given on every fit (a ``set_params(eps=...)`` between warm
+        fits or ``partial_fit`` calls takes effect). ``eps=None`` is derived by the trainer
+        (:class:`~torchvat.train.Trainer`, ``suggest_eps(rule="labeled")`` over its unlabeled
+        pool) on the first fit that needs one (a cold fit, or a warm one after a method without
+        eps); :meth:`_fit` keeps that value for the later warm fits and ``partial_fit`` calls,
+        so the regularizer does not change its scale with each batch.
+        """
+        if first:
+            self._derived_eps = None
         if not self._needs_eps():
             return None if self.eps is None else float(self.eps)
         if self.eps is not None:
             return float(self.eps)
-        if X.shape[0] < 2:
+        if getattr(self, "_derived_eps", None) is not None:
+            return float(self._derived_eps)
+        if n_rows < 2:
             raise ValueError(
                 f"eps=None derives eps from the distances between rows, which needs n_samples >= 2, "
-                f"got n_samples={X.shape[0]}; pass eps explicitly"
+                f"got n_samples={n_rows}; pass eps explicitly"
             )
-        try:
-            return suggest_eps(torch.from_numpy(X), rule="nn", scale=EPS_SCALE)
-        except ValueError as err:  # all rows identical
-            raise ValueError(f"cannot derive eps from X ({err}); pass eps explicitly") from err
-
-    def _resolve_eps(self, X: np.ndarray, *, first: bool) -> float | None:
-        """The ``eps_`` of this fit.
-
-        An explicit ``eps`` is used as given on every fit (a ``set_params(eps=...)`` between warm
-        fits or ``partial_fit`` calls takes effect). ``eps=None`` derives it by :meth:`_derive_eps`
-        on the first fit that needs one (a cold fit, or a warm one after a method without eps) and
-        keeps that value for the later warm fits and ``partial_fit`` calls, so the regularizer does
-        not change its scale with each batch.
-        """
-        if first:
-            self._derived_eps = None
-        if self.eps is None and self._needs_eps():
-            if getattr(self, "_derived_eps", None) is None:
-                self._derived_eps = self._derive_eps(X)
-            return self._derived_eps
-        return self._derive_eps(X)  # the explicit eps, or None for a method without one
+        return None
 
     # ---------------------------------------------------------------- fitting
     def _fit(self, X: Any, y: Any, *, incremental: bool, classes: Any = None) -> BaseVATEstimator:
         self._check_params()
         first = not (incremental or self.warm_start) or not hasattr(self, "module_")
         X, y, unlabeled = self._validate_fit_data(X, y, reset=first)
-        labeled = ~unlabeled
-        targets = self._prepare_targets(y[labeled], first=first, classes=classes, incremental=incremental)
-        x_labeled, x_unlabeled = X[labeled], X[unlabeled]
+        labeled_rows = np.flatnonzero(~unlabeled)
+        targets = self._prepare_targets(y[labeled_rows], first=first, classes=classes, incremental=incremental)
+        # the engine's unlabeled pool: every training row, the labeled ones included (as the data
+        # loaders build it); rows held out for early stopping are in neither
+        pool = np.ones(X.shape[0], dtype=bool)
         x_val = y_val = None
         if self.early_stopping and not incremental:  # as scikit-learn's MLP: partial_fit does not stop early
-            x_labeled, x_val, targets, y_val = self._validation_split(x_labeled, targets)
+            train_pos, val_pos = self._validation_split(targets)
+            pool[labeled_rows[val_pos]] = False
+            x_val, y_val = X[labeled_rows[val_pos]], targets[val_pos]
+            labeled_rows, targets = labeled_rows[train_pos], targets[train_pos]
+        x_labeled, x_pool = X[labeled_rows], X[pool]
 
         if first:
             self.n_iter_ = 0
             self.loss_curve_ = []
             self._optimizer_state = None
-            seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
-            self._seed = seed
-        self.eps_ = self._resolve_eps(X, first=first)
-        method = self._make_method()
+            self._seed = self._base_seed()
+        method_eps = self._method_eps(X.shape[0], first=first)
+        method = self._make_method(method_eps)
         # the method knows which of its terms draw unlabeled batches (vat+ent's entropy does with alpha=0)
         uses_unlabeled = bool(method.uses_unlabeled)
         if uses_unlabeled and not unlabeled.any():
@@ -303,17 +316,18 @@ class BaseVATEstimator(BaseEstimator):
                 UserWarning,
                 stacklevel=3,
             )
-        if incremental:
+        if incremental:  # one epoch over the labeled rows and the pool
             n_batches = max(
                 math.ceil(x_labeled.shape[0] / self.batch_size),
-                math.ceil(x_unlabeled.shape[0] / self.unlabeled_batch_size) if uses_unlabeled else 0,
+                math.ceil(x_pool.shape[0] / self.unlabeled_batch_size) if uses_unlabeled else 0,
             )
             iterations = max(1, n_batches)
         else:
             iterations = int(self.max_iter)
         seed = (self._seed + self.n_iter_) % _MAX_SEED
 
-        rng_state = get_rng_state(select_device(self.device))
+        device = select_device(self.device)
+        rng_state = get_rng_state(device)
         try:
             seed_everything(seed)  # the initialization depends on random_state only
             model = self._build_module(X.shape[1], self._n_outputs()) if first else self.module_
@@ -324,14 +338,12 @@ class BaseVATEstimator(BaseEstimator):
                 stopper = _EarlyStopping(self.n_iter_no_change, self.tol)
                 callbacks.append(stopper)
             eval_every = max(1, min(50, iterations // 20)) if x_val is not None else iterations
-            with warnings.catch_warnings():
-                # the estimator warns about missing unlabeled rows itself, with the sklearn wording
-                warnings.filterwarnings("ignore", message=".*uses unlabeled data but x_unlabeled.*")
+            try:
                 trainer = self._trainer_class(
                     model,
                     x_labeled=torch.from_numpy(np.ascontiguousarray(x_labeled)),
                     y_labeled=torch.from_numpy(np.ascontiguousarray(targets)),
-                    x_unlabeled=torch.from_numpy(np.ascontiguousarray(x_unlabeled)) if unlabeled.any() else None,
+                    x_unlabeled=torch.from_numpy(np.ascontiguousarray(x_pool)),
                     x_val=None if x_val is None else torch.from_numpy(np.ascontiguousarray(x_val)),
                     y_val=None if y_val is None else torch.from_numpy(np.ascontiguousarray(y_val)),
                     method=method,
@@ -341,7 +353,7 @@ class BaseVATEstimator(BaseEstimator):
                     unlabeled_batch_size=int(self.unlabeled_batch_size),
                     lr=float(self.learning_rate_init),
                     weight_decay=float(self.weight_decay),
-                    schedule="constant" if incremental else "paper",
+                    schedule="constant" if incremental else ENGINE_DEFAULTS.schedule,
                     seed=seed,
                     device=str(self.device),
                     progress=bool(self.verbose),
@@ -349,11 +361,21 @@ class BaseVATEstimator(BaseEstimator):
                     log_every=max(1, min(50, iterations)),
                     collapse_patience=0,
                 )
+            except ValueError as err:  # the engine's eps rule on rows that are all the same point
+                if method_eps is None and self._needs_eps() and "identical" in str(err):
+                    raise ValueError(f"cannot derive eps from X ({err}); pass eps explicitly") from err
+                raise
+            if self._needs_eps():
+                self.eps_ = trainer.eps
+                if self.eps is None:
+                    self._derived_eps = trainer.eps
+            else:
+                self.eps_ = method_eps
             if incremental and self._optimizer_state is not None:
                 trainer.optimizer.load_state_dict(self._optimizer_state)
             result = trainer.fit()
         finally:
-            set_rng_state(rng_state, select_device(self.device))
+            set_rng_state(rng_state, device)
 
         if stopper is not None:
             stopper.restore(model)
@@ -373,24 +395,31 @@ class BaseVATEstimator(BaseEstimator):
             )
         return self
 
+    def _base_seed(self) -> int:
+        """The trainer's seed: ``random_state`` itself when it is an int, else one drawn from it."""
+        rs = self.random_state
+        if isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and 0 <= rs < _MAX_SEED:
+            return int(rs)
+        return int(check_random_state(rs).randint(_MAX_SEED))
+
     def _is_classifier(self) -> bool:
         return False
 
-    def _validation_split(
-        self, x: np.ndarray, targets: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        n_val = math.ceil(self.validation_fraction * x.shape[0])
-        if n_val < 1 or x.shape[0] - n_val < 1:
+    def _validation_split(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (in ``targets``) of the labeled rows kept for training and of those held out."""
+        n = targets.shape[0]
+        n_val = math.ceil(self.validation_fraction * n)
+        if n_val < 1 or n - n_val < 1:
             raise ValueError(
                 f"early_stopping needs at least 2 labeled rows to hold out validation_fraction="
-                f"{self.validation_fraction} of them, got {x.shape[0]} labeled rows"
+                f"{self.validation_fraction} of them, got {n} labeled rows"
             )
         stratify = self._stratify(targets, n_val)
-        x_tr, x_val, y_tr, y_val = train_test_split(
-            x, targets, test_size=n_val, random_state=check_random_state(self.random_state), stratify=stratify
+        train_pos, val_pos = train_test_split(
+            np.arange(n), test_size=n_val, random_state=check_random_state(self.random_state), stratify=stratify
         )
-        self._check_train_split(y_tr)
-        return x_tr, x_val, y_tr, y_val
+        self._check_train_split(targets[train_pos])
+        return np.sort(train_pos), np.sort(val_pos)
 
     def _check_train_split(self, targets: np.ndarray) -> None:
         """Raise if the labeled rows left for training after the validation split are unusable."""
@@ -430,7 +459,7 @@ class BaseVATEstimator(BaseEstimator):
     def _n_outputs(self) -> int:
         raise NotImplementedError
 
-    def _make_method(self) -> Method:
+    def _make_method(self, eps: float | None) -> Method:
         raise NotImplementedError
 
     def _stratify(self, targets: np.ndarray, n_val: int) -> np.ndarray | None:

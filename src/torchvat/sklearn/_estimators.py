@@ -11,7 +11,7 @@ from sklearn.utils import _safe_indexing, assert_all_finite
 from sklearn.utils.multiclass import check_classification_targets
 from torch import nn
 
-from torchvat.sklearn._base import BaseVATEstimator, unlabeled_mask
+from torchvat.sklearn._base import ENGINE_DEFAULTS, BaseVATEstimator, unlabeled_mask
 from torchvat.sklearn._regression import REGRESSION_METHODS, RegressionTrainer, make_regression_method
 from torchvat.train import Method, get_method
 
@@ -20,9 +20,13 @@ __all__ = ["VATClassifier", "VATRegressor"]
 CLASSIFIER_METHODS = ("at", "at+vat", "rpt", "supervised", "vat", "vat+ent")
 
 _COMMON_ARGS = """
-        hidden_layer_sizes: Widths of the hidden layers of the default network, an
-            :class:`torchvat.models.MLP` with ReLU activations and no batch normalization
-            (ignored when ``module`` is given).
+        hidden_layer_sizes: Widths of the hidden layers of the engine's network for vectors
+            (:func:`torchvat.models.default_model`, as the trainer and the CLI build it), or
+            ``None`` for its own widths: an :class:`torchvat.models.MLP` with ReLU activations,
+            widths 100-100 and no batch normalization for at most 16 features, and widths from
+            :func:`torchvat.models.scaled_hidden_sizes` with batch normalization for more.
+            Given widths replace the widths only; the batch normalization stays the engine's
+            choice for the number of features. Ignored when ``module`` is given.
         module: ``None`` for the MLP, or a callable ``module(n_features, n_outputs)``
             returning any ``torch.nn.Module`` that maps ``[B, n_features]`` float32 inputs to
             ``[B, n_outputs]`` outputs.
@@ -31,9 +35,11 @@ _COMMON_ARGS = """
             ``"supervised"`` (labeled rows only), and for the classifier also ``"vat+ent"``
             (VAT plus entropy minimization) and ``"at+vat"``.
         eps: Perturbation size (L2 norm, in the units of ``X``). ``None`` derives it from the
-            training rows: ``0.25`` times the median distance from a row to its nearest
-            neighbour (:func:`torchvat.suggest_eps`), so it follows the scale of ``X``. The
-            estimator does not rescale ``X``; put a ``StandardScaler`` in front of it. An
+            training rows by the trainer's rule (:class:`torchvat.train.Trainer`,
+            ``suggest_eps(rule="labeled")``): 0.75 times the median distance from a training
+            row to its nearest labeled row, the labeled rows themselves left out, so it follows
+            the scale of ``X``. The estimator does not rescale ``X``; put a ``StandardScaler``
+            in front of it. An
             explicit ``eps`` is used as given by every ``fit`` and ``partial_fit`` call (also
             one changed with ``set_params`` between warm-started fits). With ``None`` it is
             derived once, on the first call that needs one (a cold ``fit``, the first
@@ -43,16 +49,22 @@ _COMMON_ARGS = """
         xi: Finite-difference step of the power iteration, or ``"auto"``.
         alpha: Weight of the regularizer (0 turns it off).
         n_power: Power iterations of the VAT search.
-        max_iter: Training iterations (optimizer steps) per ``fit``; each draws
-            ``batch_size`` labeled and ``unlabeled_batch_size`` unlabeled rows.
+        max_iter: The budget of ``fit`` in training iterations (optimizer steps, not epochs),
+            the trainer's ``iterations`` and its default; each draws ``batch_size`` labeled rows
+            and ``unlabeled_batch_size`` rows of the unlabeled pool.
         batch_size: Labeled rows per iteration (the labeled rows are cycled).
-        unlabeled_batch_size: Unlabeled rows per iteration.
+        unlabeled_batch_size: Rows per iteration from the unlabeled pool, which holds every
+            training row, the labeled ones included (as the trainer's data loaders build it).
         learning_rate_init: Adam's learning rate; over the last third of ``fit`` it decays
-            linearly to 0 (the VAT papers' schedule). ``partial_fit`` uses it constantly.
+            linearly to 0 (the trainer's ``"paper"`` schedule, the VAT papers'). ``partial_fit``
+            uses it constantly.
         weight_decay: L2 weight decay of the optimizer.
         random_state: Seed (int), ``numpy.random.RandomState`` or ``None``; fixes the
-            initialization, the batches and the perturbation search. Global random
-            generators are restored after fitting.
+            initialization, the batches and the perturbation search. An int is the trainer's
+            ``seed`` itself (``Trainer(..., seed=random_state)`` with the network built after
+            ``seed_everything(random_state)`` trains the same network). ``fit`` and
+            ``partial_fit`` leave the global random generators (PyTorch's, NumPy's, Python's)
+            as they found them.
         device: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device string.
         verbose: Show a progress bar and log a summary.
         early_stopping: Hold out ``validation_fraction`` of the labeled rows, evaluate them
@@ -74,7 +86,9 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
     distributional smoothness of VAT, which makes the prediction robust to small input
     perturbations in the most sensitive direction). Labels may be integers or strings.
 
-    Training runs :class:`torchvat.train.Trainer` with a seeded network, so the same
+    Training runs :class:`torchvat.train.Trainer` with the engine's defaults (its network for
+    vectors, eps rule, unlabeled pool, schedule and iteration budget), so the estimator and the
+    trainer give the same model for the same data, seed and settings, and the same
     ``random_state`` gives the same model on the same device.
 
     Args:{_COMMON_ARGS}
@@ -110,19 +124,19 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
 
     def __init__(
         self,
-        hidden_layer_sizes: tuple[int, ...] = (100, 100),
+        hidden_layer_sizes: tuple[int, ...] | None = None,
         *,
         module: Callable[[int, int], nn.Module] | None = None,
-        method: str = "vat",
-        eps: float | None = None,
-        xi: float | str = "auto",
-        alpha: float = 1.0,
-        n_power: int = 1,
-        max_iter: int = 1000,
-        batch_size: int = 32,
-        unlabeled_batch_size: int = 128,
-        learning_rate_init: float = 1e-3,
-        weight_decay: float = 0.0,
+        method: str = ENGINE_DEFAULTS.method,
+        eps: float | None = ENGINE_DEFAULTS.eps,
+        xi: float | str = ENGINE_DEFAULTS.xi,
+        alpha: float = ENGINE_DEFAULTS.alpha,
+        n_power: int = ENGINE_DEFAULTS.n_power,
+        max_iter: int = ENGINE_DEFAULTS.iterations,
+        batch_size: int = ENGINE_DEFAULTS.batch_size,
+        unlabeled_batch_size: int = ENGINE_DEFAULTS.unlabeled_batch_size,
+        learning_rate_init: float = ENGINE_DEFAULTS.lr,
+        weight_decay: float = ENGINE_DEFAULTS.weight_decay,
         random_state: int | np.random.RandomState | None = None,
         device: str = "auto",
         verbose: bool = False,
@@ -131,7 +145,7 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
         n_iter_no_change: int = 10,
         tol: float = 1e-4,
         warm_start: bool = False,
-        beta: float = 1.0,
+        beta: float = ENGINE_DEFAULTS.beta,
         unlabeled_label: Any = -1,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -176,8 +190,9 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> VATClassifier:
         """Train one pass over ``(X, y)``, continuing the current network and optimizer.
 
-        One pass is ``max(ceil(n_labeled / batch_size), ceil(n_unlabeled /
-        unlabeled_batch_size))`` iterations with a constant learning rate.
+        One pass is ``max(ceil(n_labeled / batch_size), ceil(n_samples /
+        unlabeled_batch_size))`` iterations (an epoch over the labeled rows and over the
+        unlabeled pool, which holds every row) with a constant learning rate.
 
         Args:
             X: Array-like ``[n_samples, n_features]``.
@@ -232,10 +247,10 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
     def _n_outputs(self) -> int:
         return int(self.classes_.shape[0])
 
-    def _make_method(self) -> Method:
+    def _make_method(self, eps: float | None) -> Method:
         return get_method(
             self.method,
-            eps=self.eps_,
+            eps=eps,
             xi=self.xi,
             alpha=float(self.alpha),
             beta=float(self.beta),
@@ -319,11 +334,23 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
         return self.classes_[scores.argmax(axis=1)]
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Mean accuracy on the labeled rows of ``(X, y)``.
+        """Mean accuracy on the labeled rows of ``(X, y)``: rows labeled ``unlabeled_label`` are left out.
 
-        Rows whose label is ``unlabeled_label`` are left out, so the semi-supervised ``y`` that
-        ``fit`` takes can be scored as it is (``GridSearchCV``, ``cross_val_score``); counted, every
-        unlabeled row would be an error.
+        Rows whose label is ``unlabeled_label`` (``-1`` by default) are left out, so the
+        semi-supervised ``y`` that ``fit`` takes can be scored as it is (``GridSearchCV``,
+        ``cross_val_score``); counted, every unlabeled row would be an error. On data where
+        ``-1`` is a real class, its rows are therefore not scored and the score overstates
+        the accuracy (every row of that class is missing from it): construct the estimator
+        with ``unlabeled_label`` set to a value that is not a class (``None``, for example), or
+        score with ``sklearn.metrics.accuracy_score(y, clf.predict(X))``.
+
+        Args:
+            X: Array-like ``[n_samples, n_features]``.
+            y: True labels; rows equal to ``unlabeled_label`` are not scored.
+            sample_weight: Optional weights of the rows.
+
+        Returns:
+            The accuracy over the rows not labeled ``unlabeled_label``.
 
         Raises:
             ValueError: If ``y`` has no labeled rows.
@@ -371,19 +398,19 @@ class VATRegressor(RegressorMixin, BaseVATEstimator):
 
     def __init__(
         self,
-        hidden_layer_sizes: tuple[int, ...] = (100, 100),
+        hidden_layer_sizes: tuple[int, ...] | None = None,
         *,
         module: Callable[[int, int], nn.Module] | None = None,
-        method: str = "vat",
-        eps: float | None = None,
-        xi: float | str = "auto",
-        alpha: float = 1.0,
-        n_power: int = 1,
-        max_iter: int = 1000,
-        batch_size: int = 32,
-        unlabeled_batch_size: int = 128,
-        learning_rate_init: float = 1e-3,
-        weight_decay: float = 0.0,
+        method: str = ENGINE_DEFAULTS.method,
+        eps: float | None = ENGINE_DEFAULTS.eps,
+        xi: float | str = ENGINE_DEFAULTS.xi,
+        alpha: float = ENGINE_DEFAULTS.alpha,
+        n_power: int = ENGINE_DEFAULTS.n_power,
+        max_iter: int = ENGINE_DEFAULTS.iterations,
+        batch_size: int = ENGINE_DEFAULTS.batch_size,
+        unlabeled_batch_size: int = ENGINE_DEFAULTS.unlabeled_batch_size,
+        learning_rate_init: float = ENGINE_DEFAULTS.lr,
+        weight_decay: float = ENGINE_DEFAULTS.weight_decay,
         random_state: int | np.random.RandomState | None = None,
         device: str = "auto",
         verbose: bool = False,
@@ -458,9 +485,9 @@ class VATRegressor(RegressorMixin, BaseVATEstimator):
     def _n_outputs(self) -> int:
         return 1
 
-    def _make_method(self) -> Method:
+    def _make_method(self, eps: float | None) -> Method:
         return make_regression_method(
-            self.method, eps=self.eps_, xi=self.xi, alpha=float(self.alpha), n_power=int(self.n_power)
+            self.method, eps=eps, xi=self.xi, alpha=float(self.alpha), n_power=int(self.n_power)
         )
 
     def predict(self, X: Any) -> np.ndarray:
