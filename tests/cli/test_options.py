@@ -152,7 +152,8 @@ def test_the_download_hint_is_given_for_missing_data_only(tmp_path, capsys):
 
 
 def test_the_resume_of_a_missing_checkpoint_gets_no_download_hint(tmp_path, capsys):
-    err = _error(capsys, ["train", "--resume", str(tmp_path / "x" / "last.pt"), "--dataset", "mnist"])
+    args = ["train", "--resume", str(tmp_path / "x" / "last.pt"), "--out", str(tmp_path / "y"), "--dataset", "mnist"]
+    err = _error(capsys, args)  # a branch from a checkpoint that is not there
     assert "checkpoint to resume not found" in err and "--download" not in err
 
 

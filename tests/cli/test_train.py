@@ -177,7 +177,8 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path, capsys):
     assert main(args) == 0
     config = (out / "config.toml").read_text()
     run = (out / "run.json").read_text()
-    assert main(["train", "--resume", "--out", str(out), "--optimizer", "sgd", "--no-progress"]) == 2
+    args = ["train", "--resume", "--out", str(out), "--iters", "40", "--optimizer", "sgd", "--no-progress"]
+    assert main(args) == 2
     assert "optimizer='adam', but this trainer has optimizer='sgd'" in capsys.readouterr().err
     assert (out / "config.toml").read_text() == config and (out / "run.json").read_text() == run
     # and the run still resumes with its own settings
@@ -251,7 +252,7 @@ def test_skipped_iterations_are_counted_in_the_summary(tmp_path, capsys):
     assert "iterations skipped for a non-finite loss or gradient" in capsys.readouterr().out
 
 
-def test_resume_says_where_it_continues_and_refuses_to_go_backwards(tmp_path, capsys):
+def test_resume_says_where_it_continues_and_a_finished_run_is_left_alone(tmp_path, capsys):
     out, args = _moons(tmp_path, "--method", "vat", "--eps", "0.3")
     assert main(args) == 0
     capsys.readouterr()
@@ -260,6 +261,48 @@ def test_resume_says_where_it_continues_and_refuses_to_go_backwards(tmp_path, ca
     assert "resumed at iteration 30" in printed and "eps = 0.3 (in use at iteration 30)" in printed
     assert "10 iterations (iterations 31-40) in" in printed
     config = (out / "config.toml").read_text()
-    assert main(["train", "--resume", "--out", str(out), "--iters", "20", "--no-progress"]) == 2
-    assert "is at iteration 40 and --iters is 20: nothing to train" in capsys.readouterr().err
+    # fewer iterations than the checkpoint's: a finished run, exit 0 and nothing touched
+    assert main(["train", "--resume", "--out", str(out), "--iters", "20", "--no-progress"]) == 0
+    assert "already finished at iteration 40 (--iters 20); nothing to train" in capsys.readouterr().out
     assert (out / "config.toml").read_text() == config
+
+
+def test_extending_a_finished_run_says_what_the_schedule_does(tmp_path, capsys):
+    """The paper schedule over 30 iterations decays over the last 10; 60 iterations start decaying at 40."""
+    out, args = _moons(tmp_path, "--method", "vat", "--eps", "0.3", "--lr", "0.001")
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--iters", "60", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "--iters 60 extends the run planned for 30 iterations: the learning rate goes from 0.0001 (iteration 30) "
+        "to 0.001 (iteration 31), Adam's beta1 from 0.5 to 0.9; the 'paper' schedule is recomputed over 60 "
+        "iterations (--extend recompute); --extend continue keeps the rate the run ended with instead"
+    ) in printed
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["schedule"]["total"] == 60 and state["schedule"]["cap"] is None
+    # the other reading: the rate never goes back up
+    assert main(["train", "--resume", "--out", str(out), "--iters", "90", "--extend", "continue", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "--iters 90 extends the run planned for 60 iterations: the learning rate goes from 5e-05 (iteration 60)" in (
+        printed
+    )
+    assert "to 5e-05 (iteration 61); --extend continue: the rate never goes back up" in printed
+    assert torch.load(out / "last.pt", weights_only=True)["schedule"]["cap"][:2] == [60, pytest.approx(0.05)]
+    # a recompute after a continue drops the cap: back to the full rate
+    assert main(["train", "--resume", "--out", str(out), "--iters", "150", "--no-progress"]) == 0
+    assert "extends the run planned for 90 iterations: the learning rate goes from " in capsys.readouterr().out
+    assert torch.load(out / "last.pt", weights_only=True)["schedule"]["cap"] is None
+
+
+def test_the_report_gives_the_unlabeled_rows_and_the_unlabeled_pool(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(178, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    y[30:] = -1
+    np.savez(tmp_path / "d.npz", X=x, y=y)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "d.npz"), "--out", str(out), *FAST]) == 0
+    assert "30 labeled rows, 148 unlabeled rows (the unlabeled pool: 178 inputs, the labeled rows included)" in (
+        (out / "report.md").read_text()
+    )

@@ -167,3 +167,41 @@ def test_long_titles_are_wrapped_inside_the_figure_and_clear_of_the_legend(tmp_p
         _assert_titles_clear(figure, title)
     assert laid_out[0]["titles"][0][0].count("\n") >= 1  # the robustness title needed two lines
     assert png_size(tmp_path / "r.png") == (7 * DPI, round(4.5 * DPI))  # the figure keeps its size
+
+
+def test_each_perturbation_panel_is_scaled_to_its_own_range_and_says_so(tmp_path, monkeypatch):
+    """A perturbation far smaller than the image (and than another row's) fills its panel's color scale."""
+    import numpy as np
+
+    import torchvat.report.figures as figures
+
+    shown = []
+    save = figures._save
+
+    def capture(fig, path):
+        shown.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(figures, "_save", capture)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 6, 6, generator=gen)
+    r = torch.randn(2, 3, 6, 6, generator=gen)
+    r[0] *= 1e-4  # 10000 times smaller than row 1's
+    r[1, 1] = -r[1, 0]  # channels that cancel in a mean over them
+    r[1, 2] = 0
+    common = dict(pred_before=[0, 1], prob_before=[0.9, 0.8], pred_after=[1, 1], prob_after=[0.6, 0.7])
+    plot_perturbation_grid(x, r, tmp_path / "g.png", **common)
+    axes = shown[0].axes
+    for row in range(2):
+        panel = axes[3 * row + 1]
+        img = np.asarray(panel.images[0].get_array())
+        assert img.shape == (6, 6, 3)  # in color, not a channel mean
+        assert img.min() == pytest.approx(0.0, abs=1e-6) or img.max() == pytest.approx(1.0, abs=1e-6)
+        assert img.max() - img.min() > 0.5  # visible, not nearly blank
+        limit = float(r[row].abs().max())
+        assert panel.get_title().startswith(f"perturbation (own range ±{limit:.2g})")
+    # with magnify, one factor for every row (and the title gives it)
+    shown.clear()
+    plot_perturbation_grid(x, r, tmp_path / "g2.png", magnify=2.0, **common)
+    assert shown[0].axes[1].get_title().startswith("perturbation (×2)")
+    assert np.ptp(np.asarray(shown[0].axes[1].images[0].get_array())) < 0.01  # row 0 is tiny at that factor

@@ -24,6 +24,8 @@ import json
 import math
 import numbers
 import os
+import re
+import shutil
 import tomllib
 import types
 import typing
@@ -52,7 +54,7 @@ from torchvat.data import (
 from torchvat.data.registry import canonical_dataset_name, dataset_options_function
 from torchvat.models import available_models, build_model, default_model_name
 from torchvat.models.factory import canonical_model_name, model_class, reserved_arguments
-from torchvat.train import TrainConfig, Trainer, TrainResult, is_main_process, seed_everything
+from torchvat.train import Callback, TrainConfig, Trainer, TrainResult, is_main_process, seed_everything
 from torchvat.train.checkpoint import (
     CheckpointError,
     check_output_dir,
@@ -61,6 +63,7 @@ from torchvat.train.checkpoint import (
     write_text_atomic,
 )
 from torchvat.train.distributed import broadcast_object, rank, rank_seed
+from torchvat.train.optim import EXTEND_MODES, planned_rate
 
 __all__ = [
     "AUGMENT",
@@ -73,16 +76,21 @@ __all__ = [
     "UsageError",
     "build_augment",
     "build_run_model",
+    "check_device",
+    "check_labeled_classes",
     "check_report_folder",
     "check_run_folder",
+    "describe_rows",
     "dump_toml",
     "find_checkpoint",
+    "holds_checkpoint",
     "load_run",
     "load_run_data",
     "new_run_dir",
     "output_folder",
     "remove_empty_tree",
     "run_files",
+    "staged_output",
     "train_run",
 ]
 
@@ -704,6 +712,24 @@ def run_files(directory: str | os.PathLike[str]) -> list[str]:
     return names + sorted(f.name for f in d.glob("*.pt") if f.is_file())
 
 
+def holds_checkpoint(directory: str | os.PathLike[str]) -> bool:
+    """Whether ``directory`` holds a training checkpoint (``*.pt``): a run that is kept unless replaced.
+
+    Args:
+        directory: A folder (it need not exist).
+
+    Returns:
+        Whether a checkpoint file is there.
+
+    Example:
+        >>> import tempfile
+        >>> holds_checkpoint(tempfile.mkdtemp())
+        False
+    """
+    d = Path(directory)
+    return d.is_dir() and any(f.is_file() for f in d.glob("*.pt"))
+
+
 def _branches(resume: str | os.PathLike[str] | None, directory: str | os.PathLike[str]) -> bool:
     """Whether a run resumed from checkpoint ``resume`` into ``directory`` branches into a new folder.
 
@@ -740,6 +766,10 @@ def check_run_folder(
         branched: Whether the run branches from ``resume`` into another folder, when the caller
             knows it already (``None``: computed from ``resume`` and ``directory``).
 
+    A folder holds a run when it holds a checkpoint (``*.pt``): the ``config.toml``, ``run.json``
+    and ``metrics.jsonl`` of a run that failed before its first checkpoint protect nothing, and
+    the same command may be run there again.
+
     Raises:
         UsageError: If ``directory`` holds a run (naming its files and the options).
     """
@@ -749,7 +779,7 @@ def check_run_folder(
     if overwrite or (resume is not None and not branched):
         return
     held = run_files(d)
-    if not held:
+    if not holds_checkpoint(d):  # the files of a run that failed before its first checkpoint: nothing to keep
         return
     if resume is None:
         raise UsageError(
@@ -786,8 +816,8 @@ def check_report_folder(
     if overwrite or not d.is_dir():
         return
     held = [name for name in ("report.md", "results.csv", "summary.csv") if (d / name).is_file()]
-    held += run_files(d)
-    held += [f"{sub}/{name}" for sub in subdirs for name in run_files(d / sub)]
+    held += run_files(d) if holds_checkpoint(d) else []
+    held += [f"{sub}/{name}" for sub in subdirs if holds_checkpoint(d / sub) for name in run_files(d / sub)]
     if held:
         shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
         raise UsageError(
@@ -836,14 +866,6 @@ def _same_dir(a: Path, b: Path) -> bool:
         return False
 
 
-def _replace_earlier_run(out: Path) -> None:
-    """Delete an earlier run's checkpoints and report in ``out`` (``--overwrite``), so none outlives it."""
-    for pattern in _REPLACED_FILES:
-        for f in out.glob(pattern):
-            with contextlib.suppress(FileNotFoundError):
-                f.unlink()
-
-
 def _carry_history(checkpoint: Path, out: Path, trainer: Trainer) -> list[str]:
     """Copy a run's history up to the resumed checkpoint into the folder of the run that branches from it.
 
@@ -873,6 +895,232 @@ def _carry_history(checkpoint: Path, out: Path, trainer: Trainer) -> list[str]:
     return copied
 
 
+# ------------------------------------------------------------------ devices and labels
+def available_devices() -> list[str]:
+    """The devices this machine can train on, as ``--device`` spells them.
+
+    Returns:
+        ``auto``, ``cpu`` and each CUDA device (``cuda:0``, ...) and ``mps`` that is available.
+
+    Example:
+        >>> available_devices()[:2]
+        ['auto', 'cpu']
+    """
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def check_device(device: str | torch.device) -> None:
+    """Refuse a training device this machine does not have, before anything is loaded or written.
+
+    Args:
+        device: ``"auto"`` or a device string (``--device``).
+
+    Raises:
+        UsageError: For a device string torch does not parse, or a device that is not available here
+            (one line naming the devices there are).
+
+    Example:
+        >>> check_device("cpu")
+    """
+    if isinstance(device, str) and device == "auto":
+        return
+    there = f"devices here: {', '.join(available_devices())}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"--device must be a device such as cpu or cuda:0, got {device!r}; {there}") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available on this machine; {there}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s); {there}")
+        return
+    backend = getattr(torch.backends, dev.type, None) or getattr(torch, dev.type, None)
+    is_available = getattr(backend, "is_available", None)
+    if callable(is_available) and not is_available():
+        raise UsageError(f"--device {device}: {dev.type} is not available on this machine; {there}")
+
+
+def describe_rows(data: SemiSupervisedData) -> str:
+    """The labeled and unlabeled row counts of a run's data, in words for reports and the console.
+
+    When the unlabeled pool holds the labeled rows too (as in the papers), both numbers are given:
+    the rows without a label, and the pool the regularizer draws from.
+
+    Args:
+        data: The data.
+
+    Returns:
+        For example ``"30 labeled rows, 148 unlabeled rows (the unlabeled pool: 178 inputs, the labeled rows
+        included)"``.
+
+    Example:
+        >>> from torchvat.data import from_arrays
+        >>> describe_rows(from_arrays(torch.zeros(5, 2), [0, 1, -1, -1, -1]))
+        '2 labeled rows, 3 unlabeled rows (the unlabeled pool: 5 inputs, the labeled rows included)'
+    """
+    n_l, n_u = data.n_labeled, data.n_unlabeled
+    if not data.unlabeled_includes_labeled:
+        return f"{n_l} labeled rows, {n_u} unlabeled rows"
+    return (
+        f"{n_l} labeled rows, {n_u - n_l} unlabeled rows (the unlabeled pool: {n_u} inputs, the labeled rows included)"
+    )
+
+
+def check_labeled_classes(data: SemiSupervisedData) -> None:
+    """Refuse data whose labeled rows are all of one class (a classifier needs two), before training.
+
+    Args:
+        data: The loaded data.
+
+    Raises:
+        UsageError: Naming the number of labeled rows and their one class.
+    """
+    present = torch.unique(data.y_labeled)
+    if present.numel() >= 2:
+        return
+    n = int(data.y_labeled.shape[0])
+    if present.numel() == 0:
+        raise UsageError(
+            "training needs labeled rows of at least 2 classes, got no labeled row (label -1 marks unlabeled rows)"
+        )
+    index = int(present[0])
+    name = data.classes[index] if data.classes is not None and index < len(data.classes) else index
+    raise UsageError(
+        f"training needs labeled rows of at least 2 classes, got {n} labeled row(s), all of class {name!r}; "
+        "label rows of another class too (rows labeled -1 are unlabeled)"
+    )
+
+
+# ---------------------------------------------------------------------- staged folders
+#: the folder, inside a run's or report's folder, where a new run is built until it has a checkpoint
+STAGING_DIR = ".torchvat-staging"
+
+
+def _new_staging(out: Path) -> Path:
+    """An empty staging folder in ``out`` (one left by a killed command is removed first)."""
+    staging = out / STAGING_DIR
+    if is_main_process():
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+    return staging
+
+
+def _commit_staged(staging: Path, out: Path) -> None:
+    """Move what ``staging`` holds into ``out``, then delete the earlier run files the new ones did not replace.
+
+    Every file is moved with ``os.replace`` (the new file replaces the old one of that name
+    atomically; files open for writing stay open on the moved file). Then, in every folder that
+    received a run (a ``*.pt`` file), the earlier run's checkpoints, report and evaluations that the
+    new run has not written are deleted (:data:`_REPLACED_FILES`), and folders left empty removed.
+    """
+    moved: set[Path] = set()
+    run_dirs: set[Path] = set()
+    for root, dirs, files in os.walk(staging):
+        dirs.sort()
+        rel = Path(root).relative_to(staging)
+        target_dir = out / rel
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for name in sorted(files):
+            os.replace(Path(root) / name, target_dir / name)
+            moved.add(target_dir / name)
+            if name.endswith(".pt"):
+                run_dirs.add(target_dir)
+    for run_dir in run_dirs:
+        for pattern in _REPLACED_FILES:
+            for f in run_dir.glob(pattern):
+                if f not in moved:
+                    with contextlib.suppress(FileNotFoundError):
+                        f.unlink()
+        for sub in ("evaluate", "tensorboard"):
+            with contextlib.suppress(OSError):  # kept when it holds other files
+                (run_dir / sub).rmdir()
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_output(out: str | os.PathLike[str]) -> collections.abc.Iterator[Path]:
+    """Write a command's output into a staging folder and move it into ``out`` only when it succeeds.
+
+    ``demo`` and ``compare`` write their runs and report this way: until the command has
+    finished, an earlier report and its runs in ``out`` are not touched; a failure removes the
+    staging folder and leaves ``out`` as it was.
+
+    Args:
+        out: The output folder (it exists).
+
+    Yields:
+        The staging folder (``out/.torchvat-staging``).
+    """
+    staging = _new_staging(Path(out))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if is_main_process():
+        _commit_staged(staging, Path(out))
+
+
+class _SwapInAtFirstCheckpoint(Callback):
+    """Move a new run from its staging folder into its run folder when it has written its first checkpoint.
+
+    Until then the run folder is untouched: an earlier run there (``--overwrite``) outlives a new
+    run that fails before its first checkpoint. After the move the trainer writes into the run
+    folder (its ``config.out_dir`` is updated; the metrics file stays open on the moved file).
+    """
+
+    def __init__(self, staging: Path, out: Path) -> None:
+        self.staging = staging
+        self.out = out
+        self.done = False
+
+    def on_step_end(self, **kwargs: Any) -> None:
+        """Swap the run in once the checkpoint callback has written a checkpoint (not one a branch copied)."""
+        trainer = kwargs["trainer"]
+        if not self.done and ("last" in trainer.paths or "best" in trainer.paths):
+            self.swap(trainer)
+
+    def swap(self, trainer: Trainer) -> None:
+        """Move the staged run into the run folder and point the trainer there.
+
+        Args:
+            trainer: The trainer writing the run.
+        """
+        if self.done:
+            return
+        if is_main_process():
+            _commit_staged(self.staging, self.out)
+        trainer.config = trainer.config.replace(out_dir=str(self.out))
+        for key, value in list(trainer.paths.items()):
+            if isinstance(value, str) and Path(value).parent == self.staging:
+                trainer.paths[key] = str(self.out / Path(value).name)
+        self.done = True
+
+    def discard(self, err: BaseException) -> None:
+        """Remove the staging folder of a run that failed before its first checkpoint (``out`` is untouched).
+
+        A message naming a file of the staging folder (the weights before a non-finite first
+        iteration) is reworded: the file is gone.
+        """
+        if self.done:
+            return
+        shutil.rmtree(self.staging, ignore_errors=True)
+        if err.args and isinstance(err.args[0], str) and str(self.staging) in err.args[0]:
+            text = re.sub(r", and the weights before it are saved in [^;\s]+", "", err.args[0])
+            text = text.replace(str(self.staging), str(self.out))
+            err.args = (f"{text}; no checkpoint of a trained iteration was written: the run folder is left as it was",)
+
+
 @dataclass
 class RunOutcome:
     """One finished training run.
@@ -886,6 +1134,8 @@ class RunOutcome:
         seconds: Wall time of training (of this process: the resumed part of a resumed run).
         start_step: The iteration training started from (0, or the resumed checkpoint's).
         carried: Files copied from the resumed run's folder into ``out_dir`` (a branched run).
+        extension: What a resume with another number of iterations does to the learning rate
+            (``None`` when the number is the run's own).
     """
 
     result: TrainResult
@@ -896,6 +1146,54 @@ class RunOutcome:
     seconds: float
     start_step: int = 0
     carried: list[str] = field(default_factory=list)
+    extension: str | None = None
+
+
+def _schedule_values(trainer: Trainer, state: dict[str, Any]) -> tuple[int, float, float]:
+    """The saved run's plan length and the learning rate and ``beta1`` of its last trained iteration.
+
+    A checkpoint written before the schedule recorded its plan gets it from its config (in ``state``).
+    """
+    saved = state["schedule"]
+    saved_config = state.get("config") or {}
+    cfg = trainer.config
+    if "total" not in saved:  # an older checkpoint: its plan from its config
+        total = int(saved_config.get("iterations", cfg.iterations))
+        fraction = float(saved_config.get("decay_fraction", cfg.decay_fraction))
+        saved.update(total=total, decay_start=total - round(fraction * total), cap=None)
+    lr, beta1 = planned_rate(
+        saved,
+        max(int(state["step"]) - 1, 0),
+        kind=str(saved_config.get("schedule", cfg.schedule)),
+        beta1=float(saved_config.get("beta1", cfg.beta1)),
+        decay_beta1=float(saved_config.get("decay_beta1", cfg.decay_beta1)),
+    )
+    return int(saved["total"]), lr, beta1
+
+
+def _describe_extension(trainer: Trainer, state: dict[str, Any], before: tuple[int, float, float]) -> str | None:
+    """What resuming with another number of iterations does to the schedule (``None``: the same number)."""
+    total, old_lr, old_beta1 = before
+    step, new_total = trainer.step, trainer.config.iterations
+    if total == new_total or step == 0:
+        return None
+    group = trainer.optimizer.param_groups[0]
+    new_lr = float(group["lr"])
+    change = f"the learning rate goes from {old_lr:.3g} (iteration {step}) to {new_lr:.3g} (iteration {step + 1})"
+    if "betas" in group and float(group["betas"][0]) != old_beta1:
+        change += f", Adam's beta1 from {old_beta1:g} to {float(group['betas'][0]):g}"
+    kind = trainer.config.schedule
+    if trainer.schedule.extend == "continue":
+        how = (
+            f"--extend continue: the rate never goes back up; it stays at most {old_lr:.3g} until the "
+            f"{kind!r} schedule over {new_total} iterations comes down to it"
+        )
+    else:
+        how = (
+            f"the {kind!r} schedule is recomputed over {new_total} iterations (--extend recompute); "
+            "--extend continue keeps the rate the run ended with instead"
+        )
+    return f"--iters {new_total} extends the run planned for {total} iterations: {change}; {how}"
 
 
 def train_run(
@@ -908,15 +1206,20 @@ def train_run(
     data: SemiSupervisedData | None = None,
     on_ready: Callable[[Trainer, RunConfig, bool], None] | None = None,
     recipe: str | None = None,
+    extend: str = "recompute",
+    notify: Callable[[str], None] | None = None,
 ) -> RunOutcome:
     """Load the data, build the model, train, and write ``config.toml`` and ``run.json``.
 
-    A folder that holds another run is refused (before anything is written) unless the run
-    continues it (``resume`` from its checkpoint) or ``overwrite`` replaces it: then the earlier
-    run's checkpoints and report are deleted once the new run is ready to start, and every file
-    is rewritten atomically. A run resumed from another folder's checkpoint branches from it:
+    A folder that holds another run (a checkpoint) is refused (before anything is written) unless
+    the run continues it (``resume`` from its checkpoint) or ``overwrite`` replaces it. A new run
+    (and a branch) is built in a staging folder, ``out_dir/.torchvat-staging``, and moved into
+    ``out_dir`` when it has written its first checkpoint: only then are the earlier run's
+    checkpoints, report and evaluations deleted. A run that fails before (bad data or model
+    options, labeled rows of one class, a non-finite first iteration, an unavailable device)
+    leaves ``out_dir`` as it was. A run resumed from another folder's checkpoint branches from it:
     that folder's ``metrics.jsonl`` (up to the checkpoint), the checkpoint (as ``last.pt``) and
-    its ``best.pt`` (when it is the checkpoint's best record) are copied into ``out_dir`` first.
+    its ``best.pt`` (when it is the checkpoint's best record) are copied into the new run first.
 
     Args:
         config: The run configuration (``train.out_dir`` is replaced by ``out_dir``).
@@ -930,15 +1233,23 @@ def train_run(
             branches from ``resume`` into another folder, ``out_dir``, before training (e.g. to
             print the chosen eps).
         recipe: The recipe the configuration came from, kept in ``run.json``.
+        extend: What a resume with another number of iterations does with the learning-rate
+            schedule: ``"recompute"`` it over the new total, or ``"continue"`` from the rate the run
+            ended with (see :class:`~torchvat.train.IterationSchedule`).
+        notify: Called with a sentence when the resume changes the schedule (old and new rate).
 
     Returns:
         The outcome.
 
     Raises:
-        UsageError: If ``out_dir`` holds another run, or the resume is refused.
+        UsageError: If ``out_dir`` holds another run, the resume is refused, the device is not
+            available, or the labeled rows are of one class.
     """
     import time
 
+    if extend not in EXTEND_MODES:
+        raise UsageError(f"extend (--extend) must be one of {', '.join(EXTEND_MODES)}, got {extend!r}")
+    check_device(config.train.device)
     branched = _branches(resume, out_dir)  # resumed from another folder's checkpoint
     # rank 0 looks before it writes anything; every process takes its answer
     problem = None
@@ -950,61 +1261,82 @@ def train_run(
     problem = broadcast_object(problem)
     if problem is not None:
         raise UsageError(problem)
-    replaces = bool(run_files(out_dir)) and (resume is None or branched)
+    # a new run (or a branch) is built in a staging folder and moved in at its first checkpoint
+    staged = resume is None or branched
     seed = config.train.seed
     # created and writable before the data are loaded; a new folder left empty by a failure here is removed
     with output_folder(out_dir) as out:
         if data is None:
             data = load_run_data(config.data, seed)
+        check_labeled_classes(data)
         seed_everything(seed)
         model, model_name = build_run_model(config.model, data.input_shape, data.n_classes)
-        train_cfg = config.train.replace(out_dir=str(out), progress=progress and config.train.progress)
-        augment_seed = seed if rank() == 0 else rank_seed(seed, rank(), 4)  # own augmentations per process
-        trainer = Trainer(model, data, config=train_cfg, augment=build_augment(config.data, augment_seed))
-        if resume is not None:  # before the run folder's files are rewritten: a refused resume changes none
-            trainer.load_state_dict(load_checkpoint(resume))
-            if trainer.step >= train_cfg.iterations:
-                raise UsageError(
-                    f"the checkpoint {resume} is at iteration {trainer.step} and --iters is "
-                    f"{train_cfg.iterations}: nothing to train; pass --iters above {trainer.step}"
-                )
-    start_step = trainer.step
-    resolved_data = dataclasses.replace(
-        config.data.with_absolute_paths(), seed=config.data.seed if config.data.seed is not None else seed
-    )
-    eps = trainer.eps if trainer.eps is not None else config.train.eps
-    resolved = RunConfig(
-        data=resolved_data,
-        model=ModelSpec(name=model_name, kwargs=dict(config.model.kwargs)),
-        train=config.train.replace(eps=eps, out_dir=None),
-    )
-    run_info = {
-        "torchvat_version": torchvat.__version__,
-        "model": {"name": model_name, "kwargs": dict(config.model.kwargs)},
-        "input_shape": list(data.input_shape),
-        "n_classes": data.n_classes,
-        "classes": data.classes,
-        "dataset_name": data.name,
-        "data": dataclasses.asdict(resolved_data),
-        "method": trainer.method.name,
-        "eps": trainer.eps,
-        "seed": seed,
-        "recipe": recipe,
-        "config": CONFIG_FILE,
-    }
-    carried: list[str] = []
-    if is_main_process():  # distributed: rank 0 writes the run folder
-        if replaces:  # --overwrite: nothing of the earlier run outlives it
-            _replace_earlier_run(out)
-        if branched:
-            carried = _carry_history(Path(resume), out, trainer)
-        write_text_atomic(out / CONFIG_FILE, resolved.to_toml())
-        write_text_atomic(out / RUN_FILE, json.dumps(run_info, indent=2) + "\n")
-    if on_ready is not None:
-        on_ready(trainer, resolved, branched)
-    start = time.perf_counter()
-    result = trainer.fit()  # from the loaded state when resuming
-    seconds = time.perf_counter() - start
+        staging = _new_staging(out) if staged else None
+        swap = _SwapInAtFirstCheckpoint(staging, out) if staging is not None else None
+        try:
+            writes_to = staging if staging is not None else out
+            train_cfg = config.train.replace(out_dir=str(writes_to), progress=progress and config.train.progress)
+            augment_seed = seed if rank() == 0 else rank_seed(seed, rank(), 4)  # own augmentations per process
+            trainer = Trainer(model, data, config=train_cfg, augment=build_augment(config.data, augment_seed))
+            if swap is not None:  # after the checkpoint callback: it sees the checkpoint that callback wrote
+                trainer.callbacks.append(swap)
+            if resume is not None:  # before the run folder's files are rewritten: a refused resume changes none
+                state = load_checkpoint(resume)
+                before = _schedule_values(trainer, state)
+                trainer.schedule.extend = extend
+                trainer.load_state_dict(state)
+                if trainer.step >= train_cfg.iterations:
+                    raise UsageError(
+                        f"the checkpoint {resume} is at iteration {trainer.step} and --iters is "
+                        f"{train_cfg.iterations}: nothing to train; pass --iters above {trainer.step}"
+                    )
+                extension = _describe_extension(trainer, state, before)
+            else:
+                extension = None
+            start_step = trainer.step
+            resolved_data = dataclasses.replace(
+                config.data.with_absolute_paths(), seed=config.data.seed if config.data.seed is not None else seed
+            )
+            eps = trainer.eps if trainer.eps is not None else config.train.eps
+            resolved = RunConfig(
+                data=resolved_data,
+                model=ModelSpec(name=model_name, kwargs=dict(config.model.kwargs)),
+                train=config.train.replace(eps=eps, out_dir=None),
+            )
+            run_info = {
+                "torchvat_version": torchvat.__version__,
+                "model": {"name": model_name, "kwargs": dict(config.model.kwargs)},
+                "input_shape": list(data.input_shape),
+                "n_classes": data.n_classes,
+                "classes": data.classes,
+                "dataset_name": data.name,
+                "data": dataclasses.asdict(resolved_data),
+                "method": trainer.method.name,
+                "eps": trainer.eps,
+                "seed": seed,
+                "recipe": recipe,
+                "config": CONFIG_FILE,
+            }
+            carried: list[str] = []
+            if is_main_process():  # distributed: rank 0 writes the run folder
+                if branched:
+                    carried = _carry_history(Path(resume), writes_to, trainer)  # type: ignore[arg-type]
+                write_text_atomic(writes_to / CONFIG_FILE, resolved.to_toml())
+                write_text_atomic(writes_to / RUN_FILE, json.dumps(run_info, indent=2) + "\n")
+            if on_ready is not None:
+                on_ready(trainer, resolved, branched)
+            if extension is not None and notify is not None:
+                notify(extension)
+            start = time.perf_counter()
+            result = trainer.fit()  # from the loaded state when resuming
+            seconds = time.perf_counter() - start
+            if swap is not None:  # a run that ended before its first periodic checkpoint: its last.pt now
+                swap.swap(trainer)
+                result.paths.update(trainer.paths)
+        except BaseException as err:
+            if swap is not None:
+                swap.discard(err)
+            raise
     return RunOutcome(
         result=result,
         trainer=trainer,
@@ -1014,6 +1346,7 @@ def train_run(
         seconds=seconds,
         start_step=start_step,
         carried=carried,
+        extension=extension,
     )
 
 

@@ -23,11 +23,14 @@ from torchvat.cli._common import threads
 from torchvat.cli._run import (
     RunConfig,
     UsageError,
+    check_device,
+    check_labeled_classes,
     check_report_folder,
     dump_toml,
     load_run_data,
     new_run_dir,
     output_folder,
+    staged_output,
     train_run,
 )
 from torchvat.data import SemiSupervisedData
@@ -124,6 +127,7 @@ def run_compare(
     for m in methods:
         if m not in available_methods():
             raise UsageError(f"unknown method {m!r} in --methods; known methods: {', '.join(available_methods())}")
+    check_device(config.train.device)
     out_dir = Path(out) if out is not None else new_run_dir(f"compare-{config.data.label}")
     run_names = {(m, s): f"{m}-seed{s}".replace("+", "-") for m in methods for s in seeds}
     loaded: dict[int, SemiSupervisedData] = {}  # by data seed: with --data-seed every run trains on the same data
@@ -135,14 +139,21 @@ def run_compare(
         return loaded[key]
 
     first = data_for(seeds[0])  # bad data options fail here, before any folder exists
+    check_labeled_classes(first)
     if first.x_test is None and first.x_val is None:
         raise UsageError(
             "compare needs held-out data (a test or validation split), got none; "
             "hold out labeled rows with --data-option val_fraction=0.2 (your own files) or n_val=N (datasets)"
         )
     check_report_folder(out_dir, subdirs=run_names.values(), overwrite=overwrite, what="comparison")
-    with output_folder(out_dir):  # removed again if the comparison fails before writing anything
-        return _compare(config, methods, seeds, out_dir, run_names, data_for, quiet=quiet, overwrite=overwrite)
+    # written into a staging folder and moved into out_dir when the comparison is complete: an earlier
+    # comparison there is untouched by one that fails; a new folder left empty is removed again
+    with output_folder(out_dir), staged_output(out_dir) as work:
+        result = _compare(config, methods, seeds, work, run_names, data_for, quiet=quiet)
+    paths = {key: out_dir / Path(path).relative_to(work) for key, path in result.paths.items()}
+    if not quiet:
+        print(f"\nreport: {paths['report']}")
+    return dataclasses.replace(result, out_dir=out_dir, paths=paths)
 
 
 def _compare(
@@ -154,7 +165,6 @@ def _compare(
     data_for: Callable[[int], SemiSupervisedData],
     *,
     quiet: bool,
-    overwrite: bool,
 ) -> CompareResult:
     rows: list[dict[str, Any]] = []
     errors: dict[str, list[float]] = {m: [] for m in methods}
@@ -165,9 +175,7 @@ def _compare(
         for method in methods:
             run_cfg = dataclasses.replace(config, train=config.train.replace(method=method, seed=seed))
             start = time.perf_counter()
-            outcome = train_run(
-                run_cfg, out_dir / run_names[method, seed], data=data, progress=not quiet, overwrite=overwrite
-            )
+            outcome = train_run(run_cfg, out_dir / run_names[method, seed], data=data, progress=not quiet)
             final = outcome.result.final
             metric = metric or ("test_error" if "test_error" in final else "val_error")
             if metric not in final:
@@ -250,7 +258,6 @@ def _compare(
     if not quiet:
         print()
         print(table)
-        print(f"\nreport: {paths['report']}")
     return CompareResult(out_dir=out_dir, errors=errors, table=table, paths=paths)
 
 

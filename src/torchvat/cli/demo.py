@@ -20,10 +20,13 @@ from torchvat.cli._run import (
     DataSpec,
     ModelSpec,
     RunConfig,
+    check_device,
     check_report_folder,
+    describe_rows,
     load_run_data,
     new_run_dir,
     output_folder,
+    staged_output,
     train_run,
 )
 from torchvat.report import Report, plot_decision_boundaries, plot_learning_curves, text_table
@@ -79,7 +82,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--eps", type=nonnegative_float, default=0.3, help="perturbation size of AT and VAT (default: 0.3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, labels and training (default: 0)")
     p.add_argument("--device", default="cpu", help="device (default: cpu; the model is tiny)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out (refused without it)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier demo in --out (refused without it); it is replaced when the new demo "
+        "is complete, and kept as it was if the new one fails",
+    )
     p.set_defaults(command=demo_command)
     return p
 
@@ -119,9 +127,12 @@ def run_demo(
     start = time.perf_counter()
     out_dir = Path(out) if out is not None else new_run_dir("demo")
     data_spec = DataSpec(dataset="moons", n_labels=n_labels, seed=seed)
+    check_device(device)
     data = load_run_data(data_spec, seed)  # bad options fail here, before any folder exists
     check_report_folder(out_dir, subdirs=DEMO_METHODS, overwrite=overwrite, what="demo")
-    with output_folder(out_dir):  # removed again if the demo fails before writing anything
+    # written into a staging folder and moved into out_dir when the demo is complete: an earlier demo there
+    # is untouched by one that fails; a new folder left empty is removed again
+    with output_folder(out_dir), staged_output(out_dir) as work:
         train_cfg = TrainConfig(
             eps=eps,
             iterations=iters,
@@ -136,12 +147,12 @@ def run_demo(
             collapse_patience=0,
         )
         if not quiet:
-            what = f"{data.n_labeled} labels, {data.n_unlabeled} unlabeled points, {iters} iterations per method"
+            what = f"{describe_rows(data)}, {iters} iterations per method"
             print(f"torchvat demo: two moons, {what}", flush=True)
         models, histories, errors, titles, times = {}, {}, {}, {}, {}
         for method, long_name in DEMO_METHODS.items():
             config = RunConfig(data=data_spec, model=ModelSpec("small-mlp"), train=train_cfg.replace(method=method))
-            outcome = train_run(config, out_dir / method, data=data, progress=not quiet, overwrite=overwrite)
+            outcome = train_run(config, work / method, data=data, progress=not quiet)
             err = outcome.result.final["test_error"]
             models[method] = outcome.trainer.model
             histories[method] = outcome.result.history
@@ -150,30 +161,31 @@ def run_demo(
             titles[method] = f"{long_name} ({method})\ntest error {100 * err:.1f}%"
             if not quiet:
                 print(f"  {method:<11} test error {100 * err:5.1f}%  ({outcome.seconds:.1f} s)", flush=True)
+        n_unlabeled_only = data.n_unlabeled - (data.n_labeled if data.unlabeled_includes_labeled else 0)
         paths = {
             "boundaries": plot_decision_boundaries(
                 models,
-                out_dir / "boundaries.png",
+                work / "boundaries.png",
                 x_labeled=data.x_labeled,
                 y_labeled=data.y_labeled,
                 x_unlabeled=data.x_unlabeled,
                 titles=titles,
                 suptitle=f"Two moons, {data.n_labeled} labeled points (large markers), "
-                f"{data.n_unlabeled} unlabeled (grey); eps = {eps:g}",
+                f"{n_unlabeled_only} unlabeled (grey); eps = {eps:g}",
             ),
-            "curves": plot_learning_curves(histories, out_dir / "curves.png", title="Two moons: learning curves"),
+            "curves": plot_learning_curves(histories, work / "curves.png", title="Two moons: learning curves"),
         }
         headers = ["method", "mode", "test error (%)", "seconds"]
         rows = [[m, DEMO_METHODS[m], round(100 * errors[m], 2), round(times[m], 1)] for m in DEMO_METHODS]
-        with (out_dir / "results.csv").open("w", newline="", encoding="utf-8") as f:
+        with (work / "results.csv").open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["method", "mode", "test_error", "seconds", "iterations", "eps", "n_labels", "seed"])
             for m in DEMO_METHODS:
                 writer.writerow([m, DEMO_METHODS[m], errors[m], round(times[m], 3), iters, eps, n_labels, seed])
-        paths["results"] = out_dir / "results.csv"
+        paths["results"] = work / "results.csv"
         report = Report("torchvat demo: normal, adversarial and virtual adversarial training")
         report.text(
-            f"The two-moons set of the VAT paper: {data.n_labeled} labeled points, {data.n_unlabeled} unlabeled, "
+            f"The two-moons set of the VAT paper: {describe_rows(data)}, "
             f"{data.x_test.shape[0] if data.x_test is not None else 0} test points; the same small MLP (2-100-100-2) "
             f"trained {iters} iterations with each method (Adam, lr 0.01, eps = {eps:g}). "
             "Adversarial training only smooths the model around the labeled points; virtual adversarial "
@@ -187,7 +199,8 @@ def run_demo(
             "Each method's run folder (`supervised/`, `at/`, `vat/`) holds `config.toml`, `run.json`, "
             "`metrics.jsonl` and checkpoints; try `torchvat evaluate " + str(out_dir / "vat" / "last.pt") + "`."
         )
-        paths["report"] = report.write(out_dir)
+        paths["report"] = report.write(work)
+        paths = {key: out_dir / Path(path).relative_to(work) for key, path in paths.items()}  # once moved in
         table = text_table(headers, rows)
         seconds = time.perf_counter() - start
         if not quiet:

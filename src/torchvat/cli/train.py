@@ -33,6 +33,8 @@ from torchvat.cli._run import (
     RunConfig,
     RunOutcome,
     UsageError,
+    check_device,
+    describe_rows,
     new_run_dir,
     train_run,
 )
@@ -42,14 +44,16 @@ from torchvat.models import available_models
 from torchvat.recipes import available_recipes, load_recipe
 from torchvat.report import Report, plot_learning_curves, text_table
 from torchvat.train import TrainConfig, Trainer, available_methods, is_main_process
-from torchvat.train.checkpoint import load_latest_checkpoint
+from torchvat.train.checkpoint import load_checkpoint, load_latest_checkpoint
 from torchvat.train.config import COMPILE_MODES, NONFINITE, NORMS, OPTIMIZERS, PROBES, REGULARIZE, SCHEDULES
 from torchvat.train.distributed import broadcast_object, destroy_distributed, init_distributed
+from torchvat.train.optim import EXTEND_MODES
 from torchvat.train.trainer import SIGNAL_NOTICE
 
 __all__ = [
     "add_parser",
     "check_same_data",
+    "finished_at",
     "list_recipes",
     "no_held_out_hint",
     "resolve_config",
@@ -172,14 +176,29 @@ def add_parser(
         const="last",
         metavar="PATH",
         help="continue from a checkpoint (default: last.pt of --out); its folder's config.toml is the base. "
-        "With an --out other than the checkpoint's folder, the run branches: the history up to the "
-        "checkpoint (metrics.jsonl, the checkpoint as last.pt, best.pt) is copied there first",
+        "Safe to pass on every start of a restart script: a run folder with no checkpoint yet starts from "
+        "the beginning (with a notice), and a finished run exits 0 ('already finished at iteration N') "
+        "without touching its files. With an --out other than the checkpoint's folder, the run branches: "
+        "the history up to the checkpoint (metrics.jsonl, the checkpoint as last.pt, best.pt) is copied "
+        "there first. A larger --iters extends the run; see --extend",
+    )
+    src.add_argument(
+        "--extend",
+        choices=EXTEND_MODES,
+        default="recompute",
+        help="what --resume with another --iters does to the learning-rate schedule: recompute (the default) "
+        "follows, from the resumed iteration on, the schedule of a run planned for the new --iters (with "
+        "the paper schedule a finished run goes back to the full rate and beta1 until the new decay phase); "
+        "continue never raises the rate: it stays at the rate of the last iteration trained until the "
+        "schedule over the new --iters comes down to it. The old and new rates are printed",
     )
     src.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace a run already in --out: its checkpoints, metrics and report are deleted when the new "
-        "run starts (a folder holding a run is refused without --overwrite, unless --resume continues it)",
+        help="replace a run already in --out: the new run is built in --out/.torchvat-staging and replaces "
+        "the earlier run's checkpoints, metrics and report when it has written its first checkpoint, so a "
+        "new run that fails before leaves the earlier one as it was (a folder holding a checkpoint is "
+        "refused without --overwrite, unless --resume continues it; one without a checkpoint is no run)",
     )
 
     d = p.add_argument_group("data")
@@ -302,9 +321,21 @@ def resolve_config(args: argparse.Namespace, *, default_prefix: str = "train") -
         else:
             resume = Path(args.resume)
             out = out or resume.parent
-        resume = usable_checkpoint(resume)
-        if args.config is None and args.recipe is None and (resume.parent / CONFIG_FILE).is_file():
-            values = _merge(values, RunConfig.from_toml(resume.parent / CONFIG_FILE).to_dict())
+        try:
+            resume = usable_checkpoint(resume)
+        except FileNotFoundError:
+            if not _same_folder(resume.parent, out):  # a branch needs its checkpoint
+                raise
+            # a restart script's --resume before the run's first checkpoint: the run starts from the beginning
+            if is_main_process():
+                print(
+                    f"torchvat train: no checkpoint in {out} yet: the run starts from the beginning (--resume)",
+                    flush=True,
+                )
+            resume = None
+        if resume is not None and args.config is None and args.recipe is None:
+            if (resume.parent / CONFIG_FILE).is_file():
+                values = _merge(values, RunConfig.from_toml(resume.parent / CONFIG_FILE).to_dict())
     if args.recipe is not None:
         try:
             values = _merge(values, load_recipe(args.recipe).config())
@@ -339,6 +370,7 @@ def resolve_config(args: argparse.Namespace, *, default_prefix: str = "train") -
     train.pop("out_dir", None)
     values = _merge(values, {"data": data, "model": model, "train": train})
     config = RunConfig.from_dict(values, where="options")
+    check_device(config.train.device)
     # absolute: evaluate, visualize and --resume find the data from any working directory
     config = dataclasses.replace(config, data=config.data.with_absolute_paths())
     if resume is not None:
@@ -400,6 +432,28 @@ def check_same_data(config: RunConfig, run_config: Path) -> None:
             f"{run_config}: {'; '.join(diffs)}; leave out the options that change them, or start a new run "
             "(without --resume)"
         )
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """Whether two paths name the same folder (an unresolvable path is another folder)."""
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def finished_at(resume: str, iterations: int) -> int | None:
+    """The iteration a checkpoint is at, when it has trained ``iterations`` or more (``None`` otherwise).
+
+    Args:
+        resume: The checkpoint.
+        iterations: The run's ``--iters``.
+
+    Returns:
+        The checkpoint's iteration, or ``None`` when there is training left.
+    """
+    step = int(load_checkpoint(resume).get("step", 0))
+    return step if step >= iterations else None
 
 
 def _resumed_recipe(resume: str | None) -> str | None:
@@ -496,8 +550,7 @@ def write_train_report(outcome: RunOutcome, *, recipe: str | None = None) -> Pat
     res = outcome.result
     report = Report(f"torchvat train: {res.method} on {outcome.data.name}")
     report.text(
-        f"{outcome.data.n_labeled} labels, {outcome.data.n_unlabeled} unlabeled inputs, "
-        f"model `{outcome.config.model.name}`, {_iterations_done(outcome)}."
+        f"{describe_rows(outcome.data)}; model `{outcome.config.model.name}`, {_iterations_done(outcome)}."
         + ("" if res.eps is None else f" eps = {res.eps:.4g}.")
     )
     headers, rows = _summary_rows(outcome)
@@ -574,6 +627,7 @@ def run_train(
     recipe: str | None = None,
     quiet: bool = False,
     overwrite: bool = False,
+    extend: str = "recompute",
 ) -> RunOutcome:
     """Train, write the run folder and the report, print a summary.
 
@@ -584,6 +638,7 @@ def run_train(
         recipe: The recipe the configuration came from (for the report; kept in ``run.json``).
         quiet: Print nothing.
         overwrite: Replace a run already in ``out_dir`` (``--overwrite``).
+        extend: What a resume with another number of iterations does to the schedule (``--extend``).
 
     Returns:
         The outcome.
@@ -604,7 +659,15 @@ def run_train(
     try:
         with _without_trainer_signal_notice():
             outcome = train_run(
-                config, out_dir, resume=resume, overwrite=overwrite, progress=not quiet, on_ready=ready, recipe=recipe
+                config,
+                out_dir,
+                resume=resume,
+                overwrite=overwrite,
+                progress=not quiet,
+                on_ready=ready,
+                recipe=recipe,
+                extend=extend,
+                notify=say,
             )
     except DataNotFoundError as err:  # the data only: not a missing output folder or checkpoint
         hint = ""
@@ -642,6 +705,17 @@ def train_command(args: argparse.Namespace) -> int:
         print(list_recipes())
         return 0
     config, out, resume = resolve_config(args)
+    if resume is not None and _same_folder(Path(resume).parent, out):
+        step = finished_at(resume, config.train.iterations)
+        if step is not None:  # a restart script's --resume after the end: nothing to do, nothing touched
+            if is_main_process():
+                print(
+                    f"torchvat train: the run in {out} already finished at iteration {step} "
+                    f"(--iters {config.train.iterations}); nothing to train, its files are left as they were. "
+                    f"To train further, pass --iters above {step}",
+                    flush=True,
+                )
+            return 0
     recipe = args.recipe or _resumed_recipe(resume)  # a resumed recipe run keeps the papers' table
     # under torchrun: one process group for the run; every process uses rank 0's run folder
     owns_group = init_distributed(config.train.device)
@@ -649,7 +723,13 @@ def train_command(args: argparse.Namespace) -> int:
         out = Path(broadcast_object(str(out)))
         with threads(args.threads):
             outcome = run_train(
-                config, out, resume=resume, recipe=recipe, quiet=not is_main_process(), overwrite=args.overwrite
+                config,
+                out,
+                resume=resume,
+                recipe=recipe,
+                quiet=not is_main_process(),
+                overwrite=args.overwrite,
+                extend=args.extend,
             )
         if owns_group:  # every process finished: tear down together
             destroy_distributed(wait=True)

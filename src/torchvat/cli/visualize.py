@@ -1,7 +1,8 @@
 """``torchvat visualize CHECKPOINT``: inputs, their perturbations and the predictions they flip.
 
 For image data: a grid with, per example, the input with its predicted class and
-probability, the perturbation (magnified to be visible) and the perturbed input with the new
+probability, the perturbation (each scaled to its own range, which its column title gives: it is
+far smaller than the image) and the perturbed input with the new
 prediction: the panda/gibbon picture of Goodfellow et al. for your own model. The
 perturbation is the L2 adversarial one (needs the labels), FGSM, or the virtual adversarial
 one (no labels).

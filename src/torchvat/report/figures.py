@@ -21,6 +21,7 @@ from torchvat.report.style import OKABE_ITO, color_for, pyplot
 
 __all__ = [
     "DPI",
+    "perturbation_panel",
     "plot_comparison",
     "plot_decision_boundaries",
     "plot_learning_curves",
@@ -405,6 +406,31 @@ def plot_robustness(
     return _save(fig, path)
 
 
+def perturbation_panel(r: np.ndarray, *, magnify: float | None = None) -> tuple[np.ndarray, float]:
+    """One perturbation ``[C, H, W]`` as a displayable image in ``[0, 1]``, 0 mapped to the middle (0.5).
+
+    Scaled to its own range: the entry of largest magnitude reaches 0 or 1 (``magnify=None``), or
+    multiplied by ``magnify`` (values past the range are clipped). One channel gives an ``[H, W]``
+    array (for a diverging color map); three give ``[H, W, 3]`` in color.
+
+    Args:
+        r: The perturbation.
+        magnify: A fixed factor instead of the perturbation's own range.
+
+    Returns:
+        The image and the perturbation value shown at the ends of the scale (``±limit``).
+
+    Example:
+        >>> img, limit = perturbation_panel(np.array([[[1e-4, -2e-4]]]))
+        >>> img.tolist(), limit
+        ([[0.75, 0.0]], 0.0002)
+    """
+    limit = float(np.abs(r).max()) if magnify is None else 0.5 / magnify
+    limit = limit or 1.0
+    shown = np.clip(0.5 + r / (2 * limit), 0.0, 1.0)
+    return (shown[0] if shown.shape[0] == 1 else shown.transpose(1, 2, 0)), limit
+
+
 def plot_perturbation_grid(
     x: Tensor,
     r: Tensor,
@@ -421,9 +447,12 @@ def plot_perturbation_grid(
 ) -> Path:
     """The panda/gibbon picture: input, magnified perturbation and perturbed input per row.
 
-    The perturbation is shown on a diverging scale centred on 0 (magnified so its largest
-    entry fills the scale, or by ``magnify``); input and perturbed input share one display
-    range so the change is visible as it is.
+    Each row's perturbation is scaled to its own range (:func:`perturbation_panel`): its largest
+    entry fills the color scale, 0 is the middle gray, and an RGB perturbation is shown in color
+    (a mean over the channels would cancel). The column title says so and gives the range, so a
+    perturbation a thousand times smaller than the image is still visible. ``magnify`` instead
+    multiplies every row by one factor. Input and perturbed input share one display range so the
+    change is visible as it is.
 
     Args:
         x: Images ``[N, C, H, W]``.
@@ -435,8 +464,8 @@ def plot_perturbation_grid(
         prob_after: Their probabilities.
         labels: True classes, shown when given.
         class_names: Class names by index.
-        magnify: Factor the perturbation is multiplied by for display; ``None`` scales it
-            to the full color range (the factor is written in the column title).
+        magnify: Factor the perturbation is multiplied by for display (one factor for every row,
+            written in the column title); ``None`` scales each row to its own range.
         title: A title above the grid.
 
     Returns:
@@ -457,8 +486,6 @@ def plot_perturbation_grid(
 
     plt = pyplot()
     fig, axes = plt.subplots(n, 3, figsize=(7.8, 2.3 * n + 0.6), layout="constrained", squeeze=False)
-    r_max = float(np.abs(rs).max()) or 1.0
-    factor = magnify if magnify is not None else 0.5 / r_max
     for i in range(n):
         both = np.stack([xs[i], xs[i] + rs[i]])
         lo, hi = float(both.min()), float(both.max())
@@ -469,11 +496,12 @@ def plot_perturbation_grid(
             ax.set_yticks([])
             ax.grid(False)
             if img is None:
-                pert = rs[i] * factor
-                shown = pert.mean(0) if pert.shape[0] == 3 else pert[0]
-                ax.imshow(shown, cmap="PuOr", vmin=-0.5, vmax=0.5, interpolation="nearest")
+                shown, limit = perturbation_panel(rs[i], magnify=magnify)
+                cmap = "PuOr" if shown.ndim == 2 else None
+                ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
                 norm = float(np.sqrt((rs[i] ** 2).sum()))
-                ax.set_title(f"perturbation ×{factor:.3g}\n‖r‖₂ = {norm:.3g}", fontsize=10)
+                shown_as = f"×{magnify:.3g}" if magnify is not None else f"own range ±{limit:.2g}"
+                ax.set_title(f"perturbation ({shown_as})\n‖r‖₂ = {norm:.3g}", fontsize=10)
                 continue
             shown = (img - lo) / scale
             ax.imshow(

@@ -10,7 +10,10 @@ from torch import nn
 
 from torchvat.train.config import TrainConfig
 
-__all__ = ["IterationSchedule", "build_optimizer", "warmup_factor"]
+__all__ = ["EXTEND_MODES", "IterationSchedule", "build_optimizer", "planned_rate", "warmup_factor"]
+
+#: what a resumed run whose ``iterations`` changed does with its schedule (:attr:`IterationSchedule.extend`)
+EXTEND_MODES = ("recompute", "continue")
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -65,7 +68,15 @@ class IterationSchedule:
     ``"cosine"``: ``lr * (1 + cos(pi * t / T)) / 2``. ``"constant"``: ``lr``.
 
     The values depend on the iteration only, so resuming needs nothing but the step count;
-    :meth:`state_dict` records it anyway.
+    :meth:`state_dict` records it anyway, with the plan it followed (``total``, ``decay_start``).
+
+    **Extending a run.** A run resumed with another number of iterations (a finished run of 150
+    continued to 300) follows, by default (``extend="recompute"``), the schedule of a run planned
+    for the new total from the resumed iteration on: with ``"paper"``, a run whose decay had begun
+    goes back to the full rate and ``beta1`` until the new decay phase. With ``extend="continue"``
+    the learning rate never goes back up: it stays at the rate of the last iteration trained
+    (and ``beta1`` at ``decay_beta1`` if the decay had begun) until the schedule over the new total
+    comes down to it. Set :attr:`extend` before :meth:`load_state_dict`.
 
     Args:
         optimizer: The optimizer whose parameter groups are set.
@@ -79,6 +90,11 @@ class IterationSchedule:
         (0.001, 0.9)
         >>> sched.apply(10); opt.param_groups[0]["lr"], opt.param_groups[0]["betas"][0]
         (0.0, 0.5)
+
+    Attributes:
+        extend: ``"recompute"`` or ``"continue"`` (see above).
+        cap: ``(step, factor, decayed)`` of a run extended with ``"continue"``: from ``step`` on
+            the factor is at most ``factor``, and ``beta1`` is ``decay_beta1`` if ``decayed``.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
@@ -90,6 +106,8 @@ class IterationSchedule:
         self.decay_beta1 = config.decay_beta1
         self.decay_start = self.total - round(config.decay_fraction * self.total)
         self.step = 0
+        self.extend = "recompute"
+        self.cap: tuple[int, float, bool] | None = None
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of the base learning rate before iteration ``step`` (0-based).
@@ -100,17 +118,16 @@ class IterationSchedule:
         Returns:
             The factor in ``[0, 1]``.
         """
-        if self.kind == "constant":
-            return 1.0
-        if self.kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total) / self.total))
-        if step < self.decay_start or self.decay_start >= self.total:
-            return 1.0
-        return max(0.0, (self.total - step) / (self.total - self.decay_start))
+        factor = _plan_factor(self.kind, step, self.total, self.decay_start)
+        if self.cap is not None and step >= self.cap[0]:
+            factor = min(factor, self.cap[1])
+        return factor
 
     def in_decay(self, step: int) -> bool:
         """Whether iteration ``step`` is in the decay phase of the ``"paper"`` schedule."""
-        return self.kind == "paper" and self.decay_start < self.total and step >= self.decay_start
+        if self.cap is not None and step >= self.cap[0] and self.cap[2]:
+            return True
+        return _plan_in_decay(self.kind, step, self.total, self.decay_start)
 
     def apply(self, step: int) -> None:
         """Set the parameter groups' values for iteration ``step``.
@@ -127,13 +144,97 @@ class IterationSchedule:
                 group["betas"] = (beta1, group["betas"][1])
 
     def state_dict(self) -> dict[str, Any]:
-        """Return ``{"step": ..., "base_lrs": ...}``."""
-        return {"step": self.step, "base_lrs": list(self.base_lrs)}
+        """Return ``{"step", "base_lrs", "total", "decay_start", "cap"}`` (the step, the rates and the plan)."""
+        cap = None if self.cap is None else [self.cap[0], self.cap[1], self.cap[2]]
+        return {
+            "step": self.step,
+            "base_lrs": list(self.base_lrs),
+            "total": self.total,
+            "decay_start": self.decay_start,
+            "cap": cap,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state from :meth:`state_dict` and re-apply it."""
+        """Restore a state from :meth:`state_dict` and re-apply it.
+
+        A state saved with another ``total`` (the run is extended) keeps the cap of an earlier
+        ``"continue"`` extension and, with :attr:`extend` ``"continue"``, caps the rate at the one
+        of the last iteration the saved plan trained; with ``"recompute"`` the plan over this
+        ``total`` applies as it is. A state without ``total`` (written before it was recorded)
+        counts as the same plan.
+
+        Args:
+            state: A state from :meth:`state_dict`.
+
+        Raises:
+            ValueError: If :attr:`extend` is not one of :data:`EXTEND_MODES`.
+        """
+        if self.extend not in EXTEND_MODES:
+            raise ValueError(f"extend must be one of {EXTEND_MODES}, got {self.extend!r}")
+        step = int(state["step"])
+        saved_cap = state.get("cap")
+        cap = None if saved_cap is None else (int(saved_cap[0]), float(saved_cap[1]), bool(saved_cap[2]))
+        saved_total = state.get("total")
+        if saved_total is not None and int(saved_total) != self.total:
+            if self.extend == "continue" and step > 0:
+                total, start = int(saved_total), int(state.get("decay_start", saved_total))
+                last = step - 1  # the last iteration trained
+                factor = _plan_factor(self.kind, last, total, start)
+                decayed = _plan_in_decay(self.kind, last, total, start)
+                if cap is not None and last >= cap[0]:
+                    factor, decayed = min(factor, cap[1]), decayed or cap[2]
+                cap = (step, factor, decayed)
+            elif self.extend == "recompute":
+                cap = None
+        self.cap = cap
         self.base_lrs = [float(v) for v in state["base_lrs"]]
-        self.apply(int(state["step"]))
+        self.apply(step)
+
+
+def planned_rate(
+    state: dict[str, Any], step: int, *, kind: str, beta1: float, decay_beta1: float
+) -> tuple[float, float]:
+    """The learning rate (of the first parameter group) and Adam ``beta1`` of a saved schedule at an iteration.
+
+    Args:
+        state: A state from :meth:`IterationSchedule.state_dict` (with ``total``).
+        step: Iterations done before the one asked about.
+        kind: The schedule (``"paper"``, ``"cosine"``, ``"constant"``).
+        beta1: Adam's ``beta1`` outside the decay phase.
+        decay_beta1: Its value in the decay phase.
+
+    Returns:
+        ``(lr, beta1)``.
+
+    Example:
+        >>> state = {"step": 9, "base_lrs": [1e-3], "total": 9, "decay_start": 6, "cap": None}
+        >>> planned_rate(state, 8, kind="paper", beta1=0.9, decay_beta1=0.5)
+        (0.0003333333333333333, 0.5)
+    """
+    total = int(state["total"])
+    start = int(state.get("decay_start", total))
+    factor = _plan_factor(kind, step, total, start)
+    decayed = _plan_in_decay(kind, step, total, start)
+    cap = state.get("cap")
+    if cap is not None and step >= int(cap[0]):
+        factor, decayed = min(factor, float(cap[1])), decayed or bool(cap[2])
+    return float(state["base_lrs"][0]) * factor, decay_beta1 if decayed else beta1
+
+
+def _plan_factor(kind: str, step: int, total: int, decay_start: int) -> float:
+    """The learning-rate factor of schedule ``kind`` planned over ``total`` iterations, before iteration ``step``."""
+    if kind == "constant":
+        return 1.0
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    if step < decay_start or decay_start >= total:
+        return 1.0
+    return max(0.0, (total - step) / (total - decay_start))
+
+
+def _plan_in_decay(kind: str, step: int, total: int, decay_start: int) -> bool:
+    """Whether iteration ``step`` of a ``"paper"`` schedule over ``total`` iterations is in its decay phase."""
+    return kind == "paper" and decay_start < total and step >= decay_start
 
 
 def warmup_factor(step: int, warmup_iters: int) -> float:
