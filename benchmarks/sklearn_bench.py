@@ -213,10 +213,13 @@ def run(args: argparse.Namespace, vat_params: dict[str, Any], rows: list[str]) -
                 if r.get("vat_params", {}) == vat_params and r.get("max_iter") == args.max_iter:
                     done[(r["row"], r["dataset"], r["seed"])] = r.get("eps")
                     results.setdefault((r["row"], r["dataset"]), []).append((r["accuracy"], r["seconds"]))
+    by_name = {d.name: d for d in DATASETS}
+    unknown = sorted(set(args.datasets or []) - set(by_name))
+    if unknown:
+        raise SystemExit(f"unknown dataset(s) {unknown}; known: {list(by_name)}")
+    chosen = [by_name[n] for n in args.datasets] if args.datasets else DATASETS  # in the order given
     for seed in args.seed_list:
-        for data in DATASETS:
-            if args.datasets and data.name not in args.datasets:
-                continue
+        for data in chosen:
             x_tr, y_semi, x_te, y_te = split(data, seed)
             labeled = y_semi != -1
             default_eps = None
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         results = run(args, vat_params, rows)
         total = time.perf_counter() - start
-    columns = [d.name for d in DATASETS if any(k[1] == d.name for k in results)]
+    columns = [d.name for d in DATASETS if any(k[1] == d.name for k in results)]  # the table's order
     n_seeds = {len(v) for v in results.values()}
     print(
         f"\n# sklearn_bench: {date.today().isoformat()}, {platform.processor() or platform.machine()}, "
