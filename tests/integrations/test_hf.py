@@ -434,7 +434,7 @@ def test_vat_arguments_validation():
     assert VATArguments().uses_vat and not VATArguments().uses_at
     assert VATArguments(method="at").uses_at and not VATArguments(method="at").uses_vat
     assert not VATArguments(alpha=0.0).uses_vat
-    with pytest.raises(ValueError, match="method must be one of 'supervised', 'vat', 'at', 'at\\+vat', got 'x'"):
+    with pytest.raises(ValueError, match="method must be one of 'supervised', 'at', 'vat', 'at\\+vat', got 'x'"):
         VATArguments(method="x")
     with pytest.raises(ValueError, match="eps must be a finite number >= 0, got -1"):
         VATArguments(eps=-1.0)
@@ -442,7 +442,7 @@ def test_vat_arguments_validation():
         VATArguments(norm="l1")
     with pytest.raises(ValueError, match="divergence must be one of 'kl', 'symmetric_kl', got 'js'"):
         VATArguments(divergence="js")
-    with pytest.raises(ValueError, match="regularize must be one of 'all', 'unlabeled', got 'labeled'"):
+    with pytest.raises(ValueError, match="regularize must be one of 'unlabeled', 'all', got 'labeled'"):
         VATArguments(regularize="labeled")
     with pytest.raises(ValueError, match="at_eps must be a finite number >= 0"):
         VATArguments(at_eps=float("nan"))

@@ -14,18 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torchvat import params
 from torchvat.core._checks import check_choice, check_nonnegative
 from torchvat.core.perturbation import check_common
 
 __all__ = ["VAT_ARGS_FILE", "VATArguments"]
 
-#: the methods of :class:`VATTrainer`, named as the engine names them (:mod:`torchvat.train.methods`)
-METHODS = ("supervised", "vat", "at", "at+vat")
-#: the rows VAT applies to, named and spelt as the engine's ``regularize`` option (``TrainConfig``)
-REGULARIZE = ("all", "unlabeled")
-_DIVERGENCES = ("kl", "symmetric_kl")
+#: the methods of :class:`VATTrainer`: the engine's methods (:data:`torchvat.params.BUILTIN_METHODS`)
+#: that this door has, by the engine's names
+METHODS = tuple(m for m in params.BUILTIN_METHODS if m in ("supervised", "vat", "at", "at+vat"))
+#: the rows VAT applies to: the engine's ``regularize`` option
+REGULARIZE = params.choices("regularize")
+_DIVERGENCES = params.choices("divergence")
 #: spellings of earlier versions and the engine's names for them
-_RENAMED_METHODS = {"vat+at": "at+vat"}
+_RENAMED_METHODS = params.METHOD_SPELLINGS
 _RENAMED_OPTIONS = {"vat_on": "regularize"}
 
 #: the file :class:`VATTrainer` writes the :class:`VATArguments` to, beside a saved model
