@@ -145,6 +145,15 @@ def vat_loss(
         The LDS, differentiable with respect to the model parameters (and ``x``) through the
         perturbed pass only.
 
+    Warns:
+        TargetMismatchWarning: on the first call with ``logits`` for a model with BatchNorm in
+            training mode, when the logits differ from the model's own clean pass on ``x`` (one
+            no-grad check pass, replaying ``rng``; it consumes no random state and changes
+            nothing): the target then comes from a pass with another batch composition.
+        RuntimeWarning: on the first bf16/fp16 call for a model whose BatchNorm layers in
+            training mode normalize over fewer than 16 values per channel, where the direction
+            depends on the low-precision rounding of the model itself (BENCHMARKS.md section 1).
+
     Example:
         >>> _ = torch.manual_seed(0)
         >>> model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
