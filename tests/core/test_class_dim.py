@@ -259,6 +259,10 @@ def test_bad_class_dim_and_output_mask_are_named():
         vat_loss(net, x, class_dim=3)
     with pytest.raises(TypeError, match="class_dim must be an integer"):
         vat_loss(net, x, class_dim=-1.0)
+    with pytest.raises(
+        ValueError, match=r"class_dim=-1 needs a model output with a class dimension.* got shape \(3,\)"
+    ):
+        vat_loss(lambda v: v.sum((1, 2)), x, class_dim=-1, likelihood="gaussian")
     with pytest.raises(TypeError, match="class_dim must be an integer"):
         VATLoss(class_dim=True)
     with pytest.raises(ValueError, match=r"output_mask must have the shape .* \[3, 6\] here.* got \(3, 5\)"):

@@ -282,6 +282,11 @@ class OutputLayout:
         """``pred`` with its class dimension moved to 1; a ``[B]`` output with ``class_dim=1`` as is."""
         if pred.ndim < 2 and self.class_dim == 1:
             return pred  # one value per sample (a binary classifier, a regression): no class dimension
+        if pred.ndim < 2:
+            raise ValueError(
+                f"class_dim={self.class_dim} needs a model output with a class dimension, [B, ...] with 2 or "
+                f"more dimensions, got shape {tuple(pred.shape)} (one value per sample: use class_dim=1)"
+            )
         dim = self.class_dim + pred.ndim if self.class_dim < 0 else self.class_dim
         if not 1 <= dim < pred.ndim:
             raise ValueError(
