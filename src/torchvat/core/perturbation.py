@@ -681,7 +681,7 @@ def _check_target_composition(
     scale = target.float().abs().amax().clamp_min(1.0)
     if bool(diff > tol * scale):
         warnings.warn(
-            f"the logits given to vat_loss are not the model's own clean output on x: they differ by up to "
+            f"the given logits are not the model's own clean output on x: they differ by up to "
             f"{diff.item():.3g} (allowed: {tol * scale.item():.3g}), with BatchNorm in training mode. The "
             "target must come from a pass with the batch composition of x (a joint labeled + unlabeled "
             "pass, with x the unlabeled rows alone, gives BatchNorm other statistics, and the divergence at "
