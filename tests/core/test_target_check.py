@@ -128,3 +128,27 @@ def test_no_low_precision_warning_for_large_batches_float32_or_eval_mode():
     with torch.autocast("cpu", dtype=torch.bfloat16), pytest.warns(RuntimeWarning, match="over 4 values"):
         virtual_adversarial_perturbation(model, torch.randn(4, 4))
     assert not model[1]._forward_pre_hooks  # the recording hooks are gone
+
+
+
+def test_a_noise_layer_is_not_checked_without_a_replayed_rng_and_is_checked_with_one():
+    from torchvat.models import MLP
+
+    def noisy():
+        torch.manual_seed(0)
+        return MLP(4, 3, hidden_sizes=(16,), noise_std=0.5).train()  # BatchNorm, then noise, per hidden layer
+
+    x_l, x_u = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TargetMismatchWarning)
+        model = noisy()
+        vat_loss(model, x_u, logits=model(x_u).detach(), eps=1e-6)  # own pass, noise not replayable: no check
+        model = noisy()
+        snap = RNGSnapshot.capture(x_u.device)
+        logits = model(x_u).detach()
+        vat_loss(model, x_u, logits=logits, eps=1e-6, rng=snap)  # own pass replayed: checked, matches
+    model = noisy()
+    snap = RNGSnapshot.capture(x_u.device)
+    joint = model(torch.cat([x_l, x_u]))[8:].detach()
+    with pytest.warns(TargetMismatchWarning, match="not the model's own clean output"):
+        vat_loss(model, x_u, logits=joint, eps=1e-6, rng=snap)  # the pitfall, with noise: still found

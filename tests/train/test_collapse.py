@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from torchvat import vat_loss
+from torchvat.core import TargetMismatchWarning
 from torchvat.data import load_digits_data
 from torchvat.models import MLP
 from torchvat.train import Trainer
@@ -38,7 +39,8 @@ def test_mismatched_batch_composition_makes_lds_nonzero_at_r0():
     x_l, x_u = torch.randn(8, 4) + 1.0, torch.randn(32, 4)
     joint_target = model(torch.cat([x_l, x_u]))[8:].detach()
     own_target = model(x_u).detach()
-    mismatched = vat_loss(model, x_u, logits=joint_target, eps=1e-6).item()
+    with pytest.warns(TargetMismatchWarning, match="not the model.s own clean output"):
+        mismatched = vat_loss(model, x_u, logits=joint_target, eps=1e-6).item()
     consistent = vat_loss(model, x_u, logits=own_target, eps=1e-6).item()
     assert consistent < 1e-6 and mismatched > 1e-3
 
@@ -62,9 +64,11 @@ def test_trainer_target_matches_perturbed_pass_composition(moons, regularize):
     assert metrics["vat"].item() < 1e-6  # LDS vanishes with eps: no batch-statistics mismatch
     sizes = model.batch_sizes
     if regularize == "unlabeled":
-        assert sizes == [8, 16, 16, 16]  # labeled pass, unlabeled target pass, probe, perturbed
+        # labeled pass, unlabeled target pass, the core's one-time check of the target (first call only),
+        # probe, perturbed
+        assert sizes == [8, 16, 16, 16, 16]
     else:
-        assert sizes == [24, 24, 24]  # joint pass, probe, perturbed
+        assert sizes == [24, 24, 24, 24]  # joint pass, one-time target check, probe, perturbed
 
 
 @pytest.mark.slow

@@ -611,6 +611,25 @@ _BATCHNORM_SECTION = "README.md, 'Three things to get right: BatchNorm, dropout,
 _checked_targets: weakref.WeakSet = weakref.WeakSet()
 
 
+def draws_random_numbers(module: nn.Module) -> bool:
+    """Whether ``module`` itself draws random numbers in its forward pass as it is now.
+
+    Dropout with ``p > 0`` in training mode, and any module in training mode that declares
+    ``draws_random_in_training = True`` (a noise layer such as
+    :class:`torchvat.models.GaussianNoise`). A clean pass of such a model is reproducible only by
+    replaying the generator state it drew from (:class:`RNGSnapshot`).
+
+    Example:
+        >>> draws_random_numbers(nn.Dropout(0.5)), draws_random_numbers(nn.Dropout(0.5).eval())
+        (True, False)
+    """
+    if not module.training:
+        return False
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        return module.p > 0
+    return bool(getattr(module, "draws_random_in_training", False))
+
+
 def _check_target_composition(
     model: Callable[..., Any],
     inp: ModelInput,
@@ -630,7 +649,8 @@ def _check_target_composition(
     is consumed or changed: the generator states are restored after the replay, the running
     statistics are frozen, and every buffer is put back as found (a model counting its passes in
     a buffer, say). Later calls cost one weak-set lookup. Models with active dropout whose
-    clean pass cannot be replayed (no ``rng`` given) are not checked: their masks differ anyway.
+    clean pass cannot be replayed (no ``rng`` given) are not checked, nor are other models that draw
+    random numbers in training (:func:`draws_random_numbers`): their masks or noise differ anyway.
 
     The tolerance is :math:`\max(4u, 10^{-4})` times the largest clean logit (at least 1), with
     :math:`u` the machine epsilon of the least precise of the logits' dtype and the dtype the
@@ -650,9 +670,7 @@ def _check_target_composition(
     layers = list(module.modules())
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in layers):
         return
-    if not replays_clean_pass and any(
-        isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in layers
-    ):
+    if not replays_clean_pass and any(draws_random_numbers(m) for m in layers):
         return
     # a model may change its own buffers in a pass (a counter, say): the check leaves them as found
     buffers = [

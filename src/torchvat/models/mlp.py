@@ -46,6 +46,10 @@ class GaussianNoise(nn.Module):
         (True, True)
     """
 
+    #: read by torchvat's one-time check of a VAT target (``torchvat.core.perturbation``): a clean
+    #: pass of a model with this layer in training mode is reproducible only by replaying its generator
+    draws_random_in_training = True
+
     def __init__(self, std: float) -> None:
         super().__init__()
         self.std = check_noise_std(std, "std")
