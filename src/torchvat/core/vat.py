@@ -223,8 +223,17 @@ class VATLoss(EpsModule):
     A tensor ``eps`` is registered as a buffer: it is in ``state_dict`` and follows ``.to()``.
 
     Args:
-        eps, xi, n_power, norm, likelihood, divergence, probe, input_key, output_fn, class_dim,
-            reduction: see :func:`vat_loss`.
+        eps: Perturbation size (see :func:`vat_loss`, as for every argument here).
+        xi: Finite-difference step of the probe, or ``"auto"``.
+        n_power: Power-iteration steps.
+        norm: ``"l2"`` or ``"linf"``.
+        likelihood: The model output's likelihood.
+        divergence: A divergence replacing the likelihood's.
+        probe: How the curvature product is taken.
+        input_key: The entry of a mapping input to perturb.
+        output_fn: Extracts the prediction from the model's output.
+        class_dim: The class dimension of the output.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
 
     Example:
         >>> criterion = VATLoss(eps=1.0)
