@@ -11,9 +11,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from torchvat import params
+
 Reduction = Literal["none", "mean", "sum"]
-REDUCTIONS = ("none", "mean", "sum")
-NORMS = ("l2", "linf")
+#: the valid values, as declared once in :mod:`torchvat.params`
+REDUCTIONS = params.choices("reduction")
+NORMS = params.choices("norm")
 #: appended to the errors for a categorical output without a class dimension
 CLASS_DIM_HINT = (
     " (softmax over dim 1 needs a class dimension of size 2 or more; for one logit per sample use"

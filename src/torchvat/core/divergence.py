@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from torchvat import params
 from torchvat.core._checks import CLASS_DIM_HINT, check_choice, check_class_dim
 
-LIKELIHOODS = ("categorical", "bernoulli", "gaussian")
+LIKELIHOODS = params.choices("likelihood")
 Divergence = Callable[[Tensor, Tensor], Tensor]
 
 

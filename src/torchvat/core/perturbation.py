@@ -34,6 +34,7 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from torchvat import params
 from torchvat.core._checks import (
     NORMS,
     ModelInput,
@@ -58,7 +59,7 @@ from torchvat.core.guards import RNGSnapshot, guarded_module, running_stats_guar
 
 Norm = Literal["l2", "linf"]
 Probe = Literal["auto", "finite_difference", "exact"]
-PROBES = ("auto", "finite_difference", "exact")
+PROBES = params.choices("probe")
 _LOW_PRECISION_EPS = 1e-4  # machine epsilon above which "auto" uses the exact product (bf16, fp16, TF32)
 _TF32_EPS = 2.0**-10  # TF32 keeps 10 explicit mantissa bits
 _TINY = 1e-30
