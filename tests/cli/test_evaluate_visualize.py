@@ -86,7 +86,8 @@ def test_evaluate_direct(moons_run, png_size):
 
 
 def test_linf_trained_runs_place_their_eps_on_the_l2_axis(tmp_path):
-    from torchvat.cli._run import l2_size, load_run
+    from torchvat.cli._common import l2_size
+    from torchvat.runs import load_run
 
     out = tmp_path / "linf"
     args = ["train", "--dataset", "moons", "--labels", "8", "--data-option", "n_samples=100", "--method", "at"]

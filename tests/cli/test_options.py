@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from torchvat.cli import main
-from torchvat.cli._run import DataSpec, ModelSpec, RunConfig, UsageError, build_run_model
 from torchvat.cli.train import no_held_out_hint
+from torchvat.runs import DataSpec, ModelSpec, RunConfig, UsageError, build_run_model
 
 
 @pytest.fixture
@@ -54,8 +54,9 @@ def test_data_section_values_are_checked(tmp_path, capsys, section, message):
 def test_a_string_download_never_reaches_the_loader(tmp_path, capsys, monkeypatch):
     from torchvat.cli.train import train_run
 
-    run = train_run.__globals__  # the module the command runs (not a copy a doctest collection may import)
-    monkeypatch.setitem(run, "load_dataset", lambda *a, **k: pytest.fail("the loader was called"))
+    # the module that loads the data for the command (not a copy a doctest collection may import)
+    build = train_run.__globals__["load_run_data"].__globals__
+    monkeypatch.setitem(build, "load_dataset", lambda *a, **k: pytest.fail("the loader was called"))
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[data]\ndataset = "mnist"\ndownload = "false"\nroot = "{tmp_path / "none"}"\n')
     assert "must be true or false, got 'false'" in _error(capsys, ["train", "--config", str(cfg), "--iters", "3"])

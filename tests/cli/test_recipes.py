@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from torchvat.cli._run import RunConfig
 from torchvat.recipes import available_recipes, load_recipe
+from torchvat.runs import RunConfig
 
 EXPECTED = {
     "moons",
@@ -43,7 +43,7 @@ def test_paper_numbers():
 def test_augmentation_pads_with_the_centre_of_the_input_space():
     import torch
 
-    from torchvat.cli._run import DataSpec, build_augment
+    from torchvat.runs import DataSpec, build_augment
 
     x = torch.ones(2, 1, 6, 6)
     for preprocess, fill in (("none", 0.5), ("zca", 0.0), ("standardize", 0.0)):

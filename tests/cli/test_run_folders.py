@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from torchvat.cli import main
-from torchvat.cli._run import RunConfig, UsageError, check_run_folder, run_files
 from torchvat.cli.train import run_train
 from torchvat.report import read_metrics
+from torchvat.runs import RunConfig, UsageError, check_run_folder, run_files
 
 FAST = ["--iters", "30", "--eval-every", "10", "--batch-size", "8", "--unlabeled-batch-size", "32", "--no-progress"]
 MOONS = ["train", "--dataset", "moons", "--labels", "8", "--data-option", "n_samples=200", "--eps", "0.3"]

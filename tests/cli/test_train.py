@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from torchvat.cli import main
-from torchvat.cli._run import RunConfig, UsageError, dump_toml, load_run
 from torchvat.cli.train import list_recipes, run_train
 from torchvat.report import DPI, read_metrics
+from torchvat.runs import RunConfig, UsageError, dump_toml, load_run
 
 FAST = ["--iters", "30", "--eval-every", "10", "--batch-size", "8", "--unlabeled-batch-size", "32", "--no-progress"]
 

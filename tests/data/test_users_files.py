@@ -126,8 +126,8 @@ def _three_class_npz(path, image: bool = False):
 
 def test_the_cli_trains_on_the_values_present_and_maps_predictions_back(tmp_path):
     from torchvat.cli import main
-    from torchvat.cli._run import load_run
     from torchvat.cli.evaluate import run_evaluate
+    from torchvat.runs import load_run
 
     x_test, y_test = _three_class_npz(tmp_path / "d.npz")
     args = ["train", "--data", str(tmp_path / "d.npz"), "--iters", "40", "--lr", "0.01", "--no-progress"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from torchvat.cli._run import RunConfig
 from torchvat.models import build_model
 from torchvat.models.mlp import GaussianNoise
 from torchvat.recipes import available_recipes, load_recipe
+from torchvat.runs import RunConfig
 
 
 def _build(name: str) -> torch.nn.Module:

@@ -15,11 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-import torchvat.cli._run as run_module
 from torchvat.cli import main
+from torchvat.cli.train import train_run
 from torchvat.report import read_metrics
 
 from ._helpers import assert_same_state
+
+#: the globals of the train_run the commands run (not a copy a doctest collection may import)
+RUN = train_run.__globals__
 
 FAST = ["--iters", "30", "--eval-every", "10", "--batch-size", "8", "--unlabeled-batch-size", "32", "--no-progress"]
 HELD_OUT = ["--data-option", "val_fraction=0.3"]
@@ -62,13 +65,13 @@ class _NaNModel(nn.Module):
 
 
 def _nan_at_step_1(monkeypatch) -> None:
-    build = run_module.build_run_model
+    build = RUN["build_run_model"]
 
     def build_nan(spec, input_shape, n_classes):
         model, name = build(spec, input_shape, n_classes)
         return _NaNModel(model), name
 
-    monkeypatch.setattr(run_module, "build_run_model", build_nan)
+    monkeypatch.setitem(RUN, "build_run_model", build_nan)
 
 
 FAILURES = ["bad data", "bad model options", "one class", "NaN at step 1", "no such device"]
@@ -124,7 +127,7 @@ def test_a_compare_failing_in_a_later_run_leaves_the_earlier_comparison_as_it_wa
     common = ["--data", str(files["good"]), *HELD_OUT, "--seeds", "0", "--eps", "0.3", *FAST]
     assert main(["compare", "--methods", "supervised,vat", "--out", str(out), *common]) == 0
     before = _tree(out)
-    build = run_module.build_run_model
+    build = RUN["build_run_model"]
     calls = []
 
     def nan_in_the_second_run(spec, input_shape, n_classes):
@@ -132,7 +135,7 @@ def test_a_compare_failing_in_a_later_run_leaves_the_earlier_comparison_as_it_wa
         calls.append(name)
         return (_NaNModel(model) if len(calls) == 2 else model), name
 
-    monkeypatch.setattr(run_module, "build_run_model", nan_in_the_second_run)
+    monkeypatch.setitem(RUN, "build_run_model", nan_in_the_second_run)
     # the first run (supervised) trains to the end, with its checkpoints; the second fails at its first step
     assert main(["compare", "--methods", "supervised,vat", "--out", str(out), "--overwrite", *common]) == 1
     assert len(calls) == 2
@@ -167,7 +170,7 @@ def test_overwrite_swaps_the_new_run_in_at_its_first_checkpoint(tmp_path, files,
     """A new run that fails after its first checkpoint has replaced the earlier one: its checkpoint is kept."""
     out = tmp_path / "run"
     assert main(["train", "--data", str(files["good"]), *HELD_OUT, "--out", str(out), *FAST]) == 0
-    build = run_module.build_run_model
+    build = RUN["build_run_model"]
 
     class NaNAfter(nn.Module):  # finite for the first 12 training iterations' passes, then NaN
         def __init__(self, inner: nn.Module) -> None:
@@ -179,7 +182,7 @@ def test_overwrite_swaps_the_new_run_in_at_its_first_checkpoint(tmp_path, files,
             y = self.inner(x)
             return y * float("nan") if self.calls > 12 else y
 
-    monkeypatch.setattr(run_module, "build_run_model", lambda *a: (NaNAfter(build(*a)[0]), "small-mlp"))
+    monkeypatch.setitem(RUN, "build_run_model", lambda *a: (NaNAfter(build(*a)[0]), "small-mlp"))
     args = ["--data", str(files["good"]), "--out", str(out), "--overwrite", "--method", "supervised"]
     assert main(["train", *args, *FAST, "--checkpoint-every", "5"]) == 1
     assert "non-finite loss" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -11,9 +12,17 @@ from typing import Any, NoReturn
 
 import torch
 
-from torchvat.cli._run import UsageError
+from torchvat.runs import UsageError
 
-__all__ = ["ArgumentParser", "add_common_options", "nonnegative_float", "parse_assignments", "positive_int", "threads"]
+__all__ = [
+    "ArgumentParser",
+    "add_common_options",
+    "l2_size",
+    "nonnegative_float",
+    "parse_assignments",
+    "positive_int",
+    "threads",
+]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -144,3 +153,8 @@ def threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def l2_size(eps: float, norm: str, input_shape: tuple[int, ...]) -> float:
+    """The L2 length of a training perturbation of size ``eps`` in ``norm`` (an L-inf box corner: eps * sqrt(d))."""
+    return eps * math.sqrt(math.prod(input_shape)) if norm == "linf" else eps

@@ -20,7 +20,9 @@ from typing import Any
 
 from torchvat.cli import train as train_cli
 from torchvat.cli._common import threads
-from torchvat.cli._run import (
+from torchvat.data import SemiSupervisedData
+from torchvat.report import Report, plot_comparison, text_table
+from torchvat.runs import (
     RunConfig,
     UsageError,
     check_device,
@@ -33,8 +35,6 @@ from torchvat.cli._run import (
     staged_output,
     train_run,
 )
-from torchvat.data import SemiSupervisedData
-from torchvat.report import Report, plot_comparison, text_table
 from torchvat.train import available_methods
 
 __all__ = ["CompareResult", "add_parser", "compare_command", "run_compare"]

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from torchvat.cli._common import add_common_options, nonnegative_float, positive_int, threads
-from torchvat.cli._run import (
+from torchvat.report import Report, plot_decision_boundaries, plot_learning_curves, text_table
+from torchvat.runs import (
     DataSpec,
     ModelSpec,
     RunConfig,
@@ -29,7 +30,6 @@ from torchvat.cli._run import (
     staged_output,
     train_run,
 )
-from torchvat.report import Report, plot_decision_boundaries, plot_learning_curves, text_table
 from torchvat.train import TrainConfig
 
 __all__ = ["DEMO_METHODS", "DemoResult", "add_parser", "demo_command", "run_demo"]

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torchvat.cli._common import add_common_options, positive_int, threads
-from torchvat.cli._run import UsageError, l2_size, load_run, output_folder
+from torchvat.cli._common import add_common_options, l2_size, positive_int, threads
 from torchvat.core import adversarial_perturbation, suggest_eps, virtual_adversarial_perturbation
 from torchvat.report import Report, plot_robustness, text_table
+from torchvat.runs import UsageError, load_run, output_folder
 
 __all__ = ["ATTACKS", "EvaluateResult", "add_parser", "evaluate_command", "robustness_curves", "run_evaluate"]
 

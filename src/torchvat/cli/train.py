@@ -23,7 +23,12 @@ from torchvat.cli._common import (
     positive_int,
     threads,
 )
-from torchvat.cli._run import (
+from torchvat.data import available_datasets
+from torchvat.data.registry import canonical_dataset_name, dataset_options
+from torchvat.models import available_models
+from torchvat.recipes import available_recipes, load_recipe
+from torchvat.report import Report, plot_learning_curves, text_table
+from torchvat.runs import (
     AUGMENT,
     CONFIG_FILE,
     PREPROCESS,
@@ -38,11 +43,6 @@ from torchvat.cli._run import (
     new_run_dir,
     train_run,
 )
-from torchvat.data import available_datasets
-from torchvat.data.registry import canonical_dataset_name, dataset_options
-from torchvat.models import available_models
-from torchvat.recipes import available_recipes, load_recipe
-from torchvat.report import Report, plot_learning_curves, text_table
 from torchvat.train import TrainConfig, Trainer, available_methods, is_main_process
 from torchvat.train.checkpoint import load_checkpoint, load_latest_checkpoint
 from torchvat.train.config import COMPILE_MODES, NONFINITE, NORMS, OPTIMIZERS, PROBES, REGULARIZE, SCHEDULES

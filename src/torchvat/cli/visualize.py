@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from torchvat.cli._common import add_common_options, nonnegative_float, positive_int, threads
-from torchvat.cli._run import UsageError, l2_size, load_run
+from torchvat.cli._common import add_common_options, l2_size, nonnegative_float, positive_int, threads
 from torchvat.core import adversarial_perturbation, suggest_eps, virtual_adversarial_perturbation
 from torchvat.report import plot_perturbation_grid
+from torchvat.runs import UsageError, load_run
 
 __all__ = ["PERTURBATIONS", "VisualizeResult", "add_parser", "run_visualize", "visualize_command"]
 
