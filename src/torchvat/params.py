@@ -171,6 +171,11 @@ PARAMS: Mapping[str, Constraint] = {
     "reduction": Choice(("none", "mean", "sum")),
     "likelihood": Choice(("categorical", "bernoulli", "gaussian")),
     "divergence": Choice(("kl", "symmetric_kl")),
+    # the multi-step searches (PGD, TRADES: torchvat.core.search)
+    "steps": Integer(1),
+    "step_size": Real(0.0, low_closed=False, special=(None,)),
+    "random_start": Boolean(),
+    "keep": Choice(("best", "last")),
     # the training modes (torchvat.train)
     "alpha": Real(0.0),
     "beta": Real(0.0),

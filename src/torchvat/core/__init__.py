@@ -3,7 +3,7 @@
 Imports torch only; nothing here knows about training loops, data or the command line.
 """
 
-from torchvat.core.adversarial import AdversarialLoss, adversarial_loss
+from torchvat.core.adversarial import AdversarialLoss, adversarial_loss, adversarial_perturbation
 from torchvat.core.divergence import (
     LIKELIHOODS,
     bernoulli_kl,
@@ -16,11 +16,12 @@ from torchvat.core.eps import suggest_eps
 from torchvat.core.guards import RNGSnapshot, frozen_batchnorm_stats
 from torchvat.core.perturbation import (
     TargetMismatchWarning,
-    adversarial_perturbation,
     l2_normalize,
     probe_scale,
     virtual_adversarial_perturbation,
 )
+from torchvat.core.search import projected_gradient_ascent
+from torchvat.core.trades import TRADESLoss, trades_loss, trades_perturbation
 from torchvat.core.vat import VATLoss, vat_loss
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "AdversarialLoss",
     "EntropyLoss",
     "RNGSnapshot",
+    "TRADESLoss",
     "TargetMismatchWarning",
     "VATLoss",
     "adversarial_loss",
@@ -40,7 +42,10 @@ __all__ = [
     "gaussian_divergence",
     "l2_normalize",
     "probe_scale",
+    "projected_gradient_ascent",
     "suggest_eps",
+    "trades_loss",
+    "trades_perturbation",
     "vat_loss",
     "virtual_adversarial_perturbation",
 ]
