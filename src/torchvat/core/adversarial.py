@@ -233,7 +233,7 @@ def adversarial_loss(
 
     The call costs ``steps`` input-gradient passes (the first one saved when ``logits`` carry
     the graph of ``x``), the perturbed pass, and, for ``steps > 1`` with ``keep="best"``, one
-    forward pass for the last iterate and one for the one-step candidate when ``step_size < eps``.
+    forward pass for the last iterate and one for the one-step candidate (when ``step_size < eps`` or with ``clamp``).
 
     With ``class_dim=-1`` (``[B, T, C]`` token classification), the cross entropy is taken over
     the last dimension, ``y`` is [B, T], and ``output_mask`` ([B, T]) leaves positions out of the

@@ -218,16 +218,18 @@ def projected_gradient_ascent(
 
     with :math:`\overline{g}` the sign of :math:`g` (``norm="linf"``) or :math:`g / \lVert g \rVert_2`
     (``norm="l2"``), per sample; a sample whose gradient is exactly 0 does not move. The projection
-    onto the ball is exact (the box for L-inf, a rescaling for L2); the input bounds ``clamp`` are
-    applied after it (for L-inf, the pair is the exact projection onto the intersection; for L2 a
-    point in it, when ``x`` lies within the bounds). A step from ``x`` itself (no random start)
-    is projected in closed form, to :math:`\min(a, \epsilon)\,\overline{g}`.
+    onto the ball is exact (the box for L-inf, a rescaling for L2). With input bounds ``clamp``, each
+    step is clipped to them first and then projected onto the ball, as the Adversarial Robustness
+    Toolbox does: for L-inf the exact projection onto the intersection, for L2 a point of it (when
+    ``x`` lies within the bounds, the rescaling keeps ``x + r`` within them). Without bounds, a step
+    from ``x`` itself (no random start) is projected in closed form, to
+    :math:`\min(a, \epsilon)\,\overline{g}`.
 
     ``keep="best"`` returns, per sample, the candidate of highest objective among the iterates
     :math:`r_1, \dots, r_K` and, without a random start, the one-step perturbation
     :math:`\epsilon\,\overline{\nabla J(x)}` (the full step from ``x``, what ``steps=1`` returns
     with the default step size): more steps never give a smaller objective than one step. It costs
-    one forward pass for :math:`r_K` and, when :math:`a < \epsilon`, one for the one-step candidate.
+    one forward pass for :math:`r_K` and one for the one-step candidate (when :math:`a < \epsilon` or with bounds).
     ``keep="last"`` returns :math:`r_K`, as other libraries do. The objective of a sample must not
     depend on the other samples of the batch for the per-sample choice to keep this promise
     (BatchNorm in training mode couples them).
@@ -273,7 +275,7 @@ def projected_gradient_ascent(
     a = per_sample_scale(default_step_size(eps, steps) if step_size is None else step_size, x0, "step_size")
     best = _Best() if keep == "best" else None
     if random_start:
-        r = _bound(random_start_in_ball(x0, eps, norm, mask, generator), x0, clamp, mask)
+        r = _project(_bound(random_start_in_ball(x0, eps, norm, mask, generator), x0, clamp, mask), eps_b, norm)
     else:
         r = torch.zeros_like(x0)
     for k in range(steps):
@@ -287,20 +289,39 @@ def projected_gradient_ascent(
                 g = g * mask
             unit = project_direction(g.detach(), norm).to(x0.dtype)
         if k == 0 and not random_start:
-            # the projection of a step from x in a unit direction, in closed form: min(a, eps) * unit
-            r = _bound(_min(a, eps_b) * unit, x0, clamp, mask)
-            if best is not None and _smaller(a, eps_b):  # the one-step perturbation is not r_1: a candidate
-                one_step = _bound(eps_b * unit, x0, clamp, mask)
+            r = _step_from_x(x0, unit, a, eps_b, norm, clamp, mask)
+            if best is not None and (steps > 1 or step_size is not None) and (clamp is not None or _smaller(a, eps_b)):
+                # the one-step perturbation (steps=1, default step size) differs from r_1: a candidate
+                one_step = _step_from_x(x0, unit, default_step_size(eps_b, 1), eps_b, norm, clamp, mask)
                 with torch.no_grad():
                     best.offer(one_step, _checked_value(objective(x0 + one_step), x0))
         else:
-            r = _bound(_project(r + a * unit, eps_b, norm), x0, clamp, mask)
+            r = _project(_bound(r + a * unit, x0, clamp, mask), eps_b, norm)
     if best is None or best.r is None:  # keep="last", or r_K is the only candidate
         return r.detach()
     with torch.no_grad():
         best.offer(r, _checked_value(objective(x0 + r), x0))
     assert best.r is not None
     return best.r.detach()
+
+
+def _step_from_x(
+    x: Tensor,
+    unit: Tensor,
+    a: float | Tensor,
+    eps: float | Tensor,
+    norm: str,
+    clamp: tuple[float, float] | None,
+    mask: Tensor | None,
+) -> Tensor:
+    """The first step from ``x`` itself, of size ``a`` in the unit direction ``unit``, bounded and projected.
+
+    Without bounds, in closed form: the projection of ``a * unit`` onto the ball is
+    ``min(a, eps) * unit`` (exactly the one-step perturbation ``eps * unit`` when ``a >= eps``).
+    """
+    if clamp is None:
+        return _min(a, eps) * unit
+    return _project(_bound(a * unit, x, clamp, mask), eps, norm)
 
 
 def _min(a: float | Tensor, b: float | Tensor) -> float | Tensor:
