@@ -15,11 +15,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import torchvat
+from torchvat._extras import MissingExtraError, require
 from torchvat.cli import compare, demo, env, evaluate, train, visualize
 from torchvat.cli._common import ArgumentParser
 from torchvat.train import CollapseWarning
 
-__all__ = ["build_parser", "main"]
+__all__ = ["CLI_EXTRA_MODULES", "build_parser", "check_cli_extra", "main"]
+
+#: the modules of the ``[cli]`` extra the command needs (progress bar, image folders, datasets, figures),
+#: each after those it imports (matplotlib imports PIL)
+CLI_EXTRA_MODULES = ("tqdm", "PIL", "sklearn", "matplotlib")
 
 _USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, NotADirectoryError, IsADirectoryError)
 
@@ -45,6 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (demo, train, compare, evaluate, visualize, env):
         module.add_parser(subparsers)
     return parser
+
+
+def check_cli_extra() -> None:
+    """Check that the ``[cli]`` extra's packages are importable, before a subcommand starts.
+
+    Raises:
+        MissingExtraError: Naming the first missing package and ``pip install 'torchvat[cli]'``.
+
+    Example:
+        >>> check_cli_extra()
+    """
+    for module in CLI_EXTRA_MODULES:
+        require(module, extra="cli", feature="the torchvat command")
 
 
 def _show_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
@@ -79,6 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = bool(getattr(args, "debug", False))
+    if args.command is not env.env_command:  # env reports what is installed, extras or not
+        try:
+            check_cli_extra()
+        except ModuleNotFoundError as err:  # MissingExtraError, or a missing dependency of an installed package
+            if debug:
+                raise
+            text = str(err) if isinstance(err, MissingExtraError) else f"{err} (pip install 'torchvat[cli]')"
+            sys.stderr.write(f"torchvat: error: {_one_line(text)}\n")
+            return 1
     root = logging.getLogger()
     if not root.handlers:  # as logging.basicConfig: only when nothing configured logging before
         handler = logging.StreamHandler()

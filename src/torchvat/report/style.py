@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from torchvat._extras import require
+
 __all__ = ["METHOD_COLORS", "OKABE_ITO", "color_for", "pyplot"]
 
 #: The Okabe-Ito palette (safe for the common color-vision deficiencies).
@@ -71,14 +73,16 @@ def pyplot() -> Any:
 
     Returns:
         The ``matplotlib.pyplot`` module.
+
+    Raises:
+        MissingExtraError: If matplotlib is not installed (naming ``torchvat[cli]``).
     """
     import sys
 
-    import matplotlib
-
+    matplotlib = require("matplotlib", extra="cli", feature="drawing torchvat's figures")
     if "matplotlib.pyplot" not in sys.modules:
         matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", extra="cli", feature="drawing torchvat's figures")
 
     plt.rcParams.update(_RC)
     return plt

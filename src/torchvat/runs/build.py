@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from torchvat.data import (
     ZCA,
+    FeatureScaleWarning,
     RandomTranslateFlip,
     SemiSupervisedData,
     Standardizer,
@@ -61,14 +63,8 @@ def load_run_data(spec: DataSpec, seed: int) -> SemiSupervisedData:
     return load_run_data_and_transform(spec, seed)[0]
 
 
-def load_run_data_and_transform(spec: DataSpec, seed: int) -> tuple[SemiSupervisedData, ZCA | Standardizer | None]:
-    """:func:`load_run_data`, and the preprocessing fitted on the training inputs (``None`` for none).
-
-    The preprocessing's ``inverse_transform`` maps model inputs back to the data's own space (pixels),
-    e.g. to show perturbed images.
-    """
-    spec.validate()
-    s = spec.seed if spec.seed is not None else seed
+def _load(spec: DataSpec, s: int) -> SemiSupervisedData:
+    """Load the data of a data section with seed ``s``, before preprocessing."""
     options = dict(spec.options)
     try:
         if spec.path is not None:
@@ -90,6 +86,40 @@ def load_run_data_and_transform(spec: DataSpec, seed: int) -> tuple[SemiSupervis
         if isinstance(err, DataNotFoundError):
             raise
         raise DataNotFoundError(str(err)) from err
+    return data
+
+
+def load_run_data_and_transform(
+    spec: DataSpec, seed: int, *, reload: bool = False
+) -> tuple[SemiSupervisedData, ZCA | Standardizer | None]:
+    """:func:`load_run_data`, and the preprocessing fitted on the training inputs (``None`` for none).
+
+    The preprocessing's ``inverse_transform`` maps model inputs back to the data's own space (pixels),
+    e.g. to show perturbed images.
+
+    A :class:`~torchvat.data.FeatureScaleWarning` (one raw column holds most of the variance) is
+    given only when it applies to the inputs the run trains on: not when ``spec.preprocess``
+    standardizes or whitens the columns, and not when a trained run's data are reloaded.
+
+    Args:
+        spec: The data section.
+        seed: The seed to use when ``spec.seed`` is ``None``.
+        reload: Whether the data are reloaded for a trained run (:func:`~torchvat.runs.load_run`):
+            its training warned about them already.
+
+    Returns:
+        The data (preprocessed) and the fitted preprocessing.
+
+    Raises:
+        UsageError: For an unknown dataset or an unsupported file type.
+        DataNotFoundError: For a missing file.
+    """
+    spec.validate()
+    s = spec.seed if spec.seed is not None else seed
+    with warnings.catch_warnings():
+        if reload or spec.preprocess != "none":  # the model does not see the raw columns' scales again
+            warnings.simplefilter("ignore", FeatureScaleWarning)
+        data = _load(spec, s)
     transform: ZCA | Standardizer | None = None
     if spec.preprocess == "standardize":
         transform = Standardizer()

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-from torchvat.data import (
-    SemiSupervisedData,
-)
+from torchvat.data import SemiSupervisedData
 from torchvat.runs.build import build_run_model, load_run_data_and_transform
 from torchvat.runs.config import DataSpec, ModelSpec
 from torchvat.runs.errors import UsageError
 from torchvat.runs.folders import RUN_FILE, find_checkpoint
-from torchvat.train.checkpoint import (
-    load_checkpoint,
-)
+from torchvat.train.checkpoint import load_checkpoint
 
 __all__ = ["load_run"]
 
@@ -36,9 +36,13 @@ def load_run(
         run description (``run.json`` plus ``checkpoint``, ``step``, ``eps``, ``norm`` and ``transform``, the
         fitted preprocessing or ``None``).
 
+    A run written when a file's classes were the integers ``0..max(y)`` (its ``run.json`` has
+    ``classes: null``; labels {0, 2, 5} trained 6 logits) is reloaded as it trained: its data keep
+    the label values as class indices, with the run's ``n_classes``.
+
     Raises:
         FileNotFoundError: If the checkpoint or its ``run.json`` is missing.
-        UsageError: If ``run.json`` is unreadable.
+        UsageError: If ``run.json`` is unreadable, or its classes do not fit the reloaded data.
     """
     ckpt = find_checkpoint(path)
     info_path = ckpt.parent / RUN_FILE
@@ -54,7 +58,8 @@ def load_run(
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise UsageError(f"{info_path} is not a valid run description: {err}") from err
     state = load_checkpoint(ckpt, map_location="cpu")
-    data, transform = load_run_data_and_transform(spec, int(info.get("seed", 0)))
+    data, transform = load_run_data_and_transform(spec, int(info.get("seed", 0)), reload=True)
+    data = _in_the_runs_classes(data, info, info_path)
     model, _ = build_run_model(model_spec, data.input_shape, data.n_classes)
     model.load_state_dict(state["model"])
     model.to(device).eval()
@@ -67,3 +72,37 @@ def load_run(
         "transform": transform,  # the fitted preprocessing (None for none): its inverse gives the data's own space
     }
     return model, data, info
+
+
+def _in_the_runs_classes(data: SemiSupervisedData, info: Mapping[str, Any], where: Path) -> SemiSupervisedData:
+    """The reloaded data in the classes the run trained on.
+
+    Runs written before a file's classes were the label values present (``classes`` null in
+    ``run.json``) trained one logit per integer ``0..max(y)``; their data now come with the values
+    present as ``classes`` and labels ``0..len(classes)-1``. The labels are mapped back to the values,
+    which were the class indices of those runs' logits.
+    """
+    saved = info.get("n_classes")
+    if info.get("classes") is not None or data.classes is None or saved is None or saved == data.n_classes:
+        return data
+    try:
+        values = torch.tensor([int(c) for c in data.classes])
+    except ValueError:
+        values = None
+    if values is None or int(values.min()) < 0 or int(values.max()) >= int(saved):
+        raise UsageError(
+            f"{where}: the run trained {saved} classes (classes not named), but its data now have the "
+            f"classes {data.classes}, which are not class indices below {saved}"
+        )
+
+    def back(y: Tensor | None) -> Tensor | None:
+        return None if y is None else torch.where(y >= 0, values[y.clamp(min=0)], y)
+
+    return dataclasses.replace(
+        data,
+        y_labeled=back(data.y_labeled),
+        y_test=back(data.y_test),
+        y_val=back(data.y_val),
+        n_classes=int(saved),
+        classes=None,
+    )
