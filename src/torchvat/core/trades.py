@@ -2,6 +2,7 @@ r"""TRADES: the divergence of VAT maximized by projected gradient ascent (Zhang 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -253,7 +254,9 @@ def _trades(
     source = "logits" if logits is not None else _MODEL_OUTPUT
     with running_stats_guard(model):
         if logits is None:
-            with rng.replay():
+            # the perturbation alone needs no graph of the clean pass
+            grad_mode = torch.no_grad() if reduction is None else contextlib.nullcontext()
+            with rng.replay(), grad_mode:
                 clean = extract_output(inp.call(model, inp.tensor), out_fn)
             target = _checked_target(clean, inp, _MODEL_OUTPUT)
         else:
