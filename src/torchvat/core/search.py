@@ -114,7 +114,7 @@ def _project(r: Tensor, eps: float | Tensor, norm: str) -> Tensor:
         return r.clamp(-eps, eps)
     flat = r.reshape(r.shape[0], -1).to(torch.promote_types(r.dtype, torch.float32))
     size = torch.linalg.vector_norm(flat, dim=1).view(-1, *([1] * (r.ndim - 1)))
-    factor = (eps / size.clamp_min(_TINY)).clamp_max(1.0)
+    factor: Tensor = (eps / size.clamp_min(_TINY)).clamp_max(1.0)
     return (r * factor).to(r.dtype)
 
 
@@ -137,17 +137,12 @@ def random_start_in_ball(
     in float32 whatever ``x``'s dtype, so the same seed gives the same start in every precision.
     """
     shape = x.shape
-    if generator is None:
-        draw_rand = torch.rand(shape, device=x.device, dtype=torch.float32)
-        draw_randn = torch.randn(shape, device=x.device, dtype=torch.float32) if norm == "l2" else None
-        radius = torch.rand(shape[0], device=x.device, dtype=torch.float32) if norm == "l2" else None
-    else:
-        kw = {"generator": generator, "device": generator.device, "dtype": torch.float32}
-        draw_rand = torch.rand(shape, **kw)  # type: ignore[arg-type]
-        draw_randn = torch.randn(shape, **kw) if norm == "l2" else None  # type: ignore[arg-type]
-        radius = torch.rand(shape[0], **kw) if norm == "l2" else None  # type: ignore[arg-type]
+    device = x.device if generator is None else generator.device
+    draw_rand = torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
+    draw_randn = torch.randn(shape, generator=generator, device=device, dtype=torch.float32) if norm == "l2" else None
+    radius = torch.rand(shape[0], generator=generator, device=device, dtype=torch.float32) if norm == "l2" else None
     if norm == "linf":
-        r = (2 * draw_rand - 1).to(device=x.device, dtype=x.dtype) * per_sample_scale(eps, x)
+        r = (2 * draw_rand.to(x.device) - 1).to(x.dtype) * per_sample_scale(eps, x)
     else:
         assert draw_randn is not None and radius is not None
         d = draw_randn.to(x.device)

@@ -227,7 +227,7 @@ def _trades(
     steps: int,
     step_size: float | Tensor | None,
     clamp: tuple[float, float] | None,
-    keep: str,
+    keep: Keep,
     likelihood: str,
     divergence: Divergence | None,
     input_key: str | None,
@@ -244,7 +244,7 @@ def _trades(
     check_grad_mode(caller)
     check_nonnegative("eps", eps)
     check_choice("norm", norm, NORMS)
-    check_search(steps, step_size, True, clamp, keep)  # type: ignore[arg-type]
+    check_search(steps, step_size, True, clamp, keep)
     div = resolve_divergence(likelihood, divergence)
     out_fn = OutputLayout(class_dim, output_mask).output_fn(output_fn)
     inp = ModelInput(x, input_key)
@@ -281,7 +281,7 @@ def _trades(
             step_size=step_size,
             random_start=True,
             clamp=clamp,
-            keep=keep,  # type: ignore[arg-type]
+            keep=keep,
             mask=m,
             generator=generator,
         )
