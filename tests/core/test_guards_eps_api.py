@@ -156,6 +156,13 @@ def test_every_public_name_works(name):
         assert isinstance(obj.capture(), obj)
     elif name == "suggest_eps":
         assert obj(x) > 0
+    elif name in ("trades_loss", "TRADESLoss"):
+        fn = obj if name == "trades_loss" else obj()
+        assert torch.isfinite(fn(model, x))
+    elif name == "trades_perturbation":
+        assert obj(model, x).shape == x.shape
+    elif name == "projected_gradient_ascent":
+        assert obj(lambda v: model(v).logsumexp(1), x, steps=2).shape == x.shape
     else:
         pytest.fail(f"public name {name} has no smoke test")
 

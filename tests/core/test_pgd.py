@@ -54,7 +54,7 @@ def _reference_pgd(model, x, y, *, eps, norm, steps, step_size, clamp=None):
 def test_one_step_equals_the_one_step_perturbation_bitwise(norm):
     model = _mlp()
     x, y = _data()
-    old = perturbation.adversarial_perturbation(model, x, y, eps=0.3, norm=norm)
+    old = perturbation.one_step_adversarial_perturbation(model, x, y, eps=0.3, norm=norm)
     assert torch.equal(adversarial_perturbation(model, x, y, eps=0.3, norm=norm), old)
     explicit = adversarial_perturbation(model, x, y, eps=0.3, norm=norm, steps=1, random_start=False, keep="last")
     assert torch.equal(explicit, old)
@@ -62,7 +62,7 @@ def test_one_step_equals_the_one_step_perturbation_bitwise(norm):
     assert torch.equal(adversarial_perturbation(model, x, y, eps=0.3, norm=norm, step_size=5.0), old)
     eps = torch.linspace(0.1, 0.5, 12)  # per sample
     per_sample = adversarial_perturbation(model, x, y, eps=eps, norm=norm)
-    assert torch.equal(per_sample, perturbation.adversarial_perturbation(model, x, y, eps=eps, norm=norm))
+    assert torch.equal(per_sample, perturbation.one_step_adversarial_perturbation(model, x, y, eps=eps, norm=norm))
     xr = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)
     fgsm = 0.3 * (g.sign() if norm == "linf" else g / g.norm(dim=1, keepdim=True))

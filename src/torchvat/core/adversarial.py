@@ -29,7 +29,7 @@ from torchvat.core.perturbation import (
     default_loss_fn,
     per_sample_loss,
 )
-from torchvat.core.perturbation import adversarial_perturbation as _one_step
+from torchvat.core.perturbation import one_step_adversarial_perturbation as _one_step
 from torchvat.core.search import Keep, check_search, projected_gradient_ascent
 
 __all__ = ["AdversarialLoss", "adversarial_loss", "adversarial_perturbation"]

@@ -855,7 +855,7 @@ def per_sample_loss(
     return masked_position_mean(loss, positions)
 
 
-def adversarial_perturbation(
+def one_step_adversarial_perturbation(
     model: Callable[..., Any],
     x: Tensor | Mapping[str, Any],
     y: Any,
@@ -911,7 +911,7 @@ def adversarial_perturbation(
 
     Example:
         >>> model = torch.nn.Linear(4, 3)
-        >>> r = adversarial_perturbation(model, torch.randn(2, 4), torch.tensor([0, 2]), eps=0.1, norm="linf")
+        >>> r = one_step_adversarial_perturbation(model, torch.randn(2, 4), torch.tensor([0, 2]), eps=0.1, norm="linf")
         >>> r.abs().max().item()
         0.10000000149011612
     """
