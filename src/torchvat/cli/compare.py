@@ -207,11 +207,11 @@ def _compare(
             [m, len(vals), round(statistics.fmean(vals), 2), round(std, 2), round(min(vals), 2), round(max(vals), 2)]
         )
     with (out_dir / "summary.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "runs", f"mean_{metric}", "std", "min", "max"])
+        summary_rows = csv.writer(f)
+        summary_rows.writerow(["method", "runs", f"mean_{metric}", "std", "min", "max"])
         for m in methods:
             vals = errors[m]
-            writer.writerow(
+            summary_rows.writerow(
                 [
                     m,
                     len(vals),

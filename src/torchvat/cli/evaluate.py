@@ -212,8 +212,8 @@ def run_evaluate(
         base = float(train_eps) if train_eps else suggest_eps(data.train_inputs())
         eps = [round(base * g, 6) for g in _GRID]
     curves = robustness_curves(model, x, y, eps, batch_size=batch_size, n_power=n_power, seed=seed)
-    accuracy = sum(_correct(model, x[s : s + batch_size], y[s : s + batch_size]) for s in range(0, len(x), batch_size))
-    accuracy /= len(x)
+    correct = sum(_correct(model, x[s : s + batch_size], y[s : s + batch_size]) for s in range(0, len(x), batch_size))
+    accuracy = correct / len(x)
     out_dir = Path(out) if out is not None else Path(info["checkpoint"]).parent / "evaluate"
     with output_folder(out_dir):  # a new folder is removed again if writing fails
         headers = ["eps (L2)", *ATTACKS]

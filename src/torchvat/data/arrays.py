@@ -197,7 +197,7 @@ def _as_int(v: Any) -> int | None:
     if isinstance(v, numbers.Integral):
         return int(v)
     if isinstance(v, numbers.Real) and float(v).is_integer():
-        return int(v)
+        return int(float(v))
     return None
 
 
@@ -291,14 +291,15 @@ def encode_labels(
     missing = np.array([_is_missing(v) and not (isinstance(v, str) and v.strip() in named) for v in values], dtype=bool)
     warn_missing_spellings([v for v, m in zip(values, missing, strict=True) if m and isinstance(v, str)], arg)
     present = [v for v, m in zip(values, missing, strict=True) if not m]
-    ints = [_as_int(v) for v in present]
-    if present and all(i is not None for i in ints):
+    maybe_ints = [_as_int(v) for v in present]
+    ints = [i for i in maybe_ints if i is not None]
+    if present and len(ints) == len(maybe_ints):
         _check_int64_range(ints, arg)
         codes = np.full(len(values), UNLABELED, dtype=np.int64)
         codes[~missing] = np.asarray(ints, dtype=np.int64)
         return codes, None if classes is None else list(classes)
     if present and all(isinstance(v, numbers.Real) and not isinstance(v, str) for v in present):
-        bad = sorted({float(v) for v, i in zip(present, ints, strict=True) if i is None})
+        bad = sorted({float(v) for v, i in zip(present, maybe_ints, strict=True) if i is None})
         first = next(k for k, v in enumerate(values) if not missing[k] and _as_int(v) is None)
         raise ValueError(
             f"{arg} must hold integer class indices, got non-integers {bad[:10]} "
@@ -482,6 +483,7 @@ def from_arrays(
             n_classes = len(names)
         elif n_classes != len(names):
             raise ValueError(f"n_classes={n_classes} does not match the {len(names)} class names {names}")
+    assert n_classes is not None  # set by the label values, the names or the caller (an invariant, not input)
     bad = np.unique(all_codes[(all_codes < 0) | (all_codes >= n_classes)])
     if bad.size:
         raise ValueError(

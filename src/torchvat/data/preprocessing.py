@@ -34,6 +34,7 @@ class _Fitted:
 
     _tensors: tuple[str, ...] = ()
     input_shape: tuple[int, ...] | None
+    eps: float
 
     def _check_fitted(self) -> None:
         if self.input_shape is None:
@@ -68,7 +69,7 @@ class _Fitted:
         assert self.input_shape is not None
         state = {name: getattr(self, name) for name in self._tensors}
         state["input_shape"] = torch.tensor(self.input_shape, dtype=torch.int64)
-        state["eps"] = torch.tensor(self.eps, dtype=torch.float64)  # type: ignore[attr-defined]
+        state["eps"] = torch.tensor(self.eps, dtype=torch.float64)
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:

@@ -231,9 +231,10 @@ class VATModule(L.LightningModule):
                 eps = float(suggest_eps(source.detach()))
             if is_distributed():  # each process saw its own first batch: one eps for all, their mean
                 eps = float(all_reduce_mean(torch.tensor([eps], dtype=torch.float64, device=source.device))[0])
-            self.method.eps = eps
+            method: Any = self.method  # a method with an eps (checked above)
+            method.eps = eps
             self._eps_derived = True
-            logger.info("torchvat: eps=%.6g derived from the first batch with suggest_eps", self.method.eps)
+            logger.info("torchvat: eps=%.6g derived from the first batch with suggest_eps", eps)
 
     def on_train_end(self) -> None:
         """Give every process rank 0's buffers (DDP leaves each one's last BatchNorm update local)."""

@@ -338,9 +338,9 @@ def plot_comparison(
     ax.set_xticks(xs, names)
     ax.set_ylabel(ylabel)
     # every seed's dot on the chart, the outliers included
-    values = scale * np.concatenate([np.asarray(v, dtype=float) for v in results.values()])
-    top = max(max(m + s for m, s in zip(means, stds, strict=True)), float(values.max()))
-    bottom = min(0.0, float(values.min()))
+    dots = scale * np.concatenate([np.asarray(v, dtype=float) for v in results.values()])
+    top = max(max(m + s for m, s in zip(means, stds, strict=True)), float(dots.max()))
+    bottom = min(0.0, float(dots.min()))
     ax.set_ylim(bottom, top * 1.15 + 1e-9)
     ax.grid(axis="x", visible=False)
     if title:

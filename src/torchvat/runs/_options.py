@@ -79,7 +79,8 @@ def check_call_options(
     """
     params = inspect.signature(fn).parameters
     try:
-        hints = typing.get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
+        target: Any = fn  # a class: its own __init__'s hints (read from the class, not an instance)
+        hints = typing.get_type_hints(target.__init__ if isinstance(fn, type) else fn)
     except (NameError, TypeError):  # a hint that does not resolve: check the names only
         hints = {}
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

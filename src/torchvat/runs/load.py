@@ -95,14 +95,17 @@ def _in_the_runs_classes(data: SemiSupervisedData, info: Mapping[str, Any], wher
             f"classes {data.classes}, which are not class indices below {saved}"
         )
 
-    def back(y: Tensor | None) -> Tensor | None:
-        return None if y is None else torch.where(y >= 0, values[y.clamp(min=0)], y)
+    def back(y: Tensor) -> Tensor:
+        return torch.where(y >= 0, values[y.clamp(min=0)], y)
+
+    def maybe_back(y: Tensor | None) -> Tensor | None:
+        return None if y is None else back(y)
 
     return dataclasses.replace(
         data,
         y_labeled=back(data.y_labeled),
-        y_test=back(data.y_test),
-        y_val=back(data.y_val),
+        y_test=maybe_back(data.y_test),
+        y_val=maybe_back(data.y_val),
         n_classes=int(saved),
         classes=None,
     )

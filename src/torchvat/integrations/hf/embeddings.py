@@ -133,8 +133,13 @@ def _transformers_model(model: Any) -> Any:
     return None
 
 
+def _model_class(model: Any) -> Any:
+    """``type(model)``, typed as a hashable key for :func:`_forward_source`'s cache."""
+    return type(model)
+
+
 @functools.cache
-def _forward_source(cls: type) -> str:
+def _forward_source(cls: Any) -> str:
     """The source of ``cls.forward`` ("" when unavailable): what the model does with ``input_ids``."""
     try:
         return inspect.getsource(cls.forward)
@@ -144,7 +149,7 @@ def _forward_source(cls: type) -> str:
 
 def _check_accepts_inputs_embeds(hf_model: Any) -> None:
     """Raise for an encoder-decoder classifier whose ``forward`` rejects ``inputs_embeds`` (BART, T5, ...)."""
-    source = _forward_source(type(hf_model))
+    source = _forward_source(_model_class(hf_model))
     if "input embeddings is currently not supported" in source and getattr(
         hf_model.config, "is_encoder_decoder", False
     ):
@@ -166,7 +171,7 @@ def _check_last_tokens(hf_model: Any, input_ids: Tensor) -> None:
     config = hf_model.config
     text_config = config.get_text_config() if callable(getattr(config, "get_text_config", None)) else config
     pad = getattr(text_config, "pad_token_id", None)
-    source = _forward_source(type(hf_model))
+    source = _forward_source(_model_class(hf_model))
     pools_last = "pad_token_id" in source and ("last_non_pad_token" in source or "sequence_lengths" in source)
     if pad is None or not pools_last or input_ids.ndim == 0:
         return  # without pad_token_id both paths pool the last position
@@ -191,7 +196,8 @@ def _position_ids_from_input_ids(model: Any, input_ids: Tensor) -> Tensor | None
     """
     if not isinstance(model, nn.Module):
         return None
-    layer = model.get_input_embeddings()
+    hf_model: Any = model  # a transformers PreTrainedModel (nn.Module does not declare its methods)
+    layer = hf_model.get_input_embeddings()
     parent = next((m for m in model.modules() if any(c is layer for c in m.children())), None)
     if parent is None:
         return None

@@ -181,7 +181,9 @@ class VATTrainer(Trainer):
         """Save the model as ``Trainer.save_model`` does, and the :class:`VATArguments` beside it."""
         super().save_model(output_dir, _internal_call=_internal_call)
         if self.args.should_save:
-            self.vat_args.save(output_dir if output_dir is not None else self.args.output_dir)
+            folder = output_dir if output_dir is not None else self.args.output_dir
+            if folder is not None:  # Trainer.save_model saved nowhere either
+                self.vat_args.save(folder)
 
     @property
     def label_key(self) -> str:
@@ -232,7 +234,7 @@ class VATTrainer(Trainer):
         # the clean pass on the attention backend of the search's passes: a fused SDPA kernel
         # draws its dropout mask inside the kernel, so replaying the random state under the math
         # backend would not give the clean pass's masks (CUDA), and the two round differently
-        backend = contextlib.nullcontext()
+        backend: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if model.training and self.vat_args.uses_vat:
             backend = _probe_attention(model, batch, self.vat_args.probe)
         with backend:
@@ -319,8 +321,8 @@ class VATTrainer(Trainer):
         ``(loss.detach(), logits, ...)``, the layout ``Trainer.prediction_step`` reads.
         """
         del num_items_in_batch, kwargs
-        terms, outputs = self.compute_loss_terms(model, inputs)
-        terms = _current_terms(terms)
+        given, outputs = self.compute_loss_terms(model, inputs)
+        terms = _current_terms(given)
         loss = self.combine_loss_terms(terms)
         self.last_loss_terms = _Terms({k: v.detach() for k, v in terms.items()})
         if model.training:
