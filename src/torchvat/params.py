@@ -155,7 +155,7 @@ class Boolean(Constraint):
 
 #: the training modes torchvat defines, by their one name (``torchvat.train.available_methods`` adds
 #: the ones a user registers)
-BUILTIN_METHODS = ("supervised", "rpt", "at", "vat", "vat+ent", "at+vat")
+BUILTIN_METHODS = ("supervised", "rpt", "at", "vat", "vat+ent", "at+vat", "pgd-at", "trades")
 #: earlier or other spellings of a method name, each read as the name it stands for with a
 #: ``DeprecationWarning`` naming that one
 METHOD_SPELLINGS = {"vat+at": "at+vat"}
@@ -176,10 +176,12 @@ PARAMS: Mapping[str, Constraint] = {
     "step_size": Real(0.0, low_closed=False, special=(None,)),
     "random_start": Boolean(),
     "keep": Choice(("best", "last")),
+    "clean_weight": Real(0.0),
     # the training modes (torchvat.train)
     "alpha": Real(0.0),
     "beta": Real(0.0),
-    "regularize": Choice(("unlabeled", "all")),
+    # "auto": "all" with BatchNorm, else "unlabeled" (torchvat.train.defaults.resolve_regularize)
+    "regularize": Choice(("auto", "unlabeled", "all")),
     # the loop
     "iterations": Integer(1),
     "batch_size": Integer(1),

@@ -16,7 +16,16 @@ from .conftest import assert_same_tree
 # trainer passes share the clean masks
 @pytest.mark.parametrize(
     ("name", "regularize"),
-    [("vat", "unlabeled"), ("vat", "all"), ("at", "unlabeled"), ("at+vat", "unlabeled"), ("vat+ent", "unlabeled")],
+    [
+        ("vat", "unlabeled"),
+        ("vat", "all"),
+        ("at", "unlabeled"),
+        ("at+vat", "unlabeled"),
+        ("vat+ent", "unlabeled"),
+        ("pgd-at", "unlabeled"),
+        ("trades", "unlabeled"),
+        ("trades", "all"),
+    ],
 )
 def test_trainer_searches_replay_the_clean_pass_masks(name, regularize, dropout_net, mask_recorder):
     model = dropout_net()

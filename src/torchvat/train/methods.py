@@ -4,7 +4,7 @@ A method receives the batch and the output of the trainer's single clean forward
 returns a dict of named loss terms; the trainer adds them up with :attr:`Method.weights`,
 logs each one, and makes one backward pass. The perturbation searches are the core
 functions (:func:`torchvat.vat_loss`, :func:`torchvat.adversarial_loss`,
-:func:`torchvat.entropy_loss`); nothing here re-implements them.
+:func:`torchvat.trades_loss`, :func:`torchvat.entropy_loss`); nothing here re-implements them.
 
 A regularizer whose weight is exactly 0 is switched off: it is neither computed nor logged,
 and a method whose regularizers are all off does not ask for unlabeled data. ``"vat"`` with
@@ -23,14 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torchvat.core import RNGSnapshot, adversarial_loss, entropy_loss, vat_loss
+from torchvat.core import RNGSnapshot, adversarial_loss, entropy_loss, trades_loss, vat_loss
+from torchvat.core.search import check_search
 
 __all__ = [
+    "TRADES",
     "AdversarialTraining",
     "AdversarialVAT",
     "Batch",
     "CleanPass",
     "Method",
+    "PGDAdversarialTraining",
     "RandomPerturbationTraining",
     "Supervised",
     "VATEntMin",
@@ -566,6 +569,236 @@ class AdversarialVAT(VirtualAdversarialTraining):
         return terms
 
 
+def _check_search_options(
+    steps: int, step_size: float | None, random_start: bool, keep: str, clamp: tuple[float, float] | list[float] | None
+) -> tuple[float, float] | None:
+    """Check a multi-step search's options (the declared valid values) and return ``clamp`` as a tuple.
+
+    A configuration file or the command line gives ``clamp`` as a list; the core takes a pair.
+    """
+    check_search(steps, step_size, random_start, clamp, keep)  # type: ignore[arg-type]  # a list is checked too
+    return None if clamp is None else (float(clamp[0]), float(clamp[1]))
+
+
+class PGDAdversarialTraining(Method):
+    r"""PGD adversarial training (Madry et al., ICLR 2018) on the labeled rows.
+
+    .. math::
+        \ell = w_{\mathrm{clean}}\,\mathrm{CE}(x_l, y_l) + \alpha\,\mathrm{CE}(x_l + r_{\mathrm{pgd}}, y_l),
+        \quad r_{\mathrm{pgd}} \approx \arg\max_{\lVert r \rVert \le \epsilon} \mathrm{CE}(x_l + r, y_l)
+
+    :math:`r_{\mathrm{pgd}}` is ``steps`` steps of projected gradient ascent in the
+    ``eps``-ball (:func:`torchvat.adversarial_loss`), from a uniform random point of the ball
+    (``random_start``, as Madry et al.) drawn from the trainer's private generator. Every pass of
+    the search replays the clean pass's random state (dropout masks), and BatchNorm running
+    statistics are left as the clean pass set them. Madry et al. minimize the loss on the PGD
+    examples alone: ``clean_weight=0`` (the default; the term ``pgd`` only). ``clean_weight=1``
+    mixes in the clean cross entropy (term ``ce``), as Goodfellow et al. 2015 do; with
+    ``steps=1`` and ``random_start=False`` that is :class:`AdversarialTraining` exactly. A warm-up
+    (``warmup_iters``) ramps the ``pgd`` term, as every regularizer.
+
+    Args:
+        eps: Radius of the ball (``None`` until the trainer derives it from the data).
+        alpha: Weight of the PGD term.
+        norm: ``"l2"`` or ``"linf"``.
+        steps: Gradient steps of the search (Madry et al.: 7 on CIFAR-10, 40 on MNIST).
+        step_size: Size of each step; ``None``: ``2.5 * eps / steps`` (Madry et al.).
+        random_start: Start from a uniform random point of the ball instead of ``x``.
+        keep: ``"best"`` (the iterate of highest loss per sample) or ``"last"`` (Madry et al.'s).
+        clamp: ``(lo, hi)`` bounds of the perturbed input (``(0, 1)`` for images in [0, 1]), or
+            ``None`` (inputs may be points or embeddings of any range).
+        clean_weight: Weight of the clean cross entropy (0: Madry et al.'s loss alone).
+
+    Example:
+        >>> PGDAdversarialTraining(eps=0.3).weights
+        {'pgd': 1.0}
+        >>> PGDAdversarialTraining(eps=0.3, clean_weight=1.0).weights
+        {'ce': 1.0, 'pgd': 1.0}
+    """
+
+    name = "pgd-at"
+
+    def __init__(
+        self,
+        eps: float | None = None,
+        alpha: float = 1.0,
+        norm: str = "l2",
+        steps: int = 10,
+        step_size: float | None = None,
+        random_start: bool = True,
+        keep: str = "best",
+        clamp: tuple[float, float] | None = None,
+        clean_weight: float = 0.0,
+    ) -> None:
+        _check_weight("alpha", alpha)
+        _check_weight("clean_weight", clean_weight)
+        self.clamp = _check_search_options(steps, step_size, random_start, keep, clamp)
+        self.eps = eps
+        self.alpha = float(alpha)
+        self.norm = norm
+        self.steps, self.step_size, self.random_start, self.keep = steps, step_size, random_start, keep
+        self.clean_weight = float(clean_weight)
+        self.weights = {}
+        if self.clean_weight != 0:
+            self.weights["ce"] = self.clean_weight
+        if self.alpha != 0:
+            self.weights["pgd"] = self.alpha
+        if not self.weights:
+            raise ValueError("alpha and clean_weight are both 0: pgd-at would have no loss term; set one > 0")
+
+    @property
+    def needs_input_grad(self) -> bool:  # type: ignore[override]
+        """Without a random start, the search's first gradient reuses the clean pass's graph."""
+        return "pgd" in self.weights and not self.random_start
+
+    def adversarial(self, model: nn.Module, batch: Batch, clean: CleanPass) -> Tensor:
+        """The mean cross entropy at the PGD examples of the labeled rows.
+
+        Args:
+            model: The model.
+            batch: The iteration's data.
+            clean: The clean pass.
+
+        Returns:
+            The mean adversarial cross entropy.
+        """
+        if self.eps is None:
+            raise ValueError(f"{type(self).__name__}.eps is None; pass eps=... or let the Trainer derive it")
+        reuse = not self.random_start and clean.x.requires_grad and clean.x.shape[0] == clean.n_labeled
+        return adversarial_loss(
+            model,
+            clean.x if reuse else clean.x_labeled.detach(),
+            batch.y_labeled,
+            logits=clean.labeled_logits if reuse else None,
+            eps=self.eps,
+            norm=self.norm,  # type: ignore[arg-type]  # checked by the core
+            steps=self.steps,
+            step_size=self.step_size,
+            random_start=self.random_start,
+            clamp=self.clamp,
+            keep=self.keep,  # type: ignore[arg-type]  # checked above
+            rng=clean.rng,
+            generator=clean.generator,
+        )
+
+    def loss_terms(self, model: nn.Module, batch: Batch, clean: CleanPass) -> dict[str, Tensor]:
+        """Return ``pgd`` and (when ``clean_weight != 0``) ``ce``."""
+        terms = {}
+        if "ce" in self.weights:
+            terms["ce"] = self.cross_entropy(batch, clean)
+        if "pgd" in self.weights:
+            terms["pgd"] = self.adversarial(model, batch, clean)
+        return terms
+
+
+class TRADES(Method):
+    r"""TRADES (Zhang et al., ICML 2019): cross entropy plus ``beta`` times the robust KL term.
+
+    .. math::
+        \ell = \mathrm{CE}(x_l, y_l) + \beta\,
+        \max_{\lVert r \rVert \le \epsilon}\mathrm{KL}\big[p(y|x) \,\|\, p(y|x + r)\big]
+
+    The robust term is :func:`torchvat.trades_loss`: VAT's divergence maximized by ``steps``
+    steps of projected gradient ascent from a random point of the ball (drawn from the trainer's
+    private generator) instead of VAT's power iteration. It needs no label, so, like VAT's, it
+    applies to the rows chosen by ``regularize``: the unlabeled rows (semi-supervised robust
+    training, Carmon et al. 2019, Uesato et al. 2019), or all rows; without unlabeled data, the
+    labeled rows, which is the paper's loss. As in the paper, the clean prediction is not a
+    constant: the term's gradient goes through the clean pass of its rows (whose batch
+    composition the search's passes share, as VAT's target), and every pass replays that clean
+    pass's random state. ``beta`` defaults to 6, the paper's setting for its CIFAR-10 results
+    (the paper uses 1 to 6).
+
+    Args:
+        eps: Radius of the ball (``None`` until the trainer derives it from the data).
+        beta: Weight of the robust KL term.
+        norm: ``"l2"`` or ``"linf"`` (the paper's).
+        steps: Gradient steps of the search (the paper: 10 on CIFAR-10, 40 on MNIST).
+        step_size: Size of each step; ``None``: ``2.5 * eps / steps``.
+        keep: ``"best"`` (the iterate of highest divergence per sample) or ``"last"`` (the paper's).
+        clamp: ``(lo, hi)`` bounds of the perturbed input, or ``None``.
+        regularize: ``"unlabeled"`` or ``"all"`` rows.
+
+    Example:
+        >>> TRADES(eps=0.3).weights
+        {'ce': 1.0, 'trades': 6.0}
+    """
+
+    name = "trades"
+
+    def __init__(
+        self,
+        eps: float | None = None,
+        beta: float = 6.0,
+        norm: str = "l2",
+        steps: int = 10,
+        step_size: float | None = None,
+        keep: str = "best",
+        clamp: tuple[float, float] | None = None,
+        regularize: str = "unlabeled",
+    ) -> None:
+        _check_weight("beta", beta)
+        _check_regularize(regularize)
+        self.clamp = _check_search_options(steps, step_size, True, keep, clamp)
+        self.eps = eps
+        self.beta = float(beta)
+        self.norm = norm
+        self.steps, self.step_size, self.keep = steps, step_size, keep
+        self.regularize = regularize
+        self.weights = {"ce": 1.0}
+        if self.beta != 0:
+            self.weights["trades"] = self.beta
+
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether the robust term is on."""
+        return "trades" in self.weights
+
+    @property
+    def joint_clean_pass(self) -> bool:  # type: ignore[override]
+        """Joint pass when every row is regularized; else the unlabeled rows get their own."""
+        return self.regularize == "all"
+
+    @property
+    def needs_unlabeled_grad(self) -> bool:  # type: ignore[override]
+        """The robust term backpropagates through the clean logits of its rows (the paper)."""
+        return "trades" in self.weights
+
+    def robust(self, model: nn.Module, clean: CleanPass) -> Tensor:
+        """The mean robust KL term on the regularized rows.
+
+        Args:
+            model: The model.
+            clean: The clean pass.
+
+        Returns:
+            The mean divergence at the TRADES perturbation.
+        """
+        if self.eps is None:
+            raise ValueError(f"{type(self).__name__}.eps is None; pass eps=... or let the Trainer derive it")
+        x, logits, rng = clean.regularized(self.regularize)
+        return trades_loss(
+            model,
+            x.detach(),
+            logits=logits,
+            eps=self.eps,
+            norm=self.norm,  # type: ignore[arg-type]  # checked by the core
+            steps=self.steps,
+            step_size=self.step_size,
+            clamp=self.clamp,
+            keep=self.keep,  # type: ignore[arg-type]  # checked above
+            generator=clean.generator,
+            rng=rng,
+        )
+
+    def loss_terms(self, model: nn.Module, batch: Batch, clean: CleanPass) -> dict[str, Tensor]:
+        """Return ``ce`` and (when ``beta != 0``) ``trades``."""
+        terms = {"ce": self.cross_entropy(batch, clean)}
+        if "trades" in self.weights:
+            terms["trades"] = self.robust(model, clean)
+        return terms
+
+
 _REGISTRY: dict[str, Callable[..., Method]] = {
     "supervised": Supervised,
     "rpt": RandomPerturbationTraining,
@@ -573,6 +806,8 @@ _REGISTRY: dict[str, Callable[..., Method]] = {
     "vat": VirtualAdversarialTraining,
     "vat+ent": VATEntMin,
     "at+vat": AdversarialVAT,
+    "pgd-at": PGDAdversarialTraining,
+    "trades": TRADES,
 }
 _BUILTIN = frozenset(_REGISTRY)
 
