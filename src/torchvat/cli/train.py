@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from torchvat import params
 from torchvat.cli._common import (
     add_common_options,
     nonnegative_float,
@@ -67,6 +68,8 @@ __all__ = [
 # flags whose name differs from the TrainConfig field
 _RENAMED = {"iterations": "--iters", "out_dir": "--out"}
 _SKIPPED = {"extra"}  # --extra KEY=VALUE
+#: options of the multi-step methods (pgd-at, trades), given as flags and passed on in TrainConfig.extra
+_SEARCH_FLAGS = ("steps", "step_size", "random_start", "keep", "clamp", "clean_weight")
 
 
 #: TrainConfig fields with a fixed set of values (shown as {a,b} in the help, checked by argparse)
@@ -267,6 +270,34 @@ def add_parser(
             t.add_argument(flag, dest=dest, help=text)
     t.add_argument("--iterations", dest="t_iterations", type=int, help=argparse.SUPPRESS)
     t.add_argument("--extra", action="append", metavar="KEY=VALUE", help="an option of a registered method")
+    ms = p.add_argument_group("multi-step search (methods pgd-at and trades)")
+    ms.add_argument("--steps", dest="m_steps", type=positive_int, metavar="K", help="gradient steps of the search (10)")
+    ms.add_argument(
+        "--step-size", dest="m_step_size", type=nonnegative_float, metavar="X", help="size of each step (2.5 eps / K)"
+    )
+    ms.add_argument(
+        "--random-start",
+        dest="m_random_start",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pgd-at: start from a random point of the ball (default: yes, as Madry et al.)",
+    )
+    ms.add_argument("--keep", dest="m_keep", choices=params.choices("keep"), help="the iterate kept (default: best)")
+    ms.add_argument(
+        "--clamp",
+        dest="m_clamp",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="bounds of the perturbed input, e.g. 0 1 for pixels in [0, 1] (default: none)",
+    )
+    ms.add_argument(
+        "--clean-weight",
+        dest="m_clean_weight",
+        type=nonnegative_float,
+        metavar="X",
+        help="pgd-at: weight of the clean cross entropy (default 0: Madry et al.'s loss on PGD examples alone)",
+    )
     p.set_defaults(command=train_command)
     return p
 
@@ -286,6 +317,10 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
         out[f.name] = value
     if args.extra:
         out["extra"] = parse_assignments(args.extra, "--extra")
+    search = {k: getattr(args, "m_" + k, None) for k in _SEARCH_FLAGS}
+    search = {k: list(v) if k == "clamp" else v for k, v in search.items() if v is not None}
+    if search:
+        out["extra"] = {**out.get("extra", {}), **search}
     return out
 
 
