@@ -12,8 +12,10 @@ from sklearn.datasets import make_moons
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from torchvat import suggest_eps
 from torchvat.integrations.lightning import parse_batch, vat_module
 from torchvat.train import Batch, VirtualAdversarialTraining
+from torchvat.train.defaults import derive_eps
 
 
 def moons(n: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,8 +65,9 @@ def test_vat_run_with_combined_loader_logs_terms_and_keeps_bn_stats_clean():
     )
     after = model.state_dict()
     assert not torch.equal(after["0.weight"], before["0.weight"])
-    # BatchNorm saw the clean passes only: one labeled and one unlabeled pass per step
-    assert int(after["1.num_batches_tracked"]) == 2 * 20
+    # BatchNorm saw the clean passes only: with BatchNorm the default is one joint clean pass per step
+    assert module.method.regularize == "all"
+    assert int(after["1.num_batches_tracked"]) == 20
     assert not torch.equal(after["1.running_mean"], before["1.running_mean"])
 
 
@@ -114,6 +117,24 @@ def test_eps_derived_from_first_batch_and_supervised_ignores_unlabeled():
     assert int(sup.model[1].num_batches_tracked) == 1  # the unlabeled rows were not used
     torch.manual_seed(0)  # same dropout mask: the loss is the plain cross-entropy
     assert loss.item() == pytest.approx(nn.functional.cross_entropy(sup.model(x[:8]), y[:8]).item(), rel=1e-6)
+
+
+def test_derived_eps_is_the_trainers_rule_on_the_first_batch():
+    x, y = moons()
+    module = vat_module(bn_mlp(), "vat", lr=1e-2)
+    module._ensure_eps(parse_batch({"x_labeled": x[:8], "y_labeled": y[:8], "x_unlabeled": x[:64]}))
+    # the engine's function (Trainer's eps=None), on the batch's labeled and unlabeled rows
+    assert module.method.eps == pytest.approx(derive_eps(x[:8], x[:64]))
+    assert module.method.eps == pytest.approx(float(suggest_eps(x[:64], rule="labeled", labeled=x[:8])))
+
+
+def test_regularize_defaults_to_the_engines_resolution_by_the_model():
+    assert vat_module(bn_mlp(), "vat").method.regularize == "all"  # BatchNorm: one joint clean pass
+    plain = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+    assert vat_module(plain, "vat").method.regularize == "unlabeled"
+    module = vat_module(bn_mlp(), "vat", regularize="unlabeled")  # an explicit value is kept
+    assert module.method.regularize == "unlabeled"
+    assert vat_module(bn_mlp(), "vat").hparams["regularize"] == "all"  # saved as the resolved value
 
 
 def test_parse_batch_layouts_and_errors():

@@ -550,3 +550,24 @@ def test_estimators_pickled_before_the_engine_change_still_load_and_refit():
     assert reg.n_iter_ > 20
     refit = clone(clf).set_params(warm_start=False, max_iter=5).fit(saved["X"], saved["y_semi"])
     assert refit.module_.hidden_sizes == (8,)  # its hidden_layer_sizes, on the engine's network
+
+
+@pytest.mark.parametrize(
+    ("n_features", "expected"), [(2, "unlabeled"), (20, "all")], ids=["small-mlp", "mlp-batchnorm"]
+)
+def test_the_regularized_rows_are_the_engines_for_the_network(n_features, expected):
+    """regularize="auto" resolved by the engine: one joint clean pass with BatchNorm, as Trainer does."""
+    from torchvat.train import Trainer
+
+    seen = {}
+
+    class Recording(Trainer):
+        def __init__(self, model, **kwargs):
+            super().__init__(model, **kwargs)
+            seen["method"], seen["config"] = self.method.regularize, self.config.regularize
+
+    X, _, y_semi = _table(n_features)
+    clf = VATClassifier(max_iter=2, random_state=0, device="cpu")
+    clf._trainer_class = Recording
+    clf.fit(X, y_semi)
+    assert seen == {"method": expected, "config": expected}

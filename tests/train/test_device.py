@@ -102,7 +102,9 @@ def test_predicted_logits_survive_a_model_that_reuses_its_output_memory(moons, m
 
 @pytest.mark.parametrize("bad", ["fast", 1, None])
 def test_compile_mode_is_checked(moons, mlp, bad):
-    with pytest.raises(ValueError, match=f"compile must be a bool or one of default, reduce-overhead, .*got {bad!r}"):
+    with pytest.raises(
+        ValueError, match=f"compile must be one of False, True, .default., .reduce-overhead., .*got {bad!r}"
+    ):
         Trainer(mlp(), moons, compile=bad)
 
 

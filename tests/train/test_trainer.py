@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from torchvat.train import CollapseWarning, TrainConfig, Trainer
+from torchvat.train.defaults import resolve_regularize
 
 
 def test_alpha_zero_vat_equals_supervised(moons, mlp, tiny, same_state):
@@ -159,10 +160,10 @@ def test_no_collapse_warning(errors, patience, moons, mlp, tiny):
     ("options", "match"),
     [
         ({"method": "nope"}, r"method must be one of 'at', 'at\+vat', .*got 'nope'"),
-        ({"eps": -1.0}, r"eps must be a finite number >= 0, got -1.0"),
-        ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),
-        ({"unlabeled_batch_size": -3}, r"unlabeled_batch_size must be an integer >= 1, got -3"),
-        ({"regularize": "labeled"}, r"regularize must be one of 'unlabeled', 'all', got 'labeled'"),
+        ({"eps": -1.0}, r"eps must be None or a finite number >= 0, got -1.0"),
+        ({"batch_size": 0}, r"batch_size must be an int >= 1, got 0"),
+        ({"unlabeled_batch_size": -3}, r"unlabeled_batch_size must be an int >= 1, got -3"),
+        ({"regularize": "labeled"}, r"regularize must be one of 'auto', 'unlabeled', 'all', got 'labeled'"),
         ({"amp": "fp16"}, r"amp must be one of None, 'bf16', got 'fp16'"),
         ({"bogus": 1}, r"unknown TrainConfig field\(s\) \['bogus'\]"),
     ],
@@ -187,14 +188,17 @@ def test_trainer_rejects_bad_data(moons, mlp):
 
 def test_config_dict_and_overrides(moons, mlp):
     cfg = TrainConfig(method="at", eps=0.2, iterations=5, progress=False)
-    trainer = Trainer(mlp(), moons, config=cfg.to_dict(), batch_size=4)
-    assert trainer.config == cfg.replace(batch_size=4)
+    model = mlp()
+    trainer = Trainer(model, moons, config=cfg.to_dict(), batch_size=4)
+    # "auto" is resolved by the model, once, and recorded as the resolved value
+    assert trainer.config == cfg.replace(batch_size=4, regularize=resolve_regularize("auto", model))
     assert trainer.method.name == "at"
 
 
 @pytest.mark.parametrize("bad", ["eps", "alpha", "beta"])
 def test_config_negative_numbers(bad):
-    with pytest.raises(ValueError, match=f"{bad} must be a finite number >= 0, got -0.5"):
+    expected = "None or a finite number >= 0" if bad == "eps" else "a finite number >= 0"  # eps=None: derived
+    with pytest.raises(ValueError, match=f"{bad} must be {expected}, got -0.5"):
         TrainConfig(**{bad: -0.5})
 
 
@@ -207,7 +211,7 @@ def test_config_roundtrip_and_messages():
         TrainConfig(decay_fraction=1.5)
     with pytest.raises(ValueError, match=r"beta1 must be a number in \[0, 1\), got 1"):
         TrainConfig(beta1=1)
-    with pytest.raises(ValueError, match=r"n_power must be an integer >= 0, got 1\.5"):
+    with pytest.raises(ValueError, match=r"n_power must be an int >= 0, got 1\.5"):
         TrainConfig(n_power=1.5)
     with pytest.raises(ValueError, match="optimizer must be one of 'adam', 'sgd', got 'rmsprop'"):
         TrainConfig(optimizer="rmsprop")

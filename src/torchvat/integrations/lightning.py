@@ -44,9 +44,9 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "torchvat.integrations.lightning needs the lightning package: pip install 'torchvat[lightning]'"
     ) from err
 
-from torchvat.core import suggest_eps
+from torchvat.train.defaults import derive_eps, resolve_regularize
 from torchvat.train.distributed import all_reduce_mean, broadcast_buffers, is_distributed, rank_seed
-from torchvat.train.methods import Batch, Method, get_method
+from torchvat.train.methods import Batch, Method, get_method, method_hyperparameters
 from torchvat.train.trainer import compute_method_loss
 
 __all__ = ["VATModule", "parse_batch", "vat_module"]
@@ -129,11 +129,16 @@ class VATModule(L.LightningModule):
             ``load_from_checkpoint(path, model=...)`` and ``fit(ckpt_path=...)`` continue with
             them (``load_from_checkpoint(path, model=..., eps=...)`` overrides the saved eps, as
             any keyword overrides a saved hyperparameter). Without ``eps`` it is derived
-            with :func:`torchvat.suggest_eps` (``rule="radius"``) from the first training batch
-            (averaged over the processes when distributed, and logged). The trainer's rule,
-            the distance from unlabeled to labeled points, needs the whole labeled set (a
-            batch holds a few labeled rows, which would inflate it): pass
-            ``eps=suggest_eps(x_u, rule="labeled", labeled=x_l)`` for it.
+            from the first training batch by the trainer's rule,
+            :func:`torchvat.train.defaults.derive_eps` (0.75 x the median distance from an
+            unlabeled row of the batch to its nearest labeled row of the batch; averaged over
+            the processes when distributed, and logged). A batch holds a few labeled rows, so
+            this eps is larger than the one the whole labeled set gives: pass
+            ``eps=derive_eps(x_l, x_u)`` on the whole sets for the trainer's value. Without
+            ``regularize`` (or with ``"auto"``) the rows regularized are the trainer's for
+            ``model``: every row in one joint clean pass with BatchNorm, the unlabeled ones
+            otherwise (:func:`torchvat.train.defaults.resolve_regularize`); the resolved value
+            is the saved hyperparameter.
     """
 
     def __init__(
@@ -159,6 +164,13 @@ class VATModule(L.LightningModule):
                 raise ValueError(f"pass hyperparameters to the Method instance, got extra {sorted(hparams)}")
             self.method = method
         elif isinstance(method, str):
+            try:
+                accepted = method_hyperparameters(method)
+            except ValueError:  # an unknown name: get_method says so
+                accepted = frozenset()
+            if accepted is not None and "regularize" in accepted and isinstance(model, nn.Module):
+                # the engine's default, resolved by the model (saved as the resolved value)
+                hparams["regularize"] = resolve_regularize(hparams.get("regularize", "auto"), model)
             self.method = get_method(method, strict=True, **hparams)
         else:
             raise TypeError(f"method must be a name or a torchvat.train.Method, got {type(method).__name__}")
@@ -226,15 +238,15 @@ class VATModule(L.LightningModule):
     def _ensure_eps(self, batch: Batch) -> None:
         regularized = any(k not in self.method.supervised_terms for k in self.method.weights)
         if getattr(self.method, "eps", 0.0) is None and regularized:
-            source = batch.x_unlabeled if batch.x_unlabeled is not None else batch.x_labeled
-            with torch.random.fork_rng(devices=[]):
-                eps = float(suggest_eps(source.detach()))
+            source = batch.x_labeled
+            x_u = None if batch.x_unlabeled is None else batch.x_unlabeled.detach()
+            eps = derive_eps(source.detach(), x_u)  # the trainer's rule, on this batch
             if is_distributed():  # each process saw its own first batch: one eps for all, their mean
                 eps = float(all_reduce_mean(torch.tensor([eps], dtype=torch.float64, device=source.device))[0])
             method: Any = self.method  # a method with an eps (checked above)
             method.eps = eps
             self._eps_derived = True
-            logger.info("torchvat: eps=%.6g derived from the first batch with suggest_eps", eps)
+            logger.info("torchvat: eps=%.6g derived from the first batch with the trainer's rule (derive_eps)", eps)
 
     def on_train_end(self) -> None:
         """Give every process rank 0's buffers (DDP leaves each one's last BatchNorm update local)."""

@@ -38,6 +38,7 @@ from torchvat.train import (
     select_device,
     set_rng_state,
 )
+from torchvat.train.defaults import resolve_regularize
 
 __all__ = ["ENGINE_DEFAULTS", "BaseVATEstimator"]
 
@@ -331,6 +332,8 @@ class BaseVATEstimator(BaseEstimator):
         try:
             seed_everything(seed)  # the initialization depends on random_state only
             model = self._build_module(X.shape[1], self._n_outputs()) if first else self.module_
+            if hasattr(method, "regularize"):  # the engine's rows for this network (joint pass with BatchNorm)
+                method.regularize = resolve_regularize(ENGINE_DEFAULTS.regularize, model)
             recorder = _LossRecorder()
             callbacks: list[Callback] = [recorder]
             stopper = None

@@ -3,44 +3,63 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from torchvat import params
+
 __all__ = ["TrainConfig"]
 
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("paper", "cosine", "constant")
-REGULARIZE = ("unlabeled", "all")
-NORMS = ("l2", "linf")
-PROBES = ("auto", "finite_difference", "exact")
-AMP = (None, "bf16")
-NONFINITE = ("stop", "skip", "ignore")
-#: ``torch.compile`` modes accepted by ``TrainConfig.compile``
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: valid values of the choice options (aliases of :mod:`torchvat.params`, their one declaration)
+OPTIMIZERS = params.choices("optimizer")
+SCHEDULES = params.choices("schedule")
+REGULARIZE = params.choices("regularize")
+NORMS = params.choices("norm")
+PROBES = params.choices("probe")
+AMP = params.choices("amp")
+NONFINITE = params.choices("nonfinite")
+#: ``torch.compile`` modes accepted by ``TrainConfig.compile`` (its string choices)
+COMPILE_MODES = tuple(v for v in params.choices("compile") if isinstance(v, str))
 #: the modes among them that run the compiled model through CUDA graphs
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
-
-
-def _is_number(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float)
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_float(name: str, value: object, *, positive: bool = False) -> None:
-    bound = "> 0" if positive else ">= 0"
-    if not _is_number(value) or not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-
-
-def _check_choice(name: str, value: object, choices: tuple[Any, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+_BOOL = params.Boolean()
+#: the fields whose valid values :data:`torchvat.params.PARAMS` declares
+_DECLARED = tuple(
+    f
+    for f in (
+        "eps",
+        "xi",
+        "alpha",
+        "beta",
+        "n_power",
+        "norm",
+        "probe",
+        "regularize",
+        "iterations",
+        "batch_size",
+        "unlabeled_batch_size",
+        "optimizer",
+        "lr",
+        "beta1",
+        "decay_beta1",
+        "momentum",
+        "nesterov",
+        "weight_decay",
+        "schedule",
+        "decay_fraction",
+        "warmup_iters",
+        "eval_every",
+        "eval_batch_size",
+        "log_every",
+        "checkpoint_every",
+        "collapse_patience",
+        "nonfinite",
+        "seed",
+        "amp",
+        "compile",
+    )
+)
 
 
 @dataclass
@@ -73,8 +92,13 @@ class TrainConfig:
         probe: ``"auto"`` (finite differences in float32/float64, the exact Gauss-Newton product
             under bf16/fp16 and in TF32 on CUDA), ``"finite_difference"`` (the papers) or
             ``"exact"``.
-        regularize: Rows the VAT / entropy terms apply to: ``"unlabeled"`` or ``"all"``
-            (labeled and unlabeled).
+        regularize: Rows the VAT / entropy terms apply to: ``"unlabeled"`` (a clean pass of
+            the labeled batch and one of the unlabeled batch), ``"all"`` (one joint clean pass
+            over the labeled and unlabeled rows, every row regularized) or ``"auto"`` (the
+            default: ``"all"`` for a model with BatchNorm layers, ``"unlabeled"`` otherwise;
+            see :func:`torchvat.train.defaults.resolve_regularize`). The trainer resolves
+            ``"auto"`` once, in its constructor, and records the resolved value in its
+            config, results and checkpoints.
         iterations: Number of training iterations (optimizer steps).
         batch_size: Labeled rows per iteration and process.
         unlabeled_batch_size: Unlabeled rows per iteration and process.
@@ -141,7 +165,7 @@ class TrainConfig:
         >>> TrainConfig(batch_size=0)
         Traceback (most recent call last):
         ...
-        ValueError: batch_size must be an integer >= 1, got 0
+        ValueError: batch_size must be an int >= 1, got 0
     """
 
     method: str = "vat"
@@ -152,7 +176,7 @@ class TrainConfig:
     n_power: int = 1
     norm: str = "l2"
     probe: str = "auto"
-    regularize: str = "unlabeled"
+    regularize: str = "auto"
     iterations: int = 10_000
     batch_size: int = 32
     unlabeled_batch_size: int = 128
@@ -203,49 +227,12 @@ class TrainConfig:
         """
         if not isinstance(self.method, str) or not self.method:
             raise ValueError(f"method must be a non-empty string, got {self.method!r}")
-        if self.eps is not None:
-            _check_float("eps", self.eps)
-        if self.xi != "auto":
-            if not _is_number(self.xi) or not math.isfinite(self.xi) or self.xi <= 0:
-                raise ValueError(f"xi must be 'auto' or a finite number > 0, got {self.xi!r}")
-        _check_float("alpha", self.alpha)
-        _check_float("beta", self.beta)
-        _check_int("n_power", self.n_power, 0)
-        _check_choice("norm", self.norm, NORMS)
-        _check_choice("probe", self.probe, PROBES)
-        _check_choice("regularize", self.regularize, REGULARIZE)
-        _check_int("iterations", self.iterations, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("unlabeled_batch_size", self.unlabeled_batch_size, 1)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_float("lr", self.lr)
-        for name in ("beta1", "decay_beta1", "momentum"):
-            value = getattr(self, name)
-            if not _is_number(value) or not 0 <= value < 1:
-                raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-        if not isinstance(self.nesterov, bool):
-            raise ValueError(f"nesterov must be a bool, got {self.nesterov!r}")
-        _check_float("weight_decay", self.weight_decay)
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        if not _is_number(self.decay_fraction) or not 0 <= self.decay_fraction <= 1:
-            raise ValueError(f"decay_fraction must be a number in [0, 1], got {self.decay_fraction!r}")
-        _check_int("warmup_iters", self.warmup_iters, 0)
-        _check_int("eval_every", self.eval_every, 1)
-        _check_int("eval_batch_size", self.eval_batch_size, 1)
-        _check_int("log_every", self.log_every, 1)
-        if self.checkpoint_every is not None:
-            _check_int("checkpoint_every", self.checkpoint_every, 1)
-        _check_int("collapse_patience", self.collapse_patience, 0)
-        _check_choice("nonfinite", self.nonfinite, NONFINITE)
-        _check_int("seed", self.seed, 0)
+        for name in _DECLARED:
+            params.check(name, getattr(self, name))
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be 'auto' or a device string, got {self.device!r}")
-        _check_choice("amp", self.amp, AMP)
-        if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
-            raise ValueError(f"compile must be a bool or one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         for name in ("channels_last", "progress", "tensorboard", "sync_batchnorm", "catch_signals"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            _BOOL.check(name, getattr(self, name))
         if self.out_dir is not None and not isinstance(self.out_dir, str):
             raise ValueError(f"out_dir must be a string path or None, got {self.out_dir!r}")
         if not isinstance(self.extra, dict):

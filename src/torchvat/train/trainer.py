@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torchvat.core import RNGSnapshot, suggest_eps
+from torchvat.core import RNGSnapshot
 from torchvat.data.sampler import InfiniteBatchSampler
 from torchvat.train.callbacks import Callback, Checkpoint, JSONLogger, ProgressBar, TensorBoardLogger
 from torchvat.train.checkpoint import (
@@ -38,6 +38,7 @@ from torchvat.train.checkpoint import (
     set_rng_state,
 )
 from torchvat.train.config import CUDAGRAPH_MODES, TrainConfig
+from torchvat.train.defaults import derive_eps, resolve_regularize
 from torchvat.train.distributed import (
     ShardedBatchSampler,
     all_reduce_mean,
@@ -483,6 +484,10 @@ class Trainer:
                 "pass wrapper.module (the trainer wraps it itself when distributed)"
             )
         cfg = self._make_config(config, method, options)
+        #: ``regularize="auto"`` was resolved here (by the model): a resume takes the saved run's value
+        self._regularize_resolved = cfg.regularize == "auto"
+        if self._regularize_resolved:
+            cfg = cfg.replace(regularize=resolve_regularize(cfg.regularize, model))
         self.config = cfg
         #: whether this trainer initialized the process group (torchrun environment), in :meth:`setup`
         self.initialized_process_group = False
@@ -520,12 +525,7 @@ class Trainer:
         #: takes the saved run's (:meth:`load_state_dict`)
         self._eps_derived = False
         if hasattr(self.method, "eps") and self.method.eps is None and self._has_regularizer():
-            unlabeled = tensors["x_unlabeled"]
-            with torch.random.fork_rng(devices=[]):
-                if unlabeled is not None:
-                    self.eps = float(suggest_eps(unlabeled, rule="labeled", labeled=tensors["x_labeled"]))
-                else:
-                    self.eps = float(suggest_eps(tensors["x_labeled"], rule="labeled"))
+            self.eps = derive_eps(tensors["x_labeled"], tensors["x_unlabeled"])  # type: ignore[arg-type]  # checked
             self.method.eps = self.eps
             self._eps_derived = True
             logger.info(
@@ -1393,6 +1393,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self._apply_changed_hyperparameters(saved_config)
+        self._keep_saved_regularize(saved_config)
         self.labeled_sampler.load_state_dict(self._sampler_state(state["samplers"]["labeled"], saved_world))
         saved_u = state["samplers"]["unlabeled"]
         if saved_u is not None and self.unlabeled_sampler is not None:
@@ -1484,6 +1485,21 @@ class Trainer:
                 break
         if problems:
             raise ValueError(f"checkpoint's model does not fit this trainer's model: {'; '.join(problems)}")
+
+    def _keep_saved_regularize(self, saved_config: Mapping[str, Any]) -> None:
+        """A ``regularize`` this trainer resolved from ``"auto"`` gives way to the saved run's.
+
+        A run saved before ``"auto"`` was the default (or with another model) continues with the
+        rows it was regularizing; an explicit ``regularize`` given to this trainer is kept, as
+        every other hyperparameter is.
+        """
+        saved = saved_config.get("regularize")
+        if not self._regularize_resolved or saved not in ("unlabeled", "all") or saved == self.config.regularize:
+            return
+        self.config = self.config.replace(regularize=saved)
+        if getattr(self.method, "regularize", None) is not None:
+            self.method.regularize = saved  # type: ignore[attr-defined]  # a method with a regularize option
+        logger.info("torchvat: regularize=%r kept from the saved run", saved)
 
     def _apply_changed_hyperparameters(self, saved_config: Mapping[str, Any]) -> None:
         """Apply the config's ``lr``, ``weight_decay``, ``momentum``, ``nesterov`` after a loaded optimizer state.
