@@ -27,7 +27,7 @@ from torchvat.cli._common import (
 from torchvat.data import available_datasets
 from torchvat.data.registry import canonical_dataset_name, dataset_options
 from torchvat.models import available_models
-from torchvat.recipes import available_recipes, load_recipe
+from torchvat.recipes import RecipeComparison, available_recipes, compare_to_recipe, load_recipe
 from torchvat.report import Report, plot_learning_curves, text_table
 from torchvat.runs import (
     AUGMENT,
@@ -46,7 +46,6 @@ from torchvat.runs import (
 )
 from torchvat.train import TrainConfig, Trainer, available_methods, is_main_process
 from torchvat.train.checkpoint import load_checkpoint, load_latest_checkpoint
-from torchvat.train.config import COMPILE_MODES, NONFINITE, NORMS, OPTIMIZERS, PROBES, REGULARIZE, SCHEDULES
 from torchvat.train.distributed import broadcast_object, destroy_distributed, init_distributed
 from torchvat.train.optim import EXTEND_MODES
 from torchvat.train.trainer import SIGNAL_NOTICE
@@ -57,6 +56,7 @@ __all__ = [
     "finished_at",
     "list_recipes",
     "no_held_out_hint",
+    "recipe_comparison",
     "resolve_config",
     "resume_hint",
     "run_train",
@@ -73,7 +73,13 @@ _SEARCH_FLAGS = ("steps", "step_size", "random_start", "keep", "clamp", "clean_w
 
 
 #: TrainConfig fields with a fixed set of values (shown as {a,b} in the help, checked by argparse)
-_CHOICES = {"norm": NORMS, "probe": PROBES, "regularize": REGULARIZE, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+_CHOICES = {
+    name: params.choices(name) for name in ("norm", "probe", "regularize", "optimizer", "schedule", "nonfinite")
+}
+#: ``--amp``'s values: the declared ones, ``None`` spelled "none"
+_AMP_CHOICES = tuple("none" if v is None else v for v in params.choices("amp"))
+#: the string modes of ``--compile`` (its declared choices besides the bools)
+COMPILE_MODES = tuple(v for v in params.choices("compile") if isinstance(v, str))
 
 
 def _field_help() -> dict[str, str]:
@@ -238,14 +244,12 @@ def add_parser(
         text = helps.get(f.name, "")
         if f.name == "method":
             t.add_argument(flag, dest=dest, choices=available_methods(), help=text)
-        elif f.name == "nonfinite":
-            t.add_argument(flag, dest=dest, choices=NONFINITE, help=text)
         elif f.name in _CHOICES:
             t.add_argument(flag, dest=dest, choices=_CHOICES[f.name], help=text)
         elif f.name in ("eps", "xi"):
             t.add_argument(flag, dest=dest, type=_optional_float_or_auto, metavar="X|auto", help=text)
         elif f.name == "amp":
-            t.add_argument(flag, dest=dest, nargs="?", const="bf16", choices=("bf16", "none"), help=text)
+            t.add_argument(flag, dest=dest, nargs="?", const="bf16", choices=_AMP_CHOICES, help=text)
         elif f.name == "compile":
             text = (
                 "train through torch.compile(model): --compile alone uses the default mode, --compile MODE "
@@ -571,12 +575,37 @@ def _describe_eps(trainer: Trainer, config: RunConfig, given: float | None) -> s
     return f"eps = {trainer.eps:.6g} ({how})"
 
 
-def write_train_report(outcome: RunOutcome, *, recipe: str | None = None) -> Path:
+def recipe_comparison(outcome: RunOutcome, recipe: str, given: RunConfig | None = None) -> RecipeComparison:
+    """The run's final test error beside its recipe's reported one, the iterations, the settings changed.
+
+    Args:
+        outcome: The finished run.
+        recipe: The recipe's name.
+        given: The configuration as given, before eps was derived (default: the outcome's).
+
+    Returns:
+        The comparison (:meth:`~torchvat.recipes.RecipeComparison.sentence` words it).
+    """
+    final = outcome.result.final or {}
+    error = final.get("test_error")
+    return compare_to_recipe(
+        load_recipe(recipe),
+        given if given is not None else outcome.config,
+        steps=int(outcome.result.steps),
+        test_error=None if error is None else 100 * float(error),
+        eps_derived_earlier=given is None or outcome.start_step > 0,
+    )
+
+
+def write_train_report(
+    outcome: RunOutcome, *, recipe: str | None = None, comparison: RecipeComparison | None = None
+) -> Path:
     """Write ``curves.png`` and ``report.md`` into the run's folder.
 
     Args:
         outcome: The finished run.
         recipe: The recipe's name, to put the papers' errors beside the result.
+        comparison: The run against its recipe (default: :func:`recipe_comparison` of the outcome).
 
     Returns:
         The path of ``report.md``.
@@ -595,10 +624,23 @@ def write_train_report(outcome: RunOutcome, *, recipe: str | None = None) -> Pat
         report.text(f"No held-out data: nothing was evaluated. {no_held_out_hint(outcome.config.data)}")
     if recipe is not None:
         r = load_recipe(recipe)
+        comparison = comparison if comparison is not None else recipe_comparison(outcome, recipe)
+        report.heading(f"Against the recipe `{recipe}`")
+        report.text(
+            ("This run reproduces the recipe as written: " if comparison.reproduces else "**Not a reproduction**: ")
+            + comparison.sentence()
+            + "."
+        )
+        if r.notes:
+            report.text(f"Where the recipe itself departs from its source: {r.notes}")
         if r.reported:
             report.heading("Reported in the papers")
             report.text(r.source)
-            report.table(["method", "test error (%)"], [[k, v] for k, v in r.reported.items()])
+            own = comparison.test_error
+            rows = [
+                [k, v, "" if k != comparison.method or own is None else round(own, 2)] for k, v in r.reported.items()
+            ]
+            report.table(["method", "reported test error (%)", "this run's final test error (%)"], rows)
     if res.history:
         plot_learning_curves(
             {res.method: res.history}, out / "curves.png", title=f"{res.method} on {outcome.data.name}"
@@ -716,7 +758,8 @@ def run_train(
     if outcome.result.interrupted is not None:  # stop quickly: no report
         sys.stderr.write(resume_hint(outcome) + "\n")
         return outcome
-    report = write_train_report(outcome, recipe=recipe)
+    comparison = None if recipe is None else recipe_comparison(outcome, recipe, config)
+    report = write_train_report(outcome, recipe=recipe, comparison=comparison)
     headers, rows = _summary_rows(outcome)
     hint = no_held_out_hint(outcome.config.data)
     say(text_table(headers, rows) if rows else f"no held-out data: nothing evaluated. {hint}")
@@ -724,6 +767,8 @@ def run_train(
     if skipped:
         say(f"{skipped} of {outcome.result.steps} iterations skipped for a non-finite loss or gradient")
     say(f"{_iterations_done(outcome)}; report: {report}")
+    if comparison is not None:  # the last line: a shortened or changed run is never taken for a reproduction
+        say(f"recipe {recipe}: {comparison.sentence()}")
     return outcome
 
 

@@ -10,7 +10,7 @@ from typing import Any
 __all__ = ["Recipe", "available_recipes", "load_recipe"]
 
 _SECTIONS = ("data", "model", "train")
-_KEYS = {"description", "source", "download", "reported", *_SECTIONS}
+_KEYS = {"description", "source", "reference", "notes", "download", "reported", *_SECTIONS}
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,9 @@ class Recipe:
         name: The recipe name (its file name without ``.toml``).
         description: One line on what it trains.
         source: Where the hyperparameters and reported errors come from.
+        reference: The short citation of the ``reported`` figures (paper and table), shown beside
+            a run's own figure.
+        notes: The settings torchvat cannot yet express, named as deviations (empty when none).
         download: How to get the data (empty when none is needed).
         data: The ``[data]`` section of a run configuration.
         model: The ``[model]`` section.
@@ -32,6 +35,8 @@ class Recipe:
     description: str
     source: str
     download: str
+    reference: str = ""
+    notes: str = ""
     data: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +99,8 @@ def load_recipe(name: str) -> Recipe:
         description=str(values.get("description", "")),
         source=str(values.get("source", "")),
         download=str(values.get("download", "")),
+        reference=str(values.get("reference", "")),
+        notes=str(values.get("notes", "")),
         data=dict(values.get("data", {})),
         model=dict(values.get("model", {})),
         train=dict(values.get("train", {})),
