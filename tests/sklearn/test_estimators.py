@@ -172,12 +172,18 @@ def test_not_fitted_and_bad_input(moons):
 @pytest.mark.parametrize(
     ("param", "value", "match"),
     [
-        ("method", "mixup", "method must be one of"),
-        ("eps", -1.0, "eps must be a finite number >= 0, got -1.0"),
-        ("max_iter", 0, "max_iter must be an integer >= 1, got 0"),
-        ("hidden_layer_sizes", (16, 0), r"hidden_layer_sizes\[1\] must be an integer >= 1, got 0"),
-        ("validation_fraction", 1.5, r"validation_fraction must be a number in \(0, 1\), got 1.5"),
-        ("learning_rate_init", 0.0, "learning_rate_init must be a finite number > 0, got 0.0"),
+        # scikit-learn's wording (InvalidParameterError, a ValueError): the argument, the expected, the received
+        ("method", "mixup", r"'method' parameter of VATClassifier must be a str among .*'vat'.*Got 'mixup' instead"),
+        ("eps", -1.0, r"'eps' parameter of VATClassifier must be a float in the range \[0.0, inf\) or None\. Got -1.0"),
+        (
+            "max_iter",
+            0,
+            r"'max_iter' parameter of VATClassifier must be an int in the range \[1, inf\)\. Got 0 instead",
+        ),
+        ("hidden_layer_sizes", (16, 0), r"hidden_layer_sizes\[1\] must be an int >= 1, got 0"),
+        ("validation_fraction", 1.5, r"'validation_fraction' parameter .* range \(0.0, 1.0\)\. Got 1.5 instead"),
+        ("learning_rate_init", -1.0, r"'learning_rate_init' parameter .* range \[0.0, inf\)\. Got -1.0 instead"),
+        ("xi", 0, r"'xi' parameter .* range \(0.0, inf\) or a str among \{'auto'\}\. Got 0 instead"),
     ],
 )
 def test_invalid_parameters_name_the_argument(moons, param, value, match):
@@ -188,7 +194,7 @@ def test_invalid_parameters_name_the_argument(moons, param, value, match):
 
 def test_module_must_be_a_factory_of_modules(moons):
     X, _, y_semi = moons
-    with pytest.raises(TypeError, match="module must be None or a callable"):
+    with pytest.raises(TypeError, match=r"'module' parameter of VATClassifier must be None or a callable\. Got 3"):
         VATClassifier(**{**FAST, "module": 3}).fit(X, y_semi)
     with pytest.raises(TypeError, match=r"must return a torch\.nn\.Module, got str"):
         VATClassifier(**{**FAST, "module": lambda d, k: "mlp"}).fit(X, y_semi)
@@ -313,7 +319,7 @@ def test_regressor_methods(sine, method):
     y_semi = np.where(np.arange(200) < 50, y, -999.0)
     reg.set_params(unlabeled_label=-999.0).fit(X, y_semi)
     assert reg.n_iter_ == 30 and reg.loss_curve_[-1] < reg.loss_curve_[0]
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match=r"'method' parameter of VATRegressor must be a str among .*Got 'vat\+ent'"):
         VATRegressor(**{**FAST, "method": "vat+ent"}).fit(X, y)
 
 

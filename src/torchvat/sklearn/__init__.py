@@ -9,6 +9,10 @@ Both train :class:`torchvat.train.Trainer` on an :class:`torchvat.models.MLP` or
 grid searches. They do not rescale ``X``: put a ``StandardScaler`` in front of them.
 """
 
-from torchvat.sklearn._estimators import VATClassifier, VATRegressor
+from torchvat._extras import require
+
+require("sklearn", extra="sklearn", feature="torchvat.sklearn")  # a missing extra is named before any import
+
+from torchvat.sklearn._estimators import VATClassifier, VATRegressor  # noqa: E402
 
 __all__ = ["VATClassifier", "VATRegressor"]

@@ -17,16 +17,18 @@ import math
 import numbers
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
 from torch import Tensor, nn
 
+from torchvat import params
 from torchvat.models import default_model
 from torchvat.train import (
     Callback,
@@ -86,15 +88,56 @@ def unlabeled_mask(y: np.ndarray, unlabeled_label: Any) -> np.ndarray:
     return np.zeros(y.shape, dtype=bool)
 
 
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def sklearn_constraints(name: str) -> list[Any]:
+    """The valid values of option ``name`` (:data:`torchvat.params.PARAMS`) in scikit-learn's terms.
+
+    The one declaration translated into :mod:`sklearn.utils._param_validation`'s constraints
+    (``Interval``, ``StrOptions``, ``None``, ``"boolean"``), for the estimators'
+    ``_parameter_constraints``.
+
+    Args:
+        name: An option name declared in :mod:`torchvat.params`.
+
+    Returns:
+        The list of constraints, any of which a valid value satisfies.
+
+    Example:
+        >>> [str(c) for c in sklearn_constraints("n_power")]
+        ['an int in the range [0, inf)']
+    """
+    constraint = params.PARAMS[name]
+    out: list[Any] = []
+    if isinstance(constraint, params.Choice):
+        strings = {v for v in constraint.values if isinstance(v, str)}
+        if strings:
+            out.append(StrOptions(strings))
+        if any(isinstance(v, bool) for v in constraint.values):
+            out.append("boolean")
+        if None in constraint.values:
+            out.append(None)
+    elif isinstance(constraint, params.Real):
+        closed = {(True, True): "both", (True, False): "left", (False, True): "right", (False, False): "neither"}
+        left = constraint.low_closed and constraint.low is not None
+        right = constraint.high_closed and constraint.high is not None
+        out.append(Interval(numbers.Real, constraint.low, constraint.high, closed=closed[(left, right)]))  # type: ignore[arg-type]  # scikit-learn's Literal
+        strings = {v for v in constraint.special if isinstance(v, str)}
+        if strings:
+            out.append(StrOptions(strings))
+        if None in constraint.special:
+            out.append(None)
+    elif isinstance(constraint, params.Integer):
+        out.append(Interval(numbers.Integral, constraint.low, None, closed="left"))
+        if constraint.none:
+            out.append(None)
+    elif isinstance(constraint, params.Boolean):
+        out.append("boolean")
+    else:  # a new kind of constraint in params: translate it here
+        raise TypeError(f"no scikit-learn translation of {type(constraint).__name__} (option {name!r})")
+    return out
 
 
-def _check_nonnegative(name: str, value: Any, *, positive: bool = False) -> None:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+#: each entry of ``hidden_layer_sizes``
+_HIDDEN = params.Integer(1)
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -179,6 +222,31 @@ class BaseVATEstimator(BaseEstimator):
     """
 
     _METHODS: tuple[str, ...] = ()
+    #: scikit-learn's parameter constraints, checked in ``fit`` by ``_validate_params``: the
+    #: engine's options read from :mod:`torchvat.params` (subclasses add ``method``)
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
+        "hidden_layer_sizes": [None, Interval(numbers.Integral, 1, None, closed="left"), "array-like"],
+        "module": [None, callable],
+        "eps": sklearn_constraints("eps"),
+        "xi": sklearn_constraints("xi"),
+        "alpha": sklearn_constraints("alpha"),
+        "beta": sklearn_constraints("beta"),
+        "n_power": sklearn_constraints("n_power"),
+        "max_iter": sklearn_constraints("iterations"),
+        "batch_size": sklearn_constraints("batch_size"),
+        "unlabeled_batch_size": sklearn_constraints("unlabeled_batch_size"),
+        "learning_rate_init": sklearn_constraints("lr"),
+        "weight_decay": sklearn_constraints("weight_decay"),
+        "random_state": ["random_state"],
+        "device": [str, torch.device],
+        "verbose": ["verbose"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "warm_start": ["boolean"],
+        "unlabeled_label": "no_validation",
+    }
     _UNLABELED_WARNING = (
         "y contains no unlabeled samples (rows whose label is unlabeled_label={label!r}); "
         "method {method!r} then applies its regularizer to the labeled rows only"
@@ -195,8 +263,8 @@ class BaseVATEstimator(BaseEstimator):
 
     # ------------------------------------------------------------ validation
     def _check_params(self) -> None:
-        if self.method not in self._METHODS:
-            raise ValueError(f"method must be one of {', '.join(map(repr, self._METHODS))}, got {self.method!r}")
+        """scikit-learn's validation of :attr:`_parameter_constraints`, then what it cannot say."""
+        self._validate_params()
         if self.module is None and self.hidden_layer_sizes is not None:
             sizes = self.hidden_layer_sizes
             if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
@@ -204,28 +272,7 @@ class BaseVATEstimator(BaseEstimator):
             if isinstance(sizes, str | bytes) or not isinstance(sizes, Sequence):
                 raise ValueError(f"hidden_layer_sizes must be None or a sequence of positive integers, got {sizes!r}")
             for i, h in enumerate(sizes):
-                _check_positive_int(f"hidden_layer_sizes[{i}]", h)
-        elif self.module is not None and not callable(self.module):
-            raise TypeError(
-                "module must be None or a callable (n_features, n_outputs) -> torch.nn.Module, "
-                f"got {type(self.module).__name__}"
-            )
-        if self.eps is not None:
-            _check_nonnegative("eps", self.eps)
-        if self.xi != "auto":
-            _check_nonnegative("xi", self.xi, positive=True)
-        _check_nonnegative("alpha", self.alpha)
-        _check_positive_int("n_power", self.n_power, 0)
-        _check_positive_int("max_iter", self.max_iter)
-        _check_positive_int("batch_size", self.batch_size)
-        _check_positive_int("unlabeled_batch_size", self.unlabeled_batch_size)
-        _check_nonnegative("learning_rate_init", self.learning_rate_init, positive=True)
-        _check_nonnegative("weight_decay", self.weight_decay)
-        if not isinstance(self.validation_fraction, numbers.Real) or not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be a number in (0, 1), got {self.validation_fraction!r}")
-        _check_positive_int("n_iter_no_change", self.n_iter_no_change)
-        if not isinstance(self.device, str | torch.device):
-            raise ValueError(f"device must be 'auto' or a torch device string, got {self.device!r}")
+                _HIDDEN.check(f"hidden_layer_sizes[{i}]", h)
 
     def _validate_fit_data(self, X: Any, y: Any, *, reset: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if y is None:

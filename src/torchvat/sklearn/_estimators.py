@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils import _safe_indexing, assert_all_finite
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from torch import nn
 
@@ -121,6 +122,10 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
     """
 
     _METHODS = CLASSIFIER_METHODS
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
+        **BaseVATEstimator._parameter_constraints,
+        "method": [StrOptions(set(CLASSIFIER_METHODS))],
+    }
 
     def __init__(
         self,
@@ -394,6 +399,10 @@ class VATRegressor(RegressorMixin, BaseVATEstimator):
     """
 
     _METHODS = REGRESSION_METHODS
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
+        **BaseVATEstimator._parameter_constraints,
+        "method": [StrOptions(set(REGRESSION_METHODS))],
+    }
     _trainer_class = RegressionTrainer
 
     def __init__(

@@ -16,9 +16,9 @@ Example:
     'unlabeled'
     >>> resolve_regularize("unlabeled", nn.BatchNorm1d(4))
     'unlabeled'
-    >>> x_l, x_u = torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0], [0.0, 2.0]])
-    >>> round(derive_eps(x_l, x_u), 4)  # 0.75 x the median of the distances 5 and 2
-    2.625
+    >>> x_l, x_u = torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0], [0.0, 2.0], [0.0, 4.0]])
+    >>> round(derive_eps(x_l, x_u), 4)  # 0.75 x the median of the distances 5, 2 and 4
+    3.0
 """
 
 from __future__ import annotations
