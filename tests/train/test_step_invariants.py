@@ -123,7 +123,7 @@ def test_trainer_state_round_trip_is_the_identity():
         warnings.simplefilter("ignore")
         first = Trainer(_net(0), **_moons(), callbacks=[StopAt()], **opts)
         first.fit()
-        first._collapse_streak, first._class_streak, first.skipped_steps = 1, 2, 3
+        first._collapse.collapse_streak, first._collapse.class_streak, first.skipped_steps = 1, 2, 3
         state = first.state_dict()
         other = Trainer(_net(9), **_moons(), **opts)
         other.load_state_dict(state)

@@ -29,7 +29,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import torch.distributed as dist
 
@@ -42,8 +42,9 @@ from torchvat.train.checkpoint import (
     write_text_atomic,
 )
 
-if TYPE_CHECKING:
-    from torchvat.train.trainer import Trainer
+#: the trainer a hook receives (``kwargs["trainer"]``): a :class:`~torchvat.train.Trainer`, named
+#: loosely here because the trainer imports this module (no import circle, even for type checking)
+TrainerLike = Any
 
 __all__ = [
     "Callback",
@@ -134,7 +135,7 @@ class ProgressBar(Callback):
 
     def on_train_begin(self, **kwargs: Any) -> None:
         """Open the bar at the trainer's current iteration."""
-        trainer: Trainer = kwargs["trainer"]
+        trainer: TrainerLike = kwargs["trainer"]
         show = self.enabled and is_main_process() and (self.force or sys.stderr.isatty())
         if not show:
             self.bar = None
@@ -220,7 +221,7 @@ class JSONLogger(Callback):
 
     def on_train_begin(self, **kwargs: Any) -> None:
         """Open the file for appending (emptied first at iteration 0)."""
-        trainer: Trainer = kwargs["trainer"]
+        trainer: TrainerLike = kwargs["trainer"]
         if not is_main_process():
             return
         path = self.path
@@ -316,14 +317,14 @@ class Checkpoint(Callback):
         self._last_step: int | None = None  # the step of the last.pt written by this run
         self._trained = False  # an iteration started since on_train_begin
 
-    def _dir(self, trainer: Trainer) -> Path:
+    def _dir(self, trainer: TrainerLike) -> Path:
         if self.directory is not None:
             return self.directory
         if trainer.config.out_dir is None:
             raise ValueError("Checkpoint needs a directory or config.out_dir, got neither")
         return Path(trainer.config.out_dir)
 
-    def _save(self, trainer: Trainer, name: str) -> None:
+    def _save(self, trainer: TrainerLike, name: str) -> None:
         # every process reads its non-finite record here, not only the one that writes: in a
         # distributed run they then stop (or skip) on the same iteration (their records agree,
         # the gradients being all-reduced), instead of rank 0 leaving the others in a collective
@@ -337,7 +338,7 @@ class Checkpoint(Callback):
 
     def on_train_begin(self, **kwargs: Any) -> None:
         """Check the directory (writable, free space) and delete stale temporary files."""
-        trainer: Trainer = kwargs["trainer"]
+        trainer: TrainerLike = kwargs["trainer"]
         self._trained = False
         if not is_main_process():
             return
@@ -356,7 +357,7 @@ class Checkpoint(Callback):
 
     def on_step_end(self, **kwargs: Any) -> None:
         """Write ``last.pt`` on checkpoint iterations."""
-        trainer: Trainer = kwargs["trainer"]
+        trainer: TrainerLike = kwargs["trainer"]
         step = kwargs["step"]
         every = self.every or trainer.config.checkpoint_every
         due = step % every == 0 if every is not None else kwargs.get("evaluated", False)
@@ -371,7 +372,7 @@ class Checkpoint(Callback):
         :meth:`Trainer.fit`) and ``last.pt`` exists: a second write would rotate that same state
         into ``last.prev.pt`` and lose the older one.
         """
-        trainer: Trainer = kwargs["trainer"]
+        trainer: TrainerLike = kwargs["trainer"]
         existing = self._dir(trainer) / "last.pt"
         if not self._trained and existing.is_file():
             if is_main_process():
@@ -394,7 +395,7 @@ class TensorBoardLogger(Callback):
 
     def on_train_begin(self, **kwargs: Any) -> None:
         """Open a ``SummaryWriter`` (TensorBoard is imported here only)."""
-        trainer: Trainer = kwargs["trainer"]
+        trainer: TrainerLike = kwargs["trainer"]
         if not is_main_process():
             return
         try:

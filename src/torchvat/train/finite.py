@@ -17,7 +17,8 @@ mechanism of ``torch.amp.GradScaler``) the check stays on the device:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,8 +26,10 @@ from torch import Tensor
 
 __all__ = [
     "BufferSnapshot",
+    "NonFiniteLossError",
     "NonFiniteRecord",
     "NonFiniteSummary",
+    "describe_nonfinite",
     "grad_finite_flags",
     "supports_found_inf",
 ]
@@ -304,3 +307,44 @@ class NonFiniteRecord:
         )
         self.reset()
         return summary
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training iteration produced a NaN/Inf loss or gradient (``nonfinite="stop"``).
+
+    The message names the iteration and the loss terms; the update was not applied.
+
+    Args:
+        message: The description.
+        iteration: The 1-based iteration that failed.
+        terms: The value of every loss term at that iteration.
+    """
+
+    def __init__(self, message: str, iteration: int = 0, terms: Mapping[str, float] | None = None) -> None:
+        super().__init__(message)
+        self.iteration = iteration
+        self.terms = dict(terms or {})
+
+
+def describe_nonfinite(summary: NonFiniteSummary | None, step: int) -> str:
+    """The message of a non-finite iteration: which term, or which gradients (``summary=None``: another process).
+
+    Args:
+        summary: The device record read on the host, or ``None`` when another process failed.
+        step: Iterations done before the failed one.
+    """
+    if summary is None:  # another process failed; its terms are not known here
+        return f"non-finite loss or gradients at iteration {step + 1} on another process"
+    values = summary.terms
+    shown = ", ".join(f"{name}={value:.6g}" for name, value in values.items())
+    where = f"iteration {summary.first} (step {summary.first - 1} done)"
+    bad = [name for name, value in values.items() if not math.isfinite(value)]
+    if bad:
+        return f"non-finite loss at {where}: loss term(s) {', '.join(map(repr, bad))} ({shown})"
+    if not summary.loss_finite:
+        return f"non-finite loss at {where}: the weighted sum of finite terms ({shown})"
+    params = summary.bad_parameters
+    limit = 5
+    params = params[:limit] + ([f"... ({len(params) - limit} more)"] if len(params) > limit else [])
+    names = ", ".join(params) if params else "on another process"
+    return f"non-finite gradients at {where} with finite loss terms ({shown}): {names}"

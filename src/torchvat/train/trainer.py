@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import numbers
 import os
 import signal
 import threading
@@ -19,13 +17,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torchvat.core import RNGSnapshot
 from torchvat.data.sampler import InfiniteBatchSampler
 from torchvat.train.callbacks import Callback, Checkpoint, JSONLogger, ProgressBar, TensorBoardLogger
 from torchvat.train.checkpoint import (
@@ -41,7 +37,6 @@ from torchvat.train.config import CUDAGRAPH_MODES, TrainConfig
 from torchvat.train.defaults import derive_eps, resolve_regularize
 from torchvat.train.distributed import (
     ShardedBatchSampler,
-    all_reduce_mean,
     any_process,
     broadcast_buffers,
     init_distributed,
@@ -54,13 +49,18 @@ from torchvat.train.distributed import (
 )
 from torchvat.train.finite import (
     BufferSnapshot,
+    NonFiniteLossError,
     NonFiniteRecord,
-    NonFiniteSummary,
+    describe_nonfinite,
     grad_finite_flags,
     supports_found_inf,
 )
+from torchvat.train.inputs import as_tensor, check_batch_size, check_data, check_dtypes, check_labels
 from torchvat.train.methods import Batch, CleanPass, Method, check_method_options, get_method
+from torchvat.train.metrics import CollapseMonitor, CollapseWarning, MetricAccumulator, effective_classes
 from torchvat.train.optim import IterationSchedule, build_optimizer, warmup_factor
+from torchvat.train.state import STATE_FORMAT, check_state, sampler_state
+from torchvat.train.step import compute_method_loss
 
 __all__ = [
     "CollapseWarning",
@@ -77,27 +77,6 @@ logger = logging.getLogger(__name__)
 SIGNAL_NOTICE = "torchvat: %s received: training stopped after iteration %d of %d; %s"
 
 _HPARAMS = ("eps", "xi", "alpha", "beta", "n_power", "norm", "probe", "regularize")
-
-
-class CollapseWarning(UserWarning):
-    """The held-out error rose while the training loss fell over consecutive evaluations."""
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A training iteration produced a NaN/Inf loss or gradient (``nonfinite="stop"``).
-
-    The message names the iteration and the loss terms; the update was not applied.
-
-    Args:
-        message: The description.
-        iteration: The 1-based iteration that failed.
-        terms: The value of every loss term at that iteration.
-    """
-
-    def __init__(self, message: str, iteration: int = 0, terms: Mapping[str, float] | None = None) -> None:
-        super().__init__(message)
-        self.iteration = iteration
-        self.terms = dict(terms or {})
 
 
 @dataclass
@@ -136,106 +115,6 @@ class TrainResult:
     skipped_steps: int = 0
 
 
-class _Accumulator:
-    """Sums of per-iteration metrics kept on the device; synchronized only by :meth:`means`.
-
-    Each metric is averaged over the iterations that returned it (a custom method may return
-    a term on some iterations only). An iteration can be added with a device weight (0 for an
-    iteration whose update was skipped, so its NaN terms do not reach the means) without
-    reading it on the host.
-
-    The counts live in groups of metrics that were returned together every time since the
-    last reset, one device tensor per group: with the same metrics at every iteration (the
-    built-in methods) an iteration costs one addition for the counts, as a single count would.
-    """
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def add(self, metrics: Mapping[str, Tensor], ok: Tensor | None = None) -> None:
-        if not metrics:
-            self.count += 1
-            return
-        device = None
-        for key, value in metrics.items():
-            value = value.detach().float()
-            device = value.device
-            if ok is not None:
-                value = torch.where(ok.to(value.device), value, torch.zeros_like(value))
-            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
-        step: Tensor | float = 1.0 if ok is None else ok.float().to(device)
-        present = frozenset(metrics)
-        if len(self._groups) == 1 and present in self._groups:  # the same metrics as before
-            self._groups[present] = self._groups[present] + step
-            self.count += 1
-            return
-        groups: dict[frozenset[str], Tensor] = {}
-        seen: set[str] = set()
-        for members, weight in self._groups.items():
-            inside = members & present
-            if inside:
-                groups[inside] = weight + step
-            if len(inside) < len(members):
-                groups[members - inside] = weight
-            seen |= members
-        fresh = present - seen
-        if fresh:
-            groups[frozenset(fresh)] = torch.zeros((), device=device) + step
-        self._groups = groups
-        self.count += 1
-
-    def weights(self) -> dict[str, Tensor]:
-        """Each metric's number (device float) of counted iterations since the reset."""
-        return {key: weight for members, weight in self._groups.items() for key in members}
-
-    def means(self) -> dict[str, float]:
-        """Means since the last reset, averaged over the processes when distributed.
-
-        Every process has the same keys and weights (same iterations, same per-process batch
-        size, the same skipped iterations), so the mean of the per-process means is the mean
-        over the global batches. A metric none of whose iterations counted (every one that
-        returned it was skipped) is left out; empty when every iteration since the reset was.
-        """
-        if not self.sums:
-            return {}
-        keys = list(self.sums)
-        weights = self.weights()
-        device = self.sums[keys[0]].device
-        sums = torch.stack([self.sums[k] for k in keys])
-        counts = torch.stack([weights[k].to(device) for k in keys])
-        values = all_reduce_mean(torch.cat([sums / counts.clamp_min(1), counts])).tolist()
-        n = len(keys)
-        return {k: v for k, v, c in zip(keys, values[:n], values[n:], strict=True) if c != 0}
-
-    def reset(self) -> None:
-        self.sums: dict[str, Tensor] = {}
-        self._groups: dict[frozenset[str], Tensor] = {}
-        self.count = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        weights = self.weights()
-        return {
-            "sums": {k: v.cpu() for k, v in self.sums.items()},
-            "count": self.count,
-            "weights": {k: weights[k].cpu() for k in self.sums},
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
-        self.sums = {k: v.to(device) for k, v in state["sums"].items()}
-        self.count = int(state["count"])
-        weights = state.get("weights")
-        if weights is None:  # written with one count for every metric
-            weight = state.get("weight")
-            if weight is None:  # written before weights existed: every iteration counted
-                weight = torch.tensor(float(self.count))
-            weights = {k: weight for k in self.sums}
-        # metrics with equal counts share a group: the next iterations add to them alike
-        by_value: dict[float, list[str]] = {}
-        for key, weight in weights.items():
-            by_value.setdefault(float(weight), []).append(key)
-        self._groups = {frozenset(keys): weights[keys[0]].to(device) for keys in by_value.values()}
-
-
 def _seed_for(seed: int, rank: int, stream: int) -> int:
     """Independent 63-bit seeds for the samplers and the method's generator."""
     return rank_seed(seed, rank, stream)
@@ -246,130 +125,6 @@ def _rank() -> int:
 
 
 _GLOBAL_STREAM = 3  # the per-rank seed of the global generators of ranks > 0
-
-
-def _as_tensor(name: str, value: Any) -> Tensor | None:
-    if value is None:
-        return None
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
-    return value
-
-
-def _check_batch_size(batch_size: Any) -> None:
-    """A prediction batch size: an integer >= 1, or ``None`` for the config's."""
-    if batch_size is None:
-        return
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
-
-
-def _check_logits(logits: Any, n_rows: int) -> None:
-    """The model's output must be a tensor with one row per input row."""
-    if not isinstance(logits, Tensor):
-        raise TypeError(
-            "the model must return a logits tensor [B, n_classes], got "
-            f"{type(logits).__name__}; wrap a model that returns a dict, a tuple or a Hugging Face "
-            "output in a module whose forward returns the logits (e.g. model(x).logits)"
-        )
-    if logits.ndim == 0 or logits.shape[0] != n_rows:
-        raise ValueError(
-            f"the model must return one row of logits per input row, got shape {tuple(logits.shape)} for {n_rows} rows"
-        )
-
-
-def effective_classes(probs: Tensor) -> Tensor:
-    """``exp`` of the entropy of a class distribution: how many classes it spreads over.
-
-    1 for a distribution on one class, ``K`` for the uniform one on ``K`` classes; the trainer
-    computes it for the mean prediction on each unlabeled batch (metric ``unlabeled_classes``).
-
-    Args:
-        probs: Probabilities ``[K]`` (summing to 1).
-
-    Returns:
-        A scalar tensor in ``[1, K]``.
-
-    Example:
-        >>> round(float(effective_classes(torch.tensor([0.5, 0.5, 0.0]))), 4)
-        2.0
-    """
-    return torch.special.entr(probs).sum().exp()
-
-
-def compute_method_loss(
-    model: nn.Module,
-    method: Method,
-    batch: Batch,
-    weights: Mapping[str, float],
-    *,
-    generator: torch.Generator | None = None,
-    on_clean: Callable[[CleanPass], None] | None = None,
-) -> tuple[Tensor, dict[str, Tensor], CleanPass]:
-    """The clean passes, the method's terms and their weighted sum for one batch (no backward).
-
-    This is the forward half of :meth:`Trainer.train_step`, shared with the Lightning
-    integration: the clean passes cover every row once (one joint pass, or labeled and
-    unlabeled passes, as the method asks); the random state is captured before each so the
-    method's probe and perturbed passes replay the same dropout masks.
-
-    Args:
-        model: The model to call (possibly compiled or DDP-wrapped), in training mode.
-        method: The training method.
-        batch: The batch, on the model's device.
-        weights: Weight of each term (e.g. :meth:`Trainer.loss_weights`).
-        generator: Generator for the method's random draws (random starts).
-        on_clean: Called with the clean pass before the method's terms are computed (the
-            trainer checks the labels against the number of outputs there).
-
-    Returns:
-        ``(loss, terms, clean)``: the weighted sum, the named terms and the clean pass.
-
-    Raises:
-        ValueError: If the method returns a term that has no weight.
-
-    Example:
-        >>> from torchvat.train import get_method
-        >>> _ = torch.manual_seed(0)
-        >>> model = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2))
-        >>> method = get_method("vat", eps=0.5)
-        >>> batch = Batch(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]), torch.randn(16, 2))
-        >>> loss, terms, clean = compute_method_loss(model, method, batch, method.weights)
-        >>> sorted(terms), clean.separate
-        (['ce', 'vat'], True)
-    """
-    n_labeled = batch.x_labeled.shape[0]
-    device = batch.x_labeled.device
-    joint = batch.x_unlabeled is not None and method.joint_clean_pass
-    x = torch.cat([batch.x_labeled, batch.x_unlabeled]) if joint else batch.x_labeled
-    if method.needs_input_grad:
-        x = x.detach().requires_grad_(True)
-
-    # Clean passes: every row once. The generator state is captured before each pass so the
-    # method's probe and perturbed passes replay the same dropout masks. A search's target
-    # comes from a pass with the batch composition of its perturbed passes (BatchNorm).
-    rng = RNGSnapshot.capture(device)
-    logits = model(x)
-    _check_logits(logits, x.shape[0])
-    clean = CleanPass(x=x, logits=logits, n_labeled=n_labeled, rng=rng, generator=generator)
-    if batch.x_unlabeled is not None and not joint:
-        clean.unlabeled_rng = RNGSnapshot.capture(device)
-        clean.unlabeled_x = batch.x_unlabeled
-        with torch.set_grad_enabled(method.needs_unlabeled_grad):
-            clean.unlabeled_logits = model(batch.x_unlabeled)
-    if on_clean is not None:
-        on_clean(clean)
-    # the method's perturbation search and perturbed pass -> named loss terms
-    terms = method.loss_terms(model, batch, clean)
-    unknown = sorted(set(terms) - set(weights))
-    if unknown:
-        raise ValueError(
-            f"method {method.name!r} returned terms {unknown} without a weight; its weights are {method.weights}"
-        )
-    loss: Tensor = sum(weights[name] * term for name, term in terms.items())  # type: ignore[assignment]
-    return loss, terms, clean
 
 
 class Trainer:
@@ -507,7 +262,7 @@ class Trainer:
             "x_test": x_test,
             "y_test": y_test,
         }
-        tensors = {k: _as_tensor(k, v if v is not None else getattr(data, k, None)) for k, v in given.items()}
+        tensors = {k: as_tensor(k, v if v is not None else getattr(data, k, None)) for k, v in given.items()}
         self._check_data(tensors)
 
         # method and its eps
@@ -541,7 +296,7 @@ class Trainer:
                 stacklevel=2,
             )
 
-        self._check_dtypes(model, tensors)
+        check_dtypes(model, self.method, tensors)
 
         # everything on the device
         for key, value in tensors.items():
@@ -583,10 +338,9 @@ class Trainer:
         self.best: dict[str, float] = {}
         self.paths: dict[str, str] = {}
         self.should_stop = False
-        self._log_acc = _Accumulator()
-        self._eval_acc = _Accumulator()
-        self._collapse_streak = 0
-        self._class_streak = 0
+        self._log_acc = MetricAccumulator()
+        self._eval_acc = MetricAccumulator()
+        self._collapse = CollapseMonitor()
         #: effective number of classes of the labels (:func:`effective_classes`); ``None`` for
         #: real-valued targets (regression), where ``unlabeled_classes`` is not computed
         self.labeled_classes: float | None = None
@@ -676,73 +430,9 @@ class Trainer:
             raise TypeError(f"method must be a name or a Method, got {type(method).__name__}")
         return cfg.replace(**options) if options else cfg
 
-    @staticmethod
-    def _check_data(t: dict[str, Tensor | None]) -> None:
-        if t["x_labeled"] is None or t["y_labeled"] is None:
-            raise ValueError("x_labeled and y_labeled are required, got None")
-        for split in ("labeled", "val", "test"):
-            x, y = t[f"x_{split}"], t[f"y_{split}"]
-            if (x is None) != (y is None):
-                raise ValueError(f"x_{split} and y_{split} must be given together, got only one")
-            if x is None or y is None:
-                continue
-            if y.ndim != 1 or y.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16):
-                raise ValueError(
-                    f"y_{split} must be a 1-D integer tensor of class indices, "
-                    f"got dtype {y.dtype} and shape {tuple(y.shape)}"
-                )
-            if x.shape[0] != y.shape[0]:
-                raise ValueError(
-                    f"x_{split} and y_{split} must have the same number of rows, got {x.shape[0]} and {y.shape[0]}"
-                )
-            if y.numel() and int(y.min()) < 0:
-                raise ValueError(
-                    f"y_{split} must hold class indices >= 0, got {int(y.min())} "
-                    "(unlabeled rows go in x_unlabeled, not in y with label -1)"
-                )
-            t[f"y_{split}"] = y.long()
-        if t["x_labeled"].shape[0] == 0:
-            raise ValueError("x_labeled must have at least one row, got 0")
-        for split in ("labeled", "unlabeled", "val", "test"):
-            x = t[f"x_{split}"]
-            if x is not None and (x.is_floating_point() or x.is_complex()) and x.numel():
-                bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
-                if bool(bad.any()):
-                    raise ValueError(
-                        f"x_{split} must be finite, got NaN or Inf in {int(bad.sum())} row(s), "
-                        f"the first at row {int(bad.nonzero()[0, 0])}"
-                    )
-        shape = tuple(t["x_labeled"].shape[1:])
-        for split in ("unlabeled", "val", "test"):
-            x = t[f"x_{split}"]
-            if x is not None and tuple(x.shape[1:]) != shape:
-                raise ValueError(f"x_{split} must have input shape {shape} like x_labeled, got {tuple(x.shape[1:])}")
-        if t["x_unlabeled"] is not None and t["x_unlabeled"].shape[0] == 0:
-            t["x_unlabeled"] = None
-
-    def _check_dtypes(self, model: nn.Module, t: Mapping[str, Tensor | None]) -> None:
-        """Every split's inputs are checked here, before training: not at the first evaluation.
-
-        Inputs a method perturbs (``x_labeled``, ``x_unlabeled``) must be floating point, and
-        every floating-point split (``x_labeled``, ``x_unlabeled``, ``x_val``, ``x_test``) must
-        have the model's parameter dtype.
-        """
-        dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-        for split in ("labeled", "unlabeled", "val", "test"):
-            name, x = f"x_{split}", t[f"x_{split}"]
-            if x is None:
-                continue
-            if split in ("labeled", "unlabeled") and hasattr(self.method, "eps") and not x.is_floating_point():
-                raise TypeError(
-                    f"{name} must be a floating-point tensor for method {self.method.name!r} (it perturbs the "
-                    f"inputs), got dtype {x.dtype}; for token ids, perturb the embeddings (torchvat.integrations.hf)"
-                )
-            if x.is_floating_point() and len(dtypes) == 1 and x.dtype not in dtypes:
-                (dtype,) = dtypes
-                raise TypeError(
-                    f"{name} has dtype {x.dtype} but the model's parameters are {dtype}; "
-                    f"convert the inputs ({name}.to({dtype})) or the model (model.to({x.dtype}))"
-                )
+    #: the check of the data splits (:func:`~torchvat.train.inputs.check_data`); an override point
+    #: for trainers with other targets (regression)
+    _check_data = staticmethod(check_data)
 
     def _has_regularizer(self) -> bool:
         return any(k not in self.method.supervised_terms for k in self.method.weights)
@@ -881,7 +571,7 @@ class Trainer:
                 summary = self._nonfinite.read()
                 self.optimizer.zero_grad(set_to_none=True)
                 buffers.restore(torch.zeros((), dtype=torch.bool), list(self.model.buffers()))
-                message = self._describe_nonfinite(summary)
+                message = describe_nonfinite(summary, self.step)
                 if policy == "stop":
                     raise NonFiniteLossError(message, self.step + 1, summary.terms if summary else {})
                 self.skipped_steps += 1
@@ -936,7 +626,7 @@ class Trainer:
         summary = self._nonfinite.read()
         if summary is None:
             return
-        message = self._describe_nonfinite(summary)
+        message = describe_nonfinite(summary, self.step)
         if self.config.nonfinite == "stop":
             self.step = summary.first - 1
             self.schedule.apply(self.step)
@@ -951,39 +641,10 @@ class Trainer:
             message,
         )
 
-    def _describe_nonfinite(self, summary: NonFiniteSummary | None) -> str:
-        if summary is None:  # another process failed; its terms are not known here
-            return f"non-finite loss or gradients at iteration {self.step + 1} on another process"
-        values = summary.terms
-        shown = ", ".join(f"{name}={value:.6g}" for name, value in values.items())
-        where = f"iteration {summary.first} (step {summary.first - 1} done)"
-        bad = [name for name, value in values.items() if not math.isfinite(value)]
-        if bad:
-            return f"non-finite loss at {where}: loss term(s) {', '.join(map(repr, bad))} ({shown})"
-        if not summary.loss_finite:
-            return f"non-finite loss at {where}: the weighted sum of finite terms ({shown})"
-        params = summary.bad_parameters
-        limit = 5
-        params = params[:limit] + ([f"... ({len(params) - limit} more)"] if len(params) > limit else [])
-        names = ", ".join(params) if params else "on another process"
-        return f"non-finite gradients at {where} with finite loss terms ({shown}): {names}"
-
     def _check_labels(self, clean: CleanPass) -> None:
         """Once per trainer, after the first clean pass: labels must be below the number of outputs."""
         self._labels_checked = True
-        logits = clean.labeled_logits
-        if logits.ndim != 2:
-            return
-        n = int(logits.shape[1])
-        for split in ("labeled", "val", "test"):
-            y = getattr(self, f"y_{split}")
-            if y is None or y.is_floating_point() or y.numel() == 0:
-                continue
-            top = int(y.max())
-            if top >= n:
-                raise ValueError(
-                    f"y_{split} must hold class indices in [0, {n}) (the model returns {n} logits), got {top}"
-                )
+        check_labels(clean, {f"y_{split}": getattr(self, f"y_{split}") for split in ("labeled", "val", "test")})
 
     @contextlib.contextmanager
     def _catch_signals(self) -> Iterator[None]:
@@ -1168,51 +829,15 @@ class Trainer:
         self._call("on_eval_end", step=self.step, metrics=record, improved=improved)
 
     def _check_collapse(self, monitor: str | None) -> None:
-        """Warn (:class:`CollapseWarning`) about the two ways a regularizer collapses.
-
-        Over ``config.collapse_patience`` consecutive evaluations: the held-out error rose
-        while the training loss fell; or the predictions on the unlabeled batches spread over
-        fewer than ``1 + (L - 1) / 2`` classes (``unlabeled_classes``, the exponential of the
-        entropy of the mean prediction), ``L`` being that number for the labels: the model
-        puts most unlabeled data into a few classes, where the divergence is small. The
-        second check needs no held-out data.
-        """
-        patience = self.config.collapse_patience
-        if patience == 0 or not self.history:
-            return
-        cur = self.history[-1]
-        seen = cur.get("train_unlabeled_classes")
-        floor = 1.0 + ((self.labeled_classes or 1.0) - 1.0) / 2.0
-        if seen is not None and math.isfinite(seen) and seen < floor:
-            self._class_streak += 1
-        else:
-            self._class_streak = 0
-        if self._class_streak == patience:
-            message = (
-                f"the predictions on the unlabeled data spread over {seen:.3g} classes (exp of the entropy "
-                f"of the mean prediction) against {self.labeled_classes:.3g} for the labels, over "
-                f"{patience} consecutive evaluations (step {self.step}): the regularizer may be collapsing "
-                "the unlabeled data into a few classes (try a larger eps, a smaller alpha or learning "
-                "rate, more labels per batch, or method='vat+ent')"
-            )
-            logger.warning("torchvat: %s", message)
-            warnings.warn(message, CollapseWarning, stacklevel=3)
-        if monitor is None or len(self.history) < 2:
-            return
-        prev = self.history[-2]
-        if cur[monitor] > prev[monitor] and cur.get("train_loss", math.inf) < prev.get("train_loss", -math.inf):
-            self._collapse_streak += 1
-        else:
-            self._collapse_streak = 0
-        if self._collapse_streak == patience:
-            message = (
-                f"{monitor} rose while the training loss fell over {patience} consecutive "
-                f"evaluations (step {self.step}: {monitor}={cur[monitor]:.4g}, "
-                f"train_loss={cur['train_loss']:.4g}); the regularizer may be collapsing "
-                "(check eps, alpha and the learning rate)"
-            )
-            logger.warning("torchvat: %s", message)
-            warnings.warn(message, CollapseWarning, stacklevel=3)
+        """Warn (:class:`CollapseWarning`) about the two ways a regularizer collapses (see :class:`CollapseMonitor`)."""
+        self._collapse.check(
+            self.history,
+            monitor,
+            patience=self.config.collapse_patience,
+            labeled_classes=self.labeled_classes,
+            step=self.step,
+            stacklevel=3,
+        )
 
     @torch.no_grad()
     def predict_logits(self, x: Tensor, batch_size: int | None = None) -> Tensor:
@@ -1228,8 +853,8 @@ class Trainer:
         Raises:
             ValueError: If ``batch_size`` is not an integer >= 1 or ``None``.
         """
-        x = _as_tensor("x", x)
-        _check_batch_size(batch_size)
+        x = as_tensor("x", x)
+        check_batch_size(batch_size)
         bs = self.config.eval_batch_size if batch_size is None else int(batch_size)
         was_training = self.model.training
         self.model.eval()
@@ -1278,8 +903,8 @@ class Trainer:
             ValueError: If ``x`` and ``y`` have different numbers of rows or are empty, or
                 ``batch_size`` is not an integer >= 1 or ``None``.
         """
-        x, y = _as_tensor("x", x), _as_tensor("y", y)
-        _check_batch_size(batch_size)  # on every process, also one whose share of the rows is empty
+        x, y = as_tensor("x", x), as_tensor("y", y)
+        check_batch_size(batch_size)  # on every process, also one whose share of the rows is empty
         if x.shape[0] != y.shape[0] or x.shape[0] == 0:
             raise ValueError(f"x and y must have the same, non-zero number of rows, got {x.shape[0]} and {y.shape[0]}")
         if self.world_size > 1:
@@ -1322,7 +947,7 @@ class Trainer:
         """
         self.check_nonfinite()
         return {
-            "format": 1,
+            "format": STATE_FORMAT,
             "step": self.step,
             "world_size": self.world_size,
             "model": self.model.state_dict(),
@@ -1338,25 +963,13 @@ class Trainer:
             "history": [dict(r) for r in self.history],
             "best": dict(self.best),
             "accumulators": {"log": self._log_acc.state_dict(), "eval": self._eval_acc.state_dict()},
-            "collapse_streak": self._collapse_streak,
-            "class_streak": self._class_streak,
+            "collapse_streak": self._collapse.collapse_streak,
+            "class_streak": self._collapse.class_streak,
             "skipped_steps": self.skipped_steps,
             "method": self.method.name,
             "eps": self.eps,
             "config": self.config.to_dict(),
         }
-
-    def _sampler_state(self, saved: Mapping[str, Any], saved_world: int) -> dict[str, Any]:
-        """A sampler state written with another number of processes, for this trainer's stream.
-
-        The stream's position (epoch, position in the epoch's permutation) does not depend on
-        the batch size; with another world size the global batch size changes, so the saved
-        one is replaced (the per-process batch size of the config is what is kept).
-        """
-        state = dict(saved)
-        if saved_world != self.world_size:
-            state["batch_size"] = int(state["batch_size"]) // saved_world * self.world_size
-        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` (e.g. a loaded checkpoint).
@@ -1386,7 +999,7 @@ class Trainer:
             ValueError: If the state belongs to another method, data size, model, optimizer or
                 batch size, or is not a trainer state (naming the saved and the current value).
         """
-        self._check_state(state)
+        check_state(self, state)
         saved_config = state.get("config") or {}
         saved_world = int(state.get("world_size", 1))
         self.model.load_state_dict(state["model"])
@@ -1394,10 +1007,10 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         self._apply_changed_hyperparameters(saved_config)
         self._keep_saved_regularize(saved_config)
-        self.labeled_sampler.load_state_dict(self._sampler_state(state["samplers"]["labeled"], saved_world))
+        self.labeled_sampler.load_state_dict(sampler_state(state["samplers"]["labeled"], saved_world, self.world_size))
         saved_u = state["samplers"]["unlabeled"]
         if saved_u is not None and self.unlabeled_sampler is not None:
-            self.unlabeled_sampler.load_state_dict(self._sampler_state(saved_u, saved_world))
+            self.unlabeled_sampler.load_state_dict(sampler_state(saved_u, saved_world, self.world_size))
         self.generator.set_state(state["generator"])
         set_rng_state(state["rng"], self.device)
         self._rng_ready = True  # the saved run's generators: setup() does not reseed them
@@ -1414,8 +1027,8 @@ class Trainer:
         self.best = dict(state["best"])
         self._log_acc.load_state_dict(state["accumulators"]["log"], self.device)
         self._eval_acc.load_state_dict(state["accumulators"]["eval"], self.device)
-        self._collapse_streak = int(state["collapse_streak"])
-        self._class_streak = int(state.get("class_streak", 0))
+        self._collapse.collapse_streak = int(state["collapse_streak"])
+        self._collapse.class_streak = int(state.get("class_streak", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self._nonfinite.reset()
         self.last_step_ok = None
@@ -1425,66 +1038,6 @@ class Trainer:
         if not own_eps and state.get("eps") is not None and hasattr(self.method, "eps"):
             self.eps = float(state["eps"])
             self.method.eps = self.eps
-
-    def _check_state(self, state: Mapping[str, Any]) -> None:
-        """Every check of :meth:`load_state_dict`, made before it changes anything."""
-        if state.get("method") != self.method.name:
-            raise ValueError(
-                f"checkpoint was written by method {state.get('method')!r}, but this trainer runs {self.method.name!r}"
-            )
-        required = ("step", "model", "optimizer", "schedule", "rng", "generator", "samplers", "history", "best")
-        missing = [k for k in (*required, "accumulators", "collapse_streak") if k not in state]
-        if missing:
-            raise ValueError(f"checkpoint is not a trainer state (Trainer.state_dict()): it has no {missing}")
-        saved_config = state.get("config") or {}
-        for name in ("optimizer", "batch_size", "unlabeled_batch_size"):  # the saved state needs them
-            if name in saved_config and saved_config[name] != getattr(self.config, name):
-                raise ValueError(
-                    f"checkpoint was written with {name}={saved_config[name]!r}, but this trainer has "
-                    f"{name}={getattr(self.config, name)!r}; a resumed run keeps the saved {name} "
-                    "(its optimizer state and data streams depend on it): use the saved value or start a new run"
-                )
-        saved_world = int(state.get("world_size", 1))
-        samplers = state["samplers"]
-        for split, sampler in (("labeled", self.labeled_sampler), ("unlabeled", self.unlabeled_sampler)):
-            saved = samplers.get(split)
-            x = getattr(self, f"x_{split}")
-            have = f"x_{split} has {int(x.shape[0])}" if x is not None else f"x_{split} is None or empty"
-            if saved is None and x is None:
-                continue
-            if saved is None or x is None or int(saved["n"]) != int(x.shape[0]):
-                rows = "no" if saved is None else int(saved["n"])
-                raise ValueError(
-                    f"checkpoint has {rows} {split} rows, {have}; a resumed run needs the data it was saved "
-                    "with (its data streams index them): pass the same data or start a new run"
-                )
-            sampler.check_state_dict(self._sampler_state(saved, saved_world))  # type: ignore[union-attr]
-        self._check_saved_model(state["model"])
-        saved_groups = state["optimizer"].get("param_groups", [])
-        sizes = [len(g["params"]) for g in saved_groups]
-        own_sizes = [len(g["params"]) for g in self.optimizer.param_groups]
-        if sizes != own_sizes:
-            raise ValueError(
-                f"checkpoint's optimizer has parameter groups of {sizes} parameters, but this trainer's optimizer "
-                f"has {own_sizes}"
-            )
-
-    def _check_saved_model(self, saved: Mapping[str, Any]) -> None:
-        """The saved weights fit :attr:`model`: the same names and shapes (as ``load_state_dict`` strictly needs)."""
-        own = self.model.state_dict()
-        problems = []
-        missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
-        if missing:
-            problems.append(f"the checkpoint lacks {missing[:5]}" + (" ..." if len(missing) > 5 else ""))
-        if unexpected:
-            problems.append(f"the model has no {unexpected[:5]}" + (" ..." if len(unexpected) > 5 else ""))
-        for key, value in own.items():
-            shape, saved_shape = getattr(value, "shape", None), getattr(saved.get(key), "shape", None)
-            if key in saved and shape is not None and saved_shape is not None and tuple(shape) != tuple(saved_shape):
-                problems.append(f"{key!r} has shape {tuple(saved_shape)} in the checkpoint, {tuple(shape)} here")
-                break
-        if problems:
-            raise ValueError(f"checkpoint's model does not fit this trainer's model: {'; '.join(problems)}")
 
     def _keep_saved_regularize(self, saved_config: Mapping[str, Any]) -> None:
         """A ``regularize`` this trainer resolved from ``"auto"`` gives way to the saved run's.
