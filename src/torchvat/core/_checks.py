@@ -212,6 +212,7 @@ class ModelInput:
         """Call ``model`` with ``value`` in place of the perturbed input."""
         if self.mapping is None:
             return model(value)
+        assert self.key is not None  # set with mapping in __init__ (not user input)
         return model(**{**self.mapping, self.key: value})
 
 

@@ -88,9 +88,9 @@ def suggest_eps(
     check_choice("rule", rule, EPS_RULES)
     if scale is not None:
         check_nonnegative("scale", scale, positive=True)
-    for name, value in (("max_queries", max_queries), ("max_references", max_references)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    for name, count in (("max_queries", max_queries), ("max_references", max_references)):
+        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {count!r}")
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
         got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
         raise TypeError(f"x must be a floating-point tensor [N, ...], got {got}")

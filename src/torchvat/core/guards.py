@@ -94,31 +94,32 @@ def frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
         changed, fresh, saved, stopped, hooks = _sort_out(found)
     for m in changed:
         m.track_running_stats = False
-    for m in stopped:
-        m.training = False
+    for layer in stopped:
+        layer.training = False
     for hook in hooks:
-        hook.compute_weight = _weight_without_power_iteration(hook)  # type: ignore[method-assign]
+        # an instance attribute shadowing the class's method (deleted on exit); typed as a plain callable
+        hook.compute_weight = _weight_without_power_iteration(hook)  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
         for m in changed:
             m.track_running_stats = True
-        for m in stopped:
-            m.training = True
+        for layer in stopped:
+            layer.training = True
         for hook in hooks:
             del hook.compute_weight  # the class's method again
         if saved:
             with torch.no_grad():
                 for buffer, value in saved:
                     buffer.copy_(value)
-        for m in fresh:
-            if not _uninitialized(m) and isinstance(m, _NormBase):
-                m.reset_running_stats()
+        for lazy in fresh:
+            if not _uninitialized(lazy) and isinstance(lazy, _NormBase):
+                lazy.reset_running_stats()
 
 
 def _sort_out(
     found: list[nn.Module],
-) -> tuple[list[nn.Module], list[nn.Module], list[tuple[Tensor, Tensor]], list[nn.Module], list[SpectralNorm]]:
+) -> tuple[list[_BatchNorm], list[nn.Module], list[tuple[Tensor, Tensor]], list[nn.Module], list[SpectralNorm]]:
     """Split the layers :func:`frozen_batchnorm_stats` found by how their state is kept.
 
     Returns the BatchNorm layers whose updates are switched off, the lazy layers still
@@ -127,7 +128,7 @@ def _sort_out(
     ``_SpectralNorm`` parametrizations in train mode, and the spectral-norm hooks of modules in
     train mode (a hook already stopped by an enclosing context is left to that context).
     """
-    changed: list[nn.Module] = []
+    changed: list[_BatchNorm] = []
     fresh: list[nn.Module] = []
     saved: list[tuple[Tensor, Tensor]] = []
     stopped: list[nn.Module] = []
@@ -176,7 +177,8 @@ def _weight_without_power_iteration(hook: SpectralNorm) -> Callable[[nn.Module, 
         u = getattr(module, hook.name + "_u").clone(memory_format=torch.contiguous_format)
         v = getattr(module, hook.name + "_v").clone(memory_format=torch.contiguous_format)
         sigma = torch.dot(u, torch.mv(hook.reshape_weight_to_matrix(weight), v))
-        return weight / sigma
+        result: Tensor = weight / sigma  # weight is read through getattr (Any)
+        return result
 
     return compute_weight
 

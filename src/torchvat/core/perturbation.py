@@ -193,7 +193,8 @@ def probe_scale(t: Tensor, xi: float | Tensor | str, eps: float | Tensor) -> flo
         eps_b = per_sample_scale(eps, t, "eps")
         if isinstance(eps_b, Tensor):
             return torch.minimum(step, eps_b.clamp_min(_TINY))
-        return step.clamp_max(eps_b) if eps_b > 0 else step
+        capped: Tensor = step.clamp_max(eps_b) if eps_b > 0 else step
+        return capped
     return per_sample_scale(xi, t, "xi")
 
 
@@ -243,16 +244,28 @@ def _load_forward_ad() -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
         with fwAD.dual_level():
-            fwAD.make_dual(torch.zeros(1), torch.zeros(1))
+            _make_dual(torch.zeros(1), torch.zeros(1))
+
+
+def _make_dual(primal: Tensor, tangent: Tensor) -> Tensor:
+    """``torch.autograd.forward_ad.make_dual``, typed."""
+    dual: Tensor = fwAD.make_dual(primal, tangent)  # type: ignore[no-untyped-call]  # unannotated in torch
+    return dual
+
+
+def _unpack_dual(tensor: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``torch.autograd.forward_ad.unpack_dual`` as ``(primal, tangent)``, typed."""
+    primal, tangent = fwAD.unpack_dual(tensor)  # type: ignore[no-untyped-call]  # unannotated in torch
+    return primal, tangent
 
 
 def _cast_tangent(module: nn.Module, inputs: Any, output: Any) -> Any:
     if not isinstance(output, Tensor):
         return None
-    primal, tangent = fwAD.unpack_dual(output)
+    primal, tangent = _unpack_dual(output)
     if tangent is None or tangent.dtype == primal.dtype:
         return None
-    return fwAD.make_dual(primal, tangent.to(primal.dtype))
+    return _make_dual(primal, tangent.to(primal.dtype))
 
 
 @contextlib.contextmanager
@@ -276,7 +289,7 @@ class _ExactHvp:
     r""":math:`H d = J^\top A J d` at r = 0, by forward-mode AD (double backward if unsupported)."""
 
     #: models on which forward-mode AD failed once; they use the double-backward product
-    no_forward_ad: ClassVar[weakref.WeakSet] = weakref.WeakSet()
+    no_forward_ad: ClassVar[weakref.WeakSet[Any]] = weakref.WeakSet()  # any weak-referenceable callable
 
     @staticmethod
     def forward_ad_failed_for(model: object) -> bool:
@@ -322,8 +335,8 @@ class _ExactHvp:
             _load_forward_ad()
             try:
                 with rng.replay(), fwAD.dual_level(), _tangent_dtype_fix(x0):
-                    pred = extract_output(inp.call(model, fwAD.make_dual(xr, d)), output_fn)
-                    primal, jd = fwAD.unpack_dual(pred)
+                    pred = extract_output(inp.call(model, _make_dual(xr, d)), output_fn)
+                    primal, jd = _unpack_dual(pred)
             except torch.OutOfMemoryError:
                 raise
             except (NotImplementedError, RuntimeError) as err:
@@ -542,7 +555,7 @@ def _checked_target(target: Tensor, inp: ModelInput, source: str) -> Tensor:
 LOW_PRECISION_BATCHNORM_MIN = 16
 _LOW_PRECISION_SECTION = "BENCHMARKS.md, section 1 ('bf16 with BatchNorm in training mode')"
 #: modules whose BatchNorm batches were measured once under low precision
-_low_precision_checked: weakref.WeakSet = weakref.WeakSet()
+_low_precision_checked: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 def _record_values_per_channel(sizes: list[int], module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -609,7 +622,7 @@ class TargetMismatchWarning(UserWarning):
 #: the README section that explains the batch composition of the VAT target
 _BATCHNORM_SECTION = "README.md, 'Three things to get right: BatchNorm, dropout, and the size of ε'"
 #: modules whose given logits were compared with their own clean pass once (the first call with logits)
-_checked_targets: weakref.WeakSet = weakref.WeakSet()
+_checked_targets: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 def draws_random_numbers(module: nn.Module) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from torchvat.models._checks import (
@@ -16,7 +18,7 @@ __all__ = ["ConvLarge", "ConvSmall"]
 _LEAKY_SLOPE = 0.1
 # BatchNorm as in the authors' layers.py (github.com/takerum/vat_tf): running averages with decay
 # 0.99 (PyTorch momentum 0.01) and 1e-6 added to the variance
-_BN = {"momentum": 0.01, "eps": 1e-6}
+_BN: dict[str, Any] = {"momentum": 0.01, "eps": 1e-6}
 # Two 2x2 max-pools then a 3x3 "valid" convolution: H // 4 must be at least 3.
 _MIN_SIZE = 12
 

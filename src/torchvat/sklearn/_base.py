@@ -119,7 +119,7 @@ def sklearn_constraints(name: str) -> list[Any]:
         closed = {(True, True): "both", (True, False): "left", (False, True): "right", (False, False): "neither"}
         left = constraint.low_closed and constraint.low is not None
         right = constraint.high_closed and constraint.high is not None
-        out.append(Interval(numbers.Real, constraint.low, constraint.high, closed=closed[(left, right)]))  # type: ignore[arg-type]  # scikit-learn's Literal
+        out.append(Interval(numbers.Real, constraint.low, constraint.high, closed=closed[(left, right)]))
         strings = {v for v in constraint.special if isinstance(v, str)}
         if strings:
             out.append(StrOptions(strings))
@@ -157,7 +157,7 @@ def _predict_float64(model: nn.Module, x: Tensor) -> Tensor:
     In float64 a row's prediction does not depend, to float32 precision, on which other
     rows share its batch (float32 matrix products vary with the batch size in the last bits).
     """
-    state = dict(model.named_parameters())
+    state: dict[str, Tensor] = dict(model.named_parameters())
     state.update(model.named_buffers())
     try:
         as_double = {k: v.double() if v.is_floating_point() else v for k, v in state.items()}
@@ -222,6 +222,8 @@ class BaseVATEstimator(BaseEstimator):
     """
 
     _METHODS: tuple[str, ...] = ()
+    #: the fitted network (set by ``fit``; declared for type checkers, not an attribute before it)
+    module_: nn.Module
     #: scikit-learn's parameter constraints, checked in ``fit`` by ``_validate_params``: the
     #: engine's options read from :mod:`torchvat.params` (subclasses add ``method``)
     _parameter_constraints: ClassVar[dict[str, Any]] = {
@@ -317,13 +319,14 @@ class BaseVATEstimator(BaseEstimator):
         so the regularizer does not change its scale with each batch.
         """
         if first:
-            self._derived_eps = None
+            self._derived_eps: float | None = None
         if not self._needs_eps():
             return None if self.eps is None else float(self.eps)
         if self.eps is not None:
             return float(self.eps)
-        if getattr(self, "_derived_eps", None) is not None:
-            return float(self._derived_eps)
+        derived: float | None = getattr(self, "_derived_eps", None)  # set by an earlier fit (absent before one)
+        if derived is not None:
+            return float(derived)
         if n_rows < 2:
             raise ValueError(
                 f"eps=None derives eps from the distances between rows, which needs n_samples >= 2, "
@@ -351,7 +354,7 @@ class BaseVATEstimator(BaseEstimator):
 
         if first:
             self.n_iter_ = 0
-            self.loss_curve_ = []
+            self.loss_curve_: list[float] = []
             self._optimizer_state = None
             self._seed = self._base_seed()
         method_eps = self._method_eps(X.shape[0], first=first)
@@ -378,7 +381,7 @@ class BaseVATEstimator(BaseEstimator):
         rng_state = get_rng_state(device)
         try:
             seed_everything(seed)  # the initialization depends on random_state only
-            model = self._build_module(X.shape[1], self._n_outputs()) if first else self.module_
+            model: nn.Module = self._build_module(X.shape[1], self._n_outputs()) if first else self.module_
             if hasattr(method, "regularize"):  # the engine's rows for this network (joint pass with BatchNorm)
                 method.regularize = resolve_regularize(ENGINE_DEFAULTS.regularize, model)
             recorder = _LossRecorder()
@@ -448,7 +451,7 @@ class BaseVATEstimator(BaseEstimator):
     def _base_seed(self) -> int:
         """The trainer's seed: ``random_state`` itself when it is an int, else one drawn from it."""
         rs = self.random_state
-        if isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and 0 <= rs < _MAX_SEED:
+        if isinstance(rs, numbers.Integral) and not isinstance(rs, bool) and 0 <= int(rs) < _MAX_SEED:
             return int(rs)
         return int(check_random_state(rs).randint(_MAX_SEED))
 

@@ -37,7 +37,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -128,7 +128,9 @@ def get_rng_state(device: torch.device | None = None) -> dict[str, Any]:
         A dict safe for ``torch.load(..., weights_only=True)``.
     """
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    # the legacy tuple form (legacy=True, the default), which NumPy's stubs type as ``tuple | dict``
+    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())  # noqa: NPY002
+    kind, keys, pos, has_gauss, cached = legacy
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
@@ -173,7 +175,7 @@ def _update_digest(h: Any, value: Any) -> None:
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
         if t.layout == torch.strided and t.numel() > 0:
             flat = t.cpu().contiguous().reshape(-1).view(torch.uint8)
-            h.update(memoryview(flat.numpy()))
+            h.update(memoryview(flat.numpy()))  # type: ignore[arg-type]  # ndarray has the buffer protocol; stubs lack it
     elif isinstance(value, Mapping):
         h.update(f"D{len(value)}".encode())
         for key, item in value.items():

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from torchvat.train.methods import CleanPass, Method
 
-__all__ = ["as_tensor", "check_batch_size", "check_data", "check_dtypes", "check_labels"]
+__all__ = ["as_tensor", "check_batch_size", "check_data", "check_dtypes", "check_labels", "required_tensor"]
 
 
 def as_tensor(name: str, value: Any) -> Tensor | None:
@@ -24,6 +24,18 @@ def as_tensor(name: str, value: Any) -> Tensor | None:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
     return value
+
+
+def required_tensor(name: str, value: Any) -> Tensor:
+    """``value`` as a tensor (see :func:`as_tensor`); ``None`` is refused.
+
+    Raises:
+        TypeError: If ``value`` is neither a tensor nor a NumPy array.
+    """
+    tensor = as_tensor(name, value)
+    if tensor is None:
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got NoneType")
+    return tensor
 
 
 def check_batch_size(batch_size: Any) -> None:

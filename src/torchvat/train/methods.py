@@ -343,9 +343,9 @@ class VirtualAdversarialTraining(Method):
             eps=self._eps(),
             xi=self.xi,
             n_power=self.n_power,
-            norm=self.norm,
+            norm=self.norm,  # type: ignore[arg-type]  # a str checked against torchvat.params by vat_loss
             likelihood=self.likelihood,
-            probe=self.probe,
+            probe=self.probe,  # type: ignore[arg-type]  # a str checked against torchvat.params by vat_loss
             generator=clean.generator,
             rng=rng,
         )
@@ -453,7 +453,7 @@ def _labeled_adversarial_loss(
         batch.y_labeled,
         logits=clean.labeled_logits if reuse else None,
         eps=eps,
-        norm=norm,
+        norm=norm,  # type: ignore[arg-type]  # a str checked against torchvat.params by the loss
         loss_fn=loss_fn,
         rng=clean.rng,
     )

@@ -43,7 +43,9 @@ class MetricAccumulator:
     """
 
     def __init__(self) -> None:
-        self.reset()
+        self.sums: dict[str, Tensor] = {}
+        self._groups: dict[frozenset[str], Tensor] = {}
+        self.count = 0
 
     def add(self, metrics: Mapping[str, Tensor], ok: Tensor | None = None) -> None:
         """Add one iteration's metrics (weighted by the device flag ``ok``: 0 leaves them out)."""
@@ -103,8 +105,8 @@ class MetricAccumulator:
 
     def reset(self) -> None:
         """Forget every sum and count."""
-        self.sums: dict[str, Tensor] = {}
-        self._groups: dict[frozenset[str], Tensor] = {}
+        self.sums = {}
+        self._groups = {}
         self.count = 0
 
     def state_dict(self) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def check_state(trainer: Any, state: Mapping[str, Any]) -> None:
                 f"checkpoint has {rows} {split} rows, {have}; a resumed run needs the data it was saved "
                 "with (its data streams index them): pass the same data or start a new run"
             )
-        sampler.check_state_dict(sampler_state(saved, saved_world, trainer.world_size))  # type: ignore[union-attr]
+        sampler.check_state_dict(sampler_state(saved, saved_world, trainer.world_size))
     check_saved_model(trainer.model, state["model"])
     saved_groups = state["optimizer"].get("param_groups", [])
     sizes = [len(g["params"]) for g in saved_groups]

@@ -76,7 +76,7 @@ def compute_method_loss(
     n_labeled = batch.x_labeled.shape[0]
     device = batch.x_labeled.device
     joint = batch.x_unlabeled is not None and method.joint_clean_pass
-    x = torch.cat([batch.x_labeled, batch.x_unlabeled]) if joint else batch.x_labeled
+    x = torch.cat([batch.x_labeled, batch.x_unlabeled]) if batch.x_unlabeled is not None and joint else batch.x_labeled
     if method.needs_input_grad:
         x = x.detach().requires_grad_(True)
 

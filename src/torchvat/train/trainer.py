@@ -55,7 +55,7 @@ from torchvat.train.finite import (
     grad_finite_flags,
     supports_found_inf,
 )
-from torchvat.train.inputs import as_tensor, check_batch_size, check_data, check_dtypes, check_labels
+from torchvat.train.inputs import as_tensor, check_batch_size, check_data, check_dtypes, check_labels, required_tensor
 from torchvat.train.methods import Batch, CleanPass, Method, check_method_options, get_method
 from torchvat.train.metrics import CollapseMonitor, CollapseWarning, MetricAccumulator, effective_classes
 from torchvat.train.optim import IterationSchedule, build_optimizer, warmup_factor
@@ -212,6 +212,15 @@ class Trainer:
         >>> result.steps, sorted(k for k in result.final if k.startswith("train_"))
         (20, ['train_acc', 'train_ce', 'train_loss', 'train_unlabeled_classes', 'train_vat'])
     """
+
+    #: the data splits on the training device (set in the constructor; ``None`` where not given)
+    x_labeled: Tensor
+    y_labeled: Tensor
+    x_unlabeled: Tensor | None
+    x_val: Tensor | None
+    y_val: Tensor | None
+    x_test: Tensor | None
+    y_test: Tensor | None
 
     def __init__(
         self,
@@ -395,9 +404,11 @@ class Trainer:
         cfg = self.config
         if self.world_size > 1:
             # every training forward goes through the wrapper; see docs/distributed.md
-            self.ddp = wrap_model(self.model, self.device, sync_batchnorm=cfg.sync_batchnorm)  # type: ignore[assignment]
-            self.model = self.ddp.module
-            self.forward_model = _compiled(self.ddp, cfg)
+            ddp = wrap_model(self.model, self.device, sync_batchnorm=cfg.sync_batchnorm)
+            assert isinstance(ddp, nn.parallel.DistributedDataParallel)  # what wrap_model returns (not user input)
+            self.ddp = ddp
+            self.model = ddp.module
+            self.forward_model = _compiled(ddp, cfg)
             self._eval_model = _compiled(self.model, cfg)
         self._process_group_ready = True
 
@@ -469,7 +480,7 @@ class Trainer:
         idx = next(self.labeled_sampler)
         x_l, y_l = self.x_labeled[idx], self.y_labeled[idx]
         x_u = None
-        if self.method.uses_unlabeled and self.unlabeled_sampler is not None:
+        if self.method.uses_unlabeled and self.unlabeled_sampler is not None and self.x_unlabeled is not None:
             x_u = self.x_unlabeled[next(self.unlabeled_sampler)]
         if self.augment is not None:
             x_l = self.augment(x_l)
@@ -853,7 +864,7 @@ class Trainer:
         Raises:
             ValueError: If ``batch_size`` is not an integer >= 1 or ``None``.
         """
-        x = as_tensor("x", x)
+        x = required_tensor("x", x)
         check_batch_size(batch_size)
         bs = self.config.eval_batch_size if batch_size is None else int(batch_size)
         was_training = self.model.training
@@ -903,7 +914,7 @@ class Trainer:
             ValueError: If ``x`` and ``y`` have different numbers of rows or are empty, or
                 ``batch_size`` is not an integer >= 1 or ``None``.
         """
-        x, y = as_tensor("x", x), as_tensor("y", y)
+        x, y = required_tensor("x", x), required_tensor("y", y)
         check_batch_size(batch_size)  # on every process, also one whose share of the rows is empty
         if x.shape[0] != y.shape[0] or x.shape[0] == 0:
             raise ValueError(f"x and y must have the same, non-zero number of rows, got {x.shape[0]} and {y.shape[0]}")
@@ -946,6 +957,7 @@ class Trainer:
             NonFiniteLossError: With ``nonfinite="stop"`` after a non-finite iteration.
         """
         self.check_nonfinite()
+        augment: Any = self.augment  # a function, optionally with state_dict (checked by hasattr)
         return {
             "format": STATE_FORMAT,
             "step": self.step,
@@ -955,7 +967,7 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "rng": get_rng_state(self.device),
             "generator": self.generator.get_state(),
-            "augment": self.augment.state_dict() if hasattr(self.augment, "state_dict") else None,
+            "augment": augment.state_dict() if hasattr(augment, "state_dict") else None,
             "samplers": {
                 "labeled": self.labeled_sampler.state_dict(),
                 "unlabeled": None if self.unlabeled_sampler is None else self.unlabeled_sampler.state_dict(),
@@ -1016,13 +1028,14 @@ class Trainer:
         self._rng_ready = True  # the saved run's generators: setup() does not reseed them
         self.step = int(state["step"])
         saved_augment = state.get("augment")
-        if saved_augment is not None and hasattr(self.augment, "load_state_dict"):
-            self.augment.load_state_dict(saved_augment)
+        augment: Any = self.augment  # a function, optionally with the state methods checked by hasattr
+        if saved_augment is not None and hasattr(augment, "load_state_dict"):
+            augment.load_state_dict(saved_augment)
         if self.rank > 0:  # the file holds rank 0's random state: derive this process's own
             self.generator.manual_seed(rank_seed(self.config.seed, self.rank, 2, self.step))
             seed_everything(rank_seed(self.config.seed, self.rank, _GLOBAL_STREAM, self.step))
-            if hasattr(self.augment, "manual_seed"):
-                self.augment.manual_seed(rank_seed(self.config.seed, self.rank, 4, self.step))
+            if hasattr(augment, "manual_seed"):
+                augment.manual_seed(rank_seed(self.config.seed, self.rank, 4, self.step))
         self.history = [dict(r) for r in state["history"]]
         self.best = dict(state["best"])
         self._log_acc.load_state_dict(state["accumulators"]["log"], self.device)
