@@ -221,6 +221,9 @@ def make_trainer(name: str, model: nn.Module, batch: Batches, cfg: StepConfig) -
         alpha=cfg.alpha,
         beta=cfg.beta,
         n_power=1,
+        # the seed's computation: separate clean passes, the unlabeled rows regularized (the engine's
+        # default for a BatchNorm model is one joint pass over every row, a different computation)
+        regularize="unlabeled",
         batch_size=x_l.shape[0],
         unlabeled_batch_size=x_u.shape[0],
         device=str(cfg.device),

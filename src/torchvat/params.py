@@ -15,7 +15,7 @@ Example:
     ...
     ValueError: norm must be one of 'l2', 'linf', got 'l3'
     >>> PARAMS["n_power"].describe()
-    'an int >= 0'
+    'an integer >= 0'
     >>> canonical_method("at+vat")
     'at+vat'
 """
@@ -130,8 +130,8 @@ class Integer(Constraint):
     none: bool = False
 
     def describe(self) -> str:
-        """``an int >= 1`` (``or None`` where allowed)."""
-        return f"an int >= {self.low}" + (" or None" if self.none else "")
+        """``an integer >= 1`` (``or None`` where allowed)."""
+        return f"an integer >= {self.low}" + (" or None" if self.none else "")
 
     def accepts(self, value: object) -> bool:
         """Whether ``value`` is an integer >= :attr:`low` (or ``None``, where allowed)."""

@@ -458,7 +458,7 @@ def test_vat_arguments_use_the_engines_names():
 
     assert set(arguments.METHODS) <= set(available_methods())
     assert AdversarialVAT.name == "at+vat" and Supervised.name == "supervised"
-    assert set(arguments.REGULARIZE) == set(REGULARIZE)
+    assert set(arguments.REGULARIZE) == set(REGULARIZE) - {"auto"}  # one joint pass here: no "auto" to resolve
     assert {f.name for f in dataclasses.fields(VATArguments)} >= {"method", "eps", "xi", "alpha", "regularize"}
     both = VATArguments(method="at+vat")
     assert both.uses_vat and both.uses_at

@@ -60,11 +60,19 @@ def test_default_policy_is_stop():
 
 
 def test_stop_names_iteration_and_term_and_saves_finite_weights(moons, tmp_path):
+    # separate clean passes (not the BatchNorm model's default joint one), so that the unlabeled rows'
+    # passes have 16 rows of their own
     reference = Poisonable()
-    Trainer(reference, moons, method="vat", callbacks=[StopAt(3)], **small()).fit()
+    Trainer(reference, moons, method="vat", callbacks=[StopAt(3)], **small(regularize="unlabeled")).fit()
 
     model = Poisonable(rows=16)  # the unlabeled perturbed passes (16 rows): the 'vat' term only
-    trainer = Trainer(model, moons, method="vat", callbacks=[PoisonAt(model, {3})], **small(out_dir=str(tmp_path)))
+    trainer = Trainer(
+        model,
+        moons,
+        method="vat",
+        callbacks=[PoisonAt(model, {3})],
+        **small(out_dir=str(tmp_path), regularize="unlabeled"),
+    )
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at iteration 4 .*loss term\(s\) 'vat'") as info:
         trainer.fit()
     assert info.value.iteration == 4 and math.isnan(info.value.terms["vat"]) and math.isfinite(info.value.terms["ce"])

@@ -24,7 +24,9 @@ __all__ = ["VAT_ARGS_FILE", "VATArguments"]
 #: that this door has, by the engine's names
 METHODS = tuple(m for m in params.BUILTIN_METHODS if m in ("supervised", "vat", "at", "at+vat"))
 #: the rows VAT applies to: the engine's ``regularize`` option
-REGULARIZE = params.choices("regularize")
+REGULARIZE = tuple(v for v in params.choices("regularize") if v != "auto")
+# (not the engine's "auto": its rule chooses a joint clean pass for BatchNorm models, and a batch here
+# always goes through one joint pass; which rows VAT regularizes stays the user's choice, "all" by default)
 _DIVERGENCES = params.choices("divergence")
 #: spellings of earlier versions and the engine's names for them
 _RENAMED_METHODS = params.METHOD_SPELLINGS
@@ -80,7 +82,7 @@ class VATArguments:
         >>> VATArguments(method="mixup")
         Traceback (most recent call last):
         ...
-        ValueError: method must be one of 'supervised', 'vat', 'at', 'at+vat', got 'mixup'
+        ValueError: method must be one of 'supervised', 'at', 'vat', 'at+vat', got 'mixup'
     """
 
     method: str = "vat"
