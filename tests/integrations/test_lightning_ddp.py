@@ -93,12 +93,13 @@ def test_two_process_ddp_run_matches_a_one_process_replay(tmp_path, monkeypatch)
         assert torch.equal(r0["state"][name], r1["state"][name]), name
         assert torch.equal(r0["initial"][name], r1["initial"][name]), name
         assert not torch.equal(r0["state"][name], r0["initial"][name]), name
-    # BatchNorm saw the clean passes only (labeled and unlabeled: two per step) on each rank; DDP leaves the
-    # last step's update local, and VATModule.on_train_end gives every rank rank 0's buffers
+    # BatchNorm saw the clean passes only (one joint labeled + unlabeled pass per step: the engine's default
+    # for a BatchNorm model) on each rank; DDP leaves the last step's update local, and
+    # VATModule.on_train_end gives every rank rank 0's buffers
     for name in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
         assert torch.equal(r0["state"][name], r1["state"][name]), name
     for r in ranks:
-        assert int(r["state"]["1.num_batches_tracked"]) == 2 * STEPS
+        assert int(r["state"]["1.num_batches_tracked"]) == STEPS
         assert torch.isfinite(r["state"]["1.running_mean"]).all() and torch.isfinite(r["state"]["1.running_var"]).all()
         assert not torch.equal(r["state"]["1.running_mean"], r["initial"]["1.running_mean"])
 
@@ -121,11 +122,11 @@ def test_two_process_ddp_run_matches_a_one_process_replay(tmp_path, monkeypatch)
     model = make_model()
     for name, value in model.state_dict().items():
         assert torch.equal(value, r0["initial"][name]), name
-    # eps: derived by each rank from its first batch, then one value for both, their mean
-    from torchvat import suggest_eps
+    # eps: derived by each rank from its first batch with the trainer's rule, then one value for both, their mean
+    from torchvat.train.defaults import derive_eps
 
     assert r0["eps"] == r1["eps"]
-    local = [suggest_eps(r["batches"][0][2]) for r in ranks]
+    local = [derive_eps(r["batches"][0][0], r["batches"][0][2]) for r in ranks]
     assert local[0] != local[1] and r0["eps"] == pytest.approx(sum(local) / 2, rel=1e-6)
     module = recording_module(model, **{**HPARAMS, "eps": r0["eps"]})
     module.train()
