@@ -179,7 +179,7 @@ PARAMS: Mapping[str, Constraint] = {
     "clean_weight": Real(0.0),
     # the training modes (torchvat.train)
     "alpha": Real(0.0),
-    "beta": Real(0.0),
+    "beta": Real(0.0, special=(None,)),
     # "auto": "all" with BatchNorm, else "unlabeled" (torchvat.train.defaults.resolve_regularize)
     "regularize": Choice(("auto", "unlabeled", "all")),
     # the loop

@@ -295,9 +295,9 @@ def test_zero_eps_gives_zero():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"steps": 0}, r"^steps must be an int >= 1, got 0$"),
-        ({"steps": 2.5}, r"^steps must be an int >= 1, got 2\.5$"),
-        ({"steps": True}, r"^steps must be an int >= 1, got True$"),
+        ({"steps": 0}, r"^steps must be an integer >= 1, got 0$"),
+        ({"steps": 2.5}, r"^steps must be an integer >= 1, got 2\.5$"),
+        ({"steps": True}, r"^steps must be an integer >= 1, got True$"),
         ({"step_size": 0.0}, r"^step_size must be None or a finite number > 0, got 0\.0$"),
         ({"step_size": -1}, r"^step_size must be None or a finite number > 0, got -1$"),
         ({"step_size": float("nan")}, r"^step_size must be None or a finite number > 0, got nan$"),

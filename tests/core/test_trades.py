@@ -191,7 +191,7 @@ def test_class_dim_minus_one_equals_class_dim_one():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"steps": 0}, r"^steps must be an int >= 1, got 0$"),
+        ({"steps": 0}, r"^steps must be an integer >= 1, got 0$"),
         ({"step_size": 0.0}, r"^step_size must be None or a finite number > 0, got 0\.0$"),
         ({"clamp": (1.0, 0.0)}, r"^clamp must be None or a pair \(lo, hi\) of finite numbers with lo < hi"),
         ({"keep": "all"}, r"^keep must be one of 'best', 'last', got 'all'$"),

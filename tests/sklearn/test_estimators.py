@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from torchvat import params
 from torchvat.core import suggest_eps
 from torchvat.sklearn import VATClassifier, VATRegressor
 
@@ -180,7 +181,7 @@ def test_not_fitted_and_bad_input(moons):
             0,
             r"'max_iter' parameter of VATClassifier must be an int in the range \[1, inf\)\. Got 0 instead",
         ),
-        ("hidden_layer_sizes", (16, 0), r"hidden_layer_sizes\[1\] must be an int >= 1, got 0"),
+        ("hidden_layer_sizes", (16, 0), r"hidden_layer_sizes\[1\] must be an integer >= 1, got 0"),
         ("validation_fraction", 1.5, r"'validation_fraction' parameter .* range \(0.0, 1.0\)\. Got 1.5 instead"),
         ("learning_rate_init", -1.0, r"'learning_rate_init' parameter .* range \[0.0, inf\)\. Got -1.0 instead"),
         ("xi", 0, r"'xi' parameter .* range \(0.0, inf\) or a str among \{'auto'\}\. Got 0 instead"),
@@ -224,7 +225,7 @@ def test_custom_module_factory(moons):
     assert isinstance(clf.module_, nn.Sequential)
 
 
-@pytest.mark.parametrize("method", ["vat", "vat+ent", "at", "supervised", "rpt", "at+vat"])
+@pytest.mark.parametrize("method", sorted(params.BUILTIN_METHODS))  # the engine's every mode, pgd-at and trades too
 def test_every_method_trains(moons, method):
     X, _, y_semi = moons
     clf = VATClassifier(**{**FAST, "method": method, "max_iter": 30}).fit(X, y_semi)

@@ -116,3 +116,13 @@ def test_default_is_not_below_supervised_with_batchnorm_and_few_labels():
     # the default is above supervised training (measured: 88.4%), far above the separate passes
     assert default > supervised + 0.03
     assert default > separate + 0.10
+
+
+@pytest.mark.parametrize(("method", "weight"), [("trades", 6.0), ("vat+ent", 1.0)])
+def test_beta_none_is_the_methods_own_default(moons, mlp, method, weight):
+    # TrainConfig.beta=None: TRADES gets Zhang et al.'s 6, vat+ent its entropy weight 1 (before, the config's
+    # 1.0 reached TRADES through the Trainer, the CLI and the estimators, while get_method gave 6)
+    trainer = _trainer(mlp(), moons, method=method, eps=0.5)
+    assert TrainConfig().beta is None
+    assert trainer.method.beta == weight
+    assert _trainer(mlp(), moons, method=method, eps=0.5, beta=2.0).method.beta == 2.0

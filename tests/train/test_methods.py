@@ -335,7 +335,7 @@ def test_pgd_at_and_trades_take_their_options_through_the_trainer(moons, mlp, ti
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"steps": 0}, "steps must be an int >= 1, got 0"),
+        ({"steps": 0}, "steps must be an integer >= 1, got 0"),
         ({"keep": "first"}, "keep must be one of 'best', 'last', got 'first'"),
         ({"clamp": (1.0, 0.0)}, r"clamp must be None or a pair \(lo, hi\)"),
         ({"clean_weight": -1.0}, "clean_weight must be a number >= 0, got -1.0"),

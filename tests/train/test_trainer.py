@@ -161,8 +161,8 @@ def test_no_collapse_warning(errors, patience, moons, mlp, tiny):
     [
         ({"method": "nope"}, r"method must be one of 'at', 'at\+vat', .*got 'nope'"),
         ({"eps": -1.0}, r"eps must be None or a finite number >= 0, got -1.0"),
-        ({"batch_size": 0}, r"batch_size must be an int >= 1, got 0"),
-        ({"unlabeled_batch_size": -3}, r"unlabeled_batch_size must be an int >= 1, got -3"),
+        ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),
+        ({"unlabeled_batch_size": -3}, r"unlabeled_batch_size must be an integer >= 1, got -3"),
         ({"regularize": "labeled"}, r"regularize must be one of 'auto', 'unlabeled', 'all', got 'labeled'"),
         ({"amp": "fp16"}, r"amp must be one of None, 'bf16', got 'fp16'"),
         ({"bogus": 1}, r"unknown TrainConfig field\(s\) \['bogus'\]"),
@@ -197,7 +197,8 @@ def test_config_dict_and_overrides(moons, mlp):
 
 @pytest.mark.parametrize("bad", ["eps", "alpha", "beta"])
 def test_config_negative_numbers(bad):
-    expected = "None or a finite number >= 0" if bad == "eps" else "a finite number >= 0"  # eps=None: derived
+    # eps=None: derived from the data; beta=None: the method's own default weight
+    expected = "None or a finite number >= 0" if bad in ("eps", "beta") else "a finite number >= 0"
     with pytest.raises(ValueError, match=f"{bad} must be {expected}, got -0.5"):
         TrainConfig(**{bad: -0.5})
 
@@ -211,7 +212,7 @@ def test_config_roundtrip_and_messages():
         TrainConfig(decay_fraction=1.5)
     with pytest.raises(ValueError, match=r"beta1 must be a number in \[0, 1\), got 1"):
         TrainConfig(beta1=1)
-    with pytest.raises(ValueError, match=r"n_power must be an int >= 0, got 1\.5"):
+    with pytest.raises(ValueError, match=r"n_power must be an integer >= 0, got 1\.5"):
         TrainConfig(n_power=1.5)
     with pytest.raises(ValueError, match="optimizer must be one of 'adam', 'sgd', got 'rmsprop'"):
         TrainConfig(optimizer="rmsprop")

@@ -258,8 +258,16 @@ def pgd_correct(
     for i in range(max(restarts, 1)):
         gen = torch.Generator(device=x.device).manual_seed(seed + i)
         r = adversarial_perturbation(
-            model, x, y, eps=eps, norm=norm, steps=steps, random_start=restarts > 0, clamp=clamp, generator=gen
-        )  # type: ignore[arg-type]  # norm checked by the core
+            model,
+            x,
+            y,
+            eps=eps,
+            norm=norm,  # type: ignore[arg-type]  # a str from the command line; the core checks it
+            steps=steps,
+            random_start=restarts > 0,
+            clamp=clamp,
+            generator=gen,
+        )
         with torch.no_grad():
             robust &= model(x + r).argmax(1) == y
     return robust
@@ -474,7 +482,9 @@ def run_evaluate(
     out_dir = Path(out) if out is not None else Path(info["checkpoint"]).parent / "evaluate"
     with output_folder(out_dir):  # a new folder is removed again if writing fails
         headers = ["eps (L2)", *ATTACKS] + ([AUTOATTACK] if aa_acc is not None else [])
-        rows = [[e, *(round(100 * curves[k][i], 2) for k in ATTACKS)] for i, e in enumerate(eps)]
+        rows: list[list[float | str]] = [
+            [e, *(round(100 * curves[k][i], 2) for k in ATTACKS)] for i, e in enumerate(eps)
+        ]
         if aa_acc is not None:
             for row, e in zip(rows, eps, strict=True):
                 row.append(round(100 * aa_acc, 2) if math.isclose(e, aa_eps) else "")

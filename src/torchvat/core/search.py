@@ -79,7 +79,7 @@ def check_search(
         >>> check_search(0, None, True, None, "best")
         Traceback (most recent call last):
         ...
-        ValueError: steps must be an int >= 1, got 0
+        ValueError: steps must be an integer >= 1, got 0
     """
     params.check("steps", steps)
     if isinstance(step_size, Tensor):

@@ -12,13 +12,15 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from torch import nn
 
+from torchvat import params
 from torchvat.sklearn._base import ENGINE_DEFAULTS, BaseVATEstimator, unlabeled_mask
 from torchvat.sklearn._regression import REGRESSION_METHODS, RegressionTrainer, make_regression_method
 from torchvat.train import Method, get_method
 
 __all__ = ["VATClassifier", "VATRegressor"]
 
-CLASSIFIER_METHODS = ("at", "at+vat", "rpt", "supervised", "vat", "vat+ent")
+#: every training mode of the engine (torchvat.params declares them once)
+CLASSIFIER_METHODS = tuple(sorted(params.BUILTIN_METHODS))
 
 _COMMON_ARGS = """
         hidden_layer_sizes: Widths of the hidden layers of the engine's network for vectors
@@ -93,7 +95,7 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
     ``random_state`` gives the same model on the same device.
 
     Args:{_COMMON_ARGS}
-        beta: Weight of the entropy term of ``method="vat+ent"``.
+        beta: Weight of the entropy term of ``method="vat+ent"`` (``None``: the engine's default, 1).
         unlabeled_label: The label that marks unlabeled rows (also matched as a string:
             ``-1`` matches ``"-1"``).
 
@@ -150,7 +152,7 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
         n_iter_no_change: int = 10,
         tol: float = 1e-4,
         warm_start: bool = False,
-        beta: float = ENGINE_DEFAULTS.beta,
+        beta: float | None = ENGINE_DEFAULTS.beta,
         unlabeled_label: Any = -1,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -253,14 +255,9 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
         return int(self.classes_.shape[0])
 
     def _make_method(self, eps: float | None) -> Method:
-        return get_method(
-            self.method,
-            eps=eps,
-            xi=self.xi,
-            alpha=float(self.alpha),
-            beta=float(self.beta),
-            n_power=int(self.n_power),
-        )
+        # beta None: the method's own default weight (vat+ent 1, trades 6), as in the Trainer
+        beta: dict[str, Any] = {} if self.beta is None else {"beta": float(self.beta)}
+        return get_method(self.method, eps=eps, xi=self.xi, alpha=float(self.alpha), n_power=int(self.n_power), **beta)
 
     def _stratify(self, targets: np.ndarray, n_val: int) -> np.ndarray | None:
         counts = np.bincount(targets)

@@ -33,11 +33,13 @@ from torchvat.train.checkpoint import (
 )
 from torchvat.train.config import TrainConfig
 from torchvat.train.methods import (
+    TRADES,
     AdversarialTraining,
     AdversarialVAT,
     Batch,
     CleanPass,
     Method,
+    PGDAdversarialTraining,
     RandomPerturbationTraining,
     Supervised,
     VATEntMin,
@@ -53,6 +55,7 @@ from torchvat.train.optim import IterationSchedule, build_optimizer, warmup_fact
 from torchvat.train.trainer import CollapseWarning, NonFiniteLossError, Trainer, TrainResult, compute_method_loss
 
 __all__ = [
+    "TRADES",
     "AdversarialTraining",
     "AdversarialVAT",
     "Batch",
@@ -65,6 +68,7 @@ __all__ = [
     "JSONLogger",
     "Method",
     "NonFiniteLossError",
+    "PGDAdversarialTraining",
     "ProgressBar",
     "RandomPerturbationTraining",
     "Supervised",

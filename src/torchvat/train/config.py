@@ -86,7 +86,9 @@ class TrainConfig:
             in the result).
         xi: Finite-difference step of the power iteration, or ``"auto"`` (core's default).
         alpha: Weight of the VAT / AT term (the papers use 1).
-        beta: Weight of the entropy term of ``"vat+ent"``.
+        beta: Weight of the entropy term of ``"vat+ent"`` and of the robust KL term of ``"trades"``;
+            ``None`` (default): the method's own default (1 for ``"vat+ent"``, 6 for ``"trades"``,
+            Zhang et al. 2019).
         n_power: Power iterations of the VAT search (``"rpt"`` always uses 0).
         norm: ``"l2"`` or ``"linf"`` constraint on the perturbation.
         probe: ``"auto"`` (finite differences in float32/float64, the exact Gauss-Newton product
@@ -165,14 +167,14 @@ class TrainConfig:
         >>> TrainConfig(batch_size=0)
         Traceback (most recent call last):
         ...
-        ValueError: batch_size must be an int >= 1, got 0
+        ValueError: batch_size must be an integer >= 1, got 0
     """
 
     method: str = "vat"
     eps: float | None = None
     xi: float | str = "auto"
     alpha: float = 1.0
-    beta: float = 1.0
+    beta: float | None = None
     n_power: int = 1
     norm: str = "l2"
     probe: str = "auto"

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from torchvat import params
 from torchvat.core import RNGSnapshot, adversarial_loss, entropy_loss, trades_loss, vat_loss
 from torchvat.core.search import check_search
 
@@ -242,9 +243,16 @@ class Supervised(Method):
         return {"ce": self.cross_entropy(batch, clean)}
 
 
+#: the rows a method regularizes, resolved (the Trainer resolves the engine's "auto" before it builds one)
+_RESOLVED_REGULARIZE = tuple(v for v in params.choices("regularize") if v != "auto")
+
+
 def _check_regularize(regularize: str) -> None:
-    if regularize not in ("unlabeled", "all"):
-        raise ValueError(f"regularize must be 'unlabeled' or 'all', got {regularize!r}")
+    if regularize not in _RESOLVED_REGULARIZE:
+        raise ValueError(
+            f"regularize must be one of {', '.join(map(repr, _RESOLVED_REGULARIZE))} for a method "
+            f"(the Trainer resolves 'auto' by the model), got {regularize!r}"
+        )
 
 
 def _check_weight(name: str, value: float) -> None:
