@@ -346,3 +346,11 @@ def test_pgd_at_and_trades_take_their_options_through_the_trainer(moons, mlp, ti
 def test_pgd_at_refuses_bad_options(options, message):
     with pytest.raises(ValueError, match=message):
         get_method("pgd-at", eps=0.1, **options)
+
+
+def test_an_earlier_spelling_builds_the_method_it_names_with_a_deprecation_warning():
+    from torchvat.train import get_method
+
+    with pytest.warns(DeprecationWarning, match="'vat\\+at' is spelled 'at\\+vat'"):
+        method = get_method("vat+at", eps=1.0)
+    assert method.name == "at+vat"
