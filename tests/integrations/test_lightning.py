@@ -65,9 +65,9 @@ def test_vat_run_with_combined_loader_logs_terms_and_keeps_bn_stats_clean():
     )
     after = model.state_dict()
     assert not torch.equal(after["0.weight"], before["0.weight"])
-    # BatchNorm saw the clean passes only: with BatchNorm the default is one joint clean pass per step
-    assert module.method.regularize == "all"
-    assert int(after["1.num_batches_tracked"]) == 20
+    # BatchNorm saw the clean passes only: the default separate passes, two per step
+    assert module.method.regularize == "unlabeled"
+    assert int(after["1.num_batches_tracked"]) == 2 * 20
     assert not torch.equal(after["1.running_mean"], before["1.running_mean"])
 
 
@@ -128,13 +128,14 @@ def test_derived_eps_is_the_trainers_rule_on_the_first_batch():
     assert module.method.eps == pytest.approx(float(suggest_eps(x[:64], rule="labeled", labeled=x[:8])))
 
 
-def test_regularize_defaults_to_the_engines_resolution_by_the_model():
-    assert vat_module(bn_mlp(), "vat").method.regularize == "all"  # BatchNorm: one joint clean pass
+def test_regularize_defaults_to_the_engines_and_auto_is_resolved_by_the_model():
+    assert vat_module(bn_mlp(), "vat").method.regularize == "unlabeled"  # the engine's default
+    assert vat_module(bn_mlp(), "vat", regularize="auto").method.regularize == "all"  # BatchNorm: one joint pass
     plain = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
-    assert vat_module(plain, "vat").method.regularize == "unlabeled"
+    assert vat_module(plain, "vat", regularize="auto").method.regularize == "unlabeled"
     module = vat_module(bn_mlp(), "vat", regularize="unlabeled")  # an explicit value is kept
     assert module.method.regularize == "unlabeled"
-    assert vat_module(bn_mlp(), "vat").hparams["regularize"] == "all"  # saved as the resolved value
+    assert vat_module(bn_mlp(), "vat", regularize="auto").hparams["regularize"] == "all"  # saved resolved
 
 
 def test_parse_batch_layouts_and_errors():

@@ -560,10 +560,10 @@ def test_estimators_pickled_before_the_engine_change_still_load_and_refit():
 
 
 @pytest.mark.parametrize(
-    ("n_features", "expected"), [(2, "unlabeled"), (20, "all")], ids=["small-mlp", "mlp-batchnorm"]
+    ("n_features", "expected"), [(2, "unlabeled"), (20, "unlabeled")], ids=["small-mlp", "mlp-batchnorm"]
 )
 def test_the_regularized_rows_are_the_engines_for_the_network(n_features, expected):
-    """regularize="auto" resolved by the engine: one joint clean pass with BatchNorm, as Trainer does."""
+    """The engine's regularize default, resolved by the engine for the network, as Trainer does."""
     from torchvat.train import Trainer
 
     seen = {}

@@ -44,7 +44,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "torchvat.integrations.lightning needs the lightning package: pip install 'torchvat[lightning]'"
     ) from err
 
-from torchvat.train.defaults import derive_eps, resolve_regularize
+from torchvat.train.defaults import DEFAULT_REGULARIZE, derive_eps, resolve_regularize
 from torchvat.train.distributed import all_reduce_mean, broadcast_buffers, is_distributed, rank_seed
 from torchvat.train.methods import Batch, Method, get_method, method_hyperparameters
 from torchvat.train.trainer import compute_method_loss
@@ -169,8 +169,8 @@ class VATModule(L.LightningModule):
             except ValueError:  # an unknown name: get_method says so
                 accepted = frozenset()
             if accepted is not None and "regularize" in accepted and isinstance(model, nn.Module):
-                # the engine's default, resolved by the model (saved as the resolved value)
-                hparams["regularize"] = resolve_regularize(hparams.get("regularize", "auto"), model)
+                # the engine's default, an "auto" resolved by the model (saved as the resolved value)
+                hparams["regularize"] = resolve_regularize(hparams.get("regularize", DEFAULT_REGULARIZE), model)
             self.method = get_method(method, strict=True, **hparams)
         else:
             raise TypeError(f"method must be a name or a torchvat.train.Method, got {type(method).__name__}")
