@@ -268,7 +268,7 @@ def add_parser(
             t.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif isinstance(default, int):
             t.add_argument(flag, dest=dest, type=int, metavar="N", help=text)
-        elif isinstance(default, float):
+        elif isinstance(default, float) or isinstance(params.PARAMS.get(f.name), params.Real):  # beta: None default
             t.add_argument(flag, dest=dest, type=float, metavar="X", help=text)
         else:
             t.add_argument(flag, dest=dest, help=text)
