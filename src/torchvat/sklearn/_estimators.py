@@ -255,9 +255,10 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
         return int(self.classes_.shape[0])
 
     def _make_method(self, eps: float | None) -> Method:
-        # beta None: the method's own default weight (vat+ent 1, trades 6), as in the Trainer
-        beta: dict[str, Any] = {} if self.beta is None else {"beta": float(self.beta)}
-        return get_method(self.method, eps=eps, xi=self.xi, alpha=float(self.alpha), n_power=int(self.n_power), **beta)
+        beta = None if self.beta is None else float(self.beta)  # None: the method's own weight (get_method)
+        return get_method(
+            self.method, eps=eps, xi=self.xi, alpha=float(self.alpha), n_power=int(self.n_power), beta=beta
+        )
 
     def _stratify(self, targets: np.ndarray, n_val: int) -> np.ndarray | None:
         counts = np.bincount(targets)

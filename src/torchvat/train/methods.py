@@ -934,11 +934,14 @@ def get_method(name: str, *, strict: bool = False, **hparams: Any) -> Method:
         >>> get_method("vat+ent", eps=1.0, alpha=1.0, beta=0.0).weights
         {'ce': 1.0, 'vat': 1.0}
 
-    An earlier spelling of a method's name (:data:`torchvat.params.METHOD_SPELLINGS`, such as
+    ``beta=None`` is the method's own weight (``TrainConfig.beta``'s default). An earlier spelling of a
+    method's name (:data:`torchvat.params.METHOD_SPELLINGS`, such as
     ``"vat+at"``) builds the method it names, with a ``DeprecationWarning`` naming the one spelling.
     """
     if name not in _REGISTRY:
         name = params.canonical_method(name, stacklevel=2)
+    if "beta" in hparams and hparams["beta"] is None:  # TrainConfig.beta=None: the method's own weight
+        del hparams["beta"]
     accepted = method_hyperparameters(name)
     if accepted is not None:
         if strict:

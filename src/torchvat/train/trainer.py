@@ -283,8 +283,6 @@ class Trainer:
                 raise ValueError(f"extra must not repeat the config's own fields {clash}; set them directly")
             check_method_options(cfg.method, cfg.extra)  # typed for this method: a misspelt one is an error
             hparams = {k: getattr(cfg, k) for k in _HPARAMS}
-            if hparams["beta"] is None:  # the method's own default weight
-                del hparams["beta"]
             self.method = get_method(cfg.method, **hparams, **cfg.extra)
         self.eps: float | None = getattr(self.method, "eps", None)
         #: eps was derived from the data here (the method had none of its own); a resume then
