@@ -19,6 +19,9 @@ Full run (about 10 CPU-minutes a run on this machine's CPU, 12 runs)::
 
     .venv/bin/python benchmarks/fashion_mnist_recipes.py
 
+The seeds of the 100-label runs can be split across invocations (``--first-seed 1 --seeds 2``
+runs seeds 1 and 2).
+
 Smoke run::
 
     .venv/bin/python benchmarks/fashion_mnist_recipes.py --iterations 50 --seeds 1 --rows tpami,supervised
@@ -111,10 +114,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--labels", default="100,1000", help="comma-separated label budgets (default 100,1000; 1000 with one seed)"
     )
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="first seed of the 100-label runs (default 0: seeds 0 .. --seeds - 1)"
+    )
     parser.add_argument("--device", default="cpu", help="training device (default cpu)")
     args = parser.parse_args(argv)
-    if args.iterations < 1 or args.seeds < 1:
-        parser.error(f"--iterations and --seeds must be >= 1, got {args.iterations} and {args.seeds}")
+    if args.iterations < 1 or args.seeds < 1 or args.first_seed < 0:
+        parser.error(
+            f"--iterations and --seeds must be >= 1 and --first-seed >= 0, got {args.iterations}, {args.seeds} "
+            f"and {args.first_seed}"
+        )
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
@@ -123,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     runs = []
     for n_labels in budgets:
-        seeds = range(args.seeds) if n_labels == 100 else range(1)
+        seeds = range(args.first_seed, args.first_seed + args.seeds) if n_labels == 100 else range(1)
         for seed in seeds:
             for row in rows:
                 run = run_one(row, n_labels, seed, args)
