@@ -47,6 +47,7 @@ from torchvat.train.distributed import (
     world_size,
     wrap_model,
 )
+from torchvat.train.ema import WeightEMA
 from torchvat.train.finite import (
     BufferSnapshot,
     NonFiniteLossError,
@@ -156,6 +157,12 @@ class Trainer:
 
     A regularizer with weight 0 is switched off (see :mod:`torchvat.train.methods`), so
     ``method="vat", alpha=0`` runs exactly the supervised iterations.
+
+    With ``ema=DECAY`` the trainer keeps an exponential moving average of the weights
+    (:attr:`ema`, a :class:`~torchvat.train.ema.WeightEMA`: parameters averaged after every
+    applied step, BatchNorm buffers copied). :meth:`evaluate`, :meth:`predict`, the held-out
+    metrics in the history and the choice of ``best.pt`` use the averaged weights; :attr:`model`
+    keeps training the raw ones, and checkpoints hold both.
 
     Distributed (data-parallel) training: when the process was started by ``torchrun`` (or the
     default process group is already initialized) with more than one process, the trainer
@@ -315,8 +322,10 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         #: the DistributedDataParallel wrapper, made by :meth:`setup` in a distributed run
         self.ddp: nn.parallel.DistributedDataParallel | None = None
+        #: the exponential moving average of the weights (``config.ema``), or ``None``; evaluation uses it
+        self.ema: WeightEMA | None = None if cfg.ema is None else WeightEMA(self.model, cfg.ema)
         self.forward_model: nn.Module = _compiled(self.model, cfg)
-        self._eval_model: nn.Module = self.forward_model
+        self._eval_model: nn.Module = self.forward_model if self.ema is None else _compiled(self.ema.module, cfg)
         # a torchrun environment (even of one process) gets its process group in setup(), as before
         self._process_group_ready = self.world_size == 1 and not launched_by_torchrun()
         #: the global generators are this run's: seeded by :meth:`setup` or restored by :meth:`load_state_dict`
@@ -409,7 +418,9 @@ class Trainer:
             self.ddp = ddp
             self.model = ddp.module
             self.forward_model = _compiled(ddp, cfg)
-            self._eval_model = _compiled(self.model, cfg)
+            self._eval_model = _compiled(self.model if self.ema is None else self.ema.module, cfg)
+            if self.ema is not None:  # rank 0's average (its initial weights, or the loaded ones)
+                self.ema.broadcast()
         self._process_group_ready = True
 
     def _sampler(self, n: int, batch_size: int, stream: int) -> InfiniteBatchSampler | ShardedBatchSampler:
@@ -589,6 +600,9 @@ class Trainer:
                 logger.warning("torchvat: %s; iteration skipped (nonfinite='skip')", message)
                 return {}
             self.optimizer.step()
+
+        if self.ema is not None:  # after the step, on the device flag of whether it was applied
+            self.ema.update(self.model, self.last_step_ok)
 
         # metrics stay on the device; they are synchronized only when logged
         metrics = {name: term.detach() for name, term in terms.items()}
@@ -804,6 +818,8 @@ class Trainer:
         cfg = self.config
         self.schedule.apply(self.step)  # the optimizer now shows the values after the last step
         broadcast_buffers(self.model)  # every process ends with rank 0's model
+        if self.ema is not None:
+            broadcast_buffers(self.ema.module)
         result = TrainResult(
             history=[dict(r) for r in self.history],
             final=dict(self.history[-1]) if self.history else {},
@@ -824,6 +840,8 @@ class Trainer:
     # ------------------------------------------------------------- evaluation
     def _evaluate_held_out(self) -> None:
         broadcast_buffers(self.model)  # rank 0's BatchNorm statistics on every process
+        if self.ema is not None:
+            broadcast_buffers(self.ema.module)
         record: dict[str, float] = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"]}
         record.update({f"train_{k}": v for k, v in self._eval_acc.means().items()})
         self._eval_acc.reset()
@@ -945,7 +963,8 @@ class Trainer:
         Model, optimizer, schedule, CPU/Python/NumPy/device random states, the method's
         generator, the augmentation's state (when it has a ``state_dict``), the samplers'
         positions, the step, metric history and accumulators, and the config, as tensors and
-        plain containers (loadable with ``weights_only=True``).
+        plain containers (loadable with ``weights_only=True``). With ``config.ema``, ``"ema"``
+        holds the averaged weights beside the raw ones in ``"model"`` (``None`` without).
 
         Iterations skipped on the device are reported first (:meth:`check_nonfinite`), so a
         saved state never hides a pending failure.
@@ -981,6 +1000,7 @@ class Trainer:
             "method": self.method.name,
             "eps": self.eps,
             "config": self.config.to_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -1012,9 +1032,13 @@ class Trainer:
                 batch size, or is not a trainer state (naming the saved and the current value).
         """
         check_state(self, state)
+        saved_ema = state.get("ema")
+        if self.ema is not None and saved_ema is not None:
+            self.ema.check_state_dict(saved_ema)
         saved_config = state.get("config") or {}
         saved_world = int(state.get("world_size", 1))
         self.model.load_state_dict(state["model"])
+        self._load_ema(saved_ema)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self._apply_changed_hyperparameters(saved_config)
@@ -1051,6 +1075,18 @@ class Trainer:
         if not own_eps and state.get("eps") is not None and hasattr(self.method, "eps"):
             self.eps = float(state["eps"])
             self.method.eps = self.eps
+
+    def _load_ema(self, saved: Mapping[str, Any] | None) -> None:
+        """The saved average of the weights; a run saved without one starts it from the loaded weights."""
+        if self.ema is None:
+            if saved is not None:
+                logger.info("torchvat: ema=None: the checkpoint's EMA weights are not continued")
+            return
+        if saved is None:
+            self.ema.copy_from(self.model)
+            logger.info("torchvat: the checkpoint has no EMA weights; the average starts from its weights")
+        else:
+            self.ema.load_state_dict(saved)
 
     def _keep_saved_regularize(self, saved_config: Mapping[str, Any]) -> None:
         """A ``regularize`` this trainer resolved from ``"auto"`` gives way to the saved run's.
