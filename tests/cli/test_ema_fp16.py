@@ -1,6 +1,8 @@
-"""``torchvat train --ema`` and ``torchvat evaluate --weights ema|raw``."""
+"""``torchvat train --ema`` / ``--amp fp16`` and ``torchvat evaluate --weights ema|raw``."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -79,3 +81,13 @@ def test_a_run_folder_written_before_the_average_still_loads(runs, tmp_path):
     model, _, info = load_run(folder)
     assert info["weights"] == "raw"
     assert all(torch.equal(v, state["model"][k]) for k, v in model.state_dict().items())
+
+
+def test_train_amp_fp16_from_the_command_line(tmp_path):
+    out = tmp_path / "fp16"
+    assert main([*ARGS, "--amp", "fp16", "--log-every", "5", "--out", str(out)]) == 0
+    state = load_checkpoint(out / "last.pt")
+    assert state["config"]["amp"] == "fp16" and state["scaler"]["scale"] > 0
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("scaler_skipped" in r and "loss_scale" in r for r in logged)
+    assert "fp16" in (out / "config.toml").read_text()
