@@ -554,7 +554,11 @@ class Trainer:
         then, so the weights stay those before the failed iteration. With another optimizer
         the check reads the flag at once (one host synchronization per iteration) and
         skips (``"skip"``: an empty dict is returned) or raises
-        :class:`NonFiniteLossError` (``"stop"``) immediately.
+        :class:`NonFiniteLossError` (``"stop"``) immediately. With ``amp="fp16"`` the loss is
+        scaled by :attr:`scaler` before the backward pass and the gradients unscaled after it;
+        non-finite gradients of a finite loss are the scaler's overflow, skipped and counted in
+        :attr:`scaler_skipped` whatever ``nonfinite`` says (see :meth:`_scaled_step`). With
+        ``config.ema`` the average of the weights follows every applied step.
 
         Args:
             batch: From :meth:`next_batch`.
