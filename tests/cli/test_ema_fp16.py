@@ -54,6 +54,8 @@ def test_train_ema_saves_both_weights_and_evaluate_uses_the_average_by_default(r
     assert info["weights"] == "raw"
     assert all(torch.equal(v, state["model"][k]) for k, v in raw.state_dict().items())
 
+    assert "those of the EMA of the weights (decay 0.9)" in (runs / "ema" / "report.md").read_text()
+    assert "EMA of the weights" not in (runs / "plain" / "report.md").read_text()
     assert main(["evaluate", str(runs / "ema"), "--eps", "0,0.3", "--max-examples", "50", "--pgd-steps", "2"]) == 0
     assert "ema weights" in capsys.readouterr().out
     res = run_evaluate(runs / "ema", eps=[0.0], max_examples=50, pgd_steps=2, weights="raw", quiet=True)

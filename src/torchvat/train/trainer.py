@@ -557,8 +557,8 @@ class Trainer:
         :class:`NonFiniteLossError` (``"stop"``) immediately. With ``amp="fp16"`` the loss is
         scaled by :attr:`scaler` before the backward pass and the gradients unscaled after it;
         non-finite gradients of a finite loss are the scaler's overflow, skipped and counted in
-        :attr:`scaler_skipped` whatever ``nonfinite`` says (see :meth:`_scaled_step`). With
-        ``config.ema`` the average of the weights follows every applied step.
+        :attr:`scaler_skipped` whatever ``nonfinite`` says; a non-finite loss is a failure as
+        without fp16. With ``config.ema`` the average of the weights follows every applied step.
 
         Args:
             batch: From :meth:`next_batch`.
