@@ -16,9 +16,9 @@
 #
 # GPU time, estimated for one H100 (timeouts in brackets): 5: ~220 s (an eager VAT step of the MLP
 # is bound by its ~500 operator launches, ~4 ms, x 48,000, plus five evaluations) [330];
-# 6: ~80 + ~60 s (two compilations each) [100 + 70]; 1: ~20 + ~25 [40 + 35]; 2: ~60 + ~110 + ~70
+# 6: ~80 + ~60 s (two compilations each) [120 + 80]; 1: ~20 + ~25 [40 + 35]; 2: ~60 + ~110 + ~70
 # [70 + 120 + 80]; 3: ~30 [40]; 4: ~10 + ~30 [15 + 45]: about 715 s, 12 minutes, in all.
-# The device tool allows 600 s per command: run it as two commands, sections 5 and 6 (500 s at
+# The device tool allows 600 s per command: run it as two commands, sections 5 and 6 (530 s at
 # most) and sections 1 to 4 (445 s at most) (section 2b, channels_last eager, is now part of 2c):
 #   OUT=$OUT SECTIONS="5 6" bash benchmarks/gpu_checks.sh
 #   OUT=$OUT SECTIONS="1 2 3 4" bash benchmarks/gpu_checks.sh
@@ -61,11 +61,11 @@ fi
 if want 6; then
 MLP="python benchmarks/step_cost.py --model mlp --labeled 32 --unlabeled 128 --device $DEVICE --repeats $REPEATS --warmup 3 --no-memory --no-flops"
 echo "== 6a. step cost, MNIST MLP (the TPAMI network, without its noise), fp32, eager and torch.compile (default mode), the seed compiled alike =="
-timeout 100 $MLP --compile --steps supervised,seed-vat,torchvat-vat,torchvat-vat-train-step 2>&1 | grep -v "^W[0-9]" \
+timeout 120 $MLP --compile --steps supervised,seed-vat,torchvat-vat,torchvat-vat-train-step 2>&1 | grep -v "^W[0-9]" \
   | tee "$OUT/step_cost_mlp_compile.md" | tail -n 16
 if [[ "$DEVICE" == cuda ]]; then
 echo "== 6b. step cost, MNIST MLP, fp32, torch.compile mode=reduce-overhead (CUDA graphs), the seed compiled alike =="
-timeout 70 $MLP --compile reduce-overhead --steps seed-vat,torchvat-vat 2>&1 | grep -v "^W[0-9]" \
+timeout 80 $MLP --compile reduce-overhead --steps seed-vat,torchvat-vat 2>&1 | grep -v "^W[0-9]" \
   | tee "$OUT/step_cost_mlp_cudagraphs.md" | tail -n 14
 fi
 fi
