@@ -84,6 +84,7 @@ class WeightEMA:
         #: the averaged copy of the model (eval mode, no gradients)
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
+            p.grad = None
             p.requires_grad_(False)
         device = next(iter(self.module.parameters()), torch.zeros(())).device
         #: the number of applied updates (a device int64 scalar)
