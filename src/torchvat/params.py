@@ -203,8 +203,13 @@ PARAMS: Mapping[str, Constraint] = {
     "collapse_patience": Integer(0),
     "nonfinite": Choice(("stop", "skip", "ignore")),
     "seed": Integer(0),
-    "amp": Choice((None, "bf16")),
+    # fp16: autocast in float16 with a GradScaler (torchvat.train.Trainer)
+    "amp": Choice((None, "bf16", "fp16")),
     "compile": Choice((False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")),
+    # the decay of the exponential moving average of the weights (torchvat.train.ema); None: no average
+    "ema": Real(0.0, 1.0, low_closed=False, high_closed=False, special=(None,)),
+    # which weights of a run are evaluated (torchvat evaluate --weights, torchvat.runs.load_run)
+    "weights": Choice(("ema", "raw")),
 }
 
 

@@ -9,6 +9,7 @@ Each process writes ``rank{R}.pt``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -88,6 +89,8 @@ def main() -> None:
     if options.pop("deterministic_start", False):
         perturbation._random_unit = deterministic_start
     model_options = options.pop("model", {})
+    if options.pop("seed_per_rank", False):  # another initialization on every process (DDP broadcasts rank 0's)
+        model_options["seed"] = int(os.environ["RANK"])
     resume = options.pop("resume", None)
     nan_at = options.pop("nan_at", None)
     if nan_at is not None:
@@ -128,6 +131,7 @@ def main() -> None:
             "ddp_at_construction": built["ddp"],
             "params": {k: v.detach().clone() for k, v in trainer.model.named_parameters()},
             "buffers": {k: v.detach().clone() for k, v in trainer.model.named_buffers()},
+            "ema": None if trainer.ema is None else {k: v.clone() for k, v in trainer.ema.module.state_dict().items()},
             "allreduce_calls": calls["n"],
             "history": trainer.history if result is None else result.history,
             "logs": record.logs,

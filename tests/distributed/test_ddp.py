@@ -220,3 +220,16 @@ def test_torchrun_cli_two_processes(tmp_path):
     state = load_checkpoint(out / "last.pt")
     assert state["step"] == 20 and state["world_size"] == 2
     assert not list(tmp_path.glob("runs"))  # no second run folder from rank 1
+
+
+def test_the_average_of_the_weights_is_rank_0s_on_every_process(run_job, tmp_path, fixed_start):
+    # rank 1 starts from another initialization: DDP broadcasts rank 0's weights, and setup() rank 0's average
+    options = {**TINY, "method": "vat", "probe": "finite_difference", "ema": 0.8}
+    ranks = run_job("ema", tmp_path, {**options, "deterministic_start": True, "seed_per_rank": True})
+    assert ranks[0]["ema"] is not None and ranks[0]["ema"].keys() == ranks[1]["ema"].keys()
+    for name, value in ranks[0]["ema"].items():
+        assert torch.equal(value, ranks[1]["ema"][name]), name
+    reference = single_process(options)  # the one-process run on the concatenated batches, rank 0's start
+    assert reference.ema is not None
+    for name, value in reference.ema.module.state_dict().items():
+        torch.testing.assert_close(ranks[0]["ema"][name], value, rtol=1e-5, atol=1e-6)

@@ -164,7 +164,7 @@ def test_no_collapse_warning(errors, patience, moons, mlp, tiny):
         ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),
         ({"unlabeled_batch_size": -3}, r"unlabeled_batch_size must be an integer >= 1, got -3"),
         ({"regularize": "labeled"}, r"regularize must be one of 'auto', 'unlabeled', 'all', got 'labeled'"),
-        ({"amp": "fp16"}, r"amp must be one of None, 'bf16', got 'fp16'"),
+        ({"amp": "fp8"}, r"amp must be one of None, 'bf16', 'fp16', got 'fp8'"),
         ({"bogus": 1}, r"unknown TrainConfig field\(s\) \['bogus'\]"),
     ],
 )

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from torchvat import params
 from torchvat._extras import require
 from torchvat.cli._common import add_common_options, l2_size, positive_int, threads
 from torchvat.core import adversarial_perturbation, suggest_eps, virtual_adversarial_perturbation
@@ -117,6 +118,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--autoattack",
         action="store_true",
         help="also run AutoAttack (L-inf, at the training eps) from the torchvat[attacks] extra",
+    )
+    p.add_argument(
+        "--weights",
+        choices=params.choices("weights"),
+        help="the weights evaluated: ema (the moving average of a run trained with --ema) or raw "
+        "(default: ema when the checkpoint has it, else raw)",
     )
     p.set_defaults(command=evaluate_command)
     return p
@@ -415,6 +422,7 @@ def run_evaluate(
     clamp: tuple[float, float] | None = None,
     autoattack: bool = False,
     quiet: bool = False,
+    weights: str | None = None,
 ) -> EvaluateResult:
     """Evaluate a checkpoint: clean accuracy and robustness curves, as a table and a plot.
 
@@ -433,19 +441,22 @@ def run_evaluate(
         clamp: ``(lo, hi)`` bounds of PGD's (and AutoAttack's) perturbed input, or ``None``.
         autoattack: Also run AutoAttack (L-inf, at the training eps; the ``torchvat[attacks]`` extra).
         quiet: Print nothing.
+        weights: ``"ema"``, ``"raw"`` or ``None`` (the average when the checkpoint has one; see
+            :func:`~torchvat.runs.load_run`).
 
     Returns:
         The accuracies and files written.
 
     Raises:
-        UsageError: If the run has no held-out data, or ``out`` is a file.
+        UsageError: If the run has no held-out data, or ``out`` is a file, or ``weights="ema"``
+            for a run trained without an average of the weights.
         MissingExtraError: With ``autoattack``, if the ``torchvat[attacks]`` extra is missing.
     """
     if autoattack:  # before any work: name the extra that is missing
         require("art", extra="attacks", feature="torchvat evaluate --autoattack")
     if out is not None and Path(out).exists() and not Path(out).is_dir():  # before the model is loaded
         raise UsageError(f"--out {out} exists and is not a directory; give a folder (new or existing)")
-    model, data, info = load_run(checkpoint, device=device)
+    model, data, info = load_run(checkpoint, device=device, weights=weights)
     split = "test" if data.x_test is not None else "val" if data.x_val is not None else None
     if split is None:
         raise UsageError(f"the run of {checkpoint} has no test or validation data to evaluate on")
@@ -504,7 +515,8 @@ def run_evaluate(
         )
         report = Report(f"torchvat evaluate: {name}")
         report.text(
-            f"Checkpoint `{info['checkpoint']}` (step {info['step']}), model `{info['model']['name']}`. "
+            f"Checkpoint `{info['checkpoint']}` (step {info['step']}, {info['weights']} weights), "
+            f"model `{info['model']['name']}`. "
             f"Clean {split} accuracy: **{100 * accuracy:.2f}%** on {len(x)} examples. Accuracies below in %."
         )
         threat = threat_model(
@@ -520,7 +532,8 @@ def run_evaluate(
         paths = {"plot": plot, "csv": out_dir / "robustness.csv", "report": report.write(out_dir)}
     table = text_table(headers, rows)
     if not quiet:
-        print(f"{name}: {split} accuracy {100 * accuracy:.2f}% ({len(x)} examples, step {info['step']})")
+        where = f"{len(x)} examples, step {info['step']}, {info['weights']} weights"
+        print(f"{name}: {split} accuracy {100 * accuracy:.2f}% ({where})")
         print(table)
         print(f"report: {paths['report']}")
     return EvaluateResult(accuracy=accuracy, split=split, eps=list(eps), curves=curves, table=table, paths=paths)
@@ -557,5 +570,6 @@ def evaluate_command(args: argparse.Namespace) -> int:
             pgd_restarts=args.pgd_restarts,
             clamp=clamp,
             autoattack=args.autoattack,
+            weights=args.weights,
         )
     return 0

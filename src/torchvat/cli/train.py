@@ -616,6 +616,12 @@ def write_train_report(
     report.text(
         f"{describe_rows(outcome.data)}; model `{outcome.config.model.name}`, {_iterations_done(outcome)}."
         + ("" if res.eps is None else f" eps = {res.eps:.4g}.")
+        + (
+            ""
+            if res.config.get("ema") is None
+            else f" The held-out figures are those of the EMA of the weights (decay {res.config['ema']:g}); "
+            "`torchvat evaluate RUN --weights raw` evaluates the trained weights."
+        )
     )
     headers, rows = _summary_rows(outcome)
     if rows:

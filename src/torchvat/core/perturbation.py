@@ -215,6 +215,42 @@ def _random_unit(t: Tensor, mask: Tensor | None, generator: torch.Generator | No
     return l2_normalize(d)
 
 
+def _float16_range(t: Tensor) -> bool:
+    """Whether the model computes ``t`` in float16 (autocast included), whose range the probe's backward underflows.
+
+    float16 keeps numbers down to 6.1e-5 (subnormals to 6e-8); the probe's output gradient is the
+    divergence's, of the order of the probabilities of the classes a sample is not predicted to be
+    (1e-4 to 1e-8 for a confident prediction), and the gradients behind it are smaller still: they
+    flush to zero, and the power iteration keeps its random start (TorchSSL issue #28). bfloat16 has
+    float32's range.
+    """
+    return _compute_dtype(t) == torch.float16
+
+
+def _unit_rows(g: Tensor) -> Tensor:
+    """``g`` in float32 with each sample's entries divided by their largest magnitude (zero rows stay zero).
+
+    The power iteration normalizes each sample's direction, so a positive factor per sample leaves it as it is.
+    """
+    g = g.detach().float()
+    peak = g.abs().reshape(g.shape[0], -1).amax(1).clamp_min(torch.finfo(torch.float32).tiny)
+    return g / peak.view(-1, *([1] * (g.ndim - 1)))
+
+
+def _scaled_output_grad(value_of: Callable[[Tensor], Tensor], pred: Tensor) -> Tensor | None:
+    """The gradient of ``value_of(pred)`` in ``pred``, computed in float32 and scaled per sample by :func:`_unit_rows`.
+
+    ``None`` when the value does not depend on ``pred``.
+    """
+    out = pred.detach().float().requires_grad_(True)
+    with torch.enable_grad():
+        value = value_of(out)
+    if not value.requires_grad:
+        return None
+    (g,) = torch.autograd.grad(value, out, allow_unused=True)
+    return None if g is None else _unit_rows(g)
+
+
 def _grad_or_zero(value: Tensor, wrt: Tensor, **kwargs: Any) -> Tensor:
     if not value.requires_grad:
         return torch.zeros_like(wrt)
@@ -346,7 +382,8 @@ class _ExactHvp:
                 check_same_shape(target, primal, source)
                 if jd is None:
                     return torch.zeros_like(x0), target
-                av = fisher_product(likelihood, divergence, target, jd).to(primal.dtype)
+                av = fisher_product(likelihood, divergence, target, jd)
+                av = (_unit_rows(av) if _float16_range(x0) else av).to(primal.dtype)
                 return _grad_or_zero(primal, xr, grad_outputs=av), target
         if forward_error is None:
             return _ExactHvp.double_backward_hvp(
@@ -396,7 +433,8 @@ class _ExactHvp:
         u = torch.zeros_like(pred, requires_grad=True)
         (jt_u,) = torch.autograd.grad(pred, xr, grad_outputs=u, create_graph=True)
         jd = _grad_or_zero(jt_u, u, grad_outputs=d)
-        av = fisher_product(likelihood, divergence, target, jd).to(pred.dtype)
+        av = fisher_product(likelihood, divergence, target, jd)
+        av = (_unit_rows(av) if _float16_range(xr) else av).to(pred.dtype)
         return _grad_or_zero(pred, xr, grad_outputs=av), target
 
 
@@ -437,13 +475,18 @@ def _search(
     else:
         assert target is not None, "the finite-difference probe needs the clean target"
         h = probe_scale(x0, xi, eps)
+        scaled = _float16_range(x0)
         for _ in range(n_power):
             d.requires_grad_(True)
             with rng.replay(), torch.enable_grad():
                 pred = extract_output(inp.call(model, x0 + h * d), output_fn)
                 check_same_shape(target, pred, source)
-                value = checked_divergence(div, target, pred).sum()
-                g = _grad_or_zero(value, d)
+                if scaled:  # float16: the output gradient in float32, each sample's scaled to a maximum of 1
+                    gp = _scaled_output_grad(lambda out: checked_divergence(div, target, out).sum(), pred)
+                    g = torch.zeros_like(d) if gp is None else _grad_or_zero(pred, d, grad_outputs=gp.to(pred.dtype))
+                else:
+                    value = checked_divergence(div, target, pred).sum()
+                    g = _grad_or_zero(value, d)
             d = _update(d.detach(), g, mask)
     assert target is not None
     # d is a unit vector already (the random start and every update are L2-normalized)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from torchvat import params
 from torchvat.data import SemiSupervisedData
 from torchvat.runs.build import build_run_model, load_run_data_and_transform
 from torchvat.runs.config import DataSpec, ModelSpec
@@ -23,18 +24,23 @@ __all__ = ["load_run"]
 
 
 def load_run(
-    path: str | os.PathLike[str], *, device: str = "cpu"
+    path: str | os.PathLike[str], *, device: str = "cpu", weights: str | None = None
 ) -> tuple[nn.Module, SemiSupervisedData, dict[str, Any]]:
     """Rebuild a trained model and its data from a checkpoint and the ``run.json`` beside it.
 
     Args:
         path: A checkpoint file or a run folder.
         device: Where to put the model.
+        weights: ``"ema"`` (the moving average of the weights of a run trained with ``--ema``),
+            ``"raw"`` (the trained weights themselves) or ``None`` (the default: ``"ema"`` when
+            the checkpoint has an average, else ``"raw"``; checkpoints written before the
+            average existed have none).
 
     Returns:
         The model (eval mode, weights loaded), the data (prepared as in training) and the
-        run description (``run.json`` plus ``checkpoint``, ``step``, ``eps``, ``norm`` and ``transform``, the
-        fitted preprocessing or ``None``).
+        run description (``run.json`` plus ``checkpoint``, ``step``, ``eps``, ``norm``, ``weights``
+        (the weights loaded: ``"ema"`` or ``"raw"``) and ``transform``, the fitted preprocessing or
+        ``None``).
 
     A run written when a file's classes were the integers ``0..max(y)`` (its ``run.json`` has
     ``classes: null``; labels {0, 2, 5} trained 6 logits) is reloaded as it trained: its data keep
@@ -42,8 +48,12 @@ def load_run(
 
     Raises:
         FileNotFoundError: If the checkpoint or its ``run.json`` is missing.
-        UsageError: If ``run.json`` is unreadable, or its classes do not fit the reloaded data.
+        UsageError: If ``run.json`` is unreadable, or its classes do not fit the reloaded data, or
+            ``weights="ema"`` for a checkpoint without an average of the weights.
+        ValueError: If ``weights`` is not ``"ema"``, ``"raw"`` or ``None``.
     """
+    if weights is not None:
+        params.check("weights", weights)
     ckpt = find_checkpoint(path)
     info_path = ckpt.parent / RUN_FILE
     if not info_path.is_file():
@@ -58,10 +68,17 @@ def load_run(
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise UsageError(f"{info_path} is not a valid run description: {err}") from err
     state = load_checkpoint(ckpt, map_location="cpu")
+    averaged = state.get("ema")
+    if weights == "ema" and averaged is None:
+        raise UsageError(
+            f"{ckpt} has no EMA weights: its run was trained without --ema (TrainConfig.ema=None); "
+            "evaluate its weights with --weights raw"
+        )
+    use = weights or ("ema" if averaged is not None else "raw")
     data, transform = load_run_data_and_transform(spec, int(info.get("seed", 0)), reload=True)
     data = _in_the_runs_classes(data, info, info_path)
     model, _ = build_run_model(model_spec, data.input_shape, data.n_classes)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["model"] if averaged is None or use == "raw" else averaged["model"])
     model.to(device).eval()
     info = {
         **info,
@@ -69,6 +86,7 @@ def load_run(
         "step": int(state.get("step", 0)),
         "eps": state.get("eps", info.get("eps")),
         "norm": (state.get("config") or {}).get("norm", "l2"),
+        "weights": use,
         "transform": transform,  # the fitted preprocessing (None for none): its inverse gives the data's own space
     }
     return model, data, info

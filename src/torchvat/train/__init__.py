@@ -7,6 +7,7 @@
   :class:`Checkpoint`, :class:`TensorBoardLogger`.
 - :func:`save_checkpoint` / :func:`load_checkpoint` (atomic writes, ``weights_only`` loads),
   :func:`select_device`, :func:`seed_everything`.
+- :class:`WeightEMA`: the exponential moving average of the weights (``Trainer(ema=0.999)``).
 - :func:`compute_method_loss`: the forward half of one training step (clean passes, the
   method's terms, their weighted sum), shared with the Lightning integration.
 - :mod:`torchvat.train.distributed`: data-parallel helpers (``torchrun``, DDP, sharded batches).
@@ -32,6 +33,7 @@ from torchvat.train.checkpoint import (
     set_rng_state,
 )
 from torchvat.train.config import TrainConfig
+from torchvat.train.ema import WeightEMA
 from torchvat.train.methods import (
     TRADES,
     AdversarialTraining,
@@ -78,6 +80,7 @@ __all__ = [
     "Trainer",
     "VATEntMin",
     "VirtualAdversarialTraining",
+    "WeightEMA",
     "available_methods",
     "build_optimizer",
     "check_method_options",

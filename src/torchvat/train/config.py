@@ -59,6 +59,7 @@ _DECLARED = tuple(
         "seed",
         "amp",
         "compile",
+        "ema",
     )
 )
 
@@ -142,7 +143,11 @@ class TrainConfig:
             resume); a second signal acts as usual. Main thread only.
         seed: Seed of every random number generator; the same seed gives the same run.
         device: ``"auto"`` (CUDA, then MPS, then CPU) or a device string.
-        amp: ``None`` or ``"bf16"`` (``torch.autocast`` with bfloat16 on the training device).
+        amp: ``None``, ``"bf16"`` (``torch.autocast`` with bfloat16 on the training device) or
+            ``"fp16"`` (autocast with float16 and a ``torch.amp.GradScaler``: the loss is scaled
+            before the backward pass, the steps the scaler skips while it finds its scale are
+            counted in ``scaler_skipped`` and are not non-finite failures; for GPUs without
+            bfloat16).
         compile: Whether to train through ``torch.compile(model)``: ``False``, ``True`` (the
             default mode) or a mode name: ``"default"``, ``"reduce-overhead"`` (CUDA graphs,
             for small batches whose GPU step is bound by kernel launches), ``"max-autotune"``
@@ -159,6 +164,10 @@ class TrainConfig:
             in a single process.
         extra: More keyword arguments for the method's factory (options of methods added with
             :func:`~torchvat.train.register_method`).
+        ema: Decay of an exponential moving average of the weights (for example 0.999, as USB /
+            TorchSSL), or ``None`` (the default: none). With a decay, evaluation, the reported
+            metrics and ``best.pt`` use the averaged weights; checkpoints hold both (see
+            :class:`~torchvat.train.ema.WeightEMA`).
 
     Raises:
         ValueError: If an option has an invalid value; the message names the field, the
@@ -213,6 +222,7 @@ class TrainConfig:
     tensorboard: bool = False
     sync_batchnorm: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    ema: float | None = None
 
     def __post_init__(self) -> None:
         # the types the rest of the API takes for these: a path-like folder, a torch.device

@@ -47,6 +47,7 @@ from torchvat.train.distributed import (
     world_size,
     wrap_model,
 )
+from torchvat.train.ema import WeightEMA
 from torchvat.train.finite import (
     BufferSnapshot,
     NonFiniteLossError,
@@ -100,6 +101,8 @@ class TrainResult:
         interrupted: The signal that stopped training (``"SIGINT"``, ``"SIGTERM"``), or ``None``.
         skipped_steps: Iterations skipped for a non-finite loss (``nonfinite="skip"``), in
             the whole run (a resumed run counts the earlier ones too).
+        scaler_skipped: Iterations GradScaler skipped while finding its loss scale
+            (``amp="fp16"``), in the whole run; not failures, and not in ``skipped_steps``.
     """
 
     history: list[dict[str, float]]
@@ -113,6 +116,7 @@ class TrainResult:
     stopped_early: bool = False
     interrupted: str | None = None
     skipped_steps: int = 0
+    scaler_skipped: int = 0
 
 
 def _seed_for(seed: int, rank: int, stream: int) -> int:
@@ -156,6 +160,12 @@ class Trainer:
 
     A regularizer with weight 0 is switched off (see :mod:`torchvat.train.methods`), so
     ``method="vat", alpha=0`` runs exactly the supervised iterations.
+
+    With ``ema=DECAY`` the trainer keeps an exponential moving average of the weights
+    (:attr:`ema`, a :class:`~torchvat.train.ema.WeightEMA`: parameters averaged after every
+    applied step, BatchNorm buffers copied). :meth:`evaluate`, :meth:`predict`, the held-out
+    metrics in the history and the choice of ``best.pt`` use the averaged weights; :attr:`model`
+    keeps training the raw ones, and checkpoints hold both.
 
     Distributed (data-parallel) training: when the process was started by ``torchrun`` (or the
     default process group is already initialized) with more than one process, the trainer
@@ -315,8 +325,10 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         #: the DistributedDataParallel wrapper, made by :meth:`setup` in a distributed run
         self.ddp: nn.parallel.DistributedDataParallel | None = None
+        #: the exponential moving average of the weights (``config.ema``), or ``None``; evaluation uses it
+        self.ema: WeightEMA | None = None if cfg.ema is None else WeightEMA(self.model, cfg.ema)
         self.forward_model: nn.Module = _compiled(self.model, cfg)
-        self._eval_model: nn.Module = self.forward_model
+        self._eval_model: nn.Module = self.forward_model if self.ema is None else _compiled(self.ema.module, cfg)
         # a torchrun environment (even of one process) gets its process group in setup(), as before
         self._process_group_ready = self.world_size == 1 and not launched_by_torchrun()
         #: the global generators are this run's: seeded by :meth:`setup` or restored by :meth:`load_state_dict`
@@ -326,6 +338,11 @@ class Trainer:
         self._mark_steps = cfg.compile in CUDAGRAPH_MODES
         self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = IterationSchedule(self.optimizer, cfg)
+        #: the loss scaler of ``amp="fp16"`` (``torch.amp.GradScaler``), else ``None``
+        self.scaler: torch.amp.GradScaler | None = self._make_scaler() if cfg.amp == "fp16" else None
+        #: iterations GradScaler skipped (``amp="fp16"``), read at logging points (:meth:`read_scaler_skipped`)
+        self.scaler_skipped = 0
+        self._scaler_skipped_pending = torch.zeros((), dtype=torch.int64, device=self.device)
         trained = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self._trained_params = [p for _, p in trained]
         self._nonfinite = NonFiniteRecord(self.device, [n for n, _ in trained])
@@ -409,8 +426,25 @@ class Trainer:
             self.ddp = ddp
             self.model = ddp.module
             self.forward_model = _compiled(ddp, cfg)
-            self._eval_model = _compiled(self.model, cfg)
+            self._eval_model = _compiled(self.model if self.ema is None else self.ema.module, cfg)
+            if self.ema is not None:  # rank 0's average (its initial weights, or the loaded ones)
+                self.ema.broadcast()
         self._process_group_ready = True
+
+    def _make_scaler(self) -> torch.amp.GradScaler:
+        """The GradScaler of ``amp="fp16"``; refused where float16 autocast or loss scaling cannot work."""
+        device = self.device.type
+        if not torch.amp.is_autocast_available(device):
+            raise ValueError(f"amp='fp16' needs float16 autocast on the training device, which {device!r} lacks")
+        half = (torch.float16, torch.bfloat16)
+        low = sorted({str(p.dtype) for p in self.model.parameters() if p.requires_grad and p.dtype in half})
+        if low:
+            raise ValueError(
+                f"amp='fp16' needs float32 parameters (autocast computes in float16, the optimizer updates "
+                f"float32 weights with unscaled gradients), got parameters in {', '.join(low)}; "
+                "convert the model with model.float()"
+            )
+        return torch.amp.GradScaler(device)
 
     def _sampler(self, n: int, batch_size: int, stream: int) -> InfiniteBatchSampler | ShardedBatchSampler:
         """One process's batch stream: its slice of the global stream when distributed."""
@@ -464,6 +498,8 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.config.amp == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        if self.config.amp == "fp16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.float16)
         return contextlib.nullcontext()
 
     # --------------------------------------------------------------- training
@@ -518,7 +554,11 @@ class Trainer:
         then, so the weights stay those before the failed iteration. With another optimizer
         the check reads the flag at once (one host synchronization per iteration) and
         skips (``"skip"``: an empty dict is returned) or raises
-        :class:`NonFiniteLossError` (``"stop"``) immediately.
+        :class:`NonFiniteLossError` (``"stop"``) immediately. With ``amp="fp16"`` the loss is
+        scaled by :attr:`scaler` before the backward pass and the gradients unscaled after it;
+        non-finite gradients of a finite loss are the scaler's overflow, skipped and counted in
+        :attr:`scaler_skipped` whatever ``nonfinite`` says; a non-finite loss is a failure as
+        without fp16. With ``config.ema`` the average of the weights follows every applied step.
 
         Args:
             batch: From :meth:`next_batch`.
@@ -540,7 +580,7 @@ class Trainer:
         if self._mark_steps:
             torch.compiler.cudagraph_mark_step_begin()
         policy = self.config.nonfinite
-        buffers = BufferSnapshot(list(self.model.buffers()) if policy != "ignore" else [])
+        buffers = BufferSnapshot(list(self.model.buffers()) if policy != "ignore" or self.scaler else [])
         try:
             with self._autocast():
                 loss, terms, clean = compute_method_loss(
@@ -562,10 +602,16 @@ class Trainer:
 
         # one backward, one optimizer step
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
         self.schedule.apply(self.step)
         self.last_step_ok = None
-        if policy == "ignore":
+        if self.scaler is not None:
+            if not self._scaled_step(loss, terms, buffers):
+                return {}
+        elif policy == "ignore":
             self.optimizer.step()
         elif supports_found_inf(self.optimizer):
             ok, flags = self._step_finite(loss)
@@ -590,6 +636,9 @@ class Trainer:
                 return {}
             self.optimizer.step()
 
+        if self.ema is not None:  # after the step, on the device flag of whether it was applied
+            self.ema.update(self.model, self.last_step_ok)
+
         # metrics stay on the device; they are synchronized only when logged
         metrics = {name: term.detach() for name, term in terms.items()}
         metrics["loss"] = loss.detach()
@@ -600,6 +649,68 @@ class Trainer:
             if classify and unlabeled is not None and unlabeled.ndim == 2 and unlabeled.shape[0] > 0:
                 metrics["unlabeled_classes"] = effective_classes(unlabeled.detach().float().softmax(1).mean(0))
         return metrics
+
+    def _scaled_step(self, loss: Tensor, terms: dict[str, Tensor], buffers: BufferSnapshot) -> bool:
+        """The optimizer step of ``amp="fp16"``: unscale, skip on the device where GradScaler would, update the scale.
+
+        Non-finite gradients of a finite loss are the scaler's overflow (its scale was too large):
+        the step is skipped, the scale lowered and the iteration counted in :attr:`scaler_skipped`,
+        whatever ``config.nonfinite`` says. A non-finite loss is a failure, handled by
+        ``config.nonfinite`` as without fp16.
+
+        Returns:
+            Whether the iteration's metrics count (``False`` only for a step skipped by the
+            immediate, host-read check of an optimizer that cannot skip on the device flag).
+        """
+        assert self.scaler is not None  # called with amp="fp16" only
+        policy = self.config.nonfinite
+        self.scaler.unscale_(self.optimizer)
+        flags = grad_finite_flags([p.grad for p in self._trained_params])
+        loss_ok = torch.isfinite(loss.detach()).all().to(flags.device)
+        if self.world_size > 1:  # the gradients are reduced already; a loss may differ between processes
+            bad = (~loss_ok).float().reshape(1).to(self.device)
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+            loss_ok = (bad[0] == 0).to(flags.device)
+        overflow = loss_ok & ~flags.all()
+        ok = loss_ok & ~overflow
+        if policy != "ignore":  # only a non-finite loss is a failure; the gradients' flags name nothing then
+            self._nonfinite.record(self.step + 1, loss_ok, terms, loss, torch.ones_like(flags))
+            if policy == "stop":
+                ok = ok & self._nonfinite.clean
+        self._scaler_skipped_pending += overflow.to(self._scaler_skipped_pending.device, torch.int64)
+        counts = True
+        if supports_found_inf(self.optimizer):
+            self._masked_step(ok)
+            buffers.restore(ok, list(self.model.buffers()))
+            self.last_step_ok = ok
+        elif bool(ok):  # one host read per iteration
+            self.optimizer.step()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            buffers.restore(torch.zeros((), dtype=torch.bool), list(self.model.buffers()))
+            counts = False
+            if policy != "ignore" and not bool(loss_ok):
+                summary = self._nonfinite.read()
+                message = describe_nonfinite(summary, self.step)
+                if policy == "stop":
+                    self.scaler.update()
+                    raise NonFiniteLossError(message, self.step + 1, summary.terms if summary else {})
+                self.skipped_steps += 1
+                logger.warning("torchvat: %s; iteration skipped (nonfinite='skip')", message)
+        self.scaler.update()  # a lower scale after an overflow, a higher one after enough clean steps
+        return counts
+
+    def read_scaler_skipped(self) -> int:
+        """The iterations GradScaler skipped so far (``amp="fp16"``; one host read, at logging points).
+
+        Returns:
+            The count over the whole run (a resumed run counts the earlier ones too).
+        """
+        pending = int(self._scaler_skipped_pending)
+        if pending:
+            self.scaler_skipped += pending
+            self._scaler_skipped_pending.zero_()
+        return self.scaler_skipped
 
     def _step_finite(self, loss: Tensor) -> tuple[Tensor, Tensor]:
         """Device flags: the loss and every gradient are finite (and on every process), per-gradient."""
@@ -748,6 +859,9 @@ class Trainer:
                         if log_now:
                             logs = self._log_acc.means()
                             self._log_acc.reset()
+                            if self.scaler is not None:  # a logging point: the host reads the scaler here
+                                logs["scaler_skipped"] = float(self.read_scaler_skipped())
+                                logs["loss_scale"] = float(self.scaler.get_scale())
                         if evaluated:
                             self._evaluate_held_out()
                         self._call("on_step_end", step=self.step, metrics=metrics, logs=logs, evaluated=evaluated)
@@ -804,6 +918,8 @@ class Trainer:
         cfg = self.config
         self.schedule.apply(self.step)  # the optimizer now shows the values after the last step
         broadcast_buffers(self.model)  # every process ends with rank 0's model
+        if self.ema is not None:
+            broadcast_buffers(self.ema.module)
         result = TrainResult(
             history=[dict(r) for r in self.history],
             final=dict(self.history[-1]) if self.history else {},
@@ -816,6 +932,7 @@ class Trainer:
             stopped_early=self.step < cfg.iterations,
             interrupted=self.interrupted,
             skipped_steps=self.skipped_steps,
+            scaler_skipped=self.read_scaler_skipped(),
         )
         self._call("on_train_end", result=result)
         result.paths = dict(self.paths)
@@ -824,6 +941,8 @@ class Trainer:
     # ------------------------------------------------------------- evaluation
     def _evaluate_held_out(self) -> None:
         broadcast_buffers(self.model)  # rank 0's BatchNorm statistics on every process
+        if self.ema is not None:
+            broadcast_buffers(self.ema.module)
         record: dict[str, float] = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"]}
         record.update({f"train_{k}": v for k, v in self._eval_acc.means().items()})
         self._eval_acc.reset()
@@ -945,7 +1064,9 @@ class Trainer:
         Model, optimizer, schedule, CPU/Python/NumPy/device random states, the method's
         generator, the augmentation's state (when it has a ``state_dict``), the samplers'
         positions, the step, metric history and accumulators, and the config, as tensors and
-        plain containers (loadable with ``weights_only=True``).
+        plain containers (loadable with ``weights_only=True``). With ``config.ema``, ``"ema"``
+        holds the averaged weights beside the raw ones in ``"model"`` (``None`` without); with
+        ``amp="fp16"``, ``"scaler"`` holds GradScaler's state (its scale and growth tracker).
 
         Iterations skipped on the device are reported first (:meth:`check_nonfinite`), so a
         saved state never hides a pending failure.
@@ -981,6 +1102,9 @@ class Trainer:
             "method": self.method.name,
             "eps": self.eps,
             "config": self.config.to_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "scaler_skipped": self.scaler_skipped + int(self._scaler_skipped_pending),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -1012,9 +1136,13 @@ class Trainer:
                 batch size, or is not a trainer state (naming the saved and the current value).
         """
         check_state(self, state)
+        saved_ema = state.get("ema")
+        if self.ema is not None and saved_ema is not None:
+            self.ema.check_state_dict(saved_ema)
         saved_config = state.get("config") or {}
         saved_world = int(state.get("world_size", 1))
         self.model.load_state_dict(state["model"])
+        self._load_ema(saved_ema)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self._apply_changed_hyperparameters(saved_config)
@@ -1043,6 +1171,10 @@ class Trainer:
         self._collapse.collapse_streak = int(state["collapse_streak"])
         self._collapse.class_streak = int(state.get("class_streak", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.scaler_skipped = int(state.get("scaler_skipped", 0))
+        self._scaler_skipped_pending.zero_()
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self._nonfinite.reset()
         self.last_step_ok = None
         # the saved run's eps (derived from its data, or given) when this trainer has none of
@@ -1051,6 +1183,18 @@ class Trainer:
         if not own_eps and state.get("eps") is not None and hasattr(self.method, "eps"):
             self.eps = float(state["eps"])
             self.method.eps = self.eps
+
+    def _load_ema(self, saved: Mapping[str, Any] | None) -> None:
+        """The saved average of the weights; a run saved without one starts it from the loaded weights."""
+        if self.ema is None:
+            if saved is not None:
+                logger.info("torchvat: ema=None: the checkpoint's EMA weights are not continued")
+            return
+        if saved is None:
+            self.ema.copy_from(self.model)
+            logger.info("torchvat: the checkpoint has no EMA weights; the average starts from its weights")
+        else:
+            self.ema.load_state_dict(saved)
 
     def _keep_saved_regularize(self, saved_config: Mapping[str, Any]) -> None:
         """A ``regularize`` this trainer resolved from ``"auto"`` gives way to the saved run's.
