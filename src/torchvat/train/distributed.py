@@ -205,7 +205,13 @@ def init_distributed(device: torch.device | str = "cpu", timeout: float | None =
     else:
         backend = "gloo"
     seconds = DEFAULT_DIST_TIMEOUT if timeout is None else float(timeout)
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=seconds))
+    delta = datetime.timedelta(seconds=seconds)
+    store = _attempt_store(delta)
+    if store is None:
+        dist.init_process_group(backend=backend, timeout=delta)
+    else:
+        size, rank = planned_world()
+        dist.init_process_group(backend=backend, timeout=delta, store=store, rank=rank, world_size=size)
     Heartbeat.start(seconds)
     logger.info(
         "torchvat: initialized process group (%s): rank %d of %d, device %s",
@@ -215,6 +221,33 @@ def init_distributed(device: torch.device | str = "cpu", timeout: float | None =
         device,
     )
     return True
+
+
+def _attempt_store(timeout: datetime.timedelta) -> Any:
+    """The keys of this ``torchrun`` attempt only, in the agent's store shared across restarts (or ``None``).
+
+    ``torchrun`` shares its rendezvous store with the workers and keeps it across the restarts of
+    ``--max-restarts``, without a prefix per attempt: a restarted worker may read the address a
+    worker of the previous attempt published, connect to a dead port and fail (PyTorch issue
+    135712). With one agent (one node) the restart count is the same on every worker, so the
+    group's keys go under ``torchvat/attempt_N``. Several nodes' agents count restarts each on
+    their own: there a warning asks for ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``, which gives every
+    attempt a new store.
+    """
+    env = os.environ
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_ADDR" not in env or "MASTER_PORT" not in env:
+        return None
+    if env.get("GROUP_WORLD_SIZE", "1") != "1":
+        if env.get("TORCHELASTIC_MAX_RESTARTS", "0") != "0":
+            logger.warning(
+                "torchvat: torchrun --max-restarts on several nodes shares its rendezvous store across "
+                "restarts, so a restarted worker may connect to an address of the previous attempt; "
+                "set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in the environment of torchrun on every node"
+            )
+        return None
+    size, _ = planned_world()
+    client = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), size, is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"torchvat/attempt_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}", client)
 
 
 def destroy_distributed(wait: bool = False) -> None:
