@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from torchvat.cli.main import main as cli_main
-from torchvat.train import Trainer, load_checkpoint
+from torchvat.train import TrainConfig, Trainer, load_checkpoint
 from torchvat.train.distributed import rank_seed
 from torchvat.train.state import process_state
 
@@ -270,6 +270,14 @@ def test_a_malformed_ranks_entry_is_refused(monkeypatch):
     with pytest.raises(ValueError, match=r"'ranks' must hold one state per process \(2\), got 1"):
         trainer.load_state_dict(state)
     assert trainer.step == 0
+
+
+def test_dist_timeout_is_checked_by_the_config_and_the_command_line(tmp_path, capsys):
+    assert TrainConfig().dist_timeout == 1800.0  # room for rank 0's checkpoint on a slow file system
+    with pytest.raises(ValueError, match=r"dist_timeout must be a finite number > 0, got 0"):
+        TrainConfig(dist_timeout=0)
+    assert cli_main(["train", "--dist-timeout", "-5", "--iters", "1", "--out", str(tmp_path / "r")]) == 2
+    assert "dist_timeout must be a finite number > 0, got -5.0" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------- a stopped peer, no torchrun agent
