@@ -92,9 +92,7 @@ def _workers(parent: int) -> dict[tuple[int, int], int]:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             if ppid != parent:
                 continue
-            env = dict(
-                item.split("=", 1) for item in (entry / "environ").read_text().split("\0") if "=" in item
-            )
+            env = dict(item.split("=", 1) for item in (entry / "environ").read_text().split("\0") if "=" in item)
         except (OSError, ValueError, IndexError):  # the process ended meanwhile
             continue
         if "RANK" in env:
@@ -285,9 +283,7 @@ def _start_without_agent(args: list[str], cwd: Path, port: int) -> list[subproce
     """The two processes as ``srun`` starts them: the environment only, rank 0 hosts the store."""
     procs = []
     for rank in range(2):
-        env = _env(
-            RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-        )
+        env = _env(RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "torchvat", *args],

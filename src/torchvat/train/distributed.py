@@ -429,7 +429,7 @@ def peer_failure(err: BaseException, *, step: int, timeout: float) -> PeerFailur
     me = dist.get_rank()
     beat = Heartbeat.current()
     silent = beat.silent_ranks() if beat is not None else None
-    timed_out = "time" in text.lower()
+    timed_out = "timed out" in text.lower() or "timeout" in text.lower()
     what = (
         f"rank {me} waited more than {timeout:g} s (dist_timeout, --dist-timeout) for the other processes"
         if timed_out
@@ -437,7 +437,7 @@ def peer_failure(err: BaseException, *, step: int, timeout: float) -> PeerFailur
     )
     if silent:
         names = ", ".join(map(str, silent))
-        who = f"rank {names} stopped answering (its heartbeat stopped: it is stopped, killed or cut off)"
+        who = f"rank {names} stopped answering (its heartbeat stopped: it exited, was killed or stopped, or is cut off)"
     elif silent is None:
         who = (
             "the silent process is unknown: the job's store did not answer (its host, rank 0 or "
