@@ -277,6 +277,11 @@ class Checkpoint(Callback):
     ``Trainer.fit(resume=path)`` or :func:`~torchvat.train.checkpoint.load_latest_checkpoint`,
     which falls back to the previous versions.
 
+    In a distributed run every process runs this callback (the trainer's built-in one does; add
+    your own on every process, not on rank 0 only): each checkpoint gathers every process's own
+    random state to rank 0 (:meth:`Trainer.gather_state_dict`, a collective operation), which
+    writes the one file.
+
     When training starts the directory is checked (created, writable, free space for
     about two checkpoints; see :func:`~torchvat.train.checkpoint.check_output_dir`), and
     temporary files left by a killed run are deleted. When :meth:`Trainer.fit` fails with an
