@@ -389,7 +389,7 @@ class PeerFailureError(RuntimeError):
     Args:
         message: What happened, naming the silent processes where known.
         silent: Their ranks (empty when unknown).
-        step: The iteration this process was at.
+        step: The iterations this process had completed.
     """
 
     def __init__(self, message: str, silent: list[int], step: int) -> None:
@@ -407,7 +407,7 @@ def peer_failure(err: BaseException, *, step: int, timeout: float) -> PeerFailur
 
     Args:
         err: The exception raised in this process.
-        step: The iteration this process was at.
+        step: The iterations this process had completed.
         timeout: The collective timeout in seconds (``TrainConfig.dist_timeout``).
 
     Returns:
@@ -447,7 +447,7 @@ def peer_failure(err: BaseException, *, step: int, timeout: float) -> PeerFailur
         who = "every process still sends its heartbeat: one is stuck, or slower than the timeout allows"
     detail = " ".join(text.split())[:300]
     message = (
-        f"{what} at iteration {step}: {who}; restart every process with --resume (Trainer.fit(resume=...)) "
+        f"{what} after iteration {step}: {who}; restart every process with --resume (Trainer.fit(resume=...)) "
         f"to continue from the last checkpoint ({type(err).__name__}: {detail})"
     )
     return PeerFailureError(message, silent or [], step)
