@@ -203,6 +203,8 @@ PARAMS: Mapping[str, Constraint] = {
     "collapse_patience": Integer(0),
     "nonfinite": Choice(("stop", "skip", "ignore")),
     "seed": Integer(0),
+    # seconds a collective operation of a distributed run waits for the other processes
+    "dist_timeout": Real(0.0, low_closed=False),
     # fp16: autocast in float16 with a GradScaler (torchvat.train.Trainer)
     "amp": Choice((None, "bf16", "fp16")),
     "compile": Choice((False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")),

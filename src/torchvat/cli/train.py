@@ -804,7 +804,7 @@ def train_command(args: argparse.Namespace) -> int:
             return 0
     recipe = args.recipe or _resumed_recipe(resume)  # a resumed recipe run keeps the papers' table
     # under torchrun: one process group for the run; every process uses rank 0's run folder
-    owns_group = init_distributed(config.train.device)
+    owns_group = init_distributed(config.train.device, config.train.dist_timeout)
     try:
         out = Path(broadcast_object(str(out)))
         with threads(args.threads):

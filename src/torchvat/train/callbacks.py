@@ -41,6 +41,7 @@ from torchvat.train.checkpoint import (
     save_checkpoint,
     write_text_atomic,
 )
+from torchvat.train.distributed import broadcast_object
 
 #: the trainer a hook receives (``kwargs["trainer"]``): a :class:`~torchvat.train.Trainer`, named
 #: loosely here because the trainer imports this module (no import circle, even for type checking)
@@ -276,6 +277,11 @@ class Checkpoint(Callback):
     ``Trainer.fit(resume=path)`` or :func:`~torchvat.train.checkpoint.load_latest_checkpoint`,
     which falls back to the previous versions.
 
+    In a distributed run every process runs this callback (the trainer's built-in one does; add
+    your own on every process, not on rank 0 only): each checkpoint gathers every process's own
+    random state to rank 0 (:meth:`Trainer.gather_state_dict`, a collective operation), which
+    writes the one file.
+
     When training starts the directory is checked (created, writable, free space for
     about two checkpoints; see :func:`~torchvat.train.checkpoint.check_output_dir`), and
     temporary files left by a killed run are deleted. When :meth:`Trainer.fit` fails with an
@@ -329,9 +335,12 @@ class Checkpoint(Callback):
         # distributed run they then stop (or skip) on the same iteration (their records agree,
         # the gradients being all-reduced), instead of rank 0 leaving the others in a collective
         trainer.check_nonfinite()
-        if is_main_process():
+        # every process's own random state, gathered to rank 0: one file resumes each of them exactly
+        gather = getattr(trainer, "gather_state_dict", None)
+        state = gather() if gather is not None else trainer.state_dict() if is_main_process() else None
+        if state is not None:  # rank 0
             keep = self.keep_previous if name == "last.pt" else 0
-            path = save_checkpoint(trainer.state_dict(), self._dir(trainer) / name, keep_previous=keep)
+            path = save_checkpoint(state, self._dir(trainer) / name, keep_previous=keep)
             trainer.paths[name.removesuffix(".pt")] = str(path)
         if name == "last.pt":
             self._last_step = trainer.step
@@ -374,7 +383,8 @@ class Checkpoint(Callback):
         """
         trainer: TrainerLike = kwargs["trainer"]
         existing = self._dir(trainer) / "last.pt"
-        if not self._trained and existing.is_file():
+        # rank 0's answer on every process (another node may not see the folder): they save together
+        if not self._trained and broadcast_object(existing.is_file() if is_main_process() else None):
             if is_main_process():
                 trainer.paths["last"] = str(existing)
             return

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torchvat import params
-from torchvat.train.defaults import DEFAULT_REGULARIZE
+from torchvat.train.defaults import DEFAULT_DIST_TIMEOUT, DEFAULT_REGULARIZE
 
 __all__ = ["TrainConfig"]
 
@@ -57,6 +57,7 @@ _DECLARED = tuple(
         "collapse_patience",
         "nonfinite",
         "seed",
+        "dist_timeout",
         "amp",
         "compile",
         "ema",
@@ -162,6 +163,10 @@ class TrainConfig:
         sync_batchnorm: In a distributed run, replace the model's BatchNorm layers by
             ``torch.nn.SyncBatchNorm`` (statistics over the global batch; CUDA only). Ignored
             in a single process.
+        dist_timeout: In a distributed run, seconds a collective operation waits for the other
+            processes before it fails and the process exits naming the silent rank (default 1800:
+            room for the work rank 0 does alone, such as a checkpoint on a slow shared file system).
+            Ignored in a single process and when the process group was initialized before.
         extra: More keyword arguments for the method's factory (options of methods added with
             :func:`~torchvat.train.register_method`).
         ema: Decay of an exponential moving average of the weights (for example 0.999, as USB /
@@ -221,6 +226,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = False
     sync_batchnorm: bool = False
+    dist_timeout: float = DEFAULT_DIST_TIMEOUT
     extra: dict[str, Any] = field(default_factory=dict)
     ema: float | None = None
 

@@ -40,6 +40,14 @@ EPS_RULE = "labeled"
 #: labels (73 % test error at 4,000 iterations against 22 % with separate passes; BENCHMARKS.md §6)
 DEFAULT_REGULARIZE = "unlabeled"
 
+#: seconds a collective operation of a distributed run waits for the other processes before it
+#: fails (``TrainConfig.dist_timeout``, ``--dist-timeout``): 30 minutes, PyTorch's own default for
+#: gloo, stated so that NCCL (10 minutes by default) waits as long. The other processes wait in
+#: their next collective while rank 0 works alone: an evaluation's files, a checkpoint of a large
+#: model on a slow shared file system, the final report; a peer that stopped answering is found
+#: after this long
+DEFAULT_DIST_TIMEOUT = 1800.0
+
 
 def derive_eps(x_labeled: Tensor, x_unlabeled: Tensor | None) -> float:
     """The perturbation size the engine uses for ``eps=None``.

@@ -9,8 +9,11 @@ group itself. Nothing here launches processes or does a rendezvous of its own: t
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -19,18 +22,23 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from torchvat.data.sampler import InfiniteBatchSampler
+from torchvat.train.defaults import DEFAULT_DIST_TIMEOUT
 
 __all__ = [
+    "Heartbeat",
+    "PeerFailureError",
     "ShardedBatchSampler",
     "all_reduce_mean",
     "any_process",
     "broadcast_buffers",
     "broadcast_object",
     "destroy_distributed",
+    "gather_to_main",
     "init_distributed",
     "is_distributed",
     "launched_by_torchrun",
     "local_rank",
+    "peer_failure",
     "planned_world",
     "rank",
     "rank_seed",
@@ -163,16 +171,18 @@ def resolve_device(device: torch.device) -> torch.device:
     return device
 
 
-def init_distributed(device: torch.device | str = "cpu") -> bool:
+def init_distributed(device: torch.device | str = "cpu", timeout: float | None = None) -> bool:
     """Initialize the default process group when ``torchrun`` started this process.
 
     Nothing is done when the group is already initialized (by the caller or an earlier call)
     or when the environment does not come from ``torchrun``. The backend is ``nccl`` for a
     CUDA device and ``gloo`` otherwise; for CUDA the current device is set to
-    ``cuda:LOCAL_RANK`` first.
+    ``cuda:LOCAL_RANK`` first. A :class:`Heartbeat` is started (see :func:`peer_failure`).
 
     Args:
         device: The device this process will train on (``"auto"`` picks CUDA if available).
+        timeout: Seconds a collective operation waits for the other processes before it fails
+            (``None``: :data:`~torchvat.train.defaults.DEFAULT_DIST_TIMEOUT`).
 
     Returns:
         Whether this call initialized the group (and so should destroy it at the end, see
@@ -194,7 +204,15 @@ def init_distributed(device: torch.device | str = "cpu") -> bool:
         backend = "nccl"
     else:
         backend = "gloo"
-    dist.init_process_group(backend=backend)
+    seconds = DEFAULT_DIST_TIMEOUT if timeout is None else float(timeout)
+    delta = datetime.timedelta(seconds=seconds)
+    store = _attempt_store(delta)
+    if store is None:
+        dist.init_process_group(backend=backend, timeout=delta)
+    else:
+        size, rank = planned_world()
+        dist.init_process_group(backend=backend, timeout=delta, store=store, rank=rank, world_size=size)
+    Heartbeat.start(seconds)
     logger.info(
         "torchvat: initialized process group (%s): rank %d of %d, device %s",
         backend,
@@ -203,6 +221,33 @@ def init_distributed(device: torch.device | str = "cpu") -> bool:
         device,
     )
     return True
+
+
+def _attempt_store(timeout: datetime.timedelta) -> Any:
+    """The keys of this ``torchrun`` attempt only, in the agent's store shared across restarts (or ``None``).
+
+    ``torchrun`` shares its rendezvous store with the workers and keeps it across the restarts of
+    ``--max-restarts``, without a prefix per attempt: a restarted worker may read the address a
+    worker of the previous attempt published, connect to a dead port and fail (PyTorch issue
+    135712). With one agent (one node) the restart count is the same on every worker, so the
+    group's keys go under ``torchvat/attempt_N``. Several nodes' agents count restarts each on
+    their own: there a warning asks for ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``, which gives every
+    attempt a new store.
+    """
+    env = os.environ
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_ADDR" not in env or "MASTER_PORT" not in env:
+        return None
+    if env.get("GROUP_WORLD_SIZE", "1") != "1":
+        if env.get("TORCHELASTIC_MAX_RESTARTS", "0") != "0":
+            logger.warning(
+                "torchvat: torchrun --max-restarts on several nodes shares its rendezvous store across "
+                "restarts, so a restarted worker may connect to an address of the previous attempt; "
+                "set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in the environment of torchrun on every node"
+            )
+        return None
+    size, _ = planned_world()
+    client = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), size, is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"torchvat/attempt_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}", client)
 
 
 def destroy_distributed(wait: bool = False) -> None:
@@ -220,7 +265,192 @@ def destroy_distributed(wait: bool = False) -> None:
     if _initialized():
         if wait:
             dist.barrier()
+        Heartbeat.stop()
         dist.destroy_process_group()
+
+
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """Every process's ``obj``, in rank order, on rank 0 (``[obj]`` when not distributed).
+
+    Every process of the group must call it (a collective operation).
+
+    Args:
+        obj: A picklable object.
+
+    Returns:
+        The list on rank 0, ``None`` on the other processes.
+
+    Example:
+        >>> gather_to_main({"rank": 0})
+        [{'rank': 0}]
+    """
+    if not is_distributed():
+        return [obj]
+    out: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+class Heartbeat:
+    """A counter each process increments in the job's key-value store (``torchrun``'s or rank 0's).
+
+    A daemon thread adds 1 to ``torchvat/heartbeat/RANK`` every :attr:`interval` seconds (a tenth of
+    the collective timeout, between 0.2 and 1 s: one small message per second and process). When
+    a collective operation fails, the process reads every counter twice, :attr:`interval` x 2.5
+    apart (:meth:`silent_ranks`, at most 2.5 s before the process exits): a process whose counter
+    did not move is stopped (``SIGSTOP``), killed, or cut off. The counters say nothing about
+    clocks, so they hold across machines. One heartbeat per process.
+
+    Args:
+        store: The store of the default process group.
+        rank: This process's rank.
+        world_size: The number of processes.
+        interval: Seconds between two beats.
+    """
+
+    _current: Heartbeat | None = None
+    _lock = threading.Lock()
+    PREFIX = "torchvat/heartbeat/"
+
+    def __init__(self, store: Any, rank: int, world_size: int, interval: float) -> None:
+        self.store = store
+        self.rank = rank
+        self.world_size = world_size
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="torchvat-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        key = f"{self.PREFIX}{self.rank}"
+        while not self._stop.is_set():
+            try:
+                self.store.add(key, 1)
+            except Exception:  # the store's host is gone: nothing more to say
+                return
+            self._stop.wait(self.interval)
+
+    @classmethod
+    def start(cls, timeout: float) -> Heartbeat | None:
+        """Start this process's heartbeat for a collective timeout of ``timeout`` seconds (once).
+
+        Returns:
+            The running heartbeat, or ``None`` when not distributed or the group has no store.
+        """
+        with cls._lock:
+            if cls._current is not None or not is_distributed():
+                return cls._current
+            try:
+                store = dist.distributed_c10d._get_default_store()
+            except (AttributeError, RuntimeError, ValueError):  # no store to beat in
+                return None
+            beat = cls(store, dist.get_rank(), dist.get_world_size(), min(max(timeout / 10, 0.2), 1.0))
+            beat._thread.start()
+            cls._current = beat
+            return beat
+
+    @classmethod
+    def stop(cls) -> None:
+        """Stop this process's heartbeat (if any)."""
+        with cls._lock:
+            if cls._current is not None:
+                cls._current._stop.set()
+                cls._current = None
+
+    @classmethod
+    def current(cls) -> Heartbeat | None:
+        """This process's running heartbeat, or ``None``."""
+        return cls._current
+
+    def silent_ranks(self) -> list[int] | None:
+        """The other processes whose counter did not move over 2.5 intervals.
+
+        Returns:
+            Their ranks (empty: every process still beats), or ``None`` when the store did not
+            answer (its host, rank 0 or ``torchrun``'s agent, may be the silent process).
+        """
+        found: list[list[int]] = []
+
+        def read() -> None:
+            keys = [f"{self.PREFIX}{r}" for r in range(self.world_size)]
+            before = [int(self.store.add(k, 0)) for k in keys]
+            time.sleep(2.5 * self.interval)
+            after = [int(self.store.add(k, 0)) for k in keys]
+            found.append([r for r in range(self.world_size) if r != self.rank and after[r] == before[r]])
+
+        reader = threading.Thread(target=read, name="torchvat-heartbeat-read", daemon=True)
+        reader.start()
+        reader.join(2.5 * self.interval + 10.0)
+        return found[0] if found else None
+
+
+class PeerFailureError(RuntimeError):
+    """A collective operation failed: another process stopped answering (timeout) or went away.
+
+    Args:
+        message: What happened, naming the silent processes where known.
+        silent: Their ranks (empty when unknown).
+        step: The iterations this process had completed.
+    """
+
+    def __init__(self, message: str, silent: list[int], step: int) -> None:
+        super().__init__(message)
+        self.silent = silent
+        self.step = step
+
+
+#: what gloo, NCCL and the store say when a peer does not answer or went away (lower case)
+_PEER_SIGNS = ("timed out", "timeout", "connection closed by peer", "connection reset by peer", "broken pipe")
+
+
+def peer_failure(err: BaseException, *, step: int, timeout: float) -> PeerFailureError | None:
+    """Explain a failed collective operation: which process stopped answering.
+
+    Args:
+        err: The exception raised in this process.
+        step: The iterations this process had completed.
+        timeout: The collective timeout in seconds (``TrainConfig.dist_timeout``).
+
+    Returns:
+        The error to raise instead (with ``err`` as its cause), or ``None`` when ``err`` is not
+        a failed collective of a distributed run.
+
+    Example:
+        >>> peer_failure(RuntimeError("Timed out waiting 5000ms"), step=3, timeout=5) is None  # not distributed
+        True
+    """
+    if isinstance(err, PeerFailureError) or not is_distributed():
+        return None
+    text = str(err)
+    dist_errors = tuple(getattr(dist, name) for name in ("DistError",) if hasattr(dist, name))
+    if not isinstance(err, dist_errors) and not (
+        isinstance(err, RuntimeError) and any(sign in text.lower() for sign in _PEER_SIGNS)
+    ):
+        return None
+    me = dist.get_rank()
+    beat = Heartbeat.current()
+    silent = beat.silent_ranks() if beat is not None else None
+    timed_out = "timed out" in text.lower() or "timeout" in text.lower()
+    what = (
+        f"rank {me} waited more than {timeout:g} s (dist_timeout, --dist-timeout) for the other processes"
+        if timed_out
+        else f"rank {me} lost the connection to another process"
+    )
+    if silent:
+        names = ", ".join(map(str, silent))
+        who = f"rank {names} stopped answering (its heartbeat stopped: it exited, was killed or stopped, or is cut off)"
+    elif silent is None:
+        who = (
+            "the silent process is unknown: the job's store did not answer (its host, rank 0 or "
+            "torchrun's agent, may be the silent one)"
+        )
+    else:
+        who = "every process still sends its heartbeat: one is stuck, or slower than the timeout allows"
+    detail = " ".join(text.split())[:300]
+    message = (
+        f"{what} after iteration {step}: {who}; restart every process with --resume (Trainer.fit(resume=...)) "
+        f"to continue from the last checkpoint ({type(err).__name__}: {detail})"
+    )
+    return PeerFailureError(message, silent or [], step)
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

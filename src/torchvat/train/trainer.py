@@ -31,16 +31,18 @@ from torchvat.train.checkpoint import (
     load_checkpoint,
     seed_everything,
     select_device,
-    set_rng_state,
 )
 from torchvat.train.config import CUDAGRAPH_MODES, TrainConfig
 from torchvat.train.defaults import derive_eps, resolve_regularize
 from torchvat.train.distributed import (
+    Heartbeat,
     ShardedBatchSampler,
     any_process,
     broadcast_buffers,
+    gather_to_main,
     init_distributed,
     launched_by_torchrun,
+    peer_failure,
     planned_world,
     rank_seed,
     resolve_device,
@@ -60,7 +62,7 @@ from torchvat.train.inputs import as_tensor, check_batch_size, check_data, check
 from torchvat.train.methods import Batch, CleanPass, Method, check_method_options, get_method
 from torchvat.train.metrics import CollapseMonitor, CollapseWarning, MetricAccumulator, effective_classes
 from torchvat.train.optim import IterationSchedule, build_optimizer, warmup_factor
-from torchvat.train.state import STATE_FORMAT, check_state, sampler_state
+from torchvat.train.state import STATE_FORMAT, check_state, process_state, restore_process_state, sampler_state
 from torchvat.train.step import compute_method_loss
 
 __all__ = [
@@ -201,7 +203,8 @@ class Trainer:
         augment: A function applied to each labeled and unlabeled input batch on the device.
             If it has ``state_dict``/``load_state_dict`` (as
             :class:`~torchvat.data.RandomTranslateFlip`), its state is saved in checkpoints and
-            restored on resume; with ``manual_seed``, processes other than rank 0 reseed it on resume.
+            restored on resume; with ``manual_seed``, processes other than rank 0 reseed it on a
+            resume from a checkpoint without their own state (see :meth:`load_state_dict`).
         **options: :class:`TrainConfig` fields overriding ``config``.
 
     Raises:
@@ -412,7 +415,7 @@ class Trainer:
         """Initialize the process group and wrap the model, in a distributed run (once)."""
         if self._process_group_ready:
             return
-        self.initialized_process_group = init_distributed(self.device)
+        self.initialized_process_group = init_distributed(self.device, self.config.dist_timeout)
         if (world_size(), _rank()) != (self.world_size, self.rank):
             raise RuntimeError(
                 f"the process group has {world_size()} processes and this is rank {_rank()}, but the trainer "
@@ -427,6 +430,7 @@ class Trainer:
             self.model = ddp.module
             self.forward_model = _compiled(ddp, cfg)
             self._eval_model = _compiled(self.model if self.ema is None else self.ema.module, cfg)
+            Heartbeat.start(cfg.dist_timeout)  # names a silent process when a collective fails
             if self.ema is not None:  # rank 0's average (its initial weights, or the loaded ones)
                 self.ema.broadcast()
         self._process_group_ready = True
@@ -880,6 +884,9 @@ class Trainer:
                 result = self._finish()
             except BaseException as err:  # any other failure: release the callbacks' files
                 self._call_on_exception(err)
+                lost = peer_failure(err, step=self.step, timeout=cfg.dist_timeout)  # a silent process, named
+                if lost is not None:
+                    raise lost from err
                 raise
         if failure is not None:
             saved = result.paths.get("last")
@@ -1066,7 +1073,11 @@ class Trainer:
         positions, the step, metric history and accumulators, and the config, as tensors and
         plain containers (loadable with ``weights_only=True``). With ``config.ema``, ``"ema"``
         holds the averaged weights beside the raw ones in ``"model"`` (``None`` without); with
-        ``amp="fp16"``, ``"scaler"`` holds GradScaler's state (its scale and growth tracker).
+        ``amp="fp16"``, ``"scaler"`` holds GradScaler's state (its scale and growth tracker);
+        the average and the scaler are the same on every process. ``"ranks"`` holds every
+        process's own part (:func:`~torchvat.train.state.process_state`); in a distributed run
+        only :meth:`gather_state_dict` can fill it (here it is ``None``), and the top-level
+        random states and accumulators are this process's.
 
         Iterations skipped on the device are reported first (:meth:`check_nonfinite`), so a
         saved state never hides a pending failure.
@@ -1096,6 +1107,8 @@ class Trainer:
             "history": [dict(r) for r in self.history],
             "best": dict(self.best),
             "accumulators": {"log": self._log_acc.state_dict(), "eval": self._eval_acc.state_dict()},
+            # every process's own part (one per rank): gather_state_dict fills it in a distributed run
+            "ranks": [process_state(self)] if self.world_size == 1 else None,
             "collapse_streak": self._collapse.collapse_streak,
             "class_streak": self._collapse.class_streak,
             "skipped_steps": self.skipped_steps,
@@ -1107,15 +1120,41 @@ class Trainer:
             "scaler_skipped": self.scaler_skipped + int(self._scaler_skipped_pending),
         }
 
+    def gather_state_dict(self) -> dict[str, Any] | None:
+        """:meth:`state_dict` with every process's own part, on rank 0: a collective operation.
+
+        Every process calls it (the :class:`~torchvat.train.Checkpoint` callback does, at each
+        checkpoint): each one's generators, augmentation state and metric accumulators
+        (:func:`~torchvat.train.state.process_state`) are gathered to rank 0 under ``"ranks"``,
+        so one file resumes every process exactly. Without a process group it is :meth:`state_dict`.
+
+        Returns:
+            The state on rank 0, ``None`` on the other processes.
+
+        Raises:
+            NonFiniteLossError: With ``nonfinite="stop"`` after a non-finite iteration.
+        """
+        self.check_nonfinite()  # on every process, before any of them gathers
+        ranks = gather_to_main(process_state(self))
+        if ranks is None:
+            return None
+        state = self.state_dict()
+        state["ranks"] = ranks
+        return state
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` (e.g. a loaded checkpoint).
 
         A checkpoint written by a run with another number of processes continues with the
         same per-process batch sizes: the global data stream goes on from the saved position
-        with the new global batch size. In a distributed run, every process loads the file
-        (rank 0's state) and processes other than rank 0 reseed their random generators from
-        ``(seed, rank, step)``, so a resumed distributed run is a valid continuation but not
-        bit-identical to an uninterrupted one on those processes.
+        with the new global batch size. In a distributed run, every process loads the file;
+        one written by :meth:`gather_state_dict` with as many processes gives each process its
+        own generators, augmentation state and accumulators back, so the resumed run is bitwise
+        the uninterrupted one. With another number of processes, or a state without every
+        process's part (``state_dict()`` of one process of a distributed run, or a checkpoint
+        written before they were saved), processes other than rank 0 reseed their random
+        generators from ``(seed, rank, step)`` (rank 0 logs a notice): a valid continuation,
+        not bitwise an uninterrupted one.
 
         The state (weights, optimizer moments, step, random streams) is the checkpoint's; the
         hyperparameters are this trainer's config: a learning rate, weight decay, momentum, eps,
@@ -1151,23 +1190,17 @@ class Trainer:
         saved_u = state["samplers"]["unlabeled"]
         if saved_u is not None and self.unlabeled_sampler is not None:
             self.unlabeled_sampler.load_state_dict(sampler_state(saved_u, saved_world, self.world_size))
-        self.generator.set_state(state["generator"])
-        set_rng_state(state["rng"], self.device)
+        own = restore_process_state(self, state)  # generators, augmentation, accumulators
         self._rng_ready = True  # the saved run's generators: setup() does not reseed them
         self.step = int(state["step"])
-        saved_augment = state.get("augment")
-        augment: Any = self.augment  # a function, optionally with the state methods checked by hasattr
-        if saved_augment is not None and hasattr(augment, "load_state_dict"):
-            augment.load_state_dict(saved_augment)
-        if self.rank > 0:  # the file holds rank 0's random state: derive this process's own
+        augment: Any = self.augment  # a function, optionally with manual_seed (checked by hasattr)
+        if not own:  # the file holds rank 0's random state only: derive this process's own
             self.generator.manual_seed(rank_seed(self.config.seed, self.rank, 2, self.step))
             seed_everything(rank_seed(self.config.seed, self.rank, _GLOBAL_STREAM, self.step))
             if hasattr(augment, "manual_seed"):
                 augment.manual_seed(rank_seed(self.config.seed, self.rank, 4, self.step))
         self.history = [dict(r) for r in state["history"]]
         self.best = dict(state["best"])
-        self._log_acc.load_state_dict(state["accumulators"]["log"], self.device)
-        self._eval_acc.load_state_dict(state["accumulators"]["eval"], self.device)
         self._collapse.collapse_streak = int(state["collapse_streak"])
         self._collapse.class_streak = int(state.get("class_streak", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
