@@ -200,3 +200,26 @@ def test_at_step_reuses_the_clean_graph_and_vat_target_pass_has_no_graph():
     method = get_method("vat", eps=0.5)
     _, _, clean = compute_method_loss(model, method, batch, method.weights, generator=torch.Generator())
     assert model.calls[1] == (24, False) and not clean.unlabeled_logits.requires_grad
+
+
+# BatchNorm's running statistics are those the cross entropy is fitted under
+@pytest.mark.parametrize(
+    ("name", "regularize"),
+    [("vat", "unlabeled"), ("vat+ent", "unlabeled"), ("trades", "unlabeled"), ("vat", "all"), ("trades", "all")],
+)
+def test_running_statistics_come_from_the_pass_of_the_cross_entropy(name, regularize):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).train()
+    reference = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8)).train()
+    reference.load_state_dict(model[:2].state_dict())
+    # the unlabeled rows are far from the labeled ones: their statistics would show in the running mean
+    batch = Batch(torch.randn(8, 4), torch.randint(0, 3, (8,)), torch.randn(24, 4) + 5.0)
+    method = get_method(name, eps=0.5, regularize=regularize)
+    compute_method_loss(model, method, batch, method.weights, generator=torch.Generator().manual_seed(0))
+    joint = method.joint_clean_pass
+    with torch.no_grad():  # the pass the cross entropy is fitted under: joint, or the labeled rows alone
+        reference(torch.cat([batch.x_labeled, batch.x_unlabeled]) if joint else batch.x_labeled)
+    bn, ref_bn = model[1], reference[1]
+    assert int(bn.num_batches_tracked) == 1
+    torch.testing.assert_close(bn.running_mean, ref_bn.running_mean)
+    torch.testing.assert_close(bn.running_var, ref_bn.running_var)
