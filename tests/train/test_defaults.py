@@ -78,7 +78,7 @@ def test_derive_eps_is_the_labeled_rule_and_the_trainers(moons, mlp):
 
 @pytest.mark.slow
 def test_auto_is_not_below_supervised_with_batchnorm_and_few_labels():
-    """digits, 50 labels, the engine's BatchNorm MLP: separate passes fall below supervised; "auto" does not."""
+    """digits, 50 labels, the engine's BatchNorm MLP: "auto" (one joint pass) is above supervised and separate passes."""
     from sklearn.datasets import load_digits
     from sklearn.preprocessing import StandardScaler
 
@@ -112,9 +112,8 @@ def test_auto_is_not_below_supervised_with_batchnorm_and_few_labels():
     supervised = accuracy(method="supervised")
     default = accuracy(method="vat", regularize="auto")
     separate = accuracy(method="vat")  # the engine's default, separate passes
-    # the control shows the failure the default avoids (measured: 72.6% against 77.2% supervised)
-    assert separate < supervised - 0.03
-    # "auto" is above supervised training (measured: 88.4%), far above the separate passes
+    # "auto" is above supervised training (measured: 88.4% against 77.2%), far above the separate passes
+    # (measured: 76.6% since the unlabeled pass leaves the running statistics, 72.6% before)
     assert default > supervised + 0.03
     assert default > separate + 0.10
 
