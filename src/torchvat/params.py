@@ -193,9 +193,16 @@ PARAMS: Mapping[str, Constraint] = {
     "momentum": Real(0.0, 1.0, high_closed=False),
     "nesterov": Boolean(),
     "weight_decay": Real(0.0),
-    "schedule": Choice(("paper", "cosine", "constant")),
+    "schedule": Choice(("paper", "cosine", "constant", "step")),
     "decay_fraction": Real(0.0, 1.0),
     "warmup_iters": Integer(0),
+    # the "step" schedule: lr x lr_decay every lr_decay_every iterations (None: not set)
+    "lr_decay": Real(0.0, 1.0, low_closed=False),
+    "lr_decay_every": Integer(1, none=True),
+    # the "cosine" schedule's lr x cos(pi f t / T), f at most a quarter period (None: (1 + cos(pi t / T)) / 2)
+    "cosine_fraction": Real(0.0, 0.5, low_closed=False, special=(None,)),
+    # the shape of the regularizer weights' warm-up (torchvat.train.optim.warmup_factor)
+    "warmup_shape": Choice(("linear", "sigmoid")),
     "eval_every": Integer(1),
     "eval_batch_size": Integer(1),
     "log_every": Integer(1),

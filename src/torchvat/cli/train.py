@@ -74,7 +74,8 @@ _SEARCH_FLAGS = ("steps", "step_size", "random_start", "keep", "clamp", "clean_w
 
 #: TrainConfig fields with a fixed set of values (shown as {a,b} in the help, checked by argparse)
 _CHOICES = {
-    name: params.choices(name) for name in ("norm", "probe", "regularize", "optimizer", "schedule", "nonfinite")
+    name: params.choices(name)
+    for name in ("norm", "probe", "regularize", "optimizer", "schedule", "nonfinite", "warmup_shape")
 }
 #: ``--amp``'s values: the declared ones, ``None`` spelled "none"
 _AMP_CHOICES = tuple("none" if v is None else v for v in params.choices("amp"))
@@ -258,7 +259,7 @@ def add_parser(
             )
             t.add_argument(flag, dest=dest, nargs="?", const=True, choices=COMPILE_MODES, metavar="MODE", help=text)
             t.add_argument("--no-compile", dest=dest, action="store_false", default=None, help="do not compile")
-        elif f.name == "checkpoint_every":
+        elif f.name in ("checkpoint_every", "lr_decay_every"):
             t.add_argument(flag, dest=dest, type=_optional_int, metavar="N|none", help=text)
         elif f.name == "device":
             t.add_argument(flag, dest=dest, metavar="DEVICE", help=text)
@@ -316,7 +317,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
             value = None
         elif f.name == "amp" and value == "none":
             value = None
-        elif f.name == "checkpoint_every" and value == "none":
+        elif f.name in ("checkpoint_every", "lr_decay_every") and value == "none":
             value = None
         out[f.name] = value
     if args.extra:

@@ -85,6 +85,9 @@ def _schedule_values(trainer: Trainer, state: dict[str, Any]) -> tuple[int, floa
         kind=str(saved_config.get("schedule", cfg.schedule)),
         beta1=float(saved_config.get("beta1", cfg.beta1)),
         decay_beta1=float(saved_config.get("decay_beta1", cfg.decay_beta1)),
+        lr_decay=float(saved_config.get("lr_decay", cfg.lr_decay)),
+        lr_decay_every=saved_config.get("lr_decay_every", cfg.lr_decay_every),
+        cosine_fraction=saved_config.get("cosine_fraction", cfg.cosine_fraction),
     )
     return int(saved["total"]), lr, beta1
 

@@ -61,6 +61,10 @@ _DECLARED = tuple(
         "amp",
         "compile",
         "ema",
+        "lr_decay",
+        "lr_decay_every",
+        "cosine_fraction",
+        "warmup_shape",
     )
 )
 
@@ -119,10 +123,11 @@ class TrainConfig:
         weight_decay: L2 weight decay of the optimizer.
         schedule: ``"paper"`` (constant, then over the last ``decay_fraction`` of the
             iterations the learning rate falls linearly to 0 and ``beta1`` becomes
-            ``decay_beta1``, as in the authors' code), ``"cosine"`` or ``"constant"``.
+            ``decay_beta1``, as in the authors' code), ``"cosine"`` (see ``cosine_fraction``),
+            ``"constant"`` or ``"step"`` (``lr_decay`` every ``lr_decay_every`` iterations).
         decay_fraction: Fraction of the iterations in the decay phase of ``"paper"``.
-        warmup_iters: Iterations over which the regularizer weights ramp up linearly from 0
-            (0: no warm-up).
+        warmup_iters: Iterations over which the regularizer weights ramp up from 0 (0: no
+            warm-up; the ramp's shape is ``warmup_shape``).
         eval_every: Evaluate on the held-out data every this many iterations (and at the end).
         eval_batch_size: Rows per forward pass during evaluation and prediction.
         log_every: Synchronize and log training metrics every this many iterations.
@@ -173,6 +178,19 @@ class TrainConfig:
             TorchSSL), or ``None`` (the default: none). With a decay, evaluation, the reported
             metrics and ``best.pt`` use the averaged weights; checkpoints hold both (see
             :class:`~torchvat.train.ema.WeightEMA`).
+        lr_decay: Factor of the ``"step"`` schedule: the learning rate is multiplied by it every
+            ``lr_decay_every`` iterations, ``lr * lr_decay ** (t // lr_decay_every)`` (0.9 every 500:
+            the ICLR 2016 MNIST code; 0.2 every 400000: Oliver et al. 2018's staircase).
+        lr_decay_every: Iterations between two decays of the ``"step"`` schedule (``None``: not set;
+            the ``"step"`` schedule needs it).
+        cosine_fraction: The ``"cosine"`` schedule's curve: ``None`` (the default) gives
+            ``lr * (1 + cos(pi t / T)) / 2``, from ``lr`` to 0 over half a period of the cosine; a
+            number ``f`` in ``(0, 0.5]`` gives ``lr * cos(pi f t / T)``, the first ``f`` of a half
+            period, which ends at ``lr * cos(pi f)`` (USB / TorchSSL's ``num_cycles``: ``f = 7/16``,
+            ending at 0.195 ``lr``; 0.5 ends at 0).
+        warmup_shape: Shape of the regularizer weights' ramp over ``warmup_iters``: ``"linear"``
+            (``(t + 1) / warmup_iters``) or ``"sigmoid"`` (``exp(-5 (1 - t / warmup_iters)^2)``, the
+            Mean Teacher ramp that Oliver et al. 2018 use); 1 from ``warmup_iters`` on.
 
     Raises:
         ValueError: If an option has an invalid value; the message names the field, the
@@ -229,6 +247,10 @@ class TrainConfig:
     dist_timeout: float = DEFAULT_DIST_TIMEOUT
     extra: dict[str, Any] = field(default_factory=dict)
     ema: float | None = None
+    lr_decay: float = 0.1
+    lr_decay_every: int | None = None
+    cosine_fraction: float | None = None
+    warmup_shape: str = "linear"
 
     def __post_init__(self) -> None:
         # the types the rest of the API takes for these: a path-like folder, a torch.device
@@ -251,6 +273,8 @@ class TrainConfig:
             raise ValueError(f"method must be a non-empty string, got {self.method!r}")
         for name in _DECLARED:
             params.check(name, getattr(self, name))
+        if self.schedule == "step" and self.lr_decay_every is None:
+            raise ValueError("lr_decay_every must be an integer >= 1 with schedule='step', got None")
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be 'auto' or a device string, got {self.device!r}")
         for name in ("channels_last", "progress", "tensorboard", "sync_batchnorm", "catch_signals"):

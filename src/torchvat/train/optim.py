@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchvat import params
 from torchvat.train.config import TrainConfig
 
 __all__ = ["EXTEND_MODES", "IterationSchedule", "build_optimizer", "planned_rate", "warmup_factor"]
@@ -65,7 +66,9 @@ class IterationSchedule:
     ``"paper"``: the schedule of the VAT authors' code: constant ``lr`` until the last
     ``decay_fraction`` of the iterations, then the learning rate falls linearly and reaches
     0 after the last iteration, and Adam's ``beta1`` is ``decay_beta1`` (0.5).
-    ``"cosine"``: ``lr * (1 + cos(pi * t / T)) / 2``. ``"constant"``: ``lr``.
+    ``"cosine"``: ``lr * (1 + cos(pi * t / T)) / 2``, or with ``cosine_fraction`` ``f``,
+    ``lr * cos(pi * f * t / T)``. ``"constant"``: ``lr``. ``"step"``:
+    ``lr * lr_decay ** (t // lr_decay_every)``.
 
     The values depend on the iteration only, so resuming needs nothing but the step count;
     :meth:`state_dict` records it anyway, with the plan it followed (``total``, ``decay_start``).
@@ -81,7 +84,8 @@ class IterationSchedule:
     Args:
         optimizer: The optimizer whose parameter groups are set.
         config: The training options (``schedule``, ``lr``, ``iterations``,
-            ``decay_fraction``, ``beta1``, ``decay_beta1``).
+            ``decay_fraction``, ``beta1``, ``decay_beta1``, ``lr_decay``, ``lr_decay_every``,
+            ``cosine_fraction``).
 
     Example:
         >>> opt = torch.optim.Adam(nn.Linear(2, 2).parameters(), lr=1e-3)
@@ -105,6 +109,9 @@ class IterationSchedule:
         self.beta1 = config.beta1
         self.decay_beta1 = config.decay_beta1
         self.decay_start = self.total - round(config.decay_fraction * self.total)
+        self.lr_decay = config.lr_decay
+        self.lr_decay_every = config.lr_decay_every
+        self.cosine_fraction = config.cosine_fraction
         self.step = 0
         self.extend = "recompute"
         self.cap: tuple[int, float, bool] | None = None
@@ -118,10 +125,22 @@ class IterationSchedule:
         Returns:
             The factor in ``[0, 1]``.
         """
-        factor = _plan_factor(self.kind, step, self.total, self.decay_start)
+        factor = self._plan_factor(step, self.total, self.decay_start)
         if self.cap is not None and step >= self.cap[0]:
             factor = min(factor, self.cap[1])
         return factor
+
+    def _plan_factor(self, step: int, total: int, decay_start: int) -> float:
+        """This schedule's factor before iteration ``step`` of a plan over ``total`` iterations."""
+        return _plan_factor(
+            self.kind,
+            step,
+            total,
+            decay_start,
+            lr_decay=self.lr_decay,
+            lr_decay_every=self.lr_decay_every,
+            cosine_fraction=self.cosine_fraction,
+        )
 
     def in_decay(self, step: int) -> bool:
         """Whether iteration ``step`` is in the decay phase of the ``"paper"`` schedule."""
@@ -179,7 +198,7 @@ class IterationSchedule:
             if self.extend == "continue" and step > 0:
                 total, start = int(saved_total), int(state.get("decay_start", saved_total))
                 last = step - 1  # the last iteration trained
-                factor = _plan_factor(self.kind, last, total, start)
+                factor = self._plan_factor(last, total, start)
                 decayed = _plan_in_decay(self.kind, last, total, start)
                 if cap is not None and last >= cap[0]:
                     factor, decayed = min(factor, cap[1]), decayed or cap[2]
@@ -192,16 +211,27 @@ class IterationSchedule:
 
 
 def planned_rate(
-    state: dict[str, Any], step: int, *, kind: str, beta1: float, decay_beta1: float
+    state: dict[str, Any],
+    step: int,
+    *,
+    kind: str,
+    beta1: float,
+    decay_beta1: float,
+    lr_decay: float = TrainConfig.lr_decay,
+    lr_decay_every: int | None = None,
+    cosine_fraction: float | None = None,
 ) -> tuple[float, float]:
     """The learning rate (of the first parameter group) and Adam ``beta1`` of a saved schedule at an iteration.
 
     Args:
         state: A state from :meth:`IterationSchedule.state_dict` (with ``total``).
         step: Iterations done before the one asked about.
-        kind: The schedule (``"paper"``, ``"cosine"``, ``"constant"``).
+        kind: The schedule (``"paper"``, ``"cosine"``, ``"constant"``, ``"step"``).
         beta1: Adam's ``beta1`` outside the decay phase.
         decay_beta1: Its value in the decay phase.
+        lr_decay: The ``"step"`` schedule's factor (:attr:`TrainConfig.lr_decay`).
+        lr_decay_every: Its interval (:attr:`TrainConfig.lr_decay_every`).
+        cosine_fraction: The ``"cosine"`` schedule's fraction (:attr:`TrainConfig.cosine_fraction`).
 
     Returns:
         ``(lr, beta1)``.
@@ -213,7 +243,9 @@ def planned_rate(
     """
     total = int(state["total"])
     start = int(state.get("decay_start", total))
-    factor = _plan_factor(kind, step, total, start)
+    factor = _plan_factor(
+        kind, step, total, start, lr_decay=lr_decay, lr_decay_every=lr_decay_every, cosine_fraction=cosine_fraction
+    )
     decayed = _plan_in_decay(kind, step, total, start)
     cap = state.get("cap")
     if cap is not None and step >= int(cap[0]):
@@ -221,12 +253,27 @@ def planned_rate(
     return float(state["base_lrs"][0]) * factor, decay_beta1 if decayed else beta1
 
 
-def _plan_factor(kind: str, step: int, total: int, decay_start: int) -> float:
+def _plan_factor(
+    kind: str,
+    step: int,
+    total: int,
+    decay_start: int,
+    *,
+    lr_decay: float = TrainConfig.lr_decay,
+    lr_decay_every: int | None = None,
+    cosine_fraction: float | None = None,
+) -> float:
     """The learning-rate factor of schedule ``kind`` planned over ``total`` iterations, before iteration ``step``."""
     if kind == "constant":
         return 1.0
     if kind == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        if cosine_fraction is None:
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        # the first cosine_fraction (<= 0.5) of a half period: it ends at cos(pi * fraction) >= 0
+        return max(0.0, math.cos(math.pi * cosine_fraction * min(step, total) / total))
+    if kind == "step":
+        # the same plan whatever the total: lr_decay after every lr_decay_every iterations
+        return 1.0 if lr_decay_every is None else lr_decay ** (step // lr_decay_every)
     if step < decay_start or decay_start >= total:
         return 1.0
     return max(0.0, (total - step) / (total - decay_start))
@@ -237,20 +284,41 @@ def _plan_in_decay(kind: str, step: int, total: int, decay_start: int) -> bool:
     return kind == "paper" and decay_start < total and step >= decay_start
 
 
-def warmup_factor(step: int, warmup_iters: int) -> float:
-    """Linear ramp of the regularizer weights: ``min(1, (step + 1) / warmup_iters)``.
+def warmup_factor(step: int, warmup_iters: int, shape: str = "linear") -> float:
+    r"""Ramp of the regularizer weights over ``warmup_iters`` iterations.
+
+    ``"linear"``: ``min(1, (step + 1) / warmup_iters)``. ``"sigmoid"``: the sigmoid-shaped ramp of
+    Laine & Aila 2017 and Mean Teacher (Tarvainen & Valpola 2017, Appendix B.1) that Oliver et al.
+    2018 apply to the consistency weight (brain-research/realistic-ssl-evaluation
+    ``lib/ssl_framework.py``, the step count before the update):
+
+    .. math::
+
+        \exp\bigl(-5\,(1 - \min(t, T) / T)^2\bigr)
+
+    which starts at ``exp(-5) = 0.0067`` and is 1 from ``step = warmup_iters`` on.
 
     Args:
         step: Iterations done before the current one.
         warmup_iters: Length of the ramp (0: no ramp).
+        shape: ``"linear"`` or ``"sigmoid"``.
 
     Returns:
         The factor in ``(0, 1]``.
 
+    Raises:
+        ValueError: If ``shape`` is not one of the declared shapes.
+
     Example:
         >>> [warmup_factor(t, 4) for t in range(5)]
         [0.25, 0.5, 0.75, 1.0, 1.0]
+        >>> [round(warmup_factor(t, 4, "sigmoid"), 4) for t in range(5)]
+        [0.0067, 0.0601, 0.2865, 0.7316, 1.0]
     """
+    params.check("warmup_shape", shape)
     if warmup_iters <= 0:
         return 1.0
+    if shape == "sigmoid":
+        phase = 1.0 - min(step, warmup_iters) / warmup_iters
+        return math.exp(-5.0 * phase * phase)
     return min(1.0, (step + 1) / warmup_iters)

@@ -541,7 +541,7 @@ class Trainer:
         Returns:
             Weight by term name.
         """
-        ramp = warmup_factor(self.step, self.config.warmup_iters)
+        ramp = warmup_factor(self.step, self.config.warmup_iters, self.config.warmup_shape)
         sup = self.method.supervised_terms
         return {k: w if k in sup else w * ramp for k, w in self.method.weights.items()}
 
