@@ -78,7 +78,7 @@ def test_derive_eps_is_the_labeled_rule_and_the_trainers(moons, mlp):
 
 @pytest.mark.slow
 def test_auto_is_not_below_supervised_with_batchnorm_and_few_labels():
-    """digits, 50 labels, the engine's BatchNorm MLP: "auto" (one joint pass) is above supervised and separate passes."""
+    """digits, 50 labels, the engine's BatchNorm MLP: "auto" (a joint pass) is above supervised and separate passes."""
     from sklearn.datasets import load_digits
     from sklearn.preprocessing import StandardScaler
 
