@@ -219,6 +219,11 @@ PARAMS: Mapping[str, Constraint] = {
     "ema": Real(0.0, 1.0, low_closed=False, high_closed=False, special=(None,)),
     # which weights of a run are evaluated (torchvat evaluate --weights, torchvat.runs.load_run)
     "weights": Choice(("ema", "raw")),
+    # BatchNorm statistics re-estimated before each evaluation (torchvat.train.recalibrate); None: the
+    # running averages; the split passed, how many batches (None: one pass over it) and their size
+    "bn_recalibrate": Choice((None, "labeled", "unlabeled")),
+    "bn_recalibrate_batches": Integer(1, none=True),
+    "bn_recalibrate_batch_size": Integer(1),
 }
 
 

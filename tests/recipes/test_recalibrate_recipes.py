@@ -1,0 +1,26 @@
+"""The recipes whose sources re-estimate BatchNorm's statistics before testing set ``bn_recalibrate`` (issue 18)."""
+
+from __future__ import annotations
+
+import pytest
+
+from torchvat.recipes import load_recipe
+from torchvat.runs import RunConfig
+
+
+def _train(name):
+    return RunConfig.from_dict(load_recipe(name).config(), where=name).train
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("svhn-1000", ("labeled", 100, 100)),  # takerum/vat_tf test.py:18-19, 31-35, 74-76
+        ("cifar10-4000", ("labeled", 100, 100)),
+        ("mnist-100-iclr2016", ("unlabeled", 236, 250)),  # takerum/vat train_mnist_semisup.py:207-210
+        ("oliver-cifar10-4000", (None, 100, 100)),  # the running averages, as rsse's code evaluates
+    ],
+)
+def test_recipes_recalibrate_as_their_sources(name, expected):
+    cfg = _train(name)
+    assert (cfg.bn_recalibrate, cfg.bn_recalibrate_batches, cfg.bn_recalibrate_batch_size) == expected
