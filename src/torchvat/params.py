@@ -171,6 +171,9 @@ PARAMS: Mapping[str, Constraint] = {
     "reduction": Choice(("none", "mean", "sum")),
     "likelihood": Choice(("categorical", "bernoulli", "gaussian")),
     "divergence": Choice(("kl", "symmetric_kl")),
+    # the order of the VAT family's KL: "clean-perturbed", KL(p(x) || p(x + r)) (the VAT papers), or
+    # "perturbed-clean", KL(p(x + r) || p(x)) (Oliver et al. 2018; torchvat.core.divergence.reversed_divergence)
+    "kl_direction": Choice(("clean-perturbed", "perturbed-clean")),
     # the multi-step searches (PGD, TRADES: torchvat.core.search)
     "steps": Integer(1),
     "step_size": Real(0.0, low_closed=False, special=(None,)),

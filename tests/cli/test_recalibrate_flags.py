@@ -48,3 +48,10 @@ def test_the_best_checkpoint_evaluates_with_the_statistics_of_its_evaluation(tmp
     with torch.no_grad():
         loss = F.cross_entropy(model(data.x_test), data.y_test)
     assert float(loss) == pytest.approx(record[-1]["test_loss"], rel=1e-5)
+
+
+def test_kl_direction_is_a_choice_flag(capsys):
+    args = build_parser().parse_args(["train", "--dataset", "moons", "--kl-direction", "perturbed-clean"])
+    assert _train_overrides(args)["kl_direction"] == "perturbed-clean"
+    assert main(["train", "--dataset", "moons", "--kl-direction", "reverse"]) == 2
+    assert "invalid choice: 'reverse'" in capsys.readouterr().err

@@ -68,6 +68,7 @@ _DECLARED = tuple(
         "bn_recalibrate",
         "bn_recalibrate_batches",
         "bn_recalibrate_batch_size",
+        "kl_direction",
     )
 )
 
@@ -203,6 +204,9 @@ class TrainConfig:
         bn_recalibrate_batches: Batches passed by ``bn_recalibrate`` (100: vat_tf ``test.py``), or
             ``None``: one pass over the whole split (the ICLR 2016 code).
         bn_recalibrate_batch_size: Rows per batch of ``bn_recalibrate`` (100: vat_tf ``test.py``).
+        kl_direction: Order of the VAT family's divergence: ``"clean-perturbed"`` (the default and
+            the VAT papers': ``KL(p(x) || p(x + r))``) or ``"perturbed-clean"`` (``KL(p(x + r) || p(x))``,
+            Oliver et al. 2018's code; see :func:`torchvat.core.divergence.reversed_divergence`).
 
     Raises:
         ValueError: If an option has an invalid value; the message names the field, the
@@ -266,6 +270,7 @@ class TrainConfig:
     bn_recalibrate: str | None = None
     bn_recalibrate_batches: int | None = 100
     bn_recalibrate_batch_size: int = 100
+    kl_direction: str = "clean-perturbed"
 
     def __post_init__(self) -> None:
         # the types the rest of the API takes for these: a path-like folder, a torch.device

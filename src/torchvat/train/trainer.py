@@ -80,7 +80,7 @@ logger = logging.getLogger(__name__)
 #: iteration, the run's iterations, where the state is); a handler may know the record by its ``msg``
 SIGNAL_NOTICE = "torchvat: %s received: training stopped after iteration %d of %d; %s"
 
-_HPARAMS = ("eps", "xi", "alpha", "beta", "n_power", "norm", "probe", "regularize")
+_HPARAMS = ("eps", "xi", "alpha", "beta", "n_power", "norm", "probe", "regularize", "kl_direction")
 
 
 @dataclass

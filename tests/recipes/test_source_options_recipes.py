@@ -1,4 +1,4 @@
-"""The recipes whose sources re-estimate BatchNorm's statistics before testing set ``bn_recalibrate`` (issue 18)."""
+"""Recipes set the options their sources use: BatchNorm re-estimation, the divergence's order (issue 18)."""
 
 from __future__ import annotations
 
@@ -24,3 +24,10 @@ def _train(name):
 def test_recipes_recalibrate_as_their_sources(name, expected):
     cfg = _train(name)
     assert (cfg.bn_recalibrate, cfg.bn_recalibrate_batches, cfg.bn_recalibrate_batch_size) == expected
+
+
+@pytest.mark.parametrize("name", ["oliver-cifar10-4000", "oliver-svhn-1000"])
+def test_oliver_recipes_use_the_perturbed_prediction_first(name):
+    # brain-research/realistic-ssl-evaluation lib/ssl_framework.py:175-183, lib/ssl_utils.py:84-111
+    assert _train(name).kl_direction == "perturbed-clean"
+    assert _train("svhn-1000").kl_direction == "clean-perturbed"
