@@ -1,4 +1,4 @@
-"""Recipes set the options their sources use: BatchNorm re-estimation, the divergence's order (issue 18)."""
+"""Recipes set what their sources do: BatchNorm re-estimation, the KL order, contrast normalization (issue 18)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,9 @@ def test_oliver_recipes_use_the_perturbed_prediction_first(name):
     # brain-research/realistic-ssl-evaluation lib/ssl_framework.py:175-183, lib/ssl_utils.py:84-111
     assert _train(name).kl_direction == "perturbed-clean"
     assert _train("svhn-1000").kl_direction == "clean-perturbed"
+
+
+def test_oliver_cifar10_contrast_normalizes_before_zca():
+    # brain-research/realistic-ssl-evaluation build_tfrecords.py:165-173, lib/dataset_utils.py:409-483
+    data = RunConfig.from_dict(load_recipe("oliver-cifar10-4000").config(), where="oliver-cifar10-4000").data
+    assert (data.preprocess, data.gcn_scale, data.zca_eps) == ("gcn-zca", 55.0, 0.1)

@@ -434,6 +434,7 @@ _DATA_FLAGS = {
     "seed": "--data-seed",
     "preprocess": "--preprocess",
     "zca_eps": "[data] zca_eps",
+    "gcn_scale": "[data] gcn_scale",
     "augment": "--augment",
     "max_shift": "[data] max_shift",
     "options": "--data-option",
