@@ -171,6 +171,9 @@ PARAMS: Mapping[str, Constraint] = {
     "reduction": Choice(("none", "mean", "sum")),
     "likelihood": Choice(("categorical", "bernoulli", "gaussian")),
     "divergence": Choice(("kl", "symmetric_kl")),
+    # the order of the VAT family's KL: "clean-perturbed", KL(p(x) || p(x + r)) (the VAT papers), or
+    # "perturbed-clean", KL(p(x + r) || p(x)) (Oliver et al. 2018; torchvat.core.divergence.reversed_divergence)
+    "kl_direction": Choice(("clean-perturbed", "perturbed-clean")),
     # the multi-step searches (PGD, TRADES: torchvat.core.search)
     "steps": Integer(1),
     "step_size": Real(0.0, low_closed=False, special=(None,)),
@@ -219,6 +222,11 @@ PARAMS: Mapping[str, Constraint] = {
     "ema": Real(0.0, 1.0, low_closed=False, high_closed=False, special=(None,)),
     # which weights of a run are evaluated (torchvat evaluate --weights, torchvat.runs.load_run)
     "weights": Choice(("ema", "raw")),
+    # BatchNorm statistics re-estimated before each evaluation (torchvat.train.recalibrate); None: the
+    # running averages; the split passed, how many batches (None: one pass over it) and their size
+    "bn_recalibrate": Choice((None, "labeled", "unlabeled")),
+    "bn_recalibrate_batches": Integer(1, none=True),
+    "bn_recalibrate_batch_size": Integer(1),
 }
 
 

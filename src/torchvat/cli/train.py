@@ -75,10 +75,12 @@ _SEARCH_FLAGS = ("steps", "step_size", "random_start", "keep", "clamp", "clean_w
 #: TrainConfig fields with a fixed set of values (shown as {a,b} in the help, checked by argparse)
 _CHOICES = {
     name: params.choices(name)
-    for name in ("norm", "probe", "regularize", "optimizer", "schedule", "nonfinite", "warmup_shape")
+    for name in ("norm", "probe", "regularize", "optimizer", "schedule", "nonfinite", "warmup_shape", "kl_direction")
 }
 #: ``--amp``'s values: the declared ones, ``None`` spelled "none"
 _AMP_CHOICES = tuple("none" if v is None else v for v in params.choices("amp"))
+#: ``--bn-recalibrate``'s values: the declared ones, ``None`` spelled "none"
+_RECALIBRATE_CHOICES = tuple("none" if v is None else v for v in params.choices("bn_recalibrate"))
 #: the string modes of ``--compile`` (its declared choices besides the bools)
 COMPILE_MODES = tuple(v for v in params.choices("compile") if isinstance(v, str))
 
@@ -251,6 +253,8 @@ def add_parser(
             t.add_argument(flag, dest=dest, type=_optional_float_or_auto, metavar="X|auto", help=text)
         elif f.name == "amp":
             t.add_argument(flag, dest=dest, nargs="?", const="bf16", choices=_AMP_CHOICES, help=text)
+        elif f.name == "bn_recalibrate":
+            t.add_argument(flag, dest=dest, choices=_RECALIBRATE_CHOICES, help=text)
         elif f.name == "compile":
             text = (
                 "train through torch.compile(model): --compile alone uses the default mode, --compile MODE "
@@ -259,7 +263,7 @@ def add_parser(
             )
             t.add_argument(flag, dest=dest, nargs="?", const=True, choices=COMPILE_MODES, metavar="MODE", help=text)
             t.add_argument("--no-compile", dest=dest, action="store_false", default=None, help="do not compile")
-        elif f.name in ("checkpoint_every", "lr_decay_every"):
+        elif f.name in ("checkpoint_every", "lr_decay_every", "bn_recalibrate_batches"):
             t.add_argument(flag, dest=dest, type=_optional_int, metavar="N|none", help=text)
         elif f.name == "device":
             t.add_argument(flag, dest=dest, metavar="DEVICE", help=text)
@@ -315,9 +319,9 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
             continue
         if f.name == "eps" and value == "auto":
             value = None
-        elif f.name == "amp" and value == "none":
+        elif f.name in ("amp", "bn_recalibrate") and value == "none":
             value = None
-        elif f.name in ("checkpoint_every", "lr_decay_every") and value == "none":
+        elif f.name in ("checkpoint_every", "lr_decay_every", "bn_recalibrate_batches") and value == "none":
             value = None
         out[f.name] = value
     if args.extra:
@@ -430,6 +434,7 @@ _DATA_FLAGS = {
     "seed": "--data-seed",
     "preprocess": "--preprocess",
     "zca_eps": "[data] zca_eps",
+    "gcn_scale": "[data] gcn_scale",
     "augment": "--augment",
     "max_shift": "[data] max_shift",
     "options": "--data-option",

@@ -11,6 +11,7 @@ perturbed output at the clean output (the Fisher information of the likelihood).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -167,6 +168,38 @@ def resolve_divergence(likelihood: str, divergence: Divergence | None) -> Diverg
         return divergence
     check_choice("likelihood", likelihood, LIKELIHOODS)
     return _DIVERGENCES[likelihood]
+
+
+def _swapped(divergence: Divergence, clean: Tensor, perturbed: Tensor) -> Tensor:
+    return divergence(perturbed, clean)
+
+
+def reversed_divergence(likelihood: str) -> Divergence:
+    r"""The likelihood's divergence with its arguments swapped: :math:`\mathrm{KL}(q \,\|\, p)`.
+
+    The VAT papers use :math:`\mathrm{KL}(p(x) \,\|\, p(x + r))`, the clean prediction first;
+    Oliver et al. 2018 (brain-research/realistic-ssl-evaluation, ``lib/ssl_utils.py:84-111``,
+    ``lib/ssl_framework.py:175-183``) use :math:`\mathrm{KL}(p(x + r) \,\|\, p(x))`, which their code
+    calls ``"forward_kl"`` of (student, teacher). Both vanish with their gradient at :math:`r = 0` and
+    have the same Hessian there (the Fisher information), so the power iteration finds the same
+    direction to first order in ``xi``; the loss at ``eps`` differs.
+
+    Args:
+        likelihood: ``"categorical"``, ``"bernoulli"`` or ``"gaussian"`` (symmetric: unchanged).
+
+    Returns:
+        ``callable(clean, perturbed) -> Tensor[B]`` for ``vat_loss(divergence=...)``.
+
+    Raises:
+        ValueError: If ``likelihood`` is not one of the built-in likelihoods.
+
+    Example:
+        >>> p, q = torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+        >>> torch.equal(reversed_divergence("categorical")(p, q), categorical_kl(q, p))
+        True
+    """
+    check_choice("likelihood", likelihood, LIKELIHOODS)
+    return functools.partial(_swapped, _DIVERGENCES[likelihood])
 
 
 def checked_divergence(div: Divergence, clean: Tensor, perturbed: Tensor) -> Tensor:

@@ -26,7 +26,14 @@ from torchvat.data.files import CSV_DELIMITERS, IMAGE_EXTENSIONS, load_csv, load
 from torchvat.data.idx import read_idx, write_idx
 from torchvat.data.labels import select_labels
 from torchvat.data.paths import DATA_ENV_VAR, default_data_root
-from torchvat.data.preprocessing import ZCA, Standardizer, fit_transform_data, standardize
+from torchvat.data.preprocessing import (
+    ZCA,
+    GlobalContrastZCA,
+    Standardizer,
+    fit_transform_data,
+    global_contrast_normalize,
+    standardize,
+)
 from torchvat.data.registry import available_datasets, load_dataset
 from torchvat.data.sampler import InfiniteBatchSampler, InfiniteTensorLoader, iter_batches
 from torchvat.data.splits import semi_supervised_split
@@ -45,6 +52,7 @@ __all__ = [
     "UNLABELED",
     "ZCA",
     "FeatureScaleWarning",
+    "GlobalContrastZCA",
     "InfiniteBatchSampler",
     "InfiniteTensorLoader",
     "RandomTranslateFlip",
@@ -57,6 +65,7 @@ __all__ = [
     "find_fashion_mnist",
     "fit_transform_data",
     "from_arrays",
+    "global_contrast_normalize",
     "iter_batches",
     "load_csv",
     "load_dataset",

@@ -1,4 +1,4 @@
-"""Input preprocessing fitted on training inputs: ZCA whitening and standardization."""
+"""Input preprocessing fitted on training inputs: ZCA (optionally after contrast normalization), standardization."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from torch import Tensor
 
 from torchvat.data.container import SemiSupervisedData
 
-__all__ = ["ZCA", "Standardizer", "fit_transform_data", "standardize"]
+__all__ = [
+    "ZCA",
+    "GlobalContrastZCA",
+    "Standardizer",
+    "fit_transform_data",
+    "global_contrast_normalize",
+    "standardize",
+]
 
 
 class _Transformer(Protocol):
@@ -187,6 +194,118 @@ class ZCA(_Fitted):
         comp = self.components.to(device=z.device, dtype=torch.float64)
         restored = flat.to(torch.float64) @ torch.linalg.pinv(comp, hermitian=True)  # directions mapped to 0 stay 0
         return (restored.to(z.dtype) + self.mean.to(z.device, z.dtype)).reshape(z.shape)
+
+
+def global_contrast_normalize(x: Tensor, *, scale: float = 55.0, eps: float = 1e-10) -> Tensor:
+    r"""Global contrast normalization of each example: its own mean removed, its norm set to ``scale``.
+
+    .. math::
+        g(x) = s\,\frac{x - \bar x}{\lVert x - \bar x \rVert_2},
+
+    with :math:`\bar x` the mean of the example's entries (every pixel of every channel). An
+    example whose centred norm is below ``eps`` (a constant image) is only centred and multiplied by
+    ``s``, that is mapped to 0. Oliver et al. 2018 apply it with :math:`s = 55` before ZCA on
+    CIFAR-10 (brain-research/realistic-ssl-evaluation ``lib/dataset_utils.py``, ``gcn``:
+    ``multiplier=55, eps=1e-10``; ``build_tfrecords.py:165-173``); it needs no fitting.
+
+    Args:
+        x: Inputs ``[N, ...]``.
+        scale: The norm :math:`s` of every normalized example (> 0).
+        eps: Centred norms below it are not divided by.
+
+    Returns:
+        The normalized inputs, same shape and dtype (computed in float64 at least).
+
+    Raises:
+        ValueError: If ``scale`` is not a positive number or ``x`` has no example dimension.
+
+    Example:
+        >>> z = global_contrast_normalize(torch.tensor([[1.0, 2.0, 3.0, 6.0]]), scale=2.0)
+        >>> [round(v, 4) for v in z[0].tolist()], round(float(z.norm()), 6)  # 2 (x - 3) / sqrt(14)
+        ([-1.069, -0.5345, 0.0, 1.6036], 2.0)
+    """
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+        raise ValueError(f"scale must be a number > 0, got {scale!r}")
+    flat = _flat(x, None).to(torch.promote_types(x.dtype, torch.float64))
+    centred = flat - flat.mean(dim=1, keepdim=True)
+    norm = centred.norm(dim=1, keepdim=True)
+    norm = torch.where(norm < eps, torch.ones_like(norm), norm)
+    return (scale * centred / norm).to(x.dtype).reshape(x.shape)
+
+
+class GlobalContrastZCA(ZCA):
+    """:func:`global_contrast_normalize`, then :class:`ZCA` fitted on the normalized training inputs.
+
+    Oliver et al. 2018's CIFAR-10 preprocessing (brain-research/realistic-ssl-evaluation
+    ``build_tfrecords.py:165-173``, ``lib/dataset_utils.py``: ``gcn`` with scale 55, then ZCA with
+    0.1 added to the covariance); ``torchvat train --preprocess gcn-zca`` with ``[data] gcn_scale``
+    and ``zca_eps``. :meth:`inverse_transform` undoes the ZCA only: it returns the contrast-normalized
+    examples (each example's own mean and norm are not kept).
+
+    Args:
+        eps: Added to the eigenvalues of the covariance (see :class:`ZCA`).
+        gcn_scale: The norm of every example after contrast normalization (55 in Oliver et al.).
+
+    Example:
+        >>> x = torch.rand(200, 4) @ torch.tensor([[1.0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 2, 0], [0, 0, 0, 3]])
+        >>> t = GlobalContrastZCA(eps=0.1, gcn_scale=55.0).fit(x)
+        >>> torch.allclose(t.transform(x), ZCA(eps=0.1).fit(global_contrast_normalize(x)).transform(
+        ...     global_contrast_normalize(x)))
+        True
+    """
+
+    def __init__(self, eps: float = 1e-2, gcn_scale: float = 55.0) -> None:
+        super().__init__(eps)
+        if isinstance(gcn_scale, bool) or not isinstance(gcn_scale, int | float) or not gcn_scale > 0:
+            raise ValueError(f"gcn_scale must be a number > 0, got {gcn_scale!r}")
+        self.gcn_scale = float(gcn_scale)
+
+    def fit(self, x: Tensor) -> GlobalContrastZCA:
+        """Fit the ZCA on the contrast-normalized ``x``.
+
+        Args:
+            x: Training inputs, shape ``[N, ...]``.
+
+        Returns:
+            ``self``.
+        """
+        super().fit(global_contrast_normalize(x, scale=self.gcn_scale))
+        return self
+
+    def transform(self, x: Tensor) -> Tensor:
+        """Contrast-normalize ``x``, then whiten it.
+
+        Args:
+            x: Inputs with the per-example shape seen in ``fit``.
+
+        Returns:
+            The preprocessed inputs, same shape as ``x``.
+        """
+        self._check_fitted()
+        _flat(x, self.input_shape)  # the per-example shape seen in fit
+        return super().transform(global_contrast_normalize(x, scale=self.gcn_scale))
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The fitted state, with ``gcn_scale``.
+
+        Returns:
+            Mapping of names to tensors.
+        """
+        return {**super().state_dict(), "gcn_scale": torch.tensor(self.gcn_scale, dtype=torch.float64)}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore a state produced by :meth:`state_dict`.
+
+        Args:
+            state: The mapping returned by ``state_dict``.
+
+        Raises:
+            KeyError: If an entry is missing.
+        """
+        if "gcn_scale" not in state:
+            raise KeyError("state lacks the entries ['gcn_scale']")
+        super().load_state_dict(state)
+        self.gcn_scale = float(state["gcn_scale"])
 
 
 class Standardizer(_Fitted):

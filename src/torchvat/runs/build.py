@@ -12,6 +12,7 @@ from torch import nn
 from torchvat.data import (
     ZCA,
     FeatureScaleWarning,
+    GlobalContrastZCA,
     RandomTranslateFlip,
     SemiSupervisedData,
     Standardizer,
@@ -125,6 +126,8 @@ def load_run_data_and_transform(
         transform = Standardizer()
     elif spec.preprocess == "zca":
         transform = ZCA(eps=spec.zca_eps)
+    elif spec.preprocess == "gcn-zca":
+        transform = GlobalContrastZCA(eps=spec.zca_eps, gcn_scale=spec.gcn_scale)
     if transform is not None:
         data = fit_transform_data(data, transform)
     if spec.augment != "none" and len(data.input_shape) != 3:
@@ -147,7 +150,7 @@ def build_augment(spec: DataSpec, seed: int) -> RandomTranslateFlip | None:
         return None
     # padding with the centre of the input space, as the VAT authors' code (see torchvat.data.augment):
     # the mean (0) of whitened or standardized inputs, mid-gray for pixels in [0, 1]
-    fill = 0.0 if spec.preprocess in ("zca", "standardize") else 0.5
+    fill = 0.0 if spec.preprocess in ("zca", "gcn-zca", "standardize") else 0.5
     return RandomTranslateFlip(
         max_shift=spec.max_shift,
         flip=spec.augment == "translate-flip",

@@ -28,7 +28,7 @@ from torchvat.train import TrainConfig
 __all__ = ["AUGMENT", "PREPROCESS", "DataSpec", "ModelSpec", "RunConfig"]
 
 
-PREPROCESS = ("none", "standardize", "zca")
+PREPROCESS = ("none", "standardize", "zca", "gcn-zca")
 AUGMENT = ("none", "translate", "translate-flip")
 
 _DATA_OPTIONS_FLAG = "--data-option / [data] options"
@@ -64,11 +64,14 @@ class DataSpec:
         seed: Seed of the label selection and synthetic draws (``None``: the training seed).
         root: Directory of the dataset files.
         download: Let torchvision download missing files.
-        preprocess: ``"none"``, ``"standardize"`` or ``"zca"`` (fitted on the training inputs).
+        preprocess: ``"none"``, ``"standardize"``, ``"zca"`` or ``"gcn-zca"`` (global contrast
+            normalization to the norm ``gcn_scale``, then ZCA; fitted on the training inputs).
         zca_eps: Regularizer of the ZCA whitening.
         augment: ``"none"``, ``"translate"`` or ``"translate-flip"`` (images only).
         max_shift: Largest translation in pixels.
         options: More keyword arguments of the loader (e.g. ``n_samples``, ``as_images``, ``n_val``).
+        gcn_scale: The norm of every example after the global contrast normalization of
+            ``"gcn-zca"`` (55: Oliver et al. 2018).
     """
 
     dataset: str | None = "moons"
@@ -82,6 +85,7 @@ class DataSpec:
     augment: str = "none"
     max_shift: int = 2
     options: dict[str, Any] = field(default_factory=dict)
+    gcn_scale: float = 55.0
 
     def validate(self) -> None:
         """Check the fields.
@@ -118,6 +122,8 @@ class DataSpec:
             raise UsageError(f"max_shift must be an integer >= 0, got {self.max_shift!r}")
         if not isinstance(self.zca_eps, int | float) or not self.zca_eps >= 0:
             raise UsageError(f"zca_eps must be a number >= 0, got {self.zca_eps!r}")
+        if isinstance(self.gcn_scale, bool) or not isinstance(self.gcn_scale, int | float) or not self.gcn_scale > 0:
+            raise UsageError(f"gcn_scale must be a number > 0, got {self.gcn_scale!r}")
         if not isinstance(self.options, dict):
             raise UsageError(
                 f"data.options must be a table of loader options (--data-option KEY=VALUE), "

@@ -79,6 +79,9 @@ def load_run(
     data = _in_the_runs_classes(data, info, info_path)
     model, _ = build_run_model(model_spec, data.input_shape, data.n_classes)
     model.load_state_dict(state["model"] if averaged is None or use == "raw" else averaged["model"])
+    recalibrated = state.get("bn_recalibrated")
+    if recalibrated and (averaged is None) == (use == "raw"):  # the statistics of the weights evaluated in training
+        model.load_state_dict({**model.state_dict(), **recalibrated})
     model.to(device).eval()
     info = {
         **info,

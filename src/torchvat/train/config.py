@@ -65,6 +65,10 @@ _DECLARED = tuple(
         "lr_decay_every",
         "cosine_fraction",
         "warmup_shape",
+        "bn_recalibrate",
+        "bn_recalibrate_batches",
+        "bn_recalibrate_batch_size",
+        "kl_direction",
     )
 )
 
@@ -191,6 +195,18 @@ class TrainConfig:
         warmup_shape: Shape of the regularizer weights' ramp over ``warmup_iters``: ``"linear"``
             (``(t + 1) / warmup_iters``) or ``"sigmoid"`` (``exp(-5 (1 - t / warmup_iters)^2)``, the
             Mean Teacher ramp that Oliver et al. 2018 use); 1 from ``warmup_iters`` on.
+        bn_recalibrate: Re-estimate the BatchNorm statistics of the evaluated model (the EMA weights
+            with ``ema``) before each evaluation, as the VAT authors do before testing: ``None`` (the
+            default: the running averages kept in training), ``"labeled"`` or ``"unlabeled"`` (the
+            split whose rows are passed, in training mode, with a cumulative average); the training
+            statistics are put back after, so training is unchanged (see
+            :mod:`torchvat.train.recalibrate`).
+        bn_recalibrate_batches: Batches passed by ``bn_recalibrate`` (100: vat_tf ``test.py``), or
+            ``None``: one pass over the whole split (the ICLR 2016 code).
+        bn_recalibrate_batch_size: Rows per batch of ``bn_recalibrate`` (100: vat_tf ``test.py``).
+        kl_direction: Order of the VAT family's divergence: ``"clean-perturbed"`` (the default and
+            the VAT papers': ``KL(p(x) || p(x + r))``) or ``"perturbed-clean"`` (``KL(p(x + r) || p(x))``,
+            Oliver et al. 2018's code; see :func:`torchvat.core.divergence.reversed_divergence`).
 
     Raises:
         ValueError: If an option has an invalid value; the message names the field, the
@@ -251,6 +267,10 @@ class TrainConfig:
     lr_decay_every: int | None = None
     cosine_fraction: float | None = None
     warmup_shape: str = "linear"
+    bn_recalibrate: str | None = None
+    bn_recalibrate_batches: int | None = 100
+    bn_recalibrate_batch_size: int = 100
+    kl_direction: str = "clean-perturbed"
 
     def __post_init__(self) -> None:
         # the types the rest of the API takes for these: a path-like folder, a torch.device

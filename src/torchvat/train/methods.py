@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from torchvat import params
 from torchvat.core import RNGSnapshot, adversarial_loss, entropy_loss, trades_loss, vat_loss
+from torchvat.core.divergence import reversed_divergence
 from torchvat.core.search import check_search
 
 __all__ = [
@@ -279,6 +280,9 @@ class VirtualAdversarialTraining(Method):
         norm: ``"l2"`` or ``"linf"``.
         probe: ``"auto"`` (default), ``"finite_difference"`` or ``"exact"``; see :func:`torchvat.vat_loss`.
         regularize: ``"unlabeled"`` or ``"all"`` rows.
+        kl_direction: ``"clean-perturbed"`` (the papers' ``KL(p(x) || p(x + r))``) or
+            ``"perturbed-clean"`` (``KL(p(x + r) || p(x))``, Oliver et al. 2018), for the search
+            and the loss (:func:`torchvat.core.divergence.reversed_divergence`).
 
     Example:
         >>> VirtualAdversarialTraining(eps=2.0, alpha=0.5).weights
@@ -299,9 +303,12 @@ class VirtualAdversarialTraining(Method):
         norm: str = "l2",
         probe: str = "auto",
         regularize: str = "unlabeled",
+        kl_direction: str = "clean-perturbed",
     ) -> None:
         _check_weight("alpha", alpha)
         _check_regularize(regularize)
+        params.check("kl_direction", kl_direction)
+        self.kl_direction = kl_direction
         self.eps = eps
         self.xi = xi
         self.alpha = float(alpha)
@@ -353,6 +360,7 @@ class VirtualAdversarialTraining(Method):
             n_power=self.n_power,
             norm=self.norm,  # type: ignore[arg-type]  # a str checked against torchvat.params by vat_loss
             likelihood=self.likelihood,
+            divergence=None if self.kl_direction == "clean-perturbed" else reversed_divergence(self.likelihood),
             probe=self.probe,  # type: ignore[arg-type]  # a str checked against torchvat.params by vat_loss
             generator=clean.generator,
             rng=rng,
@@ -383,8 +391,9 @@ class RandomPerturbationTraining(VirtualAdversarialTraining):
         alpha: float = 1.0,
         norm: str = "l2",
         regularize: str = "unlabeled",
+        kl_direction: str = "clean-perturbed",
     ) -> None:
-        super().__init__(eps=eps, alpha=alpha, n_power=0, norm=norm, regularize=regularize)
+        super().__init__(eps=eps, alpha=alpha, n_power=0, norm=norm, regularize=regularize, kl_direction=kl_direction)
 
 
 class VATEntMin(VirtualAdversarialTraining):
@@ -405,6 +414,7 @@ class VATEntMin(VirtualAdversarialTraining):
         norm: ``"l2"`` or ``"linf"``.
         probe: ``"auto"`` (default), ``"finite_difference"`` or ``"exact"``; see :func:`torchvat.vat_loss`.
         regularize: ``"unlabeled"`` or ``"all"`` rows.
+        kl_direction: The divergence's order; see :class:`VirtualAdversarialTraining`.
 
     Example:
         >>> VATEntMin(eps=1.0, beta=0.5).weights
@@ -423,8 +433,9 @@ class VATEntMin(VirtualAdversarialTraining):
         norm: str = "l2",
         probe: str = "auto",
         regularize: str = "unlabeled",
+        kl_direction: str = "clean-perturbed",
     ) -> None:
-        super().__init__(eps, xi, alpha, n_power, norm, probe, regularize)
+        super().__init__(eps, xi, alpha, n_power, norm, probe, regularize, kl_direction)
         _check_weight("beta", beta)
         self.beta = float(beta)
         if self.beta != 0:
@@ -542,6 +553,7 @@ class AdversarialVAT(VirtualAdversarialTraining):
         norm: ``"l2"`` or ``"linf"``.
         probe: ``"auto"`` (default), ``"finite_difference"`` or ``"exact"``; see :func:`torchvat.vat_loss`.
         regularize: Rows of the VAT term, ``"unlabeled"`` or ``"all"``.
+        kl_direction: The divergence's order; see :class:`VirtualAdversarialTraining`.
 
     Example:
         >>> AdversarialVAT(eps=1.0).weights
@@ -559,8 +571,9 @@ class AdversarialVAT(VirtualAdversarialTraining):
         norm: str = "l2",
         probe: str = "auto",
         regularize: str = "unlabeled",
+        kl_direction: str = "clean-perturbed",
     ) -> None:
-        super().__init__(eps, xi, alpha, n_power, norm, probe, regularize)
+        super().__init__(eps, xi, alpha, n_power, norm, probe, regularize, kl_direction)
         if self.alpha != 0:
             self.weights["at"] = self.alpha
 

@@ -62,6 +62,7 @@ from torchvat.train.inputs import as_tensor, check_batch_size, check_data, check
 from torchvat.train.methods import Batch, CleanPass, Method, check_method_options, get_method
 from torchvat.train.metrics import CollapseMonitor, CollapseWarning, MetricAccumulator, effective_classes
 from torchvat.train.optim import IterationSchedule, build_optimizer, warmup_factor
+from torchvat.train.recalibrate import batchnorm_layers, recalibrate_batchnorm, recalibration_batches, swapped_buffers
 from torchvat.train.state import STATE_FORMAT, check_state, process_state, restore_process_state, sampler_state
 from torchvat.train.step import compute_method_loss
 
@@ -79,7 +80,7 @@ logger = logging.getLogger(__name__)
 #: iteration, the run's iterations, where the state is); a handler may know the record by its ``msg``
 SIGNAL_NOTICE = "torchvat: %s received: training stopped after iteration %d of %d; %s"
 
-_HPARAMS = ("eps", "xi", "alpha", "beta", "n_power", "norm", "probe", "regularize")
+_HPARAMS = ("eps", "xi", "alpha", "beta", "n_power", "norm", "probe", "regularize", "kl_direction")
 
 
 @dataclass
@@ -332,6 +333,9 @@ class Trainer:
         self.ema: WeightEMA | None = None if cfg.ema is None else WeightEMA(self.model, cfg.ema)
         self.forward_model: nn.Module = _compiled(self.model, cfg)
         self._eval_model: nn.Module = self.forward_model if self.ema is None else _compiled(self.ema.module, cfg)
+        #: the evaluated model's re-estimated BatchNorm statistics (``config.bn_recalibrate``) and their step
+        self._recalibrated: tuple[int, dict[str, Tensor]] | None = None
+        self._check_recalibration()
         # a torchrun environment (even of one process) gets its process group in setup(), as before
         self._process_group_ready = self.world_size == 1 and not launched_by_torchrun()
         #: the global generators are this run's: seeded by :meth:`setup` or restored by :meth:`load_state_dict`
@@ -997,11 +1001,12 @@ class Trainer:
         self.model.eval()
         try:
             outs = []
-            for start in range(0, x.shape[0], bs):
-                with self._autocast():
-                    chunk = self._memory_format(x[start : start + bs].to(self.device))
-                    # a copy: a CUDA-graph mode reuses the output's memory in the next call
-                    outs.append(self._eval_model(chunk).to(torch.float32, copy=True))
+            with swapped_buffers(self._evaluated_module(), self.recalibrated_statistics() or {}):
+                for start in range(0, x.shape[0], bs):
+                    with self._autocast():
+                        chunk = self._memory_format(x[start : start + bs].to(self.device))
+                        # a copy: a CUDA-graph mode reuses the output's memory in the next call
+                        outs.append(self._eval_model(chunk).to(torch.float32, copy=True))
             return torch.cat(outs) if outs else torch.empty(0, device=self.device)
         finally:
             self.model.train(was_training)
@@ -1118,6 +1123,13 @@ class Trainer:
             "ema": None if self.ema is None else self.ema.state_dict(),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "scaler_skipped": self.scaler_skipped + int(self._scaler_skipped_pending),
+            # the evaluated model's re-estimated BatchNorm statistics at this step, when computed
+            # (``bn_recalibrate``; read by torchvat.runs.load_run, not by load_state_dict)
+            "bn_recalibrated": (
+                dict(self._recalibrated[1])
+                if self._recalibrated is not None and self._recalibrated[0] == self.step
+                else None
+            ),
         }
 
     def gather_state_dict(self) -> dict[str, Any] | None:
@@ -1182,6 +1194,7 @@ class Trainer:
         saved_world = int(state.get("world_size", 1))
         self.model.load_state_dict(state["model"])
         self._load_ema(saved_ema)
+        self._recalibrated = None
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self._apply_changed_hyperparameters(saved_config)
@@ -1271,6 +1284,62 @@ class Trainer:
                         state = self.optimizer.state[p]
                         if "momentum_buffer" not in state:
                             state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    # ------------------------------------------------ BatchNorm recalibration
+    def _evaluated_module(self) -> nn.Module:
+        """The plain module that evaluation runs: the EMA copy with ``config.ema``, else :attr:`model`."""
+        return self.model if self.ema is None else self.ema.module
+
+    def _check_recalibration(self) -> None:
+        """``bn_recalibrate`` needs its split; on a model without BatchNorm statistics it does nothing (warned)."""
+        split = self.config.bn_recalibrate
+        if split is None:
+            return
+        if split == "unlabeled" and self.x_unlabeled is None:
+            raise ValueError("bn_recalibrate='unlabeled' needs x_unlabeled, got None; use 'labeled' or None")
+        if not batchnorm_layers(self.model):
+            warnings.warn(
+                f"bn_recalibrate={split!r}: the model has no BatchNorm layer with running statistics; "
+                "there is nothing to re-estimate",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def recalibrated_statistics(self) -> dict[str, Tensor] | None:
+        """The evaluated model's BatchNorm statistics re-estimated on ``config.bn_recalibrate``'s split.
+
+        Computed once per iteration (at the first evaluation or prediction of that iteration) by
+        :func:`~torchvat.train.recalibrate.recalibrate_batchnorm`: ``bn_recalibrate_batches``
+        fixed batches of ``bn_recalibrate_batch_size`` rows (the same rows at every evaluation,
+        drawn by a private generator seeded from ``config.seed``), passed in training mode with
+        a cumulative average, with dropout masks from a private seed. Neither the batch streams
+        nor the random generators of training are touched, and the model keeps its training
+        statistics: :meth:`predict_logits` swaps these in and back. The batches are not
+        augmented. In a distributed run every process computes them alike (the same rows, seed
+        and weights: rank 0's buffers are broadcast before each evaluation), without
+        communication (a ``SyncBatchNorm`` layer averages identical batch statistics).
+
+        Returns:
+            The statistics by ``state_dict`` key, or ``None`` with ``bn_recalibrate=None``.
+        """
+        cfg = self.config
+        if cfg.bn_recalibrate is None:
+            return None
+        if self._recalibrated is not None and self._recalibrated[0] == self.step:
+            return self._recalibrated[1]
+        x = self.x_labeled if cfg.bn_recalibrate == "labeled" else self.x_unlabeled
+        assert x is not None  # checked in the constructor
+        rows = recalibration_batches(
+            int(x.shape[0]), cfg.bn_recalibrate_batches, cfg.bn_recalibrate_batch_size, _seed_for(cfg.seed, 0, 5)
+        )
+        stats = recalibrate_batchnorm(
+            self._evaluated_module(),
+            (self._memory_format(x[idx.to(x.device)]) for idx in rows),
+            seed=_seed_for(cfg.seed, 0, 6),
+            context=self._autocast,
+        )
+        self._recalibrated = (self.step, stats)
+        return stats
 
 
 def _compiled(model: nn.Module, cfg: TrainConfig) -> nn.Module:
