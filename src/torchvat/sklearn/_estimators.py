@@ -49,6 +49,10 @@ _COMMON_ARGS = """
             ``partial_fit``, or a warm-started call after a method without ``eps``), from that
             call's rows, and kept by the later ``partial_fit`` calls and warm-started fits, so
             the regularizer keeps its scale from batch to batch; a cold ``fit`` derives it anew.
+            To choose it on held-out labels, as the VAT papers did, search a few multiples of
+            the derived ``eps_`` with ``GridSearchCV(..., cv=LabeledKFold())``
+            (:class:`torchvat.sklearn.LabeledKFold`); the same folds compare ``method="vat"``
+            with ``method="supervised"`` on one's own data.
         xi: Finite-difference step of the power iteration, or ``"auto"``.
         alpha: Weight of the regularizer (0 turns it off).
         n_power: Power iterations of the VAT search.
