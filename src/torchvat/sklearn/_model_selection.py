@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 from sklearn.model_selection import BaseCrossValidator, KFold, StratifiedKFold
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import column_or_1d
 
 from torchvat.sklearn._base import unlabeled_mask
@@ -114,7 +113,7 @@ class LabeledKFold(BaseCrossValidator):
                 f"n_splits={self.n_splits} needs at least {self.n_splits} labeled rows, got {len(labeled_rows)} "
                 f"(rows marked unlabeled_label={self.unlabeled_label!r} are never tested)"
             )
-        seed = check_random_state(self.random_state) if self.shuffle else None
+        seed = self.random_state if self.shuffle else None  # as scikit-learn's splitters take it
         folds: KFold | StratifiedKFold
         if self.stratify:
             folds = StratifiedKFold(self.n_splits, shuffle=self.shuffle, random_state=seed)
