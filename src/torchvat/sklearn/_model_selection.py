@@ -124,8 +124,3 @@ class LabeledKFold(BaseCrossValidator):
         for train_pos, test_pos in folds.split(np.zeros((len(labeled_rows), 1)), y_labeled):
             train = np.sort(np.concatenate([labeled_rows[train_pos], unlabeled_rows]))
             yield train, np.sort(labeled_rows[test_pos])
-
-    def _iter_test_indices(self, X: Any = None, y: Any = None, groups: Any = None) -> Iterator[np.ndarray]:
-        # BaseCrossValidator's abstract hook; split() is overridden, so the test sets come from it
-        for _, test in self.split(X, y, groups):
-            yield test
