@@ -1,14 +1,18 @@
 """One column of ``sklearn_bench.py``, VATClassifier with one setting changed at a time, over seeds.
 
 Each variant is a JSON object: ``name``, ``params`` (VATClassifier parameters), and optionally
-``eps_factor`` (eps = factor x the eps the engine derives on the same split). The splits, the
-scaler and the columns are ``sklearn_bench.py``'s.
+``eps_factor`` (eps = factor x the eps the engine derives on the same split) and ``norm``
+(``"batch"``, ``"layer"`` or ``"none"``: the engine's vector MLP, widths from
+``scaled_hidden_sizes``, with that normalization after each hidden ``Linear``, given as
+``module``). The splits, the scaler and the columns are ``sklearn_bench.py``'s.
 
 Usage::
 
     python benchmarks/estimator_variants.py digits/50 --seeds 5 \\
         '{"name": "default"}' '{"name": "supervised", "params": {"method": "supervised"}}' \\
-        '{"name": "random perturbations", "params": {"n_power": 0}}' '{"name": "eps x0.5", "eps_factor": 0.5}'
+        '{"name": "random perturbations", "params": {"n_power": 0}}' '{"name": "eps x0.5", "eps_factor": 0.5}' \\
+        '{"name": "LayerNorm", "norm": "layer"}' \\
+        '{"name": "LayerNorm, supervised", "norm": "layer", "params": {"method": "supervised"}}'
 
 Prints one line per variant: test accuracy (%), mean +- std over the seeds, then each seed's.
 """
@@ -19,13 +23,38 @@ import argparse
 import json
 import time
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from sklearn_bench import DATASETS, _vat, split
 from threadpoolctl import threadpool_limits
+from torch import nn
 
+from torchvat.models import scaled_hidden_sizes
 from torchvat.sklearn import VATClassifier
+
+
+def vector_mlp(norm: str) -> Callable[[int, int], nn.Module]:
+    """``module`` for VATClassifier: the engine's MLP widths with ``norm`` after each hidden Linear."""
+    if norm not in ("batch", "layer", "none"):
+        raise ValueError(f"norm must be 'batch', 'layer' or 'none', got {norm!r}")
+
+    def build(n_features: int, n_outputs: int) -> nn.Module:
+        layers: list[nn.Module] = []
+        width = n_features
+        for h in scaled_hidden_sizes(n_features):
+            layers.append(nn.Linear(width, h, bias=norm == "none"))
+            if norm == "batch":
+                layers.append(nn.BatchNorm1d(h))
+            elif norm == "layer":
+                layers.append(nn.LayerNorm(h))
+            layers.append(nn.ReLU())
+            width = h
+        layers.append(nn.Linear(width, n_outputs))
+        return nn.Sequential(*layers)
+
+    return build
 
 
 def main() -> None:
@@ -46,6 +75,8 @@ def main() -> None:
             for seed in range(args.seeds):
                 x_tr, y_semi, x_te, y_te = split(data, seed)
                 params = {"max_iter": args.max_iter, **variant.get("params", {})}
+                if "norm" in variant:
+                    params["module"] = vector_mlp(variant["norm"])
                 if "eps_factor" in variant:
                     # the engine's eps on this split: fit the scaler the pipeline would fit
                     model = _vat(seed, {"max_iter": 1}, data.scale)

@@ -2,9 +2,13 @@
 
 The held-out check of the engine's ``regularize`` default (BENCHMARKS.md §6): the MNIST MLP with
 BatchNorm, 100 labels, the derived eps and the ``mnist-100`` recipe's batches and schedule; prints
-the test error at each quarter of the run.
+the test error at each quarter of the run, then how many test images the final network assigns
+to each class (1,000 a class in the test set: a collapse that merges classes shows here).
+``--norm layer`` checks the same widths with LayerNorm in place of BatchNorm, ``--method
+supervised`` gives the baseline, ``--eps`` replaces the derived eps.
 
     python benchmarks/regularize_check.py --regularize all --iterations 4000
+    python benchmarks/regularize_check.py --norm layer --iterations 4000
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from torch import nn
 
 from torchvat.data import load_fashion_mnist
 from torchvat.models import build_model
@@ -28,6 +33,9 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--norm", default="batch", choices=("batch", "layer"))
+    parser.add_argument("--method", default="vat", choices=("vat", "supervised"))
+    parser.add_argument("--eps", type=float, default=None, help="default: derived from the data")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     recipe = load_recipe("mnist-100")
@@ -35,12 +43,18 @@ def main() -> None:
     data = load_fashion_mnist(n_labels=args.labels, flatten=True, seed=args.seed)
     seed_everything(args.seed)
     model = build_model("mnist-mlp", input_shape=tuple(data.x_labeled.shape[1:]), n_classes=10)
+    if args.norm == "layer":  # the same widths, LayerNorm where the MNIST MLP has BatchNorm
+        assert isinstance(model.features, nn.Sequential)
+        for i, layer in enumerate(model.features):
+            if isinstance(layer, nn.BatchNorm1d):
+                model.features[i] = nn.LayerNorm(layer.num_features)
     trainer = Trainer(
         model,
         data,
         seed=args.seed,
         progress=False,
-        method="vat",
+        method=args.method,
+        eps=args.eps,
         regularize=args.regularize,
         iterations=args.iterations,
         eval_every=max(args.iterations // 4, 1),
@@ -49,7 +63,15 @@ def main() -> None:
     )
     result = trainer.fit()
     errors = [(h["step"], 100 * h["test_error"]) for h in result.history if "test_error" in h]
-    print(f"| {trainer.config.regularize} | eps {result.eps:.3g} | " + " | ".join(f"{e:.1f}" for _, e in errors) + " |")
+    model.eval()
+    with torch.no_grad():
+        counts = torch.bincount(model(data.x_test).argmax(1), minlength=10).tolist()
+    eps = "-" if result.eps is None else f"{result.eps:.3g}"
+    print(
+        f"| {args.norm} | {args.method} | {trainer.config.regularize} | eps {eps} | "
+        + " | ".join(f"{e:.1f}" for _, e in errors)
+        + f" | test predictions per class {counts} |"
+    )
 
 
 if __name__ == "__main__":
