@@ -4,7 +4,9 @@ Each variant is a JSON object: ``name``, ``params`` (VATClassifier parameters), 
 ``eps_factor`` (eps = factor x the eps the engine derives on the same split) and ``norm``
 (``"batch"``, ``"layer"`` or ``"none"``: the engine's vector MLP, widths from
 ``scaled_hidden_sizes``, with that normalization after each hidden ``Linear``, given as
-``module``). The splits, the scaler and the columns are ``sklearn_bench.py``'s.
+``module``), ``scaler`` (``"standard"``, ``"minmax"`` or ``"none"``: replaces the column's
+scaler) and ``min_std`` (drop the features whose standard deviation over the training rows,
+before scaling, is below it). The splits, the scaler and the columns are ``sklearn_bench.py``'s.
 
 Usage::
 
@@ -13,6 +15,8 @@ Usage::
         '{"name": "random perturbations", "params": {"n_power": 0}}' '{"name": "eps x0.5", "eps_factor": 0.5}' \\
         '{"name": "LayerNorm", "norm": "layer"}' \\
         '{"name": "LayerNorm, supervised", "norm": "layer", "params": {"method": "supervised"}}'
+    python benchmarks/estimator_variants.py digits-raw/50 '{"name": "MinMaxScaler", "scaler": "minmax"}' \\
+        '{"name": "near-constant pixels dropped", "min_std": 1.0, "scaler": "standard"}'
 
 Prints one line per variant: test accuracy (%), mean +- std over the seeds, then each seed's.
 """
@@ -24,9 +28,13 @@ import json
 import time
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn_bench import DATASETS, _vat, split
 from threadpoolctl import threadpool_limits
 from torch import nn
@@ -57,6 +65,27 @@ def vector_mlp(norm: str) -> Callable[[int, int], nn.Module]:
     return build
 
 
+_SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler}
+
+
+def pipeline(seed: int, params: dict[str, Any], scale: bool, scaler: str | None) -> BaseEstimator:
+    """``sklearn_bench``'s pipeline of the column, or VATClassifier after ``scaler`` when it is given."""
+    if scaler is None:
+        return _vat(seed, params, scale)
+    if scaler != "none" and scaler not in _SCALERS:
+        raise ValueError(f"scaler must be 'standard', 'minmax' or 'none', got {scaler!r}")
+    clf = VATClassifier(random_state=seed, device="cpu", **params)
+    steps = [] if scaler == "none" else [("scaler", _SCALERS[scaler]())]
+    return Pipeline([*steps, ("vatclassifier", clf)])
+
+
+def kept_features(x_train: np.ndarray, min_std: float | None) -> np.ndarray:
+    """The columns whose standard deviation over ``x_train`` is at least ``min_std`` (all for ``None``)."""
+    if min_std is None:
+        return np.ones(x_train.shape[1], dtype=bool)
+    return np.asarray(x_train.std(axis=0) >= min_std)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=[d.name for d in DATASETS])
@@ -74,18 +103,21 @@ def main() -> None:
             start = time.perf_counter()
             for seed in range(args.seeds):
                 x_tr, y_semi, x_te, y_te = split(data, seed)
+                keep = kept_features(x_tr, variant.get("min_std"))
+                x_tr, x_te = x_tr[:, keep], x_te[:, keep]
+                scaler = variant.get("scaler")
                 params = {"max_iter": args.max_iter, **variant.get("params", {})}
                 if "norm" in variant:
                     params["module"] = vector_mlp(variant["norm"])
                 if "eps_factor" in variant:
                     # the engine's eps on this split: fit the scaler the pipeline would fit
-                    model = _vat(seed, {"max_iter": 1}, data.scale)
+                    model = pipeline(seed, {"max_iter": 1}, data.scale, scaler)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         model.fit(x_tr, y_semi)
                     assert isinstance(model[-1], VATClassifier)
                     params["eps"] = variant["eps_factor"] * model[-1].eps_
-                model = _vat(seed, params, data.scale)
+                model = pipeline(seed, params, data.scale, scaler)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     model.fit(x_tr, y_semi)

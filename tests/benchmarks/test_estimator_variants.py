@@ -1,10 +1,13 @@
 """``benchmarks/estimator_variants.py``'s ``norm`` variants build the engine's widths with that normalization."""
 
+import numpy as np
 import pytest
 import torch
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from torch import nn
 
 from torchvat.models import scaled_hidden_sizes
+from torchvat.sklearn import VATClassifier
 
 from ._bench import load
 
@@ -30,3 +33,26 @@ def test_vector_mlp_has_the_engine_widths_and_the_named_normalization(norm, laye
 def test_vector_mlp_refuses_an_unknown_norm():
     with pytest.raises(ValueError, match="norm must be 'batch', 'layer' or 'none', got 'group'"):
         variants.vector_mlp("group")
+
+
+def test_kept_features_drops_the_columns_below_min_std():
+    x = np.stack([np.zeros(6), np.r_[0, 0, 0, 0, 0, 0.5], np.arange(6.0)], axis=1)  # std 0, 0.19, 1.7
+    assert variants.kept_features(x, None).tolist() == [True, True, True]
+    assert variants.kept_features(x, 0.1).tolist() == [False, True, True]
+    assert variants.kept_features(x, 1.0).tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize(("scaler", "first"), [("standard", StandardScaler), ("minmax", MinMaxScaler), ("none", None)])
+def test_pipeline_puts_the_named_scaler_before_the_estimator(scaler, first):
+    model = variants.pipeline(3, {"max_iter": 1}, True, scaler)
+    assert isinstance(model[-1], VATClassifier) and model[-1].random_state == 3
+    assert len(model) == (1 if first is None else 2)
+    if first is not None:
+        assert isinstance(model[0], first)
+
+
+def test_pipeline_without_scaler_is_the_columns_own():
+    assert isinstance(variants.pipeline(0, {}, True, None)[0], StandardScaler)
+    assert len(variants.pipeline(0, {}, False, None)) == 1
+    with pytest.raises(ValueError, match="scaler must be 'standard', 'minmax' or 'none', got 'robust'"):
+        variants.pipeline(0, {}, True, "robust")
