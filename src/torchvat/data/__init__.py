@@ -6,11 +6,13 @@ tensors in memory.
 
 from torchvat.data.arrays import (
     DOMINANT_VARIANCE_SHARE,
+    INFLATED_DEVIATION,
     UNLABELED,
     FeatureScaleWarning,
     encode_labels,
     from_arrays,
     warn_dominant_column,
+    warn_inflated_columns,
 )
 from torchvat.data.augment import RandomTranslateFlip, augment_translate_flip, translate_flip
 from torchvat.data.container import SemiSupervisedData
@@ -48,6 +50,7 @@ __all__ = [
     "DOMINANT_VARIANCE_SHARE",
     "FASHION_MNIST_CLASSES",
     "IMAGE_EXTENSIONS",
+    "INFLATED_DEVIATION",
     "TORCHVISION_DATASETS",
     "UNLABELED",
     "ZCA",
@@ -83,5 +86,6 @@ __all__ = [
     "standardize",
     "translate_flip",
     "warn_dominant_column",
+    "warn_inflated_columns",
     "write_idx",
 ]

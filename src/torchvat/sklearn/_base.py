@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 from torch import Tensor, nn
 
 from torchvat import params
+from torchvat.data.arrays import warn_inflated_columns
 from torchvat.models import default_model
 from torchvat.train import (
     Callback,
@@ -366,6 +367,10 @@ class BaseVATEstimator(BaseEstimator):
                 self._UNLABELED_WARNING.format(label=self.unlabeled_label, method=self.method),
                 UserWarning,
                 stacklevel=3,
+            )
+        if uses_unlabeled and first:
+            warn_inflated_columns(
+                torch.from_numpy(np.ascontiguousarray(X)), feature_names=getattr(self, "feature_names_in_", None)
             )
         if incremental:  # one epoch over the labeled rows and the pool
             n_batches = max(
