@@ -8,7 +8,9 @@
 
 Both train :class:`torchvat.train.Trainer` on an :class:`torchvat.models.MLP` or any
 ``torch.nn.Module``, pass ``sklearn.utils.estimator_checks``, and work in pipelines and
-grid searches. They do not rescale ``X``: put a ``StandardScaler`` in front of them.
+grid searches. They do not rescale ``X``: put a scaler in front of them, a ``StandardScaler`` for
+measurements in different units, a ``MinMaxScaler`` for columns that are almost constant (pixels;
+they warn with :class:`torchvat.data.FeatureScaleWarning` when such columns were standardized).
 """
 
 from torchvat._extras import require
