@@ -10,7 +10,7 @@ import torch
 from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from torchvat.data import INFLATED_DEVIATION, FeatureScaleWarning, from_arrays, warn_inflated_columns
+from torchvat.data import INFLATED_DEVIATION, FeatureScaleWarning, from_arrays, standardize, warn_inflated_columns
 
 
 def _count(x: np.ndarray, **kwargs) -> tuple[int, list[warnings.WarningMessage]]:
@@ -92,3 +92,12 @@ def test_from_arrays_warns_with_the_column_names():
     y[:20] = np.arange(20) % 2
     with pytest.warns(FeatureScaleWarning, match=r"\('rare'\) hold values up to"):
         from_arrays(frame, y)
+
+
+def test_standardize_names_the_columns_it_inflated():
+    x = _rare_column()
+    y = np.full(len(x), -1)
+    y[:20] = np.arange(20) % 2
+    data = from_arrays(x, y, name="rare")  # raw: nothing to say
+    with pytest.warns(FeatureScaleWarning, match=r"^rare after standardize\(\): 1 of the 4 feature columns"):
+        standardize(data)

@@ -7,6 +7,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from torchvat.data.arrays import warn_inflated_columns
 from torchvat.data.container import SemiSupervisedData
 
 __all__ = [
@@ -413,5 +414,11 @@ def standardize(data: SemiSupervisedData, *, eps: float = 1e-8) -> SemiSupervise
 
     Returns:
         A new container with standardized inputs.
+
+    Warns:
+        FeatureScaleWarning: If standardization inflated the rare values of almost constant
+            columns (:func:`torchvat.data.warn_inflated_columns`).
     """
-    return fit_transform_data(data, Standardizer(eps=eps))
+    out = fit_transform_data(data, Standardizer(eps=eps))
+    warn_inflated_columns(out.train_inputs(), where=f"{data.name} after standardize()")
+    return out

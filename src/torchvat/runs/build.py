@@ -19,6 +19,7 @@ from torchvat.data import (
     fit_transform_data,
     load_dataset,
     select_labels,
+    warn_inflated_columns,
 )
 from torchvat.models import build_model, default_model_name
 from torchvat.runs.config import FILE_LOADERS, DataSpec, ModelSpec
@@ -98,9 +99,10 @@ def load_run_data_and_transform(
     The preprocessing's ``inverse_transform`` maps model inputs back to the data's own space (pixels),
     e.g. to show perturbed images.
 
-    A :class:`~torchvat.data.FeatureScaleWarning` (one raw column holds most of the variance) is
-    given only when it applies to the inputs the run trains on: not when ``spec.preprocess``
-    standardizes or whitens the columns, and not when a trained run's data are reloaded.
+    A :class:`~torchvat.data.FeatureScaleWarning` is given only when it applies to the inputs the
+    run trains on, and not when a trained run's data are reloaded: one raw column holding most of
+    the variance only without ``spec.preprocess``, columns whose rare values standardization
+    inflated (:func:`~torchvat.data.warn_inflated_columns`) after ``"standardize"``.
 
     Args:
         spec: The data section.
@@ -130,6 +132,9 @@ def load_run_data_and_transform(
         transform = GlobalContrastZCA(eps=spec.zca_eps, gcn_scale=spec.gcn_scale)
     if transform is not None:
         data = fit_transform_data(data, transform)
+        if isinstance(transform, Standardizer) and not reload:
+            # the inputs the run trains on: standardized near-constant columns are named here
+            warn_inflated_columns(data.train_inputs(), where=f"{data.name} after --preprocess standardize")
     if spec.augment != "none" and len(data.input_shape) != 3:
         raise UsageError(f"--augment {spec.augment} needs image inputs [C, H, W], got input shape {data.input_shape}")
     return data, transform
