@@ -39,28 +39,26 @@ from sklearn_bench import DATASETS, _vat, split
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from torchvat.models import scaled_hidden_sizes
+from torchvat.models import MLP, scaled_hidden_sizes
 from torchvat.sklearn import VATClassifier
 
 
 def vector_mlp(norm: str) -> Callable[[int, int], nn.Module]:
-    """``module`` for VATClassifier: the engine's MLP widths with ``norm`` after each hidden Linear."""
+    """``module`` for VATClassifier: the engine's MLP widths with ``norm`` after each hidden Linear.
+
+    :class:`torchvat.models.MLP` with ``batch_norm`` on or off; for ``"layer"``, its BatchNorm layers
+    replaced by LayerNorm of the same width.
+    """
     if norm not in ("batch", "layer", "none"):
         raise ValueError(f"norm must be 'batch', 'layer' or 'none', got {norm!r}")
 
     def build(n_features: int, n_outputs: int) -> nn.Module:
-        layers: list[nn.Module] = []
-        width = n_features
-        for h in scaled_hidden_sizes(n_features):
-            layers.append(nn.Linear(width, h, bias=norm == "none"))
-            if norm == "batch":
-                layers.append(nn.BatchNorm1d(h))
-            elif norm == "layer":
-                layers.append(nn.LayerNorm(h))
-            layers.append(nn.ReLU())
-            width = h
-        layers.append(nn.Linear(width, n_outputs))
-        return nn.Sequential(*layers)
+        model = MLP(n_features, n_outputs, hidden_sizes=scaled_hidden_sizes(n_features), batch_norm=norm != "none")
+        if norm == "layer":
+            for i, layer in enumerate(model.features):
+                if isinstance(layer, nn.BatchNorm1d):
+                    model.features[i] = nn.LayerNorm(layer.num_features)
+        return model
 
     return build
 

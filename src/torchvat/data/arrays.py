@@ -91,6 +91,18 @@ reach 42 (pixels that are almost always 0); no column of breast cancer (10.4), F
 principal components (7.8), wine (3.7) or Gaussian data goes past 11 (BENCHMARKS.md section 6)."""
 
 
+def _column_deviations(x: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``|x - column mean|`` of 2-D ``x`` on the CPU in ``dtype``, and each column's count of finite entries.
+
+    NaN and Inf entries are left out of the means and counts, and their deviations are 0.
+    """
+    xd = x.detach().to("cpu", dtype)
+    finite = torch.isfinite(xd)
+    count = finite.sum(0).clamp_min(1)
+    mean = torch.where(finite, xd, 0.0).sum(0) / count
+    return torch.where(finite, (xd - mean).abs(), 0.0), count
+
+
 def warn_dominant_column(x: Tensor, *, feature_names: Sequence[str] | None = None, where: str = "X") -> float:
     """Warn when one column of 2-D inputs holds most of their variance (raw features of very different scales).
 
@@ -122,11 +134,8 @@ def warn_dominant_column(x: Tensor, *, feature_names: Sequence[str] | None = Non
     """
     if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
         return 0.0
-    xd = x.detach().to("cpu", torch.float64)
-    finite = torch.isfinite(xd)
-    count = finite.sum(0).clamp_min(1)
-    mean = torch.where(finite, xd, 0.0).sum(0) / count
-    var = torch.where(finite, (xd - mean) ** 2, 0.0).sum(0) / count
+    deviation, count = _column_deviations(x, torch.float64)
+    var = (deviation**2).sum(0) / count
     total = float(var.sum())
     if not math.isfinite(total) or total <= 0.0:
         return 0.0
@@ -189,11 +198,7 @@ def warn_inflated_columns(x: Tensor, *, feature_names: Sequence[str] | None = No
     """
     if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
         return 0
-    xd = x.detach().to("cpu", torch.float64 if x.dtype == torch.float64 else torch.float32)
-    finite = torch.isfinite(xd)
-    count = finite.sum(0).clamp_min(1)
-    mean = torch.where(finite, xd, 0.0).sum(0) / count
-    deviation = torch.where(finite, (xd - mean).abs(), 0.0)
+    deviation, count = _column_deviations(x, torch.float64 if x.dtype == torch.float64 else torch.float32)
     std = ((deviation**2).sum(0) / count).sqrt()
     varying = std[std > 0]
     if varying.numel() == 0:
