@@ -6,7 +6,10 @@ Each variant is a JSON object: ``name``, ``params`` (VATClassifier parameters), 
 ``scaled_hidden_sizes``, with that normalization after each hidden ``Linear``, given as
 ``module``), ``scaler`` (``"standard"``, ``"minmax"`` or ``"none"``: replaces the column's
 scaler) and ``min_std`` (drop the features whose standard deviation over the training rows,
-before scaling, is below it). The splits, the scaler and the columns are ``sklearn_bench.py``'s.
+before scaling, is below it) and ``drop_beyond`` (leave out of the training rows the unlabeled ones
+holding a value more than that many standard deviations from its column's mean after the column's
+scaler, fitted on every training row; the scaler is then applied before the pipeline, which gets
+none). The splits, the scaler and the columns are ``sklearn_bench.py``'s.
 
 Usage::
 
@@ -17,6 +20,7 @@ Usage::
         '{"name": "LayerNorm, supervised", "norm": "layer", "params": {"method": "supervised"}}'
     python benchmarks/estimator_variants.py digits-raw/50 '{"name": "MinMaxScaler", "scaler": "minmax"}' \\
         '{"name": "near-constant pixels dropped", "min_std": 1.0, "scaler": "standard"}'
+    python benchmarks/estimator_variants.py digits/50 '{"name": "unlabeled rows beyond 5 std left out", "drop_beyond": 5}'
 
 Prints one line per variant: test accuracy (%), mean +- std over the seeds, then each seed's.
 """
@@ -84,6 +88,19 @@ def kept_features(x_train: np.ndarray, min_std: float | None) -> np.ndarray:
     return np.asarray(x_train.std(axis=0) >= min_std)
 
 
+def far_unlabeled_rows(x_train: np.ndarray, y_semi: np.ndarray, beyond: float | None) -> np.ndarray:
+    """The unlabeled rows (``y_semi == -1``) of ``x_train`` with a value more than ``beyond`` from 0.
+
+    ``x_train`` is already scaled (a standardized column's values are its standard deviations from
+    its mean); ``None`` marks no row.
+    """
+    if beyond is None:
+        return np.zeros(len(x_train), dtype=bool)
+    if not beyond > 0:
+        raise ValueError(f"drop_beyond must be a number > 0, got {beyond!r}")
+    return np.asarray((np.abs(x_train).max(axis=1) > beyond) & (y_semi == -1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=[d.name for d in DATASETS])
@@ -104,6 +121,14 @@ def main() -> None:
                 keep = kept_features(x_tr, variant.get("min_std"))
                 x_tr, x_te = x_tr[:, keep], x_te[:, keep]
                 scaler = variant.get("scaler")
+                if "drop_beyond" in variant:
+                    # scale on every training row, then leave the far unlabeled rows out of the fit
+                    fitted = pipeline(seed, {}, data.scale, scaler)[:-1]
+                    if len(fitted):
+                        fitted.fit(x_tr)
+                        x_tr, x_te = fitted.transform(x_tr), fitted.transform(x_te)
+                    far = far_unlabeled_rows(x_tr, y_semi, variant["drop_beyond"])
+                    x_tr, y_semi, scaler = x_tr[~far], y_semi[~far], "none"
                 params = {"max_iter": args.max_iter, **variant.get("params", {})}
                 if "norm" in variant:
                     params["module"] = vector_mlp(variant["norm"])

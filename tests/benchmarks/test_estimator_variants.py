@@ -56,3 +56,13 @@ def test_pipeline_without_scaler_is_the_columns_own():
     assert len(variants.pipeline(0, {}, False, None)) == 1
     with pytest.raises(ValueError, match="scaler must be 'standard', 'minmax' or 'none', got 'robust'"):
         variants.pipeline(0, {}, True, "robust")
+
+
+def test_far_unlabeled_rows_marks_only_unlabeled_rows_beyond_the_threshold():
+    x = np.array([[0.0, 1.0], [6.0, 0.0], [0.0, -7.0], [8.0, 0.0], [4.9, 4.9]])
+    y = np.array([-1, -1, -1, 2, -1])  # row 3 is far out but labeled: it stays
+    assert variants.far_unlabeled_rows(x, y, 5.0).tolist() == [False, True, True, False, False]
+    assert variants.far_unlabeled_rows(x, y, 6.5).tolist() == [False, False, True, False, False]
+    assert not variants.far_unlabeled_rows(x, y, None).any()
+    with pytest.raises(ValueError, match="drop_beyond must be a number > 0, got 0"):
+        variants.far_unlabeled_rows(x, y, 0)
