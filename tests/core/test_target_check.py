@@ -130,7 +130,6 @@ def test_no_low_precision_warning_for_large_batches_float32_or_eval_mode():
     assert not model[1]._forward_pre_hooks  # the recording hooks are gone
 
 
-
 def test_a_noise_layer_is_not_checked_without_a_replayed_rng_and_is_checked_with_one():
     from torchvat.models import MLP
 
