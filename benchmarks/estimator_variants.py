@@ -20,7 +20,7 @@ Usage::
         '{"name": "LayerNorm, supervised", "norm": "layer", "params": {"method": "supervised"}}'
     python benchmarks/estimator_variants.py digits-raw/50 '{"name": "MinMaxScaler", "scaler": "minmax"}' \\
         '{"name": "near-constant pixels dropped", "min_std": 1.0, "scaler": "standard"}'
-    python benchmarks/estimator_variants.py digits/50 '{"name": "unlabeled rows beyond 5 std left out", "drop_beyond": 5}'
+    python benchmarks/estimator_variants.py digits/50 '{"name": "beyond 5 std left out", "drop_beyond": 5}'
 
 Prints one line per variant: test accuracy (%), mean +- std over the seeds, then each seed's.
 """
