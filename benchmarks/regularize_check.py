@@ -4,11 +4,13 @@ The held-out check of the engine's ``regularize`` default (BENCHMARKS.md §6): t
 BatchNorm, 100 labels, the derived eps and the ``mnist-100`` recipe's batches and schedule; prints
 the test error at each quarter of the run, then how many test images the final network assigns
 to each class (1,000 a class in the test set: a collapse that merges classes shows here).
-``--norm layer`` checks the same widths with LayerNorm in place of BatchNorm, ``--method
+``--norm layer`` checks the same widths with LayerNorm in place of BatchNorm, ``--norm trimmed``
+with :class:`torchvat.models.TrimmedBatchNorm1d` (``bn_trim=5``, the generic ``"mlp"``'s), ``--method
 supervised`` gives the baseline, ``--eps`` replaces the derived eps.
 
     python benchmarks/regularize_check.py --regularize all --iterations 4000
     python benchmarks/regularize_check.py --norm layer --iterations 4000
+    python benchmarks/regularize_check.py --norm trimmed --iterations 4000
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 
 from torchvat.data import load_fashion_mnist
 from torchvat.models import build_model
+from torchvat.models.norm import DEFAULT_TRIM
 from torchvat.recipes import load_recipe
 from torchvat.train import Trainer, seed_everything
 
@@ -33,7 +36,7 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--norm", default="batch", choices=("batch", "layer"))
+    parser.add_argument("--norm", default="batch", choices=("batch", "layer", "trimmed"))
     parser.add_argument("--method", default="vat", choices=("vat", "supervised"))
     parser.add_argument("--eps", type=float, default=None, help="default: derived from the data")
     args = parser.parse_args()
@@ -42,7 +45,8 @@ def main() -> None:
     train = {k: recipe.train[k] for k in _KEYS if k in recipe.train}
     data = load_fashion_mnist(n_labels=args.labels, flatten=True, seed=args.seed)
     seed_everything(args.seed)
-    model = build_model("mnist-mlp", input_shape=tuple(data.x_labeled.shape[1:]), n_classes=10)
+    trim = DEFAULT_TRIM if args.norm == "trimmed" else None
+    model = build_model("mnist-mlp", input_shape=tuple(data.x_labeled.shape[1:]), n_classes=10, bn_trim=trim)
     if args.norm == "layer":  # the same widths, LayerNorm where the MNIST MLP has BatchNorm
         assert isinstance(model.features, nn.Sequential)
         for i, layer in enumerate(model.features):

@@ -97,6 +97,20 @@ def _classification(clusters_per_class: int = 2) -> tuple[np.ndarray, np.ndarray
     )
 
 
+def _separated() -> tuple[np.ndarray, np.ndarray]:
+    """2000 rows, 30 features (10 informative, 5 redundant), 5 classes of one cluster each, ``class_sep=2``."""
+    return make_classification(
+        2000,
+        n_features=30,
+        n_informative=10,
+        n_redundant=5,
+        n_classes=5,
+        n_clusters_per_class=1,
+        class_sep=2.0,
+        random_state=1,
+    )
+
+
 @dataclass(frozen=True)
 class Dataset:
     """One column: a loader of ``(X, y)`` (split 70/30 per seed) or of a fixed train/test split."""
@@ -124,6 +138,9 @@ DATASETS = [
     Dataset("classification/100", _classification, 100, held_out=True),
     # with 2 clusters a class every method stays near chance (10%) at 100 labels; one cluster a class
     Dataset("classification-1c/100", lambda: _classification(1), 100, held_out=True),
+    # added with the trimmed BatchNorm of the engine's MLP (2026-12-08), looked at once: 30 features,
+    # 5 well separated classes of one cluster each, 50 labels
+    Dataset("separated/50", _separated, 50, held_out=True),
 ]
 
 MAIN_ROWS = [

@@ -94,7 +94,7 @@ def test_a_string_download_never_reaches_the_loader(tmp_path, capsys, monkeypatc
         (
             ["--model", "mlp", "--model-option", "hidden=64"],
             "--model-option / [model] kwargs: model 'mlp' (MLP) takes the options ['hidden_sizes', 'activation', "
-            "'batch_norm', 'top_bn', 'dropout', 'noise_std'], got ['hidden'] besides",
+            "'batch_norm', 'bn_trim', 'top_bn', 'dropout', 'noise_std'], got ['hidden'] besides",
         ),
         (
             ["--model", "mlp", "--model-option", "hidden_sizes=64"],
@@ -206,7 +206,7 @@ def test_a_model_option_another_model_derives_is_an_unknown_option_of_this_one()
         ModelSpec("mlp", {"depth": 3}).validate()
     assert str(info.value) == (
         "--model-option / [model] kwargs: model 'mlp' (MLP) takes the options ['hidden_sizes', 'activation', "
-        "'batch_norm', 'top_bn', 'dropout', 'noise_std'], got ['depth'] besides"
+        "'batch_norm', 'bn_trim', 'top_bn', 'dropout', 'noise_std'], got ['depth'] besides"
     )
     with pytest.raises(UsageError, match=r"'depth' is set by the model name, not as an option of model 'wrn-28-2'"):
         ModelSpec("WRN_28_2", {"depth": 16}).validate()

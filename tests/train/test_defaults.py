@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from torchvat import suggest_eps
-from torchvat.models import default_model
+from torchvat.models import TrimmedBatchNorm1d, default_model
 from torchvat.train import TrainConfig, Trainer, seed_everything
 from torchvat.train.defaults import DEFAULT_REGULARIZE, derive_eps, has_batch_norm, resolve_regularize
 
@@ -77,8 +77,13 @@ def test_derive_eps_is_the_labeled_rule_and_the_trainers(moons, mlp):
 
 
 @pytest.mark.slow
-def test_auto_is_not_below_supervised_with_batchnorm_and_few_labels():
-    """digits, 50 labels, the engine's BatchNorm MLP: "auto" (a joint pass) is above supervised and separate passes."""
+def test_vat_is_not_below_supervised_with_the_engines_mlp_and_few_labels():
+    """digits standardized, 50 labels: the engine's MLP (trimmed BatchNorm) keeps VAT above supervised.
+
+    With plain BatchNorm the separate passes fall below supervised training (a few rows far out
+    on near-constant pixels set the statistics of their batches) and only the joint pass
+    (``regularize="auto"``) is above it; trimming the batch statistics lifts the default layout.
+    """
     from sklearn.datasets import load_digits
     from sklearn.preprocessing import StandardScaler
 
@@ -89,10 +94,11 @@ def test_auto_is_not_below_supervised_with_batchnorm_and_few_labels():
     test, train = perm[:500], perm[500:]
     labeled = np.concatenate([rng.choice(train[y[train] == c], 5, replace=False) for c in range(10)])
 
-    def accuracy(**options):
+    def accuracy(trim: bool = True, **options):
         seed_everything(0)
-        model = default_model((64,), 10)
+        model = default_model((64,), 10) if trim else default_model((64,), 10, bn_trim=None)
         assert has_batch_norm(model)
+        assert any(isinstance(m, TrimmedBatchNorm1d) for m in model.modules()) == trim
         trainer = Trainer(
             model,
             x_labeled=torch.from_numpy(x[labeled]),
@@ -109,13 +115,15 @@ def test_auto_is_not_below_supervised_with_batchnorm_and_few_labels():
         )
         return trainer.fit().final["test_accuracy"]
 
-    supervised = accuracy(method="supervised")
-    default = accuracy(method="vat", regularize="auto")
-    separate = accuracy(method="vat")  # the engine's default, separate passes
-    # "auto" is above supervised training (measured: 88.4% against 77.2%), far above the separate passes
-    # (measured: 76.6% since the unlabeled pass leaves the running statistics, 72.6% before)
-    assert default > supervised + 0.03
-    assert default > separate + 0.10
+    supervised = max(accuracy(method="supervised"), accuracy(method="supervised", trim=False))
+    trimmed = accuracy(method="vat")  # the engine's defaults
+    plain = accuracy(method="vat", trim=False)
+    joint_plain = accuracy(method="vat", regularize="auto", trim=False)
+    # measured: trimmed 81.0% against supervised 75.2% (trimmed) / 77.2% (plain), plain BatchNorm 76.6%;
+    # with plain BatchNorm the joint pass gives 88.4%
+    assert trimmed > supervised + 0.02
+    assert trimmed > plain + 0.03
+    assert joint_plain > plain + 0.10
 
 
 @pytest.mark.parametrize(("method", "weight"), [("trades", 6.0), ("vat+ent", 1.0)])

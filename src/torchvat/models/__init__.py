@@ -3,6 +3,7 @@
 - :class:`MLP`: the MNIST MLP (1200-600-300-150) of Miyato et al. and small variants.
 - :class:`ConvSmall`, :class:`ConvLarge`: conv-small and conv-large of the VAT paper.
 - :class:`WideResNet`, :func:`wrn28_2`: WRN-28-2 of Oliver et al. 2018.
+- :class:`TrimmedBatchNorm1d`: BatchNorm whose batch statistics leave out far values (the generic ``"mlp"``'s).
 - :func:`build_model`, :func:`default_model`, :func:`available_models`: build by name.
 """
 
@@ -15,6 +16,7 @@ from torchvat.models.factory import (
     scaled_hidden_sizes,
 )
 from torchvat.models.mlp import MLP, MNIST_HIDDEN_SIZES, SMALL_HIDDEN_SIZES
+from torchvat.models.norm import TrimmedBatchNorm1d
 from torchvat.models.wrn import WideBasicBlock, WideResNet, wrn28_2
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "SMALL_HIDDEN_SIZES",
     "ConvLarge",
     "ConvSmall",
+    "TrimmedBatchNorm1d",
     "WideBasicBlock",
     "WideResNet",
     "available_models",

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from torchvat.models._checks import check_bool, check_positive_int, check_probability
+from torchvat.models.norm import TrimmedBatchNorm1d, check_trim
 
 __all__ = ["MLP", "MNIST_HIDDEN_SIZES", "SMALL_HIDDEN_SIZES", "GaussianNoise"]
 
@@ -120,6 +121,12 @@ class MLP(nn.Module):
             (a linear model).
         activation: ``"relu"`` or ``"leaky_relu"`` (slope 0.1).
         batch_norm: Whether each hidden layer has ``BatchNorm1d``.
+        bn_trim: With ``batch_norm``, ``None`` (the default: ``BatchNorm1d``, as in the papers)
+            or a number of robust standard deviations: each hidden layer's batch statistics
+            then leave out the values that far from the batch's median
+            (:class:`~torchvat.models.TrimmedBatchNorm1d`). The engine's generic ``"mlp"``
+            (:func:`~torchvat.models.build_model`) uses 5, so that a few rows far out on some
+            feature do not set the statistics the rest of their batch is normalized with.
         top_bn: Whether the logits go through ``BatchNorm1d``.
         dropout: Dropout probability after each hidden activation (0 disables it).
         noise_std: Standard deviation of the Gaussian noise added to each hidden layer in
@@ -165,6 +172,7 @@ class MLP(nn.Module):
         *,
         activation: str = "relu",
         batch_norm: bool = True,
+        bn_trim: float | None = None,
         top_bn: bool = False,
         dropout: float = 0.0,
         noise_std: float = 0.0,
@@ -179,6 +187,7 @@ class MLP(nn.Module):
             raise ValueError(f"activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
         check_bool(batch_norm, "batch_norm")
         check_bool(top_bn, "top_bn")
+        trim = check_trim(bn_trim, "bn_trim")
         dropout = check_probability(dropout, "dropout")
         noise_std = check_noise_std(noise_std, "noise_std")
 
@@ -191,7 +200,7 @@ class MLP(nn.Module):
         for h in sizes:
             layers.append(nn.Linear(width, h, bias=not batch_norm))
             if batch_norm:
-                layers.append(nn.BatchNorm1d(h))
+                layers.append(nn.BatchNorm1d(h) if trim is None else TrimmedBatchNorm1d(h, trim=trim))
             if noise_std > 0.0:
                 layers.append(GaussianNoise(noise_std))
             layers.append(_make_activation(activation))
