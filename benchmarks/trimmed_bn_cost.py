@@ -1,7 +1,7 @@
 """Cost of the generic MLP's trimmed BatchNorm against plain BatchNorm, per training step.
 
-The engine's ``"mlp"`` (:func:`torchvat.models.build_model`) normalizes with
-:class:`torchvat.models.TrimmedBatchNorm1d`; ``bn_trim=None`` gives ``BatchNorm1d``. Both networks
+The generic ``"mlp"`` (:func:`torchvat.models.build_model`) with ``bn_trim=5`` normalizes with
+:class:`torchvat.models.TrimmedBatchNorm1d`; by default (``bn_trim=None``) with ``BatchNorm1d``. Both networks
 start from the same weights and see the same batches; a step is a supervised step (cross entropy on
 the labeled batch) or a VAT step (the same, plus :func:`torchvat.vat_loss` on the unlabeled batch
 with one power iteration), then a backward and an Adam step. The step types and the two networks
@@ -61,8 +61,8 @@ def main() -> None:
         x_l, x_u = torch.randn(args.labeled, d, generator=g), torch.randn(args.unlabeled, d, generator=g)
         y_l = torch.randint(0, 10, (args.labeled,), generator=g)
         torch.manual_seed(0)
-        trimmed = build_model("mlp", input_shape=(d,), n_classes=10).train()
-        plain = build_model("mlp", input_shape=(d,), n_classes=10, bn_trim=None).train()
+        trimmed = build_model("mlp", input_shape=(d,), n_classes=10, bn_trim=5.0).train()
+        plain = build_model("mlp", input_shape=(d,), n_classes=10).train()
         plain.load_state_dict(copy.deepcopy(trimmed.state_dict()))
         for kind in ("supervised", "vat"):
             steps = {name: make_step(m, kind, x_l, y_l, x_u) for name, m in (("plain", plain), ("trimmed", trimmed))}

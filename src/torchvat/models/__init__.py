@@ -3,7 +3,7 @@
 - :class:`MLP`: the MNIST MLP (1200-600-300-150) of Miyato et al. and small variants.
 - :class:`ConvSmall`, :class:`ConvLarge`: conv-small and conv-large of the VAT paper.
 - :class:`WideResNet`, :func:`wrn28_2`: WRN-28-2 of Oliver et al. 2018.
-- :class:`TrimmedBatchNorm1d`: BatchNorm whose batch statistics leave out far values (the generic ``"mlp"``'s).
+- :class:`TrimmedBatchNorm1d`: BatchNorm whose batch statistics leave out far values (``MLP(bn_trim=5)``).
 - :func:`build_model`, :func:`default_model`, :func:`available_models`: build by name.
 """
 

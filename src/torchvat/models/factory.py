@@ -12,7 +12,6 @@ from torch import nn
 from torchvat.models._checks import check_input_shape, check_positive_int, flat_features
 from torchvat.models.conv import ConvLarge, ConvSmall
 from torchvat.models.mlp import MLP, MNIST_HIDDEN_SIZES, SMALL_HIDDEN_SIZES
-from torchvat.models.norm import DEFAULT_TRIM
 from torchvat.models.wrn import WideResNet
 
 __all__ = [
@@ -78,7 +77,6 @@ def _image(input_shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
 def _build_mlp(shape: tuple[int, ...], n_classes: int, **kwargs: Any) -> nn.Module:
     d = _flat(shape)
     kwargs.setdefault("hidden_sizes", scaled_hidden_sizes(d))
-    kwargs.setdefault("bn_trim", DEFAULT_TRIM)
     return MLP(d, n_classes, **kwargs)
 
 
@@ -224,10 +222,9 @@ def build_model(name: str, *, input_shape: tuple[int, ...], n_classes: int, **kw
     Names (case-insensitive, ``_`` and ``-`` interchangeable):
 
     - ``"mlp"``: :class:`MLP` on the flattened input, hidden widths from
-      :func:`scaled_hidden_sizes` (the paper's 1200-600-300-150 for MNIST), with
-      :class:`TrimmedBatchNorm1d` (``bn_trim=5``: the batch statistics leave out values more
-      than 5 robust standard deviations from the batch's median; ``bn_trim=None`` for
-      ``BatchNorm1d``).
+      :func:`scaled_hidden_sizes` (the paper's 1200-600-300-150 for MNIST); ``bn_trim=5``
+      gives it :class:`TrimmedBatchNorm1d` (batch statistics without the values more than 5
+      robust standard deviations from the batch's median).
     - ``"mnist-mlp"``: :class:`MLP` with the paper's widths 1200-600-300-150.
     - ``"small-mlp"``: :class:`MLP` with widths 100-100, ReLU and no batch
       normalization (the network of the papers' 2-D synthetic experiments;
@@ -287,8 +284,7 @@ def default_model_name(input_shape: tuple[int, ...]) -> str:
     - any other shape that is not a ``(C, H, W)`` image of at least 12x12
       (flat pixels such as ``(784,)``, tabular data, ``(H, W)`` arrays, tiny
       images): ``"mlp"`` on the flattened input, widths from
-      :func:`scaled_hidden_sizes`, with batch normalization whose batch statistics are
-      trimmed (:class:`TrimmedBatchNorm1d`);
+      :func:`scaled_hidden_sizes`, with batch normalization;
     - ``(C, H, W)`` images with 3 channels and ``H, W >= 32`` (CIFAR-10, SVHN):
       ``"conv-large"``, the paper's network for those sets;
     - other ``(C, H, W)`` images of at least 12x12 (MNIST, Fashion-MNIST):

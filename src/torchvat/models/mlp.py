@@ -124,9 +124,10 @@ class MLP(nn.Module):
         bn_trim: With ``batch_norm``, ``None`` (the default: ``BatchNorm1d``, as in the papers)
             or a number of robust standard deviations: each hidden layer's batch statistics
             then leave out the values that far from the batch's median
-            (:class:`~torchvat.models.TrimmedBatchNorm1d`). The engine's generic ``"mlp"``
-            (:func:`~torchvat.models.build_model`) uses 5, so that a few rows far out on some
-            feature do not set the statistics the rest of their batch is normalized with.
+            (:class:`~torchvat.models.TrimmedBatchNorm1d`; 5 is the measured setting), so that a
+            few rows far out on some feature do not set the statistics the rest of their batch
+            is normalized with. Not the default: see that class for where it helps and where
+            it did not.
         top_bn: Whether the logits go through ``BatchNorm1d``.
         dropout: Dropout probability after each hidden activation (0 disables it).
         noise_std: Standard deviation of the Gaussian noise added to each hidden layer in

@@ -45,7 +45,7 @@ _COMMON_ARGS = """
             of it: ``StandardScaler`` for measurements in different units, but not for columns
             that are almost constant (pixels that are nearly always 0, rare one-hot categories),
             whose rare values it inflates to tens of standard deviations; the rows holding them
-            then change the BatchNorm statistics of every batch they are in: on scikit-learn's
+            then set the BatchNorm statistics of every batch they are in: on scikit-learn's
             digits with 50 labels VAT reaches 73% accuracy after ``StandardScaler`` (79%
             supervised) and 89% after ``MinMaxScaler`` (83%); see BENCHMARKS.md section 6. An
             explicit ``eps`` is used as given by every ``fit`` and ``partial_fit`` call (also
