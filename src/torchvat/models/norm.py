@@ -74,7 +74,12 @@ class TrimmedBatchNorm1d(nn.BatchNorm1d):
     Args:
         num_features: Number of units ``C``.
         trim: Robust standard deviations beyond which a value leaves the batch statistics (> 0).
-        eps, momentum, affine, track_running_stats, device, dtype: As ``torch.nn.BatchNorm1d``.
+        eps: Added to the variance, as in ``torch.nn.BatchNorm1d``.
+        momentum: Running-statistics momentum (``None``: cumulative average), as there.
+        affine: Whether the layer has a learnable scale and shift, as there.
+        track_running_stats: Whether it keeps running statistics, as there.
+        device: Device of the parameters and buffers.
+        dtype: Floating-point type of the parameters and buffers.
 
     Example:
         >>> bn = TrimmedBatchNorm1d(1)
