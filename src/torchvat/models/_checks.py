@@ -14,6 +14,7 @@ __all__ = [
     "check_positive_int",
     "check_probability",
     "check_spatial_input",
+    "check_trim",
     "flat_features",
 ]
 
@@ -130,3 +131,23 @@ def check_spatial_input(x: Tensor, in_channels: int, min_size: int, model: str) 
         raise ValueError(f"{model} expects {in_channels} input channels, got input of shape {tuple(x.shape)}")
     if x.shape[2] < min_size or x.shape[3] < min_size:
         raise ValueError(f"{model} needs height and width >= {min_size}, got input of shape {tuple(x.shape)}")
+
+
+def check_trim(value: object, name: str = "trim") -> float | None:
+    """Return ``value`` as a float if it is a finite real number ``> 0``, ``None`` as is, else raise.
+
+    Raises:
+        TypeError: If ``value`` is not a real number or ``None``.
+        ValueError: If ``value`` is not finite or not positive.
+
+    Example:
+        >>> check_trim(5), check_trim(None)
+        (5.0, None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a finite float > 0 or None, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite float > 0 or None, got {value!r}")
+    return float(value)

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from torchvat.models._checks import check_bool, check_positive_int, check_probability
-from torchvat.models.norm import TrimmedBatchNorm1d, check_trim
+from torchvat.models._checks import check_bool, check_positive_int, check_probability, check_trim
+from torchvat.models.norm import TrimmedBatchNorm1d
 
 __all__ = ["MLP", "MNIST_HIDDEN_SIZES", "SMALL_HIDDEN_SIZES", "GaussianNoise"]
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DEFAULT_TRIM", "MIN_TRIMMED_ROWS", "TrimmedBatchNorm1d", "check_trim"]
+from torchvat.models._checks import check_trim
 
-#: The engine's default ``trim`` (robust standard deviations): on Gaussian data a value is left out
+__all__ = ["DEFAULT_TRIM", "MIN_TRIMMED_ROWS", "TrimmedBatchNorm1d"]
+
+#: The layer's default ``trim`` (robust standard deviations): on Gaussian data a value is left out
 #: with probability 6e-7, so only rows far out on a unit change its statistics.
 DEFAULT_TRIM = 5.0
 
@@ -19,26 +19,6 @@ MIN_TRIMMED_ROWS = 8
 
 # the median absolute deviation of a normal distribution times this is its standard deviation
 _MAD_TO_STD = 1.4826
-
-
-def check_trim(value: object, name: str = "trim") -> float | None:
-    """Return ``value`` as a float if it is a finite real number ``> 0``, ``None`` as is, else raise.
-
-    Raises:
-        TypeError: If ``value`` is not a real number or ``None``.
-        ValueError: If ``value`` is not finite or not positive.
-
-    Example:
-        >>> check_trim(5), check_trim(None)
-        (5.0, None)
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a finite float > 0 or None, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite float > 0 or None, got {value!r}")
-    return float(value)
 
 
 class TrimmedBatchNorm1d(nn.BatchNorm1d):
