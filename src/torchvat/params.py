@@ -185,6 +185,9 @@ PARAMS: Mapping[str, Constraint] = {
     "beta": Real(0.0, special=(None,)),
     # "auto": "all" with BatchNorm, else "unlabeled" (torchvat.train.defaults.resolve_regularize)
     "regularize": Choice(("auto", "unlabeled", "all")),
+    # the statistics BatchNorm normalizes the labeled rows of separate clean passes with
+    # (torchvat.train.batch_statistics): their own batch's, or the unlabeled batch's
+    "labeled_stats": Choice(("own", "unlabeled")),
     # the loop
     "iterations": Integer(1),
     "batch_size": Integer(1),

@@ -75,7 +75,17 @@ _SEARCH_FLAGS = ("steps", "step_size", "random_start", "keep", "clamp", "clean_w
 #: TrainConfig fields with a fixed set of values (shown as {a,b} in the help, checked by argparse)
 _CHOICES = {
     name: params.choices(name)
-    for name in ("norm", "probe", "regularize", "optimizer", "schedule", "nonfinite", "warmup_shape", "kl_direction")
+    for name in (
+        "norm",
+        "probe",
+        "regularize",
+        "labeled_stats",
+        "optimizer",
+        "schedule",
+        "nonfinite",
+        "warmup_shape",
+        "kl_direction",
+    )
 }
 #: ``--amp``'s values: the declared ones, ``None`` spelled "none"
 _AMP_CHOICES = tuple("none" if v is None else v for v in params.choices("amp"))

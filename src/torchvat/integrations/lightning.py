@@ -44,7 +44,8 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "torchvat.integrations.lightning needs the lightning package: pip install 'torchvat[lightning]'"
     ) from err
 
-from torchvat.train.defaults import DEFAULT_REGULARIZE, derive_eps, resolve_regularize
+from torchvat import params
+from torchvat.train.defaults import DEFAULT_LABELED_STATS, DEFAULT_REGULARIZE, derive_eps, resolve_regularize
 from torchvat.train.distributed import all_reduce_mean, broadcast_buffers, is_distributed, rank_seed
 from torchvat.train.methods import Batch, Method, get_method, method_hyperparameters
 from torchvat.train.trainer import compute_method_loss
@@ -122,6 +123,8 @@ class VATModule(L.LightningModule):
         optimizer: ``callable(parameters) -> torch.optim.Optimizer`` replacing the default.
         seed: Seed of the method's own generator (VAT's random starts).
         sync_dist: Passed to ``self.log`` (average the logged values over processes).
+        labeled_stats: The statistics BatchNorm normalizes the labeled rows of separate clean
+            passes with, as ``TrainConfig.labeled_stats`` (``"own"`` or ``"unlabeled"``).
         **hparams: The method's hyperparameters (``eps``, ``xi``, ``alpha``, ``beta``,
             ``n_power``, ``norm``, ``probe``, ``regularize``); one the method does not take is
             an error. The method's name and these are saved as Lightning hyperparameters, and
@@ -150,9 +153,11 @@ class VATModule(L.LightningModule):
         optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
         seed: int = 0,
         sync_dist: bool = False,
+        labeled_stats: str = DEFAULT_LABELED_STATS,
         **hparams: Any,
     ) -> None:
         super().__init__()
+        params.check("labeled_stats", labeled_stats)
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if optimizer is not None and not callable(optimizer):
@@ -179,6 +184,7 @@ class VATModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.seed = int(seed)
         self.sync_dist = bool(sync_dist)
+        self.labeled_stats = labeled_stats
         self._generator: torch.Generator | None = None
         self._generator_state: Tensor | None = None  # restored from a checkpoint, applied on first use
         self._eps_derived = False  # set by _ensure_eps
@@ -259,7 +265,12 @@ class VATModule(L.LightningModule):
             b = Batch(b.x_labeled, b.y_labeled, None)
         self._ensure_eps(b)
         loss, terms, clean = compute_method_loss(
-            self.model, self.method, b, self.method.weights, generator=self._method_generator(b.x_labeled.device)
+            self.model,
+            self.method,
+            b,
+            self.method.weights,
+            generator=self._method_generator(b.x_labeled.device),
+            labeled_stats=self.labeled_stats,
         )
         n = int(b.x_labeled.shape[0])
         for name, term in terms.items():

@@ -90,6 +90,31 @@ class TrimmedBatchNorm1d(nn.BatchNorm1d):
         """``BatchNorm1d``'s settings and ``trim``."""
         return f"{super().extra_repr()}, trim={self.trim}"
 
+    def batch_statistics(self, input: Tensor) -> tuple[Tensor, Tensor]:
+        """The mean and biased variance a training-mode pass normalizes ``input`` with, without gradient.
+
+        The trimmed ones for a ``[B, C]`` batch of at least :data:`MIN_TRIMMED_ROWS` rows, else
+        ``BatchNorm1d``'s (read by :func:`torchvat.train.batch_statistics.batch_statistics`).
+        """
+        with torch.no_grad():
+            x = input if input.dtype in (torch.float32, torch.float64) else input.float()
+            if input.dim() != 2 or input.shape[0] < MIN_TRIMMED_ROWS:
+                dims = [0, *range(2, x.dim())]
+                return x.mean(dims), x.var(dims, unbiased=False)
+            weight = self._kept(x)
+            count = weight.sum(dim=0)
+            mean = (x * weight).sum(dim=0) / count
+            return mean, ((x - mean).square() * weight).sum(dim=0) / count
+
+    def _kept(self, x: Tensor) -> Tensor:
+        """1 for each value of ``x`` ``[B, C]`` within ``trim`` robust deviations of its unit's median, else 0."""
+        with torch.no_grad():
+            plain = x.detach()
+            median = plain.median(dim=0).values
+            deviation = (plain - median).abs()
+            spread = deviation.median(dim=0).values * _MAD_TO_STD
+            return ((deviation <= self.trim * spread) | (spread == 0)).to(x.dtype)
+
     def forward(self, input: Tensor) -> Tensor:
         """Normalize ``input`` ``[B, C]`` (or ``[B, C, L]``, untrimmed); see the class docstring."""
         uses_batch = self.training or self.running_mean is None
@@ -98,14 +123,8 @@ class TrimmedBatchNorm1d(nn.BatchNorm1d):
         self._check_input_dim(input)
         # statistics in float32 at least (as F.batch_norm computes them under autocast)
         x = input if input.dtype in (torch.float32, torch.float64) else input.float()
-        with torch.no_grad():
-            plain = x.detach()
-            median = plain.median(dim=0).values
-            deviation = (plain - median).abs()
-            spread = deviation.median(dim=0).values * _MAD_TO_STD
-            kept = (deviation <= self.trim * spread) | (spread == 0)
-            weight = kept.to(x.dtype)
-            count = weight.sum(dim=0)
+        weight = self._kept(x)
+        count = weight.sum(dim=0)
         mean = (x * weight).sum(dim=0) / count
         var = ((x - mean).square() * weight).sum(dim=0) / count
         if self.training and self.track_running_stats and self.running_mean is not None:

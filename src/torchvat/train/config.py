@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torchvat import params
-from torchvat.train.defaults import DEFAULT_DIST_TIMEOUT, DEFAULT_REGULARIZE
+from torchvat.train.defaults import DEFAULT_DIST_TIMEOUT, DEFAULT_LABELED_STATS, DEFAULT_REGULARIZE
 
 __all__ = ["TrainConfig"]
 
@@ -37,6 +37,7 @@ _DECLARED = tuple(
         "norm",
         "probe",
         "regularize",
+        "labeled_stats",
         "iterations",
         "batch_size",
         "unlabeled_batch_size",
@@ -115,6 +116,12 @@ class TrainConfig:
             (:data:`torchvat.train.defaults.DEFAULT_REGULARIZE`): "auto" removes the BatchNorm
             collapse of separate passes with 50 labels on digits but collapses on Fashion-MNIST
             with 100 labels (BENCHMARKS.md §6), so neither rule is the default for every data set yet.
+        labeled_stats: With separate clean passes and BatchNorm, the statistics the labeled rows
+            are normalized with: ``"own"`` (their own batch's; the running statistics follow the
+            labeled passes, as in the VAT authors' code) or ``"unlabeled"`` (the unlabeled batch's,
+            and the running statistics follow the unlabeled passes: the cross entropy, the VAT
+            term and evaluation see one network; :mod:`torchvat.train.batch_statistics`).
+            ``SyncBatchNorm`` layers keep ``"own"``.
         iterations: Number of training iterations (optimizer steps).
         batch_size: Labeled rows per iteration and process.
         unlabeled_batch_size: Unlabeled rows per iteration and process.
@@ -231,6 +238,7 @@ class TrainConfig:
     norm: str = "l2"
     probe: str = "auto"
     regularize: str = DEFAULT_REGULARIZE
+    labeled_stats: str = DEFAULT_LABELED_STATS
     iterations: int = 10_000
     batch_size: int = 32
     unlabeled_batch_size: int = 128

@@ -29,7 +29,14 @@ from torch import Tensor, nn
 from torchvat.core import suggest_eps
 from torchvat.params import check
 
-__all__ = ["DEFAULT_REGULARIZE", "EPS_RULE", "derive_eps", "has_batch_norm", "resolve_regularize"]
+__all__ = [
+    "DEFAULT_LABELED_STATS",
+    "DEFAULT_REGULARIZE",
+    "EPS_RULE",
+    "derive_eps",
+    "has_batch_norm",
+    "resolve_regularize",
+]
 
 #: the :func:`torchvat.suggest_eps` rule of ``eps=None``: 0.75 x the median distance from an
 #: unlabeled point to its nearest labeled point
@@ -39,6 +46,10 @@ EPS_RULE = "labeled"
 #: separate passes with 50 labels on digits (86.5 vs 62 %) but collapses on Fashion-MNIST with 100
 #: labels (73 % test error at 4,000 iterations against 22 % with separate passes; BENCHMARKS.md §6)
 DEFAULT_REGULARIZE = "unlabeled"
+#: the statistics BatchNorm normalizes the labeled rows of separate clean passes with:
+#: ``"own"`` (their own batch's; the VAT authors' code) or ``"unlabeled"`` (the unlabeled batch's,
+#: which the running statistics then follow: :mod:`torchvat.train.batch_statistics`)
+DEFAULT_LABELED_STATS = "own"
 
 #: seconds a collective operation of a distributed run waits for the other processes before it
 #: fails (``TrainConfig.dist_timeout``, ``--dist-timeout``): 30 minutes, PyTorch's own default for

@@ -12,8 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from torchvat import params
 from torchvat.core import RNGSnapshot
-from torchvat.core.guards import running_stats_guard
+from torchvat.core.guards import guarded_module, running_stats_guard
+from torchvat.train.batch_statistics import BatchStatistics, captured_batch_statistics, normalized_with
+from torchvat.train.defaults import DEFAULT_LABELED_STATS
 from torchvat.train.methods import Batch, CleanPass, Method
 
 __all__ = ["check_logits", "compute_method_loss"]
@@ -41,6 +44,7 @@ def compute_method_loss(
     *,
     generator: torch.Generator | None = None,
     on_clean: Callable[[CleanPass], None] | None = None,
+    labeled_stats: str = DEFAULT_LABELED_STATS,
 ) -> tuple[Tensor, dict[str, Tensor], CleanPass]:
     """The clean passes, the method's terms and their weighted sum for one batch (no backward).
 
@@ -67,6 +71,10 @@ def compute_method_loss(
         generator: Generator for the method's random draws (random starts).
         on_clean: Called with the clean pass before the method's terms are computed (the
             trainer checks the labels against the number of outputs there).
+        labeled_stats: With separate passes, the BatchNorm statistics the labeled rows are
+            normalized with: ``"own"`` (their batch's; the running statistics follow the labeled
+            pass) or ``"unlabeled"`` (the unlabeled batch's, whose pass then runs first and
+            updates the running statistics; :mod:`torchvat.train.batch_statistics`).
 
     Returns:
         ``(loss, terms, clean)``: the weighted sum, the named terms and the clean pass.
@@ -94,17 +102,38 @@ def compute_method_loss(
     # Clean passes: every row once. The generator state is captured before each pass so the
     # method's probe and perturbed passes replay the same dropout masks. A search's target
     # comes from a pass with the batch composition of its perturbed passes (BatchNorm).
+    params.check("labeled_stats", labeled_stats)
+    separate = batch.x_unlabeled is not None and not joint
+    shared: BatchStatistics = {}
+    clean_unlabeled: tuple[RNGSnapshot, Tensor] | None = None
+    if separate and labeled_stats == "unlabeled":
+        # The unlabeled pass first: it normalizes with its own batch's statistics (the target of its
+        # rows' search comes from a pass with the batch composition of the perturbed passes) and
+        # updates the running statistics; the labeled pass is normalized with the same statistics
+        assert batch.x_unlabeled is not None
+        module = guarded_module(model)
+        unlabeled_rng = RNGSnapshot.capture(device)
+        with torch.set_grad_enabled(method.needs_unlabeled_grad):
+            with captured_batch_statistics(module if module is not None else nn.Module()) as captured:
+                clean_unlabeled = (unlabeled_rng, model(batch.x_unlabeled))
+        shared = captured
     rng = RNGSnapshot.capture(device)
-    logits = model(x)
+    with normalized_with(shared):
+        logits = model(x)
     check_logits(logits, x.shape[0])
     clean = CleanPass(x=x, logits=logits, n_labeled=n_labeled, rng=rng, generator=generator)
-    if batch.x_unlabeled is not None and not joint:
-        clean.unlabeled_rng = RNGSnapshot.capture(device)
-        clean.unlabeled_x = batch.x_unlabeled
+    if separate and clean_unlabeled is None:
         # Normalized with its own batch statistics (the target of the unlabeled rows' search), but
         # the running statistics stay those of the passes the cross entropy is fitted under
+        assert batch.x_unlabeled is not None
+        unlabeled_rng = RNGSnapshot.capture(device)
         with torch.set_grad_enabled(method.needs_unlabeled_grad), running_stats_guard(model):
-            clean.unlabeled_logits = model(batch.x_unlabeled)
+            clean_unlabeled = (unlabeled_rng, model(batch.x_unlabeled))
+    if clean_unlabeled is not None:
+        assert batch.x_unlabeled is not None
+        check_logits(clean_unlabeled[1], batch.x_unlabeled.shape[0])
+        clean.unlabeled_rng, clean.unlabeled_logits = clean_unlabeled
+        clean.unlabeled_x = batch.x_unlabeled
     if on_clean is not None:
         on_clean(clean)
     # the method's perturbation search and perturbed pass -> named loss terms

@@ -598,6 +598,7 @@ class Trainer:
                     self.loss_weights(),
                     generator=self.generator,
                     on_clean=None if self._labels_checked else self._check_labels,
+                    labeled_stats=self.config.labeled_stats,
                 )
         except ValueError as err:
             if "Expected more than 1 value per channel" not in str(err):
