@@ -6,11 +6,13 @@ the test error at each quarter of the run, then how many test images the final n
 to each class (1,000 a class in the test set: a collapse that merges classes shows here).
 ``--norm layer`` checks the same widths with LayerNorm in place of BatchNorm, ``--norm trimmed``
 with :class:`torchvat.models.TrimmedBatchNorm1d` (``bn_trim=5``, the generic ``"mlp"``'s), ``--method
-supervised`` gives the baseline, ``--eps`` replaces the derived eps.
+supervised`` gives the baseline, ``--eps`` replaces the derived eps, ``--labeled-stats unlabeled``
+normalizes the labeled rows with the unlabeled batch's statistics (``TrainConfig.labeled_stats``).
 
     python benchmarks/regularize_check.py --regularize all --iterations 4000
     python benchmarks/regularize_check.py --norm layer --iterations 4000
     python benchmarks/regularize_check.py --norm trimmed --iterations 4000
+    python benchmarks/regularize_check.py --labeled-stats unlabeled --iterations 4000
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--norm", default="batch", choices=("batch", "layer", "trimmed"))
     parser.add_argument("--method", default="vat", choices=("vat", "supervised"))
     parser.add_argument("--eps", type=float, default=None, help="default: derived from the data")
+    parser.add_argument("--labeled-stats", default="own", choices=("own", "unlabeled"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     recipe = load_recipe("mnist-100")
@@ -60,6 +63,7 @@ def main() -> None:
         method=args.method,
         eps=args.eps,
         regularize=args.regularize,
+        labeled_stats=args.labeled_stats,
         iterations=args.iterations,
         eval_every=max(args.iterations // 4, 1),
         collapse_patience=0,
@@ -72,7 +76,7 @@ def main() -> None:
         counts = torch.bincount(model(data.x_test).argmax(1), minlength=10).tolist()
     eps = "-" if result.eps is None else f"{result.eps:.3g}"
     print(
-        f"| {args.norm} | {args.method} | {trainer.config.regularize} | eps {eps} | "
+        f"| {args.norm} | {args.method} | {trainer.config.regularize} | {args.labeled_stats} | eps {eps} | "
         + " | ".join(f"{e:.1f}" for _, e in errors)
         + f" | test predictions per class {counts} |"
     )

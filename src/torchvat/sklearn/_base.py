@@ -249,11 +249,17 @@ class BaseVATEstimator(BaseEstimator):
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "warm_start": ["boolean"],
         "unlabeled_label": "no_validation",
+        "labeled_stats": sklearn_constraints("labeled_stats"),
     }
     _UNLABELED_WARNING = (
         "y contains no unlabeled samples (rows whose label is unlabeled_label={label!r}); "
         "method {method!r} then applies its regularizer to the labeled rows only"
     )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle; an estimator pickled before ``labeled_stats`` existed gets the value it trained with ("own")."""
+        state.setdefault("labeled_stats", "own")
+        super().__setstate__(state)
 
     def __sklearn_tags__(self) -> Any:
         """scikit-learn's tags: results are reproducible bit for bit only on the CPU."""
@@ -411,6 +417,7 @@ class BaseVATEstimator(BaseEstimator):
                     unlabeled_batch_size=int(self.unlabeled_batch_size),
                     lr=float(self.learning_rate_init),
                     weight_decay=float(self.weight_decay),
+                    labeled_stats=str(self.labeled_stats),
                     schedule="constant" if incremental else ENGINE_DEFAULTS.schedule,
                     seed=seed,
                     device=str(self.device),

@@ -87,7 +87,10 @@ _COMMON_ARGS = """
         validation_fraction: Fraction of the labeled rows held out for early stopping.
         n_iter_no_change: Evaluations without improvement before stopping.
         tol: Minimum improvement of the validation error.
-        warm_start: Continue from the fitted network in the next ``fit`` call."""
+        warm_start: Continue from the fitted network in the next ``fit`` call.
+        labeled_stats: With BatchNorm, the statistics the labeled rows are normalized with:
+            ``"own"`` (their own batch's, the engine's default) or ``"unlabeled"`` (the
+            unlabeled batch's; the trainer's ``labeled_stats``, BENCHMARKS.md section 6)."""
 
 
 class VATClassifier(ClassifierMixin, BaseVATEstimator):
@@ -163,6 +166,7 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
         warm_start: bool = False,
         beta: float | None = ENGINE_DEFAULTS.beta,
         unlabeled_label: Any = -1,
+        labeled_stats: str = ENGINE_DEFAULTS.labeled_stats,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.module = module
@@ -186,6 +190,7 @@ class VATClassifier(ClassifierMixin, BaseVATEstimator):
         self.warm_start = warm_start
         self.beta = beta
         self.unlabeled_label = unlabeled_label
+        self.labeled_stats = labeled_stats
 
     def fit(self, X: Any, y: Any) -> VATClassifier:
         """Train on labeled and unlabeled rows.
@@ -436,6 +441,7 @@ class VATRegressor(RegressorMixin, BaseVATEstimator):
         tol: float = 1e-4,
         warm_start: bool = False,
         unlabeled_label: Any = np.nan,
+        labeled_stats: str = ENGINE_DEFAULTS.labeled_stats,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.module = module
@@ -458,6 +464,7 @@ class VATRegressor(RegressorMixin, BaseVATEstimator):
         self.tol = tol
         self.warm_start = warm_start
         self.unlabeled_label = unlabeled_label
+        self.labeled_stats = labeled_stats
 
     def fit(self, X: Any, y: Any) -> VATRegressor:
         """Train on labeled and unlabeled rows.
