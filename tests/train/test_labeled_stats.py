@@ -92,6 +92,28 @@ def test_unlabeled_layout_normalizes_the_labeled_rows_with_the_unlabeled_batch()
     torch.testing.assert_close(own_clean.unlabeled_logits, clean.unlabeled_logits)
 
 
+def test_the_cross_entropy_reaches_the_weights_through_the_unlabeled_statistics():
+    model, batch = _bn_net(), _far_batch()
+    reference = _bn_net()
+    method = get_method("vat", eps=0.5)
+    _, terms, _ = compute_method_loss(
+        model, method, batch, method.weights, generator=torch.Generator().manual_seed(0), labeled_stats="unlabeled"
+    )
+    terms["ce"].backward()
+    # by hand: the statistics of the unlabeled rows, with their graph
+    h = reference[0](batch.x_unlabeled)
+    mean, var = h.mean(0), h.var(0, unbiased=False)
+    bn = reference[1]
+    g = (reference[0](batch.x_labeled) - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
+    nn.functional.cross_entropy(reference[3](reference[2](g)), batch.y_labeled).backward()
+    torch.testing.assert_close(model[0].weight.grad, reference[0].weight.grad, atol=1e-5, rtol=1e-4)
+    # with the statistics detached the first layer's gradient is another one
+    detached = _bn_net()
+    g = (detached[0](batch.x_labeled) - mean.detach()) / torch.sqrt(var.detach() + bn.eps) * detached[1].weight
+    nn.functional.cross_entropy(detached[3](detached[2](g + detached[1].bias)), batch.y_labeled).backward()
+    assert not torch.allclose(detached[0].weight.grad, reference[0].weight.grad, atol=1e-4)
+
+
 def test_unlabeled_layout_trains_every_parameter():
     model, batch = _bn_net(), _far_batch()
     method = get_method("vat", eps=0.5)

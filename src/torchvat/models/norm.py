@@ -91,20 +91,20 @@ class TrimmedBatchNorm1d(nn.BatchNorm1d):
         return f"{super().extra_repr()}, trim={self.trim}"
 
     def batch_statistics(self, input: Tensor) -> tuple[Tensor, Tensor]:
-        """The mean and biased variance a training-mode pass normalizes ``input`` with, without gradient.
+        """The mean and biased variance a training-mode pass normalizes ``input`` with, with their graph.
 
         The trimmed ones for a ``[B, C]`` batch of at least :data:`MIN_TRIMMED_ROWS` rows, else
-        ``BatchNorm1d``'s (read by :func:`torchvat.train.batch_statistics.batch_statistics`).
+        ``BatchNorm1d``'s, in float32 at least (read by
+        :func:`torchvat.train.batch_statistics.batch_statistics`).
         """
-        with torch.no_grad():
-            x = input if input.dtype in (torch.float32, torch.float64) else input.float()
-            if input.dim() != 2 or input.shape[0] < MIN_TRIMMED_ROWS:
-                dims = [0, *range(2, x.dim())]
-                return x.mean(dims), x.var(dims, unbiased=False)
-            weight = self._kept(x)
-            count = weight.sum(dim=0)
-            mean = (x * weight).sum(dim=0) / count
-            return mean, ((x - mean).square() * weight).sum(dim=0) / count
+        x = input if input.dtype in (torch.float32, torch.float64) else input.float()
+        if input.dim() != 2 or input.shape[0] < MIN_TRIMMED_ROWS:
+            dims = [0, *range(2, x.dim())]
+            return x.mean(dims), x.var(dims, unbiased=False)
+        weight = self._kept(x)
+        count = weight.sum(dim=0)
+        mean = (x * weight).sum(dim=0) / count
+        return mean, ((x - mean).square() * weight).sum(dim=0) / count
 
     def _kept(self, x: Tensor) -> Tensor:
         """1 for each value of ``x`` ``[B, C]`` within ``trim`` robust deviations of its unit's median, else 0."""

@@ -4,20 +4,22 @@ With separate clean passes the labeled batch (32 rows by default) and the unlabe
 are normalized by BatchNorm with the statistics of their own batches. The cross entropy is then
 fitted under one normalization and the VAT term smooths the network under another: the two are
 different functions of the same weights, and the running statistics the network is evaluated
-with can only follow one of them. Where the two batches' statistics differ (few labels, or a few
-rows far out in the unlabeled pool), VAT fell below supervised training (BENCHMARKS.md section 6).
+with follow only one of them.
 
 :func:`captured_batch_statistics` records, during a pass, the statistics each BatchNorm layer
-normalizes with; :func:`normalized_with` then runs another pass whose BatchNorm layers normalize
-with the recorded statistics and leave their running statistics alone. The trainer uses them for
-``labeled_stats="unlabeled"``: the unlabeled clean pass normalizes with its own batch's
-statistics and updates the running statistics; the labeled pass is normalized with the same
-statistics, so the cross entropy, the VAT term and evaluation see one network.
+normalizes with, as tensors of that pass's graph; :func:`normalized_with` then runs another pass
+whose BatchNorm layers normalize with the recorded statistics, so that pass's loss reaches the
+weights through them too (through the rows they were taken over), as it would in a joint pass,
+and update nothing. The trainer uses them for ``labeled_stats="unlabeled"``: the unlabeled clean
+pass normalizes with its own batch's statistics and updates the running statistics; the labeled
+pass is normalized with the same statistics, so the cross entropy, the VAT term and evaluation
+see one network. With the statistics detached (the labeled rows normalized as in eval mode) the
+same layout lost 6 to 11 points on four of five estimator columns (BENCHMARKS.md section 6).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -32,10 +34,11 @@ BatchStatistics = dict[_BatchNorm, tuple[Tensor, Tensor]]
 
 
 def batch_statistics(layer: _BatchNorm, input: Tensor) -> tuple[Tensor, Tensor]:
-    """The mean and biased variance a train-mode ``layer`` normalizes ``input`` with (no gradient).
+    """The mean and biased variance a train-mode ``layer`` normalizes ``input`` with, with their graph.
 
-    Over every dimension but the channels (1). A layer class with a ``batch_statistics(input)``
-    method of its own (:class:`torchvat.models.TrimmedBatchNorm1d`) is asked for them.
+    Over every dimension but the channels (1), in float32 at least. A layer class with a
+    ``batch_statistics(input)`` method of its own (:class:`torchvat.models.TrimmedBatchNorm1d`)
+    is asked for them.
 
     Example:
         >>> m, v = batch_statistics(nn.BatchNorm1d(1), torch.tensor([[0.0], [2.0]]))
@@ -43,13 +46,12 @@ def batch_statistics(layer: _BatchNorm, input: Tensor) -> tuple[Tensor, Tensor]:
         ([1.0], [1.0])
     """
     own = getattr(type(layer), "batch_statistics", None)
-    with torch.no_grad():
-        if own is not None:
-            mean, var = own(layer, input)
-            return mean.detach(), var.detach()
-        x = input if input.dtype in (torch.float32, torch.float64) else input.float()
-        dims = [0, *range(2, x.dim())]
-        return x.mean(dims), x.var(dims, unbiased=False)
+    if own is not None:
+        mean, var = own(layer, input)
+        return mean, var
+    x = input if input.dtype in (torch.float32, torch.float64) else input.float()
+    dims = [0, *range(2, x.dim())]
+    return x.mean(dims), x.var(dims, unbiased=False)
 
 
 def _shared_layers(module: nn.Module) -> list[_BatchNorm]:
@@ -67,7 +69,6 @@ def _shared_layers(module: nn.Module) -> list[_BatchNorm]:
         and m.training
         and m.track_running_stats
         and m.running_mean is not None
-        and m.running_var is not None
     ]
 
 
@@ -77,7 +78,8 @@ def captured_batch_statistics(module: nn.Module) -> Iterator[BatchStatistics]:
 
     The yielded dict is filled as the body's passes run: for each train-mode ``_BatchNorm`` layer
     with running statistics (``SyncBatchNorm`` aside), the mean and biased variance of its input's
-    last pass, detached. The passes themselves are unchanged.
+    last pass, computed again from that input, with its graph when the pass has one. The passes
+    themselves are unchanged.
 
     Example:
         >>> bn = nn.BatchNorm1d(1)
@@ -87,12 +89,13 @@ def captured_batch_statistics(module: nn.Module) -> Iterator[BatchStatistics]:
         [[2.0], [4.0]]
     """
     stats: BatchStatistics = {}
-    handles = [
-        layer.register_forward_pre_hook(
-            lambda m, args: stats.__setitem__(m, batch_statistics(m, args[0])) if m.training else None
-        )
-        for layer in _shared_layers(module)
-    ]
+
+    def record(layer: nn.Module, args: tuple[Tensor, ...]) -> None:
+        assert isinstance(layer, _BatchNorm)
+        if layer.training:
+            stats[layer] = batch_statistics(layer, args[0])
+
+    handles = [layer.register_forward_pre_hook(record) for layer in _shared_layers(module)]
     try:
         yield stats
     finally:
@@ -100,14 +103,28 @@ def captured_batch_statistics(module: nn.Module) -> Iterator[BatchStatistics]:
             handle.remove()
 
 
+def _normalize(layer: _BatchNorm, mean: Tensor, var: Tensor, input: Tensor) -> Tensor:
+    """``input`` normalized by ``layer`` with ``mean`` and ``var`` (differentiable in all three)."""
+    shape = [1, -1] + [1] * (input.dim() - 2)
+    x = input if input.dtype in (torch.float32, torch.float64) else input.float()
+    out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + layer.eps)
+    if layer.affine:
+        out = out * layer.weight.view(shape) + layer.bias.view(shape)
+    return out.to(input.dtype)
+
+
+def _fixed(layer: _BatchNorm, mean: Tensor, var: Tensor) -> Callable[[Tensor], Tensor]:
+    return lambda input: _normalize(layer, mean, var, input)
+
+
 @contextmanager
 def normalized_with(stats: BatchStatistics) -> Iterator[None]:
     """Run the body with each layer of ``stats`` normalizing with its recorded statistics.
 
-    Each such layer is switched to eval mode with its ``running_mean`` and ``running_var``
-    replaced by the recorded mean and variance: it normalizes every row with them (gradients flow
-    through the input, not through the statistics) and updates nothing. Layers, modes and buffers
-    are restored on exit, also after an exception. Layers not in ``stats`` are untouched.
+    Each such layer normalizes every row with the recorded mean and variance and its own affine
+    parameters; gradients flow through the input, the parameters and the statistics (to the pass
+    they were recorded in). It updates no running statistic. The layers' own ``forward`` is
+    restored on exit, also after an exception. Layers not in ``stats`` are untouched.
 
     Example:
         >>> bn = nn.BatchNorm1d(1, affine=False)
@@ -116,16 +133,11 @@ def normalized_with(stats: BatchStatistics) -> Iterator[None]:
         >>> round(float(y), 3), bn.training, bn.running_mean.tolist()
         (1.0, True, [0.0])
     """
-    saved = [(layer, layer.training, layer._buffers["running_mean"], layer._buffers["running_var"]) for layer in stats]
     try:
         for layer, (mean, var) in stats.items():
-            assert layer.running_mean is not None and layer.running_var is not None
-            layer._buffers["running_mean"] = mean.to(layer.running_mean.dtype)
-            layer._buffers["running_var"] = var.to(layer.running_var.dtype)
-            layer.training = False
+            # an instance attribute shadows the class's forward for this layer only
+            layer.__dict__["forward"] = _fixed(layer, mean, var)
         yield
     finally:
-        for layer, training, saved_mean, saved_var in saved:
-            layer._buffers["running_mean"] = saved_mean
-            layer._buffers["running_var"] = saved_var
-            layer.training = training
+        for layer in stats:
+            layer.__dict__.pop("forward", None)

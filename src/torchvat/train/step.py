@@ -113,10 +113,13 @@ def compute_method_loss(
         assert batch.x_unlabeled is not None
         module = guarded_module(model)
         unlabeled_rng = RNGSnapshot.capture(device)
-        with torch.set_grad_enabled(method.needs_unlabeled_grad):
-            with captured_batch_statistics(module if module is not None else nn.Module()) as captured:
-                clean_unlabeled = (unlabeled_rng, model(batch.x_unlabeled))
+        # with its graph: the cross entropy reaches the weights through the statistics too
+        with captured_batch_statistics(module if module is not None else nn.Module()) as captured:
+            unlabeled_logits = model(batch.x_unlabeled)
         shared = captured
+        if not method.needs_unlabeled_grad and isinstance(unlabeled_logits, Tensor):
+            unlabeled_logits = unlabeled_logits.detach()
+        clean_unlabeled = (unlabeled_rng, unlabeled_logits)
     rng = RNGSnapshot.capture(device)
     with normalized_with(shared):
         logits = model(x)
