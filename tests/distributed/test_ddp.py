@@ -121,6 +121,18 @@ def test_batchnorm_dropout_run_writes_on_rank_zero_and_resumes_in_one_process(ru
     assert not torch.equal(model[0].weight, ranks[0]["params"]["0.weight"])
 
 
+def test_labeled_rows_normalized_with_the_unlabeled_statistics_under_ddp(run_job, tmp_path):
+    # labeled_stats="unlabeled": two passes with a graph before each backward (the unlabeled pass's
+    # statistics carry the cross entropy's gradient); DDP still averages one gradient per iteration
+    options = {**TINY, "method": "vat", "labeled_stats": "unlabeled", "model": {"batch_norm": True, "dropout": 0.2}}
+    ranks = run_job("labeled-stats", tmp_path, options)
+    for name in ranks[0]["params"]:
+        assert torch.equal(ranks[0]["params"][name], ranks[1]["params"][name]), name
+    # one update of the running statistics per iteration: the unlabeled pass's
+    assert int(ranks[0]["buffers"]["1.num_batches_tracked"]) == TINY["iterations"]
+    assert ranks[0]["allreduce_calls"] > 0
+
+
 def test_one_process_checkpoint_resumes_in_two(run_job, tmp_path):
     out = tmp_path / "one"
     options = {**TINY, "method": "vat", "iterations": 4, "out_dir": str(out)}

@@ -218,3 +218,25 @@ def test_a_method_instance_keeps_its_own_eps_but_takes_a_derived_one_from_the_ch
     assert derived.method.eps == saved
     explicit = VATModule.load_from_checkpoint(path, model=bn_mlp(1), method=VirtualAdversarialTraining(eps=0.5))
     assert explicit.method.eps == 0.5
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_labeled_stats_reaches_the_step_and_is_checked():
+    x, y = moons()
+    means = {}
+    for labeled_stats in ("own", "unlabeled"):
+        model = bn_mlp()
+        module = vat_module(model, "vat", eps=0.3, lr=1e-2, labeled_stats=labeled_stats)
+        assert module.hparams["labeled_stats"] == labeled_stats
+        module.train()
+        torch.manual_seed(0)
+        # the unlabeled rows shifted: their statistics differ from the labeled rows'
+        assert torch.isfinite(module.training_step((x[:8], y[:8], x[:32] + 3.0), 0))
+        means[labeled_stats] = model[1].running_mean.clone()
+    reference = bn_mlp()
+    with torch.no_grad():
+        reference[:2].train()(x[:32] + 3.0)  # the unlabeled pass's update
+    torch.testing.assert_close(means["unlabeled"], reference[1].running_mean)
+    assert not torch.allclose(means["own"], means["unlabeled"])
+    with pytest.raises(ValueError, match="labeled_stats"):
+        vat_module(bn_mlp(), "vat", labeled_stats="both")

@@ -303,7 +303,7 @@ def vat_module(model: nn.Module, method: str | Method = "vat", **kwargs: Any) ->
     Args:
         model: A classifier returning logits ``[B, n_classes]``.
         method: A method name or a :class:`~torchvat.train.Method` instance.
-        **kwargs: ``lr``, ``optimizer``, ``seed``, ``sync_dist`` and the method's
+        **kwargs: ``lr``, ``optimizer``, ``seed``, ``sync_dist``, ``labeled_stats`` and the method's
             hyperparameters (``eps``, ``alpha``, ``n_power``, ...); see ``VATModule``.
 
     Returns:
