@@ -52,3 +52,19 @@ def test_an_estimator_pickled_before_labeled_stats_loads_with_own(wide):
     assert restored.labeled_stats == "own"
     np.testing.assert_array_equal(restored.predict(x), est.predict(x))
     restored.set_params(max_iter=2).fit(x, y)  # refits with the parameter in place
+
+
+def test_labeled_folds_choose_labeled_stats(wide):
+    from sklearn.model_selection import GridSearchCV
+
+    from torchvat.sklearn import LabeledKFold
+
+    x, y = wide
+    search = GridSearchCV(
+        VATClassifier(max_iter=3, random_state=0, device="cpu"),
+        {"labeled_stats": ["own", "unlabeled"]},
+        cv=LabeledKFold(n_splits=2, shuffle=False),
+    ).fit(x, y)
+    assert search.best_params_["labeled_stats"] in ("own", "unlabeled")
+    assert len(search.cv_results_["mean_test_score"]) == 2
+    assert search.best_estimator_.labeled_stats == search.best_params_["labeled_stats"]

@@ -61,7 +61,9 @@ def compute_method_loss(
     ``build_training_graph``: ``forward(ul_x, is_training=True, update_batch_stats=False)``).
     Letting it update them evaluates the network with statistics its supervised term never saw:
     with 50 labels on standardized digits, VAT fell 18 points below supervised training on average
-    (BENCHMARKS.md section 6).
+    (BENCHMARKS.md section 6). With ``labeled_stats="unlabeled"`` the unlabeled pass runs first,
+    updates the running statistics, and the labeled pass is normalized with its statistics
+    (:mod:`torchvat.train.batch_statistics`): the cross entropy is then fitted under them too.
 
     Args:
         model: The model to call (possibly compiled or DDP-wrapped), in training mode.
