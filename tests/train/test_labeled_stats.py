@@ -192,3 +192,18 @@ def test_trainer_passes_labeled_stats_on():
         means[labeled_stats] = float(trainer.model[1].running_mean.mean())
     # the running statistics follow the unlabeled rows (around 5 before the first Linear) only with "unlabeled"
     assert abs(means["unlabeled"] - means["own"]) > 0.1
+
+
+def test_a_compiled_model_normalizes_with_the_shared_statistics():
+    model = _bn_net()
+    compiled = torch.compile(model)
+    batch = _far_batch()
+    with captured_batch_statistics(model) as stats:
+        compiled(batch.x_unlabeled)
+    with normalized_with(stats):
+        shared = compiled(batch.x_labeled)
+        eager = model(batch.x_labeled)
+    torch.testing.assert_close(shared, eager, rtol=1e-5, atol=1e-5)
+    # and after the context the compiled model normalizes with the batch's own statistics again
+    torch.testing.assert_close(compiled(batch.x_labeled), model(batch.x_labeled), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(shared, model(batch.x_labeled), atol=1e-3)
