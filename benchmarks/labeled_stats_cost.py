@@ -15,13 +15,11 @@ Prints the median time per step (ms) of each layout and the ratio unlabeled / ow
 
 from __future__ import annotations
 
-import argparse
 import copy
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from _timing import cost_args, interleaved_medians
 from torch import nn
 
 from torchvat.models import build_model
@@ -49,16 +47,7 @@ def make_step(model: nn.Module, labeled_stats: str, batch: Batch) -> Callable[[]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--features", type=int, nargs="+", default=[64, 784])
-    parser.add_argument("--steps", type=int, default=100, help="steps a timed repetition")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--labeled", type=int, default=32)
-    parser.add_argument("--unlabeled", type=int, default=128)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batches {args.labeled} + {args.unlabeled}")
+    args = cost_args(__doc__.splitlines()[0])
     print("| features | own (ms) | unlabeled (ms) | unlabeled / own |")
     print("|---|---|---|---|")
     for d in args.features:
@@ -70,20 +59,9 @@ def main() -> None:
         )
         torch.manual_seed(0)
         first = build_model("mlp", input_shape=(d,), n_classes=10).train()
-        models = {name: copy.deepcopy(first) for name in LAYOUTS}
-        steps = {name: make_step(models[name], name, batch) for name in LAYOUTS}
-        times: dict[str, list[float]] = {name: [] for name in LAYOUTS}
-        for name in LAYOUTS:
-            for _ in range(5):
-                steps[name]()  # warm-up
-        for r in range(args.repeats):
-            for name in LAYOUTS if r % 2 == 0 else tuple(reversed(LAYOUTS)):
-                start = time.perf_counter()
-                for _ in range(args.steps):
-                    steps[name]()
-                times[name].append((time.perf_counter() - start) / args.steps * 1e3)
-        own, shared = statistics.median(times["own"]), statistics.median(times["unlabeled"])
-        print(f"| {d} | {own:.2f} | {shared:.2f} | {shared / own:.2f} |", flush=True)
+        steps = {name: make_step(copy.deepcopy(first), name, batch) for name in LAYOUTS}
+        ms = interleaved_medians(steps, args.steps, args.repeats)
+        print(f"| {d} | {ms['own']:.2f} | {ms['unlabeled']:.2f} | {ms['unlabeled'] / ms['own']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

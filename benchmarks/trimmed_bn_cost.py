@@ -14,13 +14,11 @@ Prints the median time per step (ms) of each network and the ratio trimmed / pla
 
 from __future__ import annotations
 
-import argparse
 import copy
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from _timing import cost_args, interleaved_medians
 from torch import nn
 
 from torchvat import vat_loss
@@ -44,16 +42,7 @@ def make_step(model: nn.Module, kind: str, x_l: torch.Tensor, y_l: torch.Tensor,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--features", type=int, nargs="+", default=[64, 784])
-    parser.add_argument("--steps", type=int, default=100, help="steps a timed repetition")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--labeled", type=int, default=32)
-    parser.add_argument("--unlabeled", type=int, default=128)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batches {args.labeled} + {args.unlabeled}")
+    args = cost_args(__doc__.splitlines()[0])
     print("| features | step | BatchNorm1d (ms) | TrimmedBatchNorm1d (ms) | trimmed / plain |")
     print("|---|---|---|---|---|")
     for d in args.features:
@@ -66,18 +55,8 @@ def main() -> None:
         plain.load_state_dict(copy.deepcopy(trimmed.state_dict()))
         for kind in ("supervised", "vat"):
             steps = {name: make_step(m, kind, x_l, y_l, x_u) for name, m in (("plain", plain), ("trimmed", trimmed))}
-            times: dict[str, list[float]] = {name: [] for name in steps}
-            for name in steps:
-                for _ in range(5):
-                    steps[name]()  # warm-up
-            for r in range(args.repeats):
-                order = list(steps) if r % 2 == 0 else list(reversed(steps))
-                for name in order:
-                    start = time.perf_counter()
-                    for _ in range(args.steps):
-                        steps[name]()
-                    times[name].append((time.perf_counter() - start) / args.steps * 1e3)
-            p, t = statistics.median(times["plain"]), statistics.median(times["trimmed"])
+            ms = interleaved_medians(steps, args.steps, args.repeats)
+            p, t = ms["plain"], ms["trimmed"]
             print(f"| {d} | {kind} | {p:.2f} | {t:.2f} | {t / p:.2f} |", flush=True)
 
 

@@ -17,6 +17,13 @@ def _bn_net() -> nn.Module:
     return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).train()
 
 
+def _step(model: nn.Module, batch: Batch, labeled_stats: str, name: str = "vat"):
+    """``compute_method_loss`` of method ``name`` (eps 0.5) with ``labeled_stats``: (loss, terms, clean)."""
+    method = get_method(name, eps=0.5)
+    generator = torch.Generator().manual_seed(0)
+    return compute_method_loss(model, method, batch, method.weights, generator=generator, labeled_stats=labeled_stats)
+
+
 def _far_batch() -> Batch:
     torch.manual_seed(1)
     # the unlabeled rows are far from the labeled ones, so the two batches' statistics differ
@@ -66,10 +73,7 @@ def test_sync_batchnorm_and_eval_layers_are_not_shared():
 def test_unlabeled_layout_normalizes_the_labeled_rows_with_the_unlabeled_batch():
     model, batch = _bn_net(), _far_batch()
     reference = _bn_net()
-    method = get_method("vat", eps=0.5)
-    _, _, clean = compute_method_loss(
-        model, method, batch, method.weights, generator=torch.Generator().manual_seed(0), labeled_stats="unlabeled"
-    )
+    _, _, clean = _step(model, batch, "unlabeled")
     bn, ref_bn = model[1], reference[1]
     # the running statistics follow the unlabeled pass, once
     with torch.no_grad():
@@ -85,9 +89,7 @@ def test_unlabeled_layout_normalizes_the_labeled_rows_with_the_unlabeled_batch()
     assert clean.labeled_logits.requires_grad and not clean.unlabeled_logits.requires_grad
     # and not with their own batch's (the "own" layout)
     own = _bn_net()
-    _, _, own_clean = compute_method_loss(
-        own, method, batch, method.weights, generator=torch.Generator().manual_seed(0), labeled_stats="own"
-    )
+    _, _, own_clean = _step(own, batch, "own")
     assert not torch.allclose(own_clean.labeled_logits, clean.labeled_logits, atol=1e-3)
     torch.testing.assert_close(own_clean.unlabeled_logits, clean.unlabeled_logits)
 
@@ -95,10 +97,7 @@ def test_unlabeled_layout_normalizes_the_labeled_rows_with_the_unlabeled_batch()
 def test_the_cross_entropy_reaches_the_weights_through_the_unlabeled_statistics():
     model, batch = _bn_net(), _far_batch()
     reference = _bn_net()
-    method = get_method("vat", eps=0.5)
-    _, terms, _ = compute_method_loss(
-        model, method, batch, method.weights, generator=torch.Generator().manual_seed(0), labeled_stats="unlabeled"
-    )
+    _, terms, _ = _step(model, batch, "unlabeled")
     terms["ce"].backward()
     # by hand: the statistics of the unlabeled rows, with their graph
     h = reference[0](batch.x_unlabeled)
@@ -116,10 +115,7 @@ def test_the_cross_entropy_reaches_the_weights_through_the_unlabeled_statistics(
 
 def test_unlabeled_layout_trains_every_parameter():
     model, batch = _bn_net(), _far_batch()
-    method = get_method("vat", eps=0.5)
-    loss, _, _ = compute_method_loss(
-        model, method, batch, method.weights, generator=torch.Generator().manual_seed(0), labeled_stats="unlabeled"
-    )
+    loss, _, _ = _step(model, batch, "unlabeled")
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
