@@ -7,7 +7,9 @@ to each class (1,000 a class in the test set: a collapse that merges classes sho
 ``--norm layer`` checks the same widths with LayerNorm in place of BatchNorm, ``--norm trimmed``
 with :class:`torchvat.models.TrimmedBatchNorm1d` (``bn_trim=5``, the generic ``"mlp"``'s), ``--method
 supervised`` gives the baseline, ``--eps`` replaces the derived eps, ``--labeled-stats unlabeled``
-normalizes the labeled rows with the unlabeled batch's statistics (``TrainConfig.labeled_stats``).
+normalizes the labeled rows with the unlabeled batch's statistics (``TrainConfig.labeled_stats``),
+``--bn-recalibrate unlabeled`` evaluates with BatchNorm statistics re-estimated over the unlabeled
+pool (the printed class counts use the trained statistics).
 
     python benchmarks/regularize_check.py --regularize all --iterations 4000
     python benchmarks/regularize_check.py --norm layer --iterations 4000
@@ -42,6 +44,12 @@ def main() -> None:
     parser.add_argument("--method", default="vat", choices=("vat", "supervised"))
     parser.add_argument("--eps", type=float, default=None, help="default: derived from the data")
     parser.add_argument("--labeled-stats", default="own", choices=("own", "unlabeled"))
+    parser.add_argument(
+        "--bn-recalibrate",
+        default=None,
+        choices=("labeled", "unlabeled"),
+        help="evaluate with BatchNorm statistics re-estimated on that split (100 batches of 128)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     recipe = load_recipe("mnist-100")
@@ -64,6 +72,9 @@ def main() -> None:
         eps=args.eps,
         regularize=args.regularize,
         labeled_stats=args.labeled_stats,
+        bn_recalibrate=args.bn_recalibrate,
+        bn_recalibrate_batches=100,
+        bn_recalibrate_batch_size=128,
         iterations=args.iterations,
         eval_every=max(args.iterations // 4, 1),
         collapse_patience=0,
