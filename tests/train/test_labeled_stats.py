@@ -203,3 +203,16 @@ def test_a_compiled_model_normalizes_with_the_shared_statistics():
     # and after the context the compiled model normalizes with the batch's own statistics again
     torch.testing.assert_close(compiled(batch.x_labeled), model(batch.x_labeled), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(shared, model(batch.x_labeled), atol=1e-3)
+
+
+def test_without_batchnorm_the_unlabeled_layout_is_the_own_one():
+    """No statistics to share: the same passes in the same order, and no graph kept for the unlabeled pass."""
+    batch = _far_batch()
+    results = {}
+    for labeled_stats in ("own", "unlabeled"):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+        loss, _, clean = _step(model, batch, labeled_stats)
+        assert not clean.unlabeled_logits.requires_grad
+        results[labeled_stats] = loss.detach()
+    torch.testing.assert_close(results["own"], results["unlabeled"], rtol=0, atol=0)

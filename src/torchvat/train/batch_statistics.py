@@ -27,7 +27,13 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.lazy import LazyModuleMixin
 
-__all__ = ["BatchStatistics", "batch_statistics", "captured_batch_statistics", "normalized_with"]
+__all__ = [
+    "BatchStatistics",
+    "batch_statistics",
+    "captured_batch_statistics",
+    "has_shared_statistics",
+    "normalized_with",
+]
 
 #: For each recorded layer, the mean and the (biased) variance it normalized its batch with.
 BatchStatistics = dict[_BatchNorm, tuple[Tensor, Tensor]]
@@ -70,6 +76,18 @@ def _shared_layers(module: nn.Module) -> list[_BatchNorm]:
         and m.track_running_stats
         and m.running_mean is not None
     ]
+
+
+def has_shared_statistics(module: nn.Module) -> bool:
+    """Whether ``module`` has a layer whose statistics :func:`captured_batch_statistics` records.
+
+    Example:
+        >>> has_shared_statistics(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
+        True
+        >>> has_shared_statistics(nn.Linear(2, 2))
+        False
+    """
+    return bool(_shared_layers(module))
 
 
 @contextmanager

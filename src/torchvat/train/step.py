@@ -15,7 +15,12 @@ from torch import Tensor, nn
 from torchvat import params
 from torchvat.core import RNGSnapshot
 from torchvat.core.guards import guarded_module, running_stats_guard
-from torchvat.train.batch_statistics import BatchStatistics, captured_batch_statistics, normalized_with
+from torchvat.train.batch_statistics import (
+    BatchStatistics,
+    captured_batch_statistics,
+    has_shared_statistics,
+    normalized_with,
+)
 from torchvat.train.defaults import DEFAULT_LABELED_STATS
 from torchvat.train.methods import Batch, CleanPass, Method
 
@@ -108,15 +113,15 @@ def compute_method_loss(
     separate = batch.x_unlabeled is not None and not joint
     shared: BatchStatistics = {}
     clean_unlabeled: tuple[RNGSnapshot, Tensor] | None = None
-    if separate and labeled_stats == "unlabeled":
+    module = guarded_module(model) if separate and labeled_stats == "unlabeled" else None
+    if module is not None and has_shared_statistics(module):
         # The unlabeled pass first: it normalizes with its own batch's statistics (the target of its
         # rows' search comes from a pass with the batch composition of the perturbed passes) and
         # updates the running statistics; the labeled pass is normalized with the same statistics
         assert batch.x_unlabeled is not None
-        module = guarded_module(model)
         unlabeled_rng = RNGSnapshot.capture(device)
         # with its graph: the cross entropy reaches the weights through the statistics too
-        with captured_batch_statistics(module if module is not None else nn.Module()) as captured:
+        with captured_batch_statistics(module) as captured:
             unlabeled_logits = model(batch.x_unlabeled)
         shared = captured
         if not method.needs_unlabeled_grad and isinstance(unlabeled_logits, Tensor):
