@@ -101,10 +101,15 @@ class TrimmedBatchNorm1d(nn.BatchNorm1d):
         if input.dim() != 2 or input.shape[0] < MIN_TRIMMED_ROWS:
             dims = [0, *range(2, x.dim())]
             return x.mean(dims), x.var(dims, unbiased=False)
+        mean, var, _ = self._trimmed(x)
+        return mean, var
+
+    def _trimmed(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Trimmed mean and biased variance of ``x`` ``[B, C]`` per unit, and how many rows each kept."""
         weight = self._kept(x)
         count = weight.sum(dim=0)
         mean = (x * weight).sum(dim=0) / count
-        return mean, ((x - mean).square() * weight).sum(dim=0) / count
+        return mean, ((x - mean).square() * weight).sum(dim=0) / count, count
 
     def _kept(self, x: Tensor) -> Tensor:
         """1 for each value of ``x`` ``[B, C]`` within ``trim`` robust deviations of its unit's median, else 0."""
@@ -123,10 +128,7 @@ class TrimmedBatchNorm1d(nn.BatchNorm1d):
         self._check_input_dim(input)
         # statistics in float32 at least (as F.batch_norm computes them under autocast)
         x = input if input.dtype in (torch.float32, torch.float64) else input.float()
-        weight = self._kept(x)
-        count = weight.sum(dim=0)
-        mean = (x * weight).sum(dim=0) / count
-        var = ((x - mean).square() * weight).sum(dim=0) / count
+        mean, var, count = self._trimmed(x)
         if self.training and self.track_running_stats and self.running_mean is not None:
             assert self.running_var is not None and self.num_batches_tracked is not None
             with torch.no_grad():
